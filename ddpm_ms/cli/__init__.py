@@ -1,0 +1,1 @@
+"""Argument parsing for the scripts in scripts/; thin by design."""

@@ -1,0 +1,223 @@
+"""Small dataclasses that configure a run, one preset per data set, and their JSON form.
+
+Every run directory holds the `config.json` written by `Config.save`; checkpoints are loaded
+with the config saved beside them.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BLOCKS = ("resnet", "convnext")
+BETA_SCHEDULES = ("linear", "cosine", "quadratic", "sigmoid")
+OBJECTIVES = ("eps", "x0", "v")
+LOSS_TYPES = ("l1", "l2", "huber")
+VARIANCES = ("fixed_small", "fixed_large")
+DATASETS = ("fashion_mnist", "mnist", "image_folder")
+MODES = ("graph", "pynative")
+
+
+def _size2(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    h, w = size
+    return (int(h), int(w))
+
+
+@dataclass
+class ModelConfig:
+    """U-Net shape. `image_size` is (height, width) or one int for square images."""
+    image_size: tuple = (28, 28)
+    channels: int = 1
+    dim: int = 28
+    init_dim: int | None = None
+    dim_mults: tuple = (1, 2, 4)
+    block: str = "resnet"
+    resnet_groups: int = 4
+    convnext_mult: int = 2
+    dropout: float = 0.0
+    attn_heads: int = 4
+    attn_dim_head: int = 32
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels
+
+    def validate(self) -> None:
+        self.image_size = _size2(self.image_size)
+        self.dim_mults = tuple(self.dim_mults)
+        if self.block not in BLOCKS:
+            raise ValueError(f"model.block must be one of {BLOCKS}, got {self.block!r}")
+        if not self.dim_mults or any(m < 1 for m in self.dim_mults):
+            raise ValueError(f"model.dim_mults must be positive integers, got {self.dim_mults}")
+        factor = 2 ** (len(self.dim_mults) - 1)
+        h, w = self.image_size
+        if h % factor or w % factor:
+            raise ValueError(
+                f"image size {h}x{w} does not divide by 2^(levels-1) = {factor} for dim_mults={self.dim_mults}; "
+                f"resize the images to a multiple of {factor} or use fewer levels")
+        init_dim = self.init_dim or self.dim
+        widths = [init_dim] + [self.dim * m for m in self.dim_mults]
+        if self.block == "resnet" and any(c % self.resnet_groups for c in widths):
+            raise ValueError(f"every level width {widths} must divide by resnet_groups={self.resnet_groups}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class DiffusionConfig:
+    """Forward process and training objective. p2_gamma = 0 turns p2 weighting off."""
+    timesteps: int = 1000
+    beta_schedule: str = "cosine"
+    beta_start: float | None = None  # linear/quadratic/sigmoid; default 1e-4 * 1000 / T
+    beta_end: float | None = None    # default 0.02 * 1000 / T
+    objective: str = "eps"
+    loss_type: str = "huber"
+    p2_gamma: float = 0.5
+    p2_k: float = 1.0
+
+    def validate(self) -> None:
+        if self.timesteps < 2:
+            raise ValueError(f"diffusion.timesteps must be at least 2, got {self.timesteps}")
+        for name, value, allowed in (("beta_schedule", self.beta_schedule, BETA_SCHEDULES),
+                                     ("objective", self.objective, OBJECTIVES),
+                                     ("loss_type", self.loss_type, LOSS_TYPES)):
+            if value not in allowed:
+                raise ValueError(f"diffusion.{name} must be one of {allowed}, got {value!r}")
+        if self.p2_gamma < 0 or self.p2_k <= 0:
+            raise ValueError(f"p2 weighting needs gamma >= 0 and k > 0, got gamma={self.p2_gamma}, k={self.p2_k}")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are prepared."""
+    dataset: str = "fashion_mnist"
+    root: str | None = None  # None: the copy embedded in this repository (data/<dataset>)
+    random_flip: bool = True
+    num_workers: int = 2
+    strict: bool = False     # image_folder: a corrupt file is an error instead of a skipped warning
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"data.dataset must be one of {DATASETS}, got {self.dataset!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and what a run writes. `steps`, when set, overrides `epochs`."""
+    batch_size: int = 32
+    lr: float = 5e-4
+    epochs: int = 3
+    steps: int | None = None
+    seed: int = 0
+    mode: str = "graph"
+    device: str = "auto"
+    save_every: int = 1000       # steps between checkpoints (one is always written at the end)
+    log_every: int = 50          # steps between rows of log.csv
+    sample_every: int | None = None  # steps between sample grids; None: once per epoch
+    num_samples: int = 16        # images in each grid and in the GIF
+    sample_steps: int = 250      # DDPM steps used for grids and the GIF (respaced from T)
+    variance: str = "fixed_small"
+
+    def validate(self) -> None:
+        positive = {"batch_size": self.batch_size, "epochs": self.epochs, "save_every": self.save_every,
+                    "log_every": self.log_every, "num_samples": self.num_samples, "sample_steps": self.sample_steps}
+        if self.steps is not None:
+            positive["steps"] = self.steps
+        if self.sample_every is not None:
+            positive["sample_every"] = self.sample_every
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise ValueError(f"train.{name} must be a positive integer, got {value}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if self.mode not in MODES:
+            raise ValueError(f"train.mode must be one of {MODES}, got {self.mode!r}")
+        if self.variance not in VARIANCES:
+            raise ValueError(f"train.variance must be one of {VARIANCES}, got {self.variance!r}")
+
+
+@dataclass
+class Config:
+    preset: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        for part in (self.model, self.diffusion, self.data, self.train):
+            part.validate()
+        if self.train.sample_steps > self.diffusion.timesteps:
+            raise ValueError(f"train.sample_steps ({self.train.sample_steps}) cannot exceed "
+                             f"diffusion.timesteps ({self.diffusion.timesteps})")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        parts = {"model": ModelConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig}
+        kwargs = {"preset": d.get("preset", "custom")}
+        for name, klass in parts.items():
+            known = {f.name for f in dataclasses.fields(klass)}
+            given = d.get(name, {})
+            unknown = set(given) - known
+            if unknown:
+                raise ValueError(f"config section {name!r} has unknown keys {sorted(unknown)}")
+            kwargs[name] = klass(**given)
+        cfg = cls(**kwargs)
+        cfg.model.image_size = _size2(cfg.model.image_size)
+        cfg.model.dim_mults = tuple(cfg.model.dim_mults)
+        return cfg.validate()
+
+    def save(self, path) -> None:
+        """Write JSON atomically: a reader never sees half a file."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "Config":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no config at {path}: a run directory holds the config.json written by training")
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def _fashion_like(name: str) -> Config:
+    return Config(preset=name,
+                  model=ModelConfig(image_size=(28, 28), channels=1, dim=28, dim_mults=(1, 2, 4)),
+                  diffusion=DiffusionConfig(timesteps=1000, beta_schedule="cosine", loss_type="huber",
+                                            p2_gamma=0.5, p2_k=1.0),
+                  data=DataConfig(dataset=name, random_flip=(name == "fashion_mnist")),
+                  train=TrainConfig(batch_size=32, lr=5e-4, epochs=3))
+
+
+PRESETS = {
+    "fashion_mnist": lambda: _fashion_like("fashion_mnist"),
+    "mnist": lambda: _fashion_like("mnist"),
+    "cats": lambda: Config(
+        preset="cats",
+        model=ModelConfig(image_size=(64, 64), channels=3, dim=32, dim_mults=(1, 2, 4, 8)),
+        diffusion=DiffusionConfig(timesteps=1000, beta_schedule="cosine", loss_type="huber",
+                                  p2_gamma=0.5, p2_k=1.0),
+        data=DataConfig(dataset="image_folder", random_flip=True),
+        train=TrainConfig(batch_size=8, lr=2e-4, epochs=1, steps=2000, save_every=500, sample_every=500,
+                          num_samples=8)),
+}
+
+
+def preset(name: str) -> Config:
+    """A fresh copy of the named preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return copy.deepcopy(PRESETS[name]()).validate()

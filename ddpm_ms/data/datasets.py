@@ -1,0 +1,161 @@
+"""`mindspore.dataset` pipelines that yield float32 images in [-1, 1], shaped (C, H, W).
+
+- `fashion_mnist` / `mnist`: the original gzipped IDX files, read with NumPy.
+- `image_folder`: every image file under a folder (recursively), decoded with Pillow, converted
+  to RGB or grayscale, resized, centre-cropped. Files that do not decode are named in a warning
+  and skipped (or, with strict=True, are an error), before any worker starts.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import warnings
+from pathlib import Path
+
+import mindspore.dataset as ds
+import mindspore.dataset.vision as vision
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ddpm_ms.data.paths import DEFAULT_ROOTS
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+_DOWNLOAD_NAME = {"fashion_mnist": "fashion-mnist", "mnist": "mnist"}
+
+
+class DataError(RuntimeError):
+    """The data is missing or unreadable; the message says where and what to do."""
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a (gzipped) IDX file of unsigned bytes into an array of its declared shape."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable IDX file ({e}); download it again") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number); download it again")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)):
+        raise DataError(f"{path} holds {len(raw) - offset} bytes of data, its header promises {np.prod(dims)}: "
+                        "the file is truncated; download it again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def load_idx_dataset(name: str, root=None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) of Fashion-MNIST or MNIST from `root`."""
+    root = Path(root) if root is not None else DEFAULT_ROOTS[name]
+    image_file, label_file = (root / f for f in IDX_FILES[split])
+    missing = [p.name for p in (image_file, label_file) if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{name}: {', '.join(missing)} not found in {root}. Get the files with "
+            f"`python -m ddpm_ms.data.download {_DOWNLOAD_NAME[name]} --to {root}` "
+            f"or pass --data DIR pointing to a folder that holds them.")
+    images, labels = read_idx(image_file), read_idx(label_file)
+    if images.ndim != 3 or labels.shape != images.shape[:1]:
+        raise DataError(f"{root}: images {images.shape} and labels {labels.shape} do not match")
+    return images, labels
+
+
+def _to_model_range():
+    """uint8 HWC -> float32 CHW in [-1, 1]."""
+    return [vision.Rescale(2.0 / 255.0, -1.0), vision.HWC2CHW()]
+
+
+def _finish(dataset, batch_size, random_flip, num_workers, columns):
+    ops_list = ([vision.RandomHorizontalFlip()] if random_flip else []) + _to_model_range()
+    dataset = dataset.map(operations=ops_list, input_columns=["image"], num_parallel_workers=num_workers)
+    return dataset.batch(batch_size, drop_remainder=True).project(columns)
+
+
+def idx_dataset(name: str, root=None, batch_size=32, split="train", shuffle=True, random_flip=False,
+                num_workers=2, with_labels=False):
+    """Batched pipeline over Fashion-MNIST or MNIST; columns "image" (and "label")."""
+    images, labels = load_idx_dataset(name, root, split)
+    if len(images) < batch_size:
+        raise DataError(f"{name} {split} has {len(images)} images, fewer than one batch of {batch_size}")
+    source = {"image": images[..., None], "label": labels.astype(np.int32)}
+    dataset = ds.NumpySlicesDataset(source, shuffle=shuffle)
+    return _finish(dataset, batch_size, random_flip, num_workers, ["image", "label"] if with_labels else ["image"])
+
+
+def scan_image_folder(root, strict: bool = False) -> list[Path]:
+    """Every decodable image under `root`, sorted. A file with an image extension that does
+    not decode is named in a warning and left out (an error when strict)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist; pass --data DIR with your images "
+                        "(PNG, JPEG, BMP, GIF, WebP, TIFF)")
+    candidates = sorted(p for p in root.rglob("*")
+                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    good, bad = [], []
+    for path in candidates:
+        try:
+            with Image.open(path) as im:
+                im.load()  # decode fully: a truncated file passes verify() but fails here
+            good.append(path)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            if strict:
+                raise DataError(f"{path} is not a readable image ({e}); remove or replace it") from e
+            bad.append(path)
+            warnings.warn(f"skipping {path}: not a readable image ({type(e).__name__}: {e})", stacklevel=2)
+    if not good:
+        raise DataError(f"no readable images in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
+                        + (f"; {len(bad)} file(s) failed to decode" if bad else "") + ")")
+    return good
+
+
+class _ImageFiles:
+    """Random-access source: path -> uint8 HWC array in the requested colour mode."""
+
+    def __init__(self, paths, channels, repeat):
+        self.paths, self.mode, self.repeat = list(paths), ("RGB" if channels == 3 else "L"), repeat
+
+    def __len__(self):
+        return len(self.paths) * self.repeat
+
+    def __getitem__(self, i):
+        with Image.open(self.paths[i % len(self.paths)]) as im:
+            arr = np.asarray(im.convert(self.mode), dtype=np.uint8)
+        return (arr if arr.ndim == 3 else arr[..., None],)
+
+
+def image_folder_dataset(root=None, image_size=(64, 64), channels=3, batch_size=16, shuffle=True,
+                         random_flip=True, num_workers=2, strict=False, min_images_per_epoch=None):
+    """Batched pipeline over a folder of images; column "image".
+
+    A small folder is cycled so that an epoch holds at least `min_images_per_epoch` images
+    (default: one batch); the cats preset trains on two photos.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    paths = scan_image_folder(root if root is not None else DEFAULT_ROOTS["image_folder"], strict)
+    repeat = max(1, math.ceil((min_images_per_epoch or batch_size) / len(paths)))
+    dataset = ds.GeneratorDataset(_ImageFiles(paths, channels, repeat), column_names=["image"], shuffle=shuffle,
+                                  num_parallel_workers=1)
+    # Resize the shorter side so that both sides cover the target, then crop the centre.
+    resize = [vision.Resize(max(h, w), vision.Inter.BICUBIC), vision.CenterCrop((h, w))]
+    dataset = dataset.map(operations=resize, input_columns=["image"], num_parallel_workers=num_workers)
+    return _finish(dataset, batch_size, random_flip, num_workers, ["image"])
+
+
+def build_dataset(data_cfg, model_cfg, batch_size, shuffle=True):
+    """The training pipeline a config asks for."""
+    if data_cfg.dataset in ("fashion_mnist", "mnist"):
+        if tuple(model_cfg.image_size) != (28, 28) or model_cfg.channels != 1:
+            raise ValueError(f"{data_cfg.dataset} images are 28x28 grayscale; the model is configured for "
+                             f"{model_cfg.image_size} with {model_cfg.channels} channels")
+        return idx_dataset(data_cfg.dataset, data_cfg.root, batch_size, shuffle=shuffle,
+                           random_flip=data_cfg.random_flip, num_workers=data_cfg.num_workers)
+    return image_folder_dataset(data_cfg.root, model_cfg.image_size, model_cfg.channels, batch_size,
+                                shuffle=shuffle, random_flip=data_cfg.random_flip,
+                                num_workers=data_cfg.num_workers, strict=data_cfg.strict,
+                                min_images_per_epoch=max(batch_size, 256))

@@ -1,0 +1,221 @@
+"""The U-Net of "The Annotated Diffusion Model" (Hugging Face) as a MindSpore Cell.
+
+Sinusoidal time embedding + MLP; per level two ResNet (or ConvNeXt) blocks, linear attention
+and a down/up-sampling; full attention in the middle; skip connections between the halves.
+"""
+from __future__ import annotations
+
+from mindspore import nn, ops
+
+from ddpm_ms.config import ModelConfig
+from ddpm_ms.models.layers import Conv2d, SinusoidalTimeEmbedding, space_to_depth, upsample_nearest
+
+
+class Block(nn.Cell):
+    """Conv 3x3 -> GroupNorm -> (scale, shift) -> SiLU -> dropout."""
+
+    def __init__(self, dim, dim_out, groups, dropout=0.0):
+        super().__init__()
+        self.proj = Conv2d(dim, dim_out, 3, padding=1)
+        self.norm = nn.GroupNorm(groups, dim_out)
+        self.act = nn.SiLU()
+        self.dropout = nn.Dropout(p=dropout)
+
+    def construct(self, x, scale=None, shift=None):
+        x = self.norm(self.proj(x))
+        if scale is not None:
+            x = x * (scale + 1) + shift
+        return self.dropout(self.act(x))
+
+
+class ResnetBlock(nn.Cell):
+    """Two `Block`s; the time embedding sets the first one's scale and shift (Wide ResNet style)."""
+
+    def __init__(self, dim, dim_out, time_emb_dim, groups, dropout=0.0):
+        super().__init__()
+        self.mlp = nn.SequentialCell(nn.SiLU(), nn.Dense(time_emb_dim, dim_out * 2))
+        self.block1 = Block(dim, dim_out, groups, dropout)
+        self.block2 = Block(dim_out, dim_out, groups)
+        self.res_conv = Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
+        self.dim_out = dim_out
+
+    def construct(self, x, t_emb):
+        scale_shift = self.mlp(t_emb).reshape(x.shape[0], self.dim_out * 2, 1, 1)
+        scale, shift = ops.split(scale_shift, self.dim_out, axis=1)
+        h = self.block2(self.block1(x, scale, shift))
+        return h + self.res_conv(x)
+
+
+class ConvNextBlock(nn.Cell):
+    """ConvNeXt block (Liu et al. 2022) with the time embedding added after the depthwise conv."""
+
+    def __init__(self, dim, dim_out, time_emb_dim, mult=2, dropout=0.0):
+        super().__init__()
+        self.mlp = nn.SequentialCell(nn.GELU(approximate=False), nn.Dense(time_emb_dim, dim))
+        self.ds_conv = Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.net = nn.SequentialCell(
+            nn.GroupNorm(1, dim),
+            Conv2d(dim, dim_out * mult, 3, padding=1),
+            nn.GELU(approximate=False),
+            nn.Dropout(p=dropout),
+            nn.GroupNorm(1, dim_out * mult),
+            Conv2d(dim_out * mult, dim_out, 3, padding=1),
+        )
+        self.res_conv = Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
+        self.dim = dim
+
+    def construct(self, x, t_emb):
+        h = self.ds_conv(x) + self.mlp(t_emb).reshape(x.shape[0], self.dim, 1, 1)
+        return self.net(h) + self.res_conv(x)
+
+
+class Attention(nn.Cell):
+    """Full multi-head self-attention over all pixels (used at the lowest resolution)."""
+
+    def __init__(self, dim, heads=4, dim_head=32):
+        super().__init__()
+        self.heads, self.dim_head, self.scale = heads, dim_head, dim_head ** -0.5
+        self.hidden = heads * dim_head
+        self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False)
+        self.to_out = Conv2d(self.hidden, dim, 1)
+
+    def construct(self, x):
+        b, _, h, w = x.shape
+        # ops.split, not indexing: a strided slice of the fused tensor costs 40x more on CPU.
+        q, k, v = ops.split(self.to_qkv(x), self.hidden, axis=1)
+        q = q.reshape(b, self.heads, self.dim_head, h * w) * self.scale
+        k = k.reshape(b, self.heads, self.dim_head, h * w)
+        v = v.reshape(b, self.heads, self.dim_head, h * w)
+        attn = ops.softmax(ops.matmul(q.transpose(0, 1, 3, 2), k), axis=-1)  # (b, heads, n, n)
+        out = ops.matmul(v, attn.transpose(0, 1, 3, 2))  # (b, heads, d, n)
+        return self.to_out(out.reshape(b, self.hidden, h, w))
+
+
+class LinearAttention(nn.Cell):
+    """Linear attention (Shen et al. 2018): softmax on q over features and on k over pixels,
+    so the cost grows linearly with the number of pixels."""
+
+    def __init__(self, dim, heads=4, dim_head=32):
+        super().__init__()
+        self.heads, self.dim_head, self.scale = heads, dim_head, dim_head ** -0.5
+        self.hidden = heads * dim_head
+        self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False)
+        self.to_out = nn.SequentialCell(Conv2d(self.hidden, dim, 1), nn.GroupNorm(1, dim))
+
+    def construct(self, x):
+        b, _, h, w = x.shape
+        q, k, v = ops.split(self.to_qkv(x), self.hidden, axis=1)
+        q = ops.softmax(q.reshape(b, self.heads, self.dim_head, h * w), axis=-2) * self.scale
+        k = ops.softmax(k.reshape(b, self.heads, self.dim_head, h * w), axis=-1)
+        v = v.reshape(b, self.heads, self.dim_head, h * w)
+        context = ops.matmul(k, v.transpose(0, 1, 3, 2))  # (b, heads, d, e)
+        out = ops.matmul(context.transpose(0, 1, 3, 2), q)  # (b, heads, e, n)
+        return self.to_out(out.reshape(b, self.hidden, h, w))
+
+
+class PreNormResidual(nn.Cell):
+    """x + fn(GroupNorm(1)(x))."""
+
+    def __init__(self, dim, fn):
+        super().__init__()
+        self.norm = nn.GroupNorm(1, dim)
+        self.fn = fn
+
+    def construct(self, x):
+        return x + self.fn(self.norm(x))
+
+
+class Downsample(nn.Cell):
+    """Space-to-depth (no information lost) then a 1x1 conv to the next level's width."""
+
+    def __init__(self, dim, dim_out):
+        super().__init__()
+        self.conv = Conv2d(dim * 4, dim_out, 1)
+
+    def construct(self, x):
+        return self.conv(space_to_depth(x))
+
+
+class Upsample(nn.Cell):
+    """Nearest-neighbour 2x then a 3x3 conv."""
+
+    def __init__(self, dim, dim_out):
+        super().__init__()
+        self.conv = Conv2d(dim, dim_out, 3, padding=1)
+
+    def construct(self, x):
+        return self.conv(upsample_nearest(x))
+
+
+class UNet(nn.Cell):
+    """Noise-prediction U-Net: `construct(x, t)` maps images (b, c, h, w) and timesteps (b,)
+    to a tensor of the same shape as `x` (noise, x0 or v, as the diffusion asks)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        dim = config.dim
+        init_dim = config.init_dim or dim
+        dims = [init_dim] + [dim * m for m in config.dim_mults]
+        in_out = list(zip(dims[:-1], dims[1:]))
+        time_dim = dim * 4
+
+        def block(d_in, d_out):
+            if config.block == "convnext":
+                return ConvNextBlock(d_in, d_out, time_dim, config.convnext_mult, config.dropout)
+            return ResnetBlock(d_in, d_out, time_dim, config.resnet_groups, config.dropout)
+
+        def linear_attention(d):
+            return PreNormResidual(d, LinearAttention(d, config.attn_heads, config.attn_dim_head))
+
+        self.init_conv = Conv2d(config.channels, init_dim, 7, padding=3)
+        self.time_mlp = nn.SequentialCell(
+            SinusoidalTimeEmbedding(dim), nn.Dense(dim, time_dim), nn.GELU(approximate=False),
+            nn.Dense(time_dim, time_dim))
+
+        downs, ups = [], []
+        for i, (d_in, d_out) in enumerate(in_out):
+            last = i == len(in_out) - 1
+            downs.append(nn.CellList([
+                block(d_in, d_in), block(d_in, d_in), linear_attention(d_in),
+                Conv2d(d_in, d_out, 3, padding=1) if last else Downsample(d_in, d_out)]))
+        mid = dims[-1]
+        self.mid_block1 = block(mid, mid)
+        self.mid_attn = PreNormResidual(mid, Attention(mid, config.attn_heads, config.attn_dim_head))
+        self.mid_block2 = block(mid, mid)
+        for i, (d_in, d_out) in enumerate(reversed(in_out)):
+            last = i == len(in_out) - 1
+            ups.append(nn.CellList([
+                block(d_out + d_in, d_out), block(d_out + d_in, d_out), linear_attention(d_out),
+                Conv2d(d_out, d_in, 3, padding=1) if last else Upsample(d_out, d_in)]))
+        self.downs = nn.CellList(downs)
+        self.ups = nn.CellList(ups)
+        self.final_res_block = block(init_dim * 2, dim)
+        self.final_conv = Conv2d(dim, config.out_channels, 1)
+
+    def construct(self, x, t):
+        x = self.init_conv(x)
+        r = x
+        t_emb = self.time_mlp(t)
+        skips = []
+        for block1, block2, attn, down in self.downs:
+            x = block1(x, t_emb)
+            skips.append(x)
+            x = attn(block2(x, t_emb))
+            skips.append(x)
+            x = down(x)
+        x = self.mid_block2(self.mid_attn(self.mid_block1(x, t_emb)), t_emb)
+        i = len(skips)  # a compile-time int: graph mode cannot pop from a list
+        for block1, block2, attn, up in self.ups:
+            x = block1(ops.cat((x, skips[i - 1]), axis=1), t_emb)
+            x = block2(ops.cat((x, skips[i - 2]), axis=1), t_emb)
+            x = up(attn(x))
+            i -= 2
+        x = self.final_res_block(ops.cat((x, r), axis=1), t_emb)
+        return self.final_conv(x)
+
+
+def count_parameters(net: nn.Cell) -> int:
+    """Number of trainable scalars."""
+    return sum(p.size for p in net.trainable_params())

@@ -1,0 +1,180 @@
+"""The training loop: a compiled step (forward, loss, gradients, Adam update), logs, checkpoints
+and pictures, all written into one self-describing run directory."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+from tqdm.auto import tqdm
+
+from ddpm_ms.config import Config
+from ddpm_ms.data import build_dataset
+from ddpm_ms.device import select_device
+from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
+from ddpm_ms.models import UNet, count_parameters
+from ddpm_ms.sampling import DDPMScheduler, sample
+from ddpm_ms.training.checkpoint import save_checkpoint
+from ddpm_ms import viz
+
+LOG_FIELDS = ["step", "epoch", "loss", "img_per_s", "elapsed_s"]
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def make_train_step(diffusion: GaussianDiffusion, optimizer: nn.Optimizer, jit: bool = True):
+    """loss = step(x0, t, noise): forward, loss, value_and_grad and the optimizer update,
+    compiled as one graph when `jit`."""
+    grad_fn = ms.value_and_grad(diffusion, None, optimizer.parameters)
+
+    def train_step(x0, t, noise):
+        loss, grads = grad_fn(x0, t, noise)
+        return ops.depend(loss, optimizer(grads))
+
+    return ms.jit(train_step) if jit else train_step
+
+
+def prepare_run_dir(out) -> Path:
+    """Create `out`; refuse one that already holds a run, so nothing is overwritten."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} already exists and is not empty; choose a new --out "
+                              "(runs are never overwritten)")
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "samples").mkdir(exist_ok=True)
+    return out
+
+
+class Trainer:
+    """Trains `cfg` into the run directory `out`. `dataset` overrides the config's pipeline."""
+
+    def __init__(self, cfg: Config, out, dataset=None, progress: bool = True):
+        self.cfg = cfg.validate()
+        self.device = select_device(cfg.train.device)
+        ms.set_seed(cfg.train.seed)
+        self.rng = np.random.default_rng(cfg.train.seed)
+        self.progress = progress
+        self.model = UNet(cfg.model)
+        self.schedule = NoiseSchedule.from_config(cfg.diffusion)
+        d = cfg.diffusion
+        self.diffusion = GaussianDiffusion(self.model, self.schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k)
+        self.optimizer = nn.Adam(self.model.trainable_params(), learning_rate=cfg.train.lr)
+        self.train_step = make_train_step(self.diffusion, self.optimizer, jit=cfg.train.mode == "graph")
+        self.dataset = dataset if dataset is not None else build_dataset(cfg.data, cfg.model, cfg.train.batch_size)
+        self.steps_per_epoch = self.dataset.get_dataset_size()
+        if self.steps_per_epoch < 1:
+            raise ValueError("the data set yields no full batch: lower --batch-size or add images")
+        self.total_steps = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
+        self.out = prepare_run_dir(out)
+        cfg.save(self.out / "config.json")
+        self.step = 0
+        self.ckpt = None
+
+    # -- pictures -----------------------------------------------------------------------------
+    def scheduler(self) -> DDPMScheduler:
+        return DDPMScheduler(self.schedule, prediction_type=self.cfg.diffusion.objective,
+                             variance_type=self.cfg.train.variance, clip_sample=True)
+
+    def sample_images(self, trajectory_every=None):
+        t = self.cfg.train
+        shape = (t.num_samples, self.cfg.model.channels, *self.cfg.model.image_size)
+        return sample(self.model, self.scheduler(), shape, t.sample_steps, seed=t.seed,
+                      trajectory_every=trajectory_every, jit=t.mode == "graph", progress=self.progress)
+
+    def save_samples(self, name: str) -> Path:
+        images, _ = self.sample_images()
+        return viz.save_grid(images, self.out / "samples" / f"{name}.png")
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _batch_noise(self, x0_shape):
+        t = self.rng.integers(0, self.schedule.timesteps, size=(x0_shape[0],), dtype=np.int32)
+        noise = self.rng.standard_normal(x0_shape, dtype=np.float32)
+        return ms.Tensor(t), ms.Tensor(noise)
+
+    def _log_row(self, writer, f, epoch, losses, images, seconds, start):
+        row = {"step": self.step, "epoch": epoch, "loss": f"{np.mean(losses):.6f}",
+               "img_per_s": f"{images / max(seconds, 1e-9):.2f}", "elapsed_s": f"{time.time() - start:.1f}"}
+        writer.writerow(row)
+        f.flush()
+
+    def _save(self, name, epoch):
+        self.ckpt = save_checkpoint(self.model, self.out / "checkpoints" / name,
+                                    {"step": self.step, "epoch": epoch})
+
+    def fit(self) -> dict:
+        """Train for the configured steps or epochs; returns a summary (also written to summary.json)."""
+        t_cfg = self.cfg.train
+        bs = t_cfg.batch_size
+        start = time.time()
+        n_params = count_parameters(self.model)
+        bar = tqdm(total=self.total_steps, desc=f"train {self.cfg.preset}", disable=not self.progress,
+                   dynamic_ncols=True)
+        window_losses, window_images, window_time = [], 0, 0.0
+        speed = None
+        compile_s = None
+        epoch = 0
+        self.model.set_train(True)
+        last = time.perf_counter()
+        with open(self.out / "log.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            writer.writeheader()
+            while self.step < self.total_steps:
+                epoch += 1
+                for (x0,) in self.dataset.create_tuple_iterator(num_epochs=1):
+                    t, noise = self._batch_noise(x0.shape)
+                    loss = float(self.train_step(x0, t, noise).asnumpy())
+                    now = time.perf_counter()
+                    dt, last = now - last, now  # includes reading the batch
+                    self.step += 1
+                    if not math.isfinite(loss):
+                        bar.close()
+                        kept = f"the last good checkpoint is {self.ckpt}" if self.ckpt else "no checkpoint was written"
+                        raise NonFiniteLoss(f"loss became {loss} at step {self.step}; {kept}. "
+                                            f"Lower the learning rate (now {t_cfg.lr:g}) and train again.")
+                    if compile_s is None:
+                        compile_s = dt  # the first call compiles the graph
+                    else:
+                        window_images += bs
+                        window_time += dt
+                    window_losses.append(loss)
+                    if self.step % t_cfg.log_every == 0 or self.step == self.total_steps:
+                        speed = window_images / window_time if window_time else None
+                        self._log_row(writer, f, epoch, window_losses, window_images, window_time, start)
+                        bar.set_postfix(loss=f"{np.mean(window_losses):.4f}",
+                                        img_s=f"{speed:.1f}" if speed else "-")
+                        window_losses, window_images, window_time = [], 0, 0.0
+                    bar.update(1)
+                    if self.step % t_cfg.save_every == 0:
+                        self._save(f"step_{self.step:07d}.ckpt", epoch)
+                    if t_cfg.sample_every and self.step % t_cfg.sample_every == 0:
+                        self.save_samples(f"step_{self.step:07d}")
+                    if self.step >= self.total_steps:
+                        break
+                    last = time.perf_counter()  # pictures and checkpoints are not training time
+                if not t_cfg.sample_every:
+                    self.save_samples(f"epoch_{epoch:03d}")
+                viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
+                last = time.perf_counter()
+        bar.close()
+        self._save("final.ckpt", epoch)
+        train_s = time.time() - start
+        images, trajectory = self.sample_images(trajectory_every=max(1, t_cfg.sample_steps // 50))
+        viz.save_grid(images, self.out / "samples" / "final.png")
+        viz.save_gif([x for _, x in trajectory], self.out / "denoising.gif")
+        log = viz.read_log(self.out / "log.csv")
+        summary = {"preset": self.cfg.preset, "device": self.device, "mode": t_cfg.mode, "steps": self.step,
+                   "epochs": epoch, "parameters": n_params, "batch_size": bs,
+                   "final_loss": float(log["loss"][-1]) if log else None,
+                   "img_per_s": float(np.median(log["img_per_s"][log["img_per_s"] > 0])) if log else None,
+                   "compile_s": compile_s, "train_wall_s": train_s, "total_wall_s": time.time() - start,
+                   "checkpoint": str(self.ckpt), "grid": str(self.out / "samples" / "final.png"),
+                   "gif": str(self.out / "denoising.gif")}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
