@@ -73,7 +73,8 @@ def config_from_args(args):
     t.device, t.mode = args.device, args.mode
     if args.timesteps is not None:
         cfg.diffusion.timesteps = args.timesteps
-        t.sample_steps = min(t.sample_steps, args.timesteps)
+        if args.sample_steps is None:
+            t.sample_steps = min(t.sample_steps, args.timesteps)
     if args.data is not None:
         cfg.data.root = str(args.data)
     cfg.data.strict = args.strict_data

@@ -64,13 +64,13 @@ def load_idx_dataset(name: str, root=None, split: str = "train") -> tuple[np.nda
     return images, labels
 
 
-def _to_model_range():
-    """uint8 HWC -> float32 CHW in [-1, 1]."""
-    return [vision.Rescale(2.0 / 255.0, -1.0), vision.HWC2CHW()]
+def _to_model_range(channels):
+    """uint8 HWC -> float32 CHW in [-1, 1] ((x - 127.5) / 127.5 maps 0 and 255 exactly to -1 and 1)."""
+    return [vision.Normalize(mean=[127.5] * channels, std=[127.5] * channels), vision.HWC2CHW()]
 
 
-def _finish(dataset, batch_size, random_flip, num_workers, columns):
-    ops_list = ([vision.RandomHorizontalFlip()] if random_flip else []) + _to_model_range()
+def _finish(dataset, batch_size, random_flip, num_workers, columns, channels):
+    ops_list = ([vision.RandomHorizontalFlip()] if random_flip else []) + _to_model_range(channels)
     dataset = dataset.map(operations=ops_list, input_columns=["image"], num_parallel_workers=num_workers)
     return dataset.batch(batch_size, drop_remainder=True).project(columns)
 
@@ -83,7 +83,7 @@ def idx_dataset(name: str, root=None, batch_size=32, split="train", shuffle=True
         raise DataError(f"{name} {split} has {len(images)} images, fewer than one batch of {batch_size}")
     source = {"image": images[..., None], "label": labels.astype(np.int32)}
     dataset = ds.NumpySlicesDataset(source, shuffle=shuffle)
-    return _finish(dataset, batch_size, random_flip, num_workers, ["image", "label"] if with_labels else ["image"])
+    return _finish(dataset, batch_size, random_flip, num_workers, ["image", "label"] if with_labels else ["image"], 1)
 
 
 def scan_image_folder(root, strict: bool = False) -> list[Path]:
@@ -144,7 +144,7 @@ def image_folder_dataset(root=None, image_size=(64, 64), channels=3, batch_size=
     # Resize the shorter side so that both sides cover the target, then crop the centre.
     resize = [vision.Resize(max(h, w), vision.Inter.BICUBIC), vision.CenterCrop((h, w))]
     dataset = dataset.map(operations=resize, input_columns=["image"], num_parallel_workers=num_workers)
-    return _finish(dataset, batch_size, random_flip, num_workers, ["image"])
+    return _finish(dataset, batch_size, random_flip, num_workers, ["image"], channels)
 
 
 def build_dataset(data_cfg, model_cfg, batch_size, shuffle=True):

@@ -57,7 +57,8 @@ class NoiseSchedule:
         else:
             betas = _BETAS[schedule](timesteps, beta_start, beta_end)
         if not (np.all(betas > 0) and np.all(betas < 1)):
-            raise ValueError(f"betas must lie in (0, 1); got {betas.min():.3g} .. {betas.max():.3g}")
+            raise ValueError(f"betas must lie in (0, 1); got {betas.min():.3g} .. {betas.max():.3g}. With few "
+                             "timesteps pass beta_start/beta_end explicitly or use the cosine schedule")
         self.name = schedule
         self.timesteps = int(timesteps)
         self.betas = betas

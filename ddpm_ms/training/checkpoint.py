@@ -10,6 +10,9 @@ from mindspore import nn
 from ddpm_ms.config import Config
 
 
+EXTRA_KEYS = ("step", "epoch")  # bookkeeping saved beside the parameters
+
+
 class CheckpointMismatch(ValueError):
     """A checkpoint's parameters do not fit the model its config describes."""
 
@@ -20,7 +23,13 @@ def save_checkpoint(net: nn.Cell, path, extra: dict | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
-    ms.save_checkpoint(net, str(tmp), append_dict=extra or None)
+    # Names relative to `net`: a model trained inside a wrapper (GaussianDiffusion) carries a
+    # "model." prefix in Parameter.name that a freshly built model does not.
+    params = [{"name": name, "data": p} for name, p in net.parameters_and_names()]
+    unknown = set(extra or {}) - set(EXTRA_KEYS)
+    if unknown:
+        raise ValueError(f"unknown checkpoint extras {sorted(unknown)}; allowed: {EXTRA_KEYS}")
+    ms.save_checkpoint(params, str(tmp), append_dict=extra or None)
     os.replace(tmp, path)
     return path
 
@@ -32,13 +41,15 @@ def load_into(net: nn.Cell, path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     saved = ms.load_checkpoint(str(path))
-    wanted = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    own = dict(net.parameters_and_names())
+    wanted = {name: tuple(p.shape) for name, p in own.items()}
     params = {k: v for k, v in saved.items() if isinstance(v, ms.Parameter) and k in wanted}
-    extras = {k: v for k, v in saved.items() if k not in wanted}
+    extras = {k: v for k, v in saved.items() if k in EXTRA_KEYS}
     missing = sorted(set(wanted) - set(params))
+    unexpected = sorted(set(saved) - set(wanted) - set(EXTRA_KEYS))
     shapes = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {wanted[k]}"
                     for k, v in params.items() if tuple(v.shape) != wanted[k])
-    if missing or shapes:
+    if missing or shapes or unexpected:
         lines = []
         if shapes:
             lines.append(f"{len(shapes)} parameter(s) differ in shape: " + "; ".join(shapes[:8])
@@ -46,10 +57,14 @@ def load_into(net: nn.Cell, path) -> dict:
         if missing:
             lines.append(f"{len(missing)} parameter(s) missing from the checkpoint: " + ", ".join(missing[:8])
                          + (" ..." if len(missing) > 8 else ""))
+        if unexpected:
+            lines.append(f"{len(unexpected)} parameter(s) the model does not have: " + ", ".join(unexpected[:8])
+                         + (" ..." if len(unexpected) > 8 else ""))
         raise CheckpointMismatch(
             f"{path} does not fit this model. " + " ".join(lines)
             + ". Load it with the config.json saved in its run directory.")
-    ms.load_param_into_net(net, params, strict_load=True)
+    for name, value in params.items():
+        own[name].set_data(value.data if isinstance(value, ms.Parameter) else value)
     return {k: (v.asnumpy().item() if hasattr(v, "asnumpy") and v.size == 1 else v) for k, v in extras.items()}
 
 
