@@ -70,6 +70,8 @@ def config_from_args(args):
             setattr(t, name, value)
     if args.epochs is not None:
         t.steps = None
+        if args.sample_every is None:
+            t.sample_every = None  # training by epochs: one grid per epoch
     t.device, t.mode = args.device, args.mode
     if args.timesteps is not None:
         cfg.diffusion.timesteps = args.timesteps

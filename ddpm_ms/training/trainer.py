@@ -153,13 +153,13 @@ class Trainer:
                     bar.update(1)
                     if self.step % t_cfg.save_every == 0:
                         self._save(f"step_{self.step:07d}.ckpt", epoch)
-                    if t_cfg.sample_every and self.step % t_cfg.sample_every == 0:
+                    if t_cfg.sample_every and self.step % t_cfg.sample_every == 0 and self.step < self.total_steps:
                         self.save_samples(f"step_{self.step:07d}")
                     if self.step >= self.total_steps:
                         break
                     last = time.perf_counter()  # pictures and checkpoints are not training time
-                if not t_cfg.sample_every:
-                    self.save_samples(f"epoch_{epoch:03d}")
+                if not t_cfg.sample_every and self.step < self.total_steps:
+                    self.save_samples(f"epoch_{epoch:03d}")  # the last epoch's grid comes with the GIF
                 viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
                 last = time.perf_counter()
         bar.close()
@@ -167,6 +167,9 @@ class Trainer:
         train_s = time.time() - start
         images, trajectory = self.sample_images(trajectory_every=max(1, t_cfg.sample_steps // 50))
         viz.save_grid(images, self.out / "samples" / "final.png")
+        # The last periodic grid is this one: same model, same seed.
+        last = f"step_{self.step:07d}" if t_cfg.sample_every else f"epoch_{epoch:03d}"
+        viz.save_grid(images, self.out / "samples" / f"{last}.png")
         viz.save_gif([x for _, x in trajectory], self.out / "denoising.gif")
         log = viz.read_log(self.out / "log.csv")
         summary = {"preset": self.cfg.preset, "device": self.device, "mode": t_cfg.mode, "steps": self.step,

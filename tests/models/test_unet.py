@@ -72,7 +72,7 @@ def test_output_shape_and_parameter_count(cfg, rng):
 
 def test_default_preset_size():
     cfg = preset("fashion_mnist").model
-    assert count_parameters(UNet(cfg)) == expected_parameters(cfg) == 2_021_601
+    assert count_parameters(UNet(cfg)) == expected_parameters(cfg) == 715_521
 
 
 def test_output_depends_on_time(rng):
