@@ -74,7 +74,7 @@ class Trainer:
         self.total_steps = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
         self.out = prepare_run_dir(out)
         cfg.save(self.out / "config.json")
-        self.step = 0
+        self.step, self.epoch = 0, 0
         self.ckpt = None
 
     # -- pictures -----------------------------------------------------------------------------
@@ -98,86 +98,118 @@ class Trainer:
         noise = self.rng.standard_normal(x0_shape, dtype=np.float32)
         return ms.Tensor(t), ms.Tensor(noise)
 
-    def _log_row(self, writer, f, epoch, losses, images, seconds, start):
-        row = {"step": self.step, "epoch": epoch, "loss": f"{np.mean(losses):.6f}",
-               "img_per_s": f"{images / max(seconds, 1e-9):.2f}", "elapsed_s": f"{time.time() - start:.1f}"}
-        writer.writerow(row)
-        f.flush()
-
     def _save(self, name, epoch):
         self.ckpt = save_checkpoint(self.model, self.out / "checkpoints" / name,
                                     {"step": self.step, "epoch": epoch})
 
+    def _check_finite(self, loss):
+        if not math.isfinite(loss):
+            kept = f"the last good checkpoint is {self.ckpt}" if self.ckpt else "no checkpoint was written"
+            raise NonFiniteLoss(f"loss became {loss} at step {self.step}; {kept}. "
+                                f"Lower the learning rate (now {self.cfg.train.lr:g}) and train again.")
+
+    def _pictures(self, name):
+        self.save_samples(name)
+        viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
+
     def fit(self) -> dict:
-        """Train for the configured steps or epochs; returns a summary (also written to summary.json)."""
-        t_cfg = self.cfg.train
-        bs = t_cfg.batch_size
+        """Train for the configured steps or epochs; returns a summary (also written to summary.json).
+        Ctrl-C saves a checkpoint of the current step before it stops."""
         start = time.time()
-        n_params = count_parameters(self.model)
+        try:
+            epoch, compile_s = self._loop(start)
+        except KeyboardInterrupt:
+            self._save(f"step_{self.step:07d}.ckpt", self.epoch)
+            print(f"\ninterrupted at step {self.step}; saved {self.ckpt}")
+            raise
+        return self._finish(epoch, compile_s, start)
+
+    def _loop(self, start):
+        t_cfg = self.cfg.train
+        window = _SpeedWindow()
+        compile_s, epoch = None, 0
         bar = tqdm(total=self.total_steps, desc=f"train {self.cfg.preset}", disable=not self.progress,
                    dynamic_ncols=True)
-        window_losses, window_images, window_time = [], 0, 0.0
-        speed = None
-        compile_s = None
-        epoch = 0
         self.model.set_train(True)
-        last = time.perf_counter()
-        with open(self.out / "log.csv", "w", newline="") as f:
+        with open(self.out / "log.csv", "w", newline="") as f, bar:
             writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
             writer.writeheader()
             while self.step < self.total_steps:
                 epoch += 1
+                self.epoch = epoch
+                tic = time.perf_counter()
                 for (x0,) in self.dataset.create_tuple_iterator(num_epochs=1):
                     t, noise = self._batch_noise(x0.shape)
                     loss = float(self.train_step(x0, t, noise).asnumpy())
-                    now = time.perf_counter()
-                    dt, last = now - last, now  # includes reading the batch
                     self.step += 1
-                    if not math.isfinite(loss):
-                        bar.close()
-                        kept = f"the last good checkpoint is {self.ckpt}" if self.ckpt else "no checkpoint was written"
-                        raise NonFiniteLoss(f"loss became {loss} at step {self.step}; {kept}. "
-                                            f"Lower the learning rate (now {t_cfg.lr:g}) and train again.")
+                    self._check_finite(loss)
+                    toc = time.perf_counter()  # the interval includes reading the batch
                     if compile_s is None:
-                        compile_s = dt  # the first call compiles the graph
+                        compile_s = toc - tic  # the first call compiles the graph
+                        window.losses.append(loss)
                     else:
-                        window_images += bs
-                        window_time += dt
-                    window_losses.append(loss)
-                    if self.step % t_cfg.log_every == 0 or self.step == self.total_steps:
-                        speed = window_images / window_time if window_time else None
-                        self._log_row(writer, f, epoch, window_losses, window_images, window_time, start)
-                        bar.set_postfix(loss=f"{np.mean(window_losses):.4f}",
-                                        img_s=f"{speed:.1f}" if speed else "-")
-                        window_losses, window_images, window_time = [], 0, 0.0
+                        window.add(loss, x0.shape[0], toc - tic)
                     bar.update(1)
+                    if self.step % t_cfg.log_every == 0 or self.step == self.total_steps:
+                        writer.writerow(window.row(self.step, epoch, time.time() - start))
+                        f.flush()
+                        bar.set_postfix(loss=f"{window.mean_loss:.4f}", img_s=f"{window.speed:.1f}")
+                        window = _SpeedWindow()
                     if self.step % t_cfg.save_every == 0:
                         self._save(f"step_{self.step:07d}.ckpt", epoch)
-                    if t_cfg.sample_every and self.step % t_cfg.sample_every == 0 and self.step < self.total_steps:
-                        self.save_samples(f"step_{self.step:07d}")
                     if self.step >= self.total_steps:
                         break
-                    last = time.perf_counter()  # pictures and checkpoints are not training time
+                    if t_cfg.sample_every and self.step % t_cfg.sample_every == 0:
+                        self._pictures(f"step_{self.step:07d}")
+                    tic = time.perf_counter()  # pictures and checkpoints are not training time
                 if not t_cfg.sample_every and self.step < self.total_steps:
-                    self.save_samples(f"epoch_{epoch:03d}")  # the last epoch's grid comes with the GIF
-                viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
-                last = time.perf_counter()
-        bar.close()
+                    self._pictures(f"epoch_{epoch:03d}")
+        return epoch, compile_s
+
+    def _finish(self, epoch, compile_s, start):
+        """Final checkpoint, loss curve, the final grid and its denoising GIF, summary.json."""
+        t_cfg = self.cfg.train
         self._save("final.ckpt", epoch)
         train_s = time.time() - start
+        viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
         images, trajectory = self.sample_images(trajectory_every=max(1, t_cfg.sample_steps // 50))
         viz.save_grid(images, self.out / "samples" / "final.png")
-        # The last periodic grid is this one: same model, same seed.
-        last = f"step_{self.step:07d}" if t_cfg.sample_every else f"epoch_{epoch:03d}"
-        viz.save_grid(images, self.out / "samples" / f"{last}.png")
+        # This is also the run's last periodic grid: same model, same seed.
+        periodic = f"step_{self.step:07d}" if t_cfg.sample_every else f"epoch_{epoch:03d}"
+        viz.save_grid(images, self.out / "samples" / f"{periodic}.png")
         viz.save_gif([x for _, x in trajectory], self.out / "denoising.gif")
         log = viz.read_log(self.out / "log.csv")
+        speeds = log["img_per_s"][log["img_per_s"] > 0] if log else []
         summary = {"preset": self.cfg.preset, "device": self.device, "mode": t_cfg.mode, "steps": self.step,
-                   "epochs": epoch, "parameters": n_params, "batch_size": bs,
+                   "epochs": epoch, "parameters": count_parameters(self.model), "batch_size": t_cfg.batch_size,
                    "final_loss": float(log["loss"][-1]) if log else None,
-                   "img_per_s": float(np.median(log["img_per_s"][log["img_per_s"] > 0])) if log else None,
+                   "img_per_s": float(np.median(speeds)) if len(speeds) else None,
                    "compile_s": compile_s, "train_wall_s": train_s, "total_wall_s": time.time() - start,
                    "checkpoint": str(self.ckpt), "grid": str(self.out / "samples" / "final.png"),
                    "gif": str(self.out / "denoising.gif")}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+class _SpeedWindow:
+    """Losses and throughput between two rows of log.csv."""
+
+    def __init__(self):
+        self.losses, self.images, self.seconds = [], 0, 0.0
+
+    def add(self, loss, images, seconds):
+        self.losses.append(loss)
+        self.images += images
+        self.seconds += seconds
+
+    @property
+    def mean_loss(self):
+        return float(np.mean(self.losses))
+
+    @property
+    def speed(self):
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def row(self, step, epoch, elapsed):
+        return {"step": step, "epoch": epoch, "loss": f"{self.mean_loss:.6f}", "img_per_s": f"{self.speed:.2f}",
+                "elapsed_s": f"{elapsed:.1f}"}
