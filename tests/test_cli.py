@@ -45,3 +45,15 @@ def test_missing_data_is_reported_not_a_traceback(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "no-mnist" in err and "ddpm_ms.data.download mnist" in err
+
+
+def test_unavailable_device_is_reported(tmp_path, capsys):
+    from ddpm_ms.device import _available
+
+    missing = [d for d in ("Ascend", "GPU") if not _available(d)]
+    if not missing:
+        pytest.skip("both Ascend and GPU are available here: no unavailable device to ask for")
+    code = main(["--device", missing[0], "--out", str(tmp_path / "run"), "--steps", "1", "--no-progress"])
+    assert code == 2
+    assert f"{missing[0]} is not available" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

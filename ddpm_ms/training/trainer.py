@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import mindspore as ms
+import mindspore.dataset as ds
 import numpy as np
 from mindspore import nn, ops
 from tqdm.auto import tqdm
@@ -59,6 +60,7 @@ class Trainer:
         self.cfg = cfg.validate()
         self.device = select_device(cfg.train.device)
         ms.set_seed(cfg.train.seed)
+        ds.config.set_seed(cfg.train.seed)  # shuffling and random flips
         self.rng = np.random.default_rng(cfg.train.seed)
         self.progress = progress
         self.model = UNet(cfg.model)
