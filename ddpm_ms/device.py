@@ -11,6 +11,10 @@ TARGETS = ("Ascend", "GPU", "CPU")
 _selected: str | None = None
 
 
+class DeviceUnavailable(RuntimeError):
+    """The requested device target cannot be used on this machine."""
+
+
 def _available(target: str) -> bool:
     try:
         return bool(ms.hal.is_available(target))
@@ -35,7 +39,7 @@ def select_device(target: str = "auto") -> str:
         chosen = by_lower[wanted.lower()]
         if chosen != "CPU" and not _available(chosen):
             found = [t for t in TARGETS if t == "CPU" or _available(t)]
-            raise RuntimeError(
+            raise DeviceUnavailable(
                 f"device {chosen} is not available on this machine (available: {', '.join(found)}); "
                 "pass --device auto or one of those"
             )

@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     out = args.out or Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     from ddpm_ms.data import DataError
+    from ddpm_ms.device import DeviceUnavailable
     from ddpm_ms.training import NonFiniteLoss, Trainer
 
     try:
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
         print(f"run directory: {trainer.out}  device: {trainer.device}  mode: {cfg.train.mode}  "
               f"steps: {trainer.total_steps} ({trainer.steps_per_epoch} per epoch)")
         summary = trainer.fit()
-    except (DataError, FileExistsError, RuntimeError, NonFiniteLoss) as e:
+    except (DataError, DeviceUnavailable, FileExistsError, NonFiniteLoss) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"done in {summary['total_wall_s'] / 60:.1f} min: final loss {summary['final_loss']:.4f}, "
