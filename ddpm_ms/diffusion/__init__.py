@@ -1,5 +1,5 @@
 """Diffusion math: noise schedules, the forward process and the training loss."""
-from ddpm_ms.diffusion.gaussian import GaussianDiffusion, extract, huber
+from ddpm_ms.diffusion.gaussian import GaussianDiffusion, extract, forward_noise, huber
 from ddpm_ms.diffusion.schedule import NoiseSchedule
 
-__all__ = ["GaussianDiffusion", "NoiseSchedule", "extract", "huber"]
+__all__ = ["GaussianDiffusion", "NoiseSchedule", "extract", "forward_noise", "huber"]

@@ -13,6 +13,12 @@ def extract(values, t, ndim):
     return out.reshape((t.shape[0],) + (1,) * (ndim - 1))
 
 
+def forward_noise(sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod, x0, t, noise):
+    """x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) noise, for integer timesteps t (b,)."""
+    return (extract(sqrt_alphas_cumprod, t, x0.ndim) * x0
+            + extract(sqrt_one_minus_alphas_cumprod, t, x0.ndim) * noise)
+
+
 def huber(pred, target, delta=1.0):
     """Elementwise Huber (smooth L1) loss, quadratic below `delta`, linear above."""
     err = ops.abs(pred - target)
@@ -43,8 +49,7 @@ class GaussianDiffusion(nn.Cell):
 
     def q_sample(self, x0, t, noise):
         """x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) noise."""
-        return (extract(self.sqrt_alphas_cumprod, t, x0.ndim) * x0
-                + extract(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * noise)
+        return forward_noise(self.sqrt_alphas_cumprod, self.sqrt_one_minus_alphas_cumprod, x0, t, noise)
 
     def target(self, x0, t, noise):
         if self.objective == "eps":

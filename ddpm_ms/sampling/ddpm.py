@@ -12,6 +12,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import ops
 
+from ddpm_ms.diffusion.gaussian import forward_noise
 from ddpm_ms.diffusion.schedule import NoiseSchedule
 
 
@@ -92,8 +93,6 @@ class DDPMScheduler:
 
     def add_noise(self, original, noise, timesteps):
         """Forward process q(x_t | x_0) for integer `timesteps` (array-like of length batch)."""
-        t = np.asarray(timesteps, dtype=np.int64)
-        shape = (-1,) + (1,) * (original.ndim - 1)
-        a = ms.Tensor(self.schedule.sqrt_alphas_cumprod[t].astype(np.float32).reshape(shape))
-        s = ms.Tensor(self.schedule.sqrt_one_minus_alphas_cumprod[t].astype(np.float32).reshape(shape))
-        return a * original + s * noise
+        t = ms.Tensor(np.asarray(timesteps, dtype=np.int32))
+        return forward_noise(self.schedule.tensor("sqrt_alphas_cumprod"),
+                        self.schedule.tensor("sqrt_one_minus_alphas_cumprod"), original, t, noise)

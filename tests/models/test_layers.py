@@ -27,7 +27,6 @@ def test_im2col_matches_native_outputs_and_gradients(kwargs, size, rng):
     native, im2col = _pair(kwargs, rng)
     assert im2col.formulation == "im2col" and native.formulation == "native"
     x = ms.Tensor(rng.standard_normal((2, kwargs["in_channels"], *size), dtype=np.float32))
-    cot = None
     results = []
     for conv in (native, im2col):
         def loss(inp, conv=conv):
