@@ -5,9 +5,12 @@ target (see `ddpm_ms.models.layers`) ask `kernel_formulation()` once, at constru
 """
 from __future__ import annotations
 
+import os
+
 import mindspore as ms
 
 TARGETS = ("Ascend", "GPU", "CPU")
+FORMULATIONS = ("native", "im2col", "aot")
 _selected: str | None = None
 
 
@@ -54,6 +57,20 @@ def current_device() -> str:
 
 
 def kernel_formulation(target: str | None = None) -> str:
-    """"im2col" on CPU, where MindSpore's k x k convolution falls back to a reference kernel
-    (about 40x slower than im2col + 1x1 convolution, see docs); "native" elsewhere."""
-    return "im2col" if (target or current_device()) == "CPU" else "native"
+    """How layers compute convolutions on `target` (default: the selected device).
+
+    "native" on Ascend and GPU: MindSpore's own kernels. On CPU, "aot": the C++ kernels of
+    `ddpm_ms.kernels` (im2col + oneDNN sgemm per image) when they can be built here, otherwise
+    "im2col": `ops.unfold` + 1x1 convolution, because MindSpore 2.10 runs k x k convolutions on
+    oneDNN's reference kernel (about 40x slower, see docs/performance.md).
+    The environment variable DDPM_MS_KERNELS=native|im2col|aot overrides the choice.
+    """
+    forced = os.environ.get("DDPM_MS_KERNELS")
+    if forced:
+        if forced not in FORMULATIONS:
+            raise ValueError(f"DDPM_MS_KERNELS={forced!r}: use one of {', '.join(FORMULATIONS)}")
+        return forced
+    if (target or current_device()) != "CPU":
+        return "native"
+    from ddpm_ms import kernels
+    return "aot" if kernels.available() else "im2col"

@@ -14,17 +14,18 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
-from ddpm_ms.device import kernel_formulation
-
-FORMULATIONS = ("native", "im2col")
+from ddpm_ms import kernels
+from ddpm_ms.device import FORMULATIONS, kernel_formulation
 
 
 class Conv2d(nn.Cell):
     """2-D convolution with PyTorch's initialisation and a device-chosen formulation."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
-                 has_bias=True, formulation=None):
+                 has_bias=True, formulation=None, space_to_depth=False):
         super().__init__()
+        if space_to_depth and (kernel_size != 1 or stride != 1 or padding or groups != 1 or in_channels % 4):
+            raise ValueError("space_to_depth=True needs a 1x1 convolution over 4 * channels")
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"channels ({in_channels} -> {out_channels}) must divide by groups={groups}")
         formulation = formulation or kernel_formulation()
@@ -32,8 +33,17 @@ class Conv2d(nn.Cell):
             raise ValueError(f"unknown convolution formulation {formulation!r}; use one of {FORMULATIONS}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding, self.groups = kernel_size, stride, padding, groups
-        # 1x1 convolutions take oneDNN's fast path everywhere: im2col would only add a copy.
-        self.formulation = "native" if kernel_size == 1 else formulation
+        if formulation == "aot" and (groups != 1 or stride not in kernels.STRIDES
+                                     or padding not in kernels.PADDINGS):
+            formulation = "im2col"  # the C++ kernel covers groups=1 and the usual strides/paddings
+        if formulation == "im2col" and kernel_size == 1:
+            formulation = "native"  # 1x1: MindSpore's own kernel is the fallback's fast path
+        self.formulation = formulation
+        # space_to_depth: the input is first rearranged (b, c, h, w) -> (b, 4c, h/2, w/2); for the
+        # C++ kernel that is a 2x2 stride-2 convolution with the same weights, and no copy.
+        self.space_to_depth = space_to_depth
+        if formulation == "aot":
+            self._aot = kernels.conv2d_op(2, 0) if space_to_depth else kernels.conv2d_op(stride, padding)
         fan_in = in_channels // groups * kernel_size * kernel_size
         shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
         self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), shape, ms.float32), name="weight")
@@ -42,8 +52,14 @@ class Conv2d(nn.Cell):
                               name="bias") if has_bias else None
 
     def construct(self, x):
-        if self.formulation == "native":
+        if self.space_to_depth and self.formulation == "aot":
+            y = self._aot(x, self.weight.reshape(self.out_channels, self.in_channels // 4, 2, 2))
+        elif self.space_to_depth:
+            y = ops.conv2d(space_to_depth(x), self.weight)
+        elif self.formulation == "native":
             y = ops.conv2d(x, self.weight, None, self.stride, "pad", self.padding, 1, self.groups)
+        elif self.formulation == "aot":
+            y = self._aot(x, self.weight)
         else:
             y = self._im2col(x)
         if self.has_bias:
@@ -81,6 +97,58 @@ class SinusoidalTimeEmbedding(nn.Cell):
     def construct(self, t):
         args = t.reshape(-1, 1).astype(ms.float32) * self.freqs
         return ops.cat((ops.sin(args), ops.cos(args)), axis=-1)
+
+
+class GroupNorm(nn.GroupNorm):
+    """`nn.GroupNorm` (same parameters, gamma and beta) computed by the C++ kernel on CPU."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, formulation=None):
+        super().__init__(num_groups, num_channels, eps=eps)
+        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" and eps in (1e-5, 1e-6) \
+            else "native"
+        self._aot = kernels.group_norm_op(eps) if self.formulation == "aot" else None
+
+    def construct(self, x):
+        if self.formulation == "aot":
+            return self._aot(x.reshape(x.shape[0], self.num_groups, -1), self.gamma, self.beta)[0].reshape(x.shape)
+        return super().construct(x)
+
+
+class Softmax(nn.Cell):
+    """Softmax over `axis`, by the C++ kernel on CPU (MindSpore's CPU softmax over a middle
+    axis, and its backward, cost several times more)."""
+
+    def __init__(self, axis=-1, formulation=None):
+        super().__init__()
+        self.axis = axis
+        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self._aot = kernels.softmax_op() if self.formulation == "aot" else None
+
+    def construct(self, x):
+        if self.formulation != "aot":
+            return ops.softmax(x, self.axis)
+        shape = x.shape
+        axis = self.axis % len(shape)
+        outer, inner = 1, 1
+        for d in shape[:axis]:
+            outer *= d
+        for d in shape[axis + 1:]:
+            inner *= d
+        return self._aot(x.contiguous().reshape(outer, shape[axis], inner)).reshape(shape)
+
+
+class UpsampleNearest2x(nn.Cell):
+    """(b, c, h, w) -> (b, c, 2h, 2w), nearest neighbour."""
+
+    def __init__(self, formulation=None):
+        super().__init__()
+        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self._aot = kernels.upsample2x_op() if self.formulation == "aot" else None
+
+    def construct(self, x):
+        if self.formulation == "aot":
+            return self._aot(x)
+        return upsample_nearest(x)
 
 
 def space_to_depth(x):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from mindspore import nn, ops
 
 from ddpm_ms.config import ModelConfig
-from ddpm_ms.models.layers import Conv2d, SinusoidalTimeEmbedding, space_to_depth, upsample_nearest
+from ddpm_ms.models.layers import Conv2d, GroupNorm, SinusoidalTimeEmbedding, Softmax, UpsampleNearest2x
 
 
 class Block(nn.Cell):
@@ -17,7 +17,7 @@ class Block(nn.Cell):
     def __init__(self, dim, dim_out, groups, dropout=0.0):
         super().__init__()
         self.proj = Conv2d(dim, dim_out, 3, padding=1)
-        self.norm = nn.GroupNorm(groups, dim_out)
+        self.norm = GroupNorm(groups, dim_out)
         self.act = nn.SiLU()
         self.dropout = nn.Dropout(p=dropout)
 
@@ -54,11 +54,11 @@ class ConvNextBlock(nn.Cell):
         self.mlp = nn.SequentialCell(nn.GELU(approximate=False), nn.Dense(time_emb_dim, dim))
         self.ds_conv = Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.net = nn.SequentialCell(
-            nn.GroupNorm(1, dim),
+            GroupNorm(1, dim),
             Conv2d(dim, dim_out * mult, 3, padding=1),
             nn.GELU(approximate=False),
             nn.Dropout(p=dropout),
-            nn.GroupNorm(1, dim_out * mult),
+            GroupNorm(1, dim_out * mult),
             Conv2d(dim_out * mult, dim_out, 3, padding=1),
         )
         self.res_conv = Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
@@ -78,6 +78,7 @@ class Attention(nn.Cell):
         self.hidden = heads * dim_head
         self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False)
         self.to_out = Conv2d(self.hidden, dim, 1)
+        self.softmax = Softmax(axis=-1)
 
     def construct(self, x):
         b, _, h, w = x.shape
@@ -86,7 +87,7 @@ class Attention(nn.Cell):
         q = q.reshape(b, self.heads, self.dim_head, h * w) * self.scale
         k = k.reshape(b, self.heads, self.dim_head, h * w)
         v = v.reshape(b, self.heads, self.dim_head, h * w)
-        attn = ops.softmax(ops.matmul(q.transpose(0, 1, 3, 2), k), axis=-1)  # (b, heads, n, n)
+        attn = self.softmax(ops.matmul(q.transpose(0, 1, 3, 2), k))  # (b, heads, n, n)
         out = ops.matmul(v, attn.transpose(0, 1, 3, 2))  # (b, heads, d, n)
         return self.to_out(out.reshape(b, self.hidden, h, w))
 
@@ -100,13 +101,14 @@ class LinearAttention(nn.Cell):
         self.heads, self.dim_head, self.scale = heads, dim_head, dim_head ** -0.5
         self.hidden = heads * dim_head
         self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False)
-        self.to_out = nn.SequentialCell(Conv2d(self.hidden, dim, 1), nn.GroupNorm(1, dim))
+        self.to_out = nn.SequentialCell(Conv2d(self.hidden, dim, 1), GroupNorm(1, dim))
+        self.softmax_features, self.softmax_pixels = Softmax(axis=-2), Softmax(axis=-1)
 
     def construct(self, x):
         b, _, h, w = x.shape
         q, k, v = ops.split(self.to_qkv(x), self.hidden, axis=1)
-        q = ops.softmax(q.reshape(b, self.heads, self.dim_head, h * w), axis=-2) * self.scale
-        k = ops.softmax(k.reshape(b, self.heads, self.dim_head, h * w), axis=-1)
+        q = self.softmax_features(q.reshape(b, self.heads, self.dim_head, h * w)) * self.scale
+        k = self.softmax_pixels(k.reshape(b, self.heads, self.dim_head, h * w))
         v = v.reshape(b, self.heads, self.dim_head, h * w)
         context = ops.matmul(k, v.transpose(0, 1, 3, 2))  # (b, heads, d, e)
         out = ops.matmul(context.transpose(0, 1, 3, 2), q)  # (b, heads, e, n)
@@ -118,7 +120,7 @@ class PreNormResidual(nn.Cell):
 
     def __init__(self, dim, fn):
         super().__init__()
-        self.norm = nn.GroupNorm(1, dim)
+        self.norm = GroupNorm(1, dim)
         self.fn = fn
 
     def construct(self, x):
@@ -130,10 +132,10 @@ class Downsample(nn.Cell):
 
     def __init__(self, dim, dim_out):
         super().__init__()
-        self.conv = Conv2d(dim * 4, dim_out, 1)
+        self.conv = Conv2d(dim * 4, dim_out, 1, space_to_depth=True)
 
     def construct(self, x):
-        return self.conv(space_to_depth(x))
+        return self.conv(x)
 
 
 class Upsample(nn.Cell):
@@ -141,10 +143,11 @@ class Upsample(nn.Cell):
 
     def __init__(self, dim, dim_out):
         super().__init__()
+        self.up = UpsampleNearest2x()
         self.conv = Conv2d(dim, dim_out, 3, padding=1)
 
     def construct(self, x):
-        return self.conv(upsample_nearest(x))
+        return self.conv(self.up(x))
 
 
 class UNet(nn.Cell):

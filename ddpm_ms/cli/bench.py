@@ -1,0 +1,249 @@
+"""python scripts/bench.py train|sample|all [flags]: measure speed and memory.
+
+Each measurement (graph or pynative mode, one batch size) runs in its own Python process, so
+compile time and peak resident memory belong to that measurement alone. Training times the
+step the Trainer runs (noise and timesteps drawn on the host, forward, loss, gradients and the
+Adam update); sampling times the `sample()` loop of the DDPM scheduler (one compiled model call
+and one scheduler update per step). The data pipeline is left out: x0 is a fixed random batch.
+
+`img_per_s` for sampling counts images denoised by one step per second (batch x model calls/s),
+the figure that compares with a framework's inference throughput; divide by the number of
+sampling steps for finished images per second.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+MODES = ("graph", "pynative")
+DEFAULT_BATCH = {"train": 32, "sample": 64}
+
+
+def machine() -> str:
+    """CPU model and core count, plus the framework versions: enough to tell two machines apart."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import mindspore as ms
+    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+            f"MindSpore {ms.__version__}, {platform.system()}")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / 1024 if sys.platform != "darwin" else rss / 2 ** 20, 1)
+
+
+# -- one measurement, in this process ------------------------------------------------------------
+def _build(args):
+    import mindspore as ms
+    from ddpm_ms.config import preset
+    from ddpm_ms.device import select_device
+    from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
+    from ddpm_ms.models import UNet, count_parameters
+
+    device = select_device(args.device)
+    if args.mode == "pynative":
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    cfg = preset(args.preset)
+    if args.dim:
+        cfg.model.dim = args.dim
+    ms.set_seed(0)
+    model = UNet(cfg.model)
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    d = cfg.diffusion
+    diffusion = GaussianDiffusion(model, schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k)
+    info = {"device": device, "preset": args.preset, "dim": cfg.model.dim,
+            "params": count_parameters(model)}
+    return cfg, model, schedule, diffusion, info
+
+
+def _timed_loop(run_once, seconds, min_steps=3):
+    """Call `run_once` (which must block until its result is ready) until `seconds` have passed;
+    return the per-call wall times."""
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_steps or time.perf_counter() - start < seconds:
+        tic = time.perf_counter()
+        run_once()
+        times.append(time.perf_counter() - tic)
+    return times
+
+
+def measure_train(args) -> dict:
+    import mindspore as ms
+    import numpy as np
+    from mindspore import nn
+    from ddpm_ms.training.trainer import make_train_step
+
+    cfg, model, schedule, diffusion, info = _build(args)
+    optimizer = nn.Adam(model.trainable_params(), learning_rate=cfg.train.lr)
+    step = make_train_step(diffusion, optimizer, jit=args.mode == "graph")
+    rng = np.random.default_rng(0)
+    shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
+    x0 = ms.Tensor(rng.uniform(-1, 1, shape).astype(np.float32))
+
+    def run_once():
+        t = ms.Tensor(rng.integers(0, schedule.timesteps, (shape[0],), dtype=np.int32))
+        noise = ms.Tensor(rng.standard_normal(shape, dtype=np.float32))
+        loss = float(step(x0, t, noise).asnumpy())
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"benchmark loss became {loss}")
+
+    tic = time.perf_counter()
+    run_once()
+    first = time.perf_counter() - tic
+    _timed_loop(run_once, 0, min_steps=args.warmup)
+    if args.profile:
+        return {**info, **profile(run_once, args.profile)}
+    times = _timed_loop(run_once, args.seconds)
+    return _summary(info, times, first, args.batch_size, args.batch_size)
+
+
+def measure_sample(args) -> dict:
+    import mindspore as ms
+    import numpy as np
+    from ddpm_ms.sampling import DDPMScheduler, sample
+
+    cfg, model, schedule, diffusion, info = _build(args)
+    scheduler = DDPMScheduler(schedule, prediction_type=cfg.diffusion.objective, clip_sample=True)
+    shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
+    jit = args.mode == "graph"
+    steps = args.sample_steps
+
+    def run_once():
+        sample(model, scheduler, shape, steps, seed=0, jit=jit, progress=False)
+
+    tic = time.perf_counter()
+    sample(model, scheduler, shape, 2, seed=0, jit=jit, progress=False)
+    first = time.perf_counter() - tic
+    if args.profile:
+        return {**info, **profile(run_once, args.profile)}
+    times = _timed_loop(run_once, args.seconds, min_steps=2)
+    result = _summary(info, times, first, args.batch_size * steps, args.batch_size)
+    result["model_calls_per_s"] = round(result["img_per_s"] / args.batch_size, 2)
+    result["sampling_steps"] = steps
+    return result
+
+
+def _summary(info, times, first, images_per_call, batch_size) -> dict:
+    import numpy as np
+    total = float(np.sum(times))
+    return {**info, "img_per_s": round(images_per_call * len(times) / total, 2),
+            "step_ms_median": round(1000 * float(np.median(times)), 1),
+            "calls": len(times), "seconds": round(total, 1),
+            "compile_s": round(max(first - float(np.median(times)), 0.0), 1),
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def profile(run_once, out_dir, calls=3) -> dict:
+    """Run `calls` calls under MindSpore's profiler and return the time per op type."""
+    import csv
+    import glob
+    import mindspore as ms
+
+    prof = ms.Profiler(output_path=out_dir)
+    for _ in range(calls):
+        run_once()
+    prof.stop()
+    prof.analyse()
+    files = sorted(glob.glob(os.path.join(out_dir, "**", "cpu_op_type_info_*.csv"), recursive=True),
+                   key=os.path.getmtime)
+    if not files:
+        return {"profile": f"no cpu_op_type_info_*.csv under {out_dir} (the profiler wrote no CPU op table)"}
+    with open(files[-1]) as f:
+        rows = [(r["op_type"], float(r["total_compute_time"])) for r in csv.DictReader(f)]
+    total = sum(ms_ for _, ms_ in rows) or 1.0
+    rows.sort(key=lambda r: -r[1])
+    return {"profile_ms_per_call": round(total / calls, 1),
+            "profile": {op: round(100 * t / total, 1) for op, t in rows if t / total >= 0.005}}
+
+
+# -- the driver: one subprocess per measurement ------------------------------------------------
+def _worker_cmd(args, task, mode, batch_size):
+    cmd = [sys.executable, "-m", "ddpm_ms.cli.bench", task, "--worker", "--mode", mode,
+           "--batch-size", str(batch_size), "--seconds", str(args.seconds), "--preset", args.preset,
+           "--device", args.device, "--warmup", str(args.warmup), "--sample-steps", str(args.sample_steps)]
+    if args.dim:
+        cmd += ["--dim", str(args.dim)]
+    if args.profile:
+        cmd += ["--profile", os.path.join(args.profile, f"{task}_{mode}_b{batch_size}")]
+    return cmd
+
+
+def run_worker(args, task, mode, batch_size) -> dict:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(_worker_cmd(args, task, mode, batch_size), capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        return {"error": f"worker exited with {proc.returncode}", "stderr_tail": tail}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench(args, task, batch_size) -> dict:
+    result = {}
+    for mode in args.modes:
+        if not args.json:
+            print(f"[bench] {task} batch {batch_size} {mode} ...", file=sys.stderr, flush=True)
+        result[mode] = run_worker(args, task, mode, batch_size)
+    if "graph" in result and "pynative" in result and "img_per_s" in result["pynative"] \
+            and "img_per_s" in result["graph"]:
+        result["graph_over_pynative"] = round(result["graph"]["img_per_s"] / result["pynative"]["img_per_s"], 2)
+    result.update(task=task, batch_size=batch_size, machine=machine())
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("task", choices=["train", "sample", "all"],
+                   help="train: the compiled train step; sample: the DDPM sampling loop; "
+                        "all: train at batch 32 and 128, sample at batch 64")
+    p.add_argument("--batch-size", type=int, help="default: 32 for train, 64 for sample")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement (default 20)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first (default 2)")
+    p.add_argument("--sample-steps", type=int, default=10, help="scheduler steps per sample() call")
+    p.add_argument("--preset", default="fashion_mnist")
+    p.add_argument("--dim", type=int, help="override the preset's model width")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--profile", metavar="DIR",
+                   help="instead of timing, profile 3 calls with MindSpore's profiler into DIR and "
+                        "report the share of time per op type")
+    p.add_argument("--json", action="store_true", help="print only the JSON object")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.seconds < 0 or (args.batch_size is not None and args.batch_size < 1) or args.sample_steps < 1:
+        print("bench.py: error: --seconds must be >= 0, --batch-size and --sample-steps >= 1", file=sys.stderr)
+        return 2
+    if args.worker:
+        import ddpm_ms  # noqa: F401  (quiet logging before MindSpore starts)
+        measure = measure_train if args.task == "train" else measure_sample
+        print(json.dumps(measure(args)))
+        return 0
+    if args.task == "all":
+        result = {"train_b32": bench(args, "train", 32), "train_b128": bench(args, "train", 128),
+                  "sample_b64": bench(args, "sample", 64)}
+    else:
+        result = bench(args, args.task, args.batch_size or DEFAULT_BATCH[args.task])
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

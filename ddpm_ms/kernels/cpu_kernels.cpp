@@ -1,0 +1,341 @@
+// CPU kernels for ddpm_ms, loaded as MindSpore ops.Custom(func_type="aot"); see __init__.py.
+// Each entry point has the AOT signature (nparam, params, ndims, shapes, dtypes, stream, extra);
+// params holds the inputs then the outputs, all float32, contiguous, row-major.
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#include <omp.h>
+#include <algorithm>
+#include <cmath>
+
+extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha,
+                          const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                          float *C, int64_t ldc);
+
+static void im2col(const float *x, int c, int h, int w, int k, int s, int p, int ho, int wo, float *cols) {
+  for (int ci = 0; ci < c; ++ci)
+    for (int ki = 0; ki < k; ++ki)
+      for (int kj = 0; kj < k; ++kj) {
+        float *row = cols + ((int64_t)(ci * k + ki) * k + kj) * ho * wo;
+        const float *xc = x + (int64_t)ci * h * w;
+        for (int oi = 0; oi < ho; ++oi) {
+          int ii = oi * s - p + ki;
+          float *r = row + oi * wo;
+          if (ii < 0 || ii >= h) { std::memset(r, 0, sizeof(float) * wo); continue; }
+          const float *xr = xc + (int64_t)ii * w;
+          if (s == 1) {
+            int lo = p - kj; // oj >= lo so that jj >= 0
+            int j0 = lo > 0 ? lo : 0;
+            int j1 = w + p - kj; if (j1 > wo) j1 = wo;  // jj < w
+            for (int oj = 0; oj < j0; ++oj) r[oj] = 0.f;
+            if (j1 > j0) std::memcpy(r + j0, xr + j0 - p + kj, sizeof(float) * (j1 - j0));
+            for (int oj = (j1 > j0 ? j1 : j0); oj < wo; ++oj) r[oj] = 0.f;
+          } else {
+            for (int oj = 0; oj < wo; ++oj) {
+              int jj = oj * s - p + kj;
+              r[oj] = (jj >= 0 && jj < w) ? xr[jj] : 0.f;
+            }
+          }
+        }
+      }
+}
+
+static void col2im(const float *cols, int c, int h, int w, int k, int s, int p, int ho, int wo, float *x) {
+  std::memset(x, 0, sizeof(float) * c * h * w);
+  for (int ci = 0; ci < c; ++ci)
+    for (int ki = 0; ki < k; ++ki)
+      for (int kj = 0; kj < k; ++kj) {
+        const float *row = cols + ((int64_t)(ci * k + ki) * k + kj) * ho * wo;
+        float *xc = x + (int64_t)ci * h * w;
+        for (int oi = 0; oi < ho; ++oi) {
+          int ii = oi * s - p + ki;
+          if (ii < 0 || ii >= h) continue;
+          const float *r = row + oi * wo;
+          float *xr = xc + (int64_t)ii * w;
+          for (int oj = 0; oj < wo; ++oj) {
+            int jj = oj * s - p + kj;
+            if (jj >= 0 && jj < w) xr[jj] += r[oj];
+          }
+        }
+      }
+}
+
+struct Geo { int b, c, h, w, o, k, ho, wo; };
+
+template <int S, int P>
+static int conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 3) return 1;
+  const float *x = (const float *)params[0], *wt = (const float *)params[1];
+  float *y = (float *)params[2];
+  int b = shapes[0][0], c = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
+  int o = shapes[1][0], k = shapes[1][2], ho = shapes[2][2], wo = shapes[2][3];
+  int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
+  bool direct = (k == 1 && S == 1 && P == 0);
+#pragma omp parallel num_threads(2)
+  {
+    std::vector<float> cols(direct ? 0 : ckk * n);
+#pragma omp for schedule(static)
+    for (int i = 0; i < b; ++i) {
+      const float *xi = x + (int64_t)i * c * h * w;
+      const float *src = xi;
+      if (!direct) { im2col(xi, c, h, w, k, S, P, ho, wo, cols.data()); src = cols.data(); }
+      dnnl_sgemm('N', 'N', o, n, ckk, 1.f, wt, ckk, src, n, 0.f, y + (int64_t)i * o * n, n);
+    }
+  }
+  return 0;
+}
+
+// out (cols x rows) = in (rows x cols)^T, in 32 x 32 blocks to stay in cache.
+static void transpose(const float *in, int64_t rows, int64_t cols, float *out) {
+  constexpr int64_t B = 32;
+  for (int64_t i0 = 0; i0 < rows; i0 += B)
+    for (int64_t j0 = 0; j0 < cols; j0 += B) {
+      int64_t i1 = std::min(i0 + B, rows), j1 = std::min(j0 + B, cols);
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = j0; j < j1; ++j) out[j * rows + i] = in[i * cols + j];
+    }
+}
+
+// inputs: dy (b,o,ho,wo), w (o,c,k,k), x (b,c,h,w) [shape only]; output dx (b,c,h,w).
+// dcols (ckk x n) = w^T (ckk x o) . dy_i (o x n), then col2im. w^T is formed once so that
+// sgemm runs its fast no-transpose path (2-3x faster than transa='T' for these shapes).
+template <int S, int P>
+static int conv_bwd_input(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 4) return 1;
+  const float *dy = (const float *)params[0], *wt = (const float *)params[1];
+  float *dx = (float *)params[3];
+  int b = shapes[2][0], c = shapes[2][1], h = shapes[2][2], w = shapes[2][3];
+  int o = shapes[1][0], k = shapes[1][2], ho = shapes[0][2], wo = shapes[0][3];
+  int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
+  bool direct = (k == 1 && S == 1 && P == 0);
+  std::vector<float> wt_t((size_t)(ckk * o));
+  transpose(wt, o, ckk, wt_t.data());
+#pragma omp parallel num_threads(2)
+  {
+    std::vector<float> cols(direct ? 0 : ckk * n);
+#pragma omp for schedule(static)
+    for (int i = 0; i < b; ++i) {
+      float *dxi = dx + (int64_t)i * c * h * w;
+      float *dst = direct ? dxi : cols.data();
+      dnnl_sgemm('N', 'N', ckk, n, o, 1.f, wt_t.data(), o, dy + (int64_t)i * o * n, n, 0.f, dst, n);
+      if (!direct) col2im(cols.data(), c, h, w, k, S, P, ho, wo, dxi);
+    }
+  }
+  return 0;
+}
+
+// inputs: x (b,c,h,w), dy (b,o,ho,wo), w (o,c,k,k) [shape only]; output dw (o,c,k,k).
+// dw += dy_i (o x n) . cols_i^T (n x ckk), with cols_i^T formed explicitly for the same reason;
+// each thread accumulates its own partial sum, added up at the end.
+template <int S, int P>
+static int conv_bwd_weight(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 4) return 1;
+  const float *x = (const float *)params[0], *dy = (const float *)params[1];
+  float *dw = (float *)params[3];
+  int b = shapes[0][0], c = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
+  int o = shapes[2][0], k = shapes[2][2], ho = shapes[1][2], wo = shapes[1][3];
+  int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
+  bool direct = (k == 1 && S == 1 && P == 0);
+  int nt = b >= 2 ? 2 : 1;
+  std::vector<float> partial((size_t)nt * o * ckk, 0.f);
+#pragma omp parallel num_threads(nt)
+  {
+    int t = omp_get_thread_num();
+    std::vector<float> cols(direct ? 0 : ckk * n), cols_t((size_t)(ckk * n));
+    float *acc = partial.data() + (int64_t)t * o * ckk;
+#pragma omp for schedule(static)
+    for (int i = 0; i < b; ++i) {
+      const float *xi = x + (int64_t)i * c * h * w;
+      const float *src = xi;
+      if (!direct) { im2col(xi, c, h, w, k, S, P, ho, wo, cols.data()); src = cols.data(); }
+      transpose(src, ckk, n, cols_t.data());
+      dnnl_sgemm('N', 'N', o, ckk, n, 1.f, dy + (int64_t)i * o * n, n, cols_t.data(), ckk, 1.f, acc, ckk);
+    }
+  }
+  for (int64_t j = 0; j < o * ckk; ++j) {
+    float s = 0.f;
+    for (int t = 0; t < nt; ++t) s += partial[(int64_t)t * o * ckk + j];
+    dw[j] = s;
+  }
+  return 0;
+}
+
+#define DEFINE(S, P) \
+  extern "C" int ConvFwd_s##S##_p##P(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return conv_fwd<S, P>(n, p, nd, sh); } \
+  extern "C" int ConvBwdInput_s##S##_p##P(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return conv_bwd_input<S, P>(n, p, nd, sh); } \
+  extern "C" int ConvBwdWeight_s##S##_p##P(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return conv_bwd_weight<S, P>(n, p, nd, sh); }
+DEFINE(1, 0) DEFINE(1, 1) DEFINE(1, 2) DEFINE(1, 3) DEFINE(2, 0) DEFINE(2, 1) DEFINE(2, 2) DEFINE(2, 3)
+
+// ---------------------------------------------------------------------------------------------
+// GroupNorm over x viewed as (b, g, c/g * spatial). Forward inputs: x, gamma (c), beta (c);
+// outputs: y, mean (b, g), rstd (b, g). Backward inputs: dy, x, mean, rstd, gamma; outputs: dx,
+// dgamma, dbeta. The group count is in the input's shape, so one entry point serves every layer.
+template <int EPS_E>
+static int group_norm_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 6) return 1;
+  const float eps = EPS_E == 5 ? 1e-5f : 1e-6f;
+  const float *x = (const float *)params[0], *gamma = (const float *)params[1], *beta = (const float *)params[2];
+  float *y = (float *)params[3], *mean = (float *)params[4], *rstd = (float *)params[5];
+  if (ndims[0] != 3) return 3;
+  int64_t b = shapes[0][0], g = shapes[0][1], n = shapes[0][2], c = shapes[1][0], cg = c / g, hw = n / cg;
+#pragma omp parallel for num_threads(2) schedule(static)
+  for (int64_t bg = 0; bg < b * g; ++bg) {
+    const float *xs = x + bg * n;
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i) s += xs[i];
+    const float m = (float)(s / n);
+    double v = 0.0;
+    for (int64_t i = 0; i < n; ++i) { float d = xs[i] - m; v += (double)d * d; }
+    const float r = 1.0f / std::sqrt((float)(v / n) + eps);
+    mean[bg] = m; rstd[bg] = r;
+    float *ys = y + bg * n;
+    int64_t c0 = (bg % g) * cg;
+    for (int64_t ci = 0; ci < cg; ++ci) {
+      const float a = r * gamma[c0 + ci], sh = beta[c0 + ci] - m * a;
+      const float *xc = xs + ci * hw; float *yc = ys + ci * hw;
+      for (int64_t i = 0; i < hw; ++i) yc[i] = xc[i] * a + sh;
+    }
+  }
+  return 0;
+}
+
+static int group_norm_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 8) return 1;
+  const float *dy = (const float *)params[0], *x = (const float *)params[1];
+  const float *mean = (const float *)params[2], *rstd = (const float *)params[3], *gamma = (const float *)params[4];
+  float *dx = (float *)params[5], *dgamma = (float *)params[6], *dbeta = (float *)params[7];
+  if (ndims[1] != 3) return 3;
+  int64_t b = shapes[1][0], g = shapes[1][1], n = shapes[1][2], c = shapes[4][0], cg = c / g, hw = n / cg;
+  std::vector<float> sdy((size_t)(b * c)), sdyx((size_t)(b * c));  // per (b, c): sum dy, sum dy * xhat
+#pragma omp parallel for num_threads(2) schedule(static)
+  for (int64_t bg = 0; bg < b * g; ++bg) {
+    const float m = mean[bg], r = rstd[bg];
+    int64_t c0 = (bg % g) * cg, bb = bg / g;
+    const float *xs = x + bg * n, *dys = dy + bg * n;
+    double s1 = 0.0, s2 = 0.0;  // sum dxhat, sum dxhat * xhat over the group
+    for (int64_t ci = 0; ci < cg; ++ci) {
+      const float *xc = xs + ci * hw, *dc = dys + ci * hw;
+      float a = 0.f, ax = 0.f;
+      for (int64_t i = 0; i < hw; ++i) { float xh = (xc[i] - m) * r; a += dc[i]; ax += dc[i] * xh; }
+      sdy[bb * c + c0 + ci] = a; sdyx[bb * c + c0 + ci] = ax;
+      s1 += (double)a * gamma[c0 + ci]; s2 += (double)ax * gamma[c0 + ci];
+    }
+    const float k1 = (float)(s1 / n), k2 = (float)(s2 / n);
+    float *dxs = dx + bg * n;
+    for (int64_t ci = 0; ci < cg; ++ci) {
+      const float gm = gamma[c0 + ci];
+      const float *xc = xs + ci * hw, *dc = dys + ci * hw; float *oc = dxs + ci * hw;
+      for (int64_t i = 0; i < hw; ++i) { float xh = (xc[i] - m) * r; oc[i] = r * (dc[i] * gm - k1 - xh * k2); }
+    }
+  }
+  for (int64_t ci = 0; ci < c; ++ci) {
+    float a = 0.f, ax = 0.f;
+    for (int64_t bb = 0; bb < b; ++bb) { a += sdy[bb * c + ci]; ax += sdyx[bb * c + ci]; }
+    dbeta[ci] = a; dgamma[ci] = ax;
+  }
+  return 0;
+}
+
+extern "C" int GroupNormFwd_eps5(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return group_norm_fwd<5>(n, p, nd, sh); }
+extern "C" int GroupNormFwd_eps6(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return group_norm_fwd<6>(n, p, nd, sh); }
+extern "C" int GroupNormBwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return group_norm_bwd(n, p, nd, sh); }
+
+// ---------------------------------------------------------------------------------------------
+// Softmax over one axis of a tensor viewed as (outer, r, inner): axis -1 has inner = 1.
+// The reduced length r comes from the extra `axis_len` convention: the caller passes the view
+// shape as the tensor's own (3-D) shape.
+static int softmax_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 2 || ndims[0] != 3) return 1;
+  const float *x = (const float *)params[0]; float *y = (float *)params[1];
+  int64_t outer = shapes[0][0], r = shapes[0][1], inner = shapes[0][2];
+#pragma omp parallel num_threads(2)
+  {
+    std::vector<float> mx((size_t)inner), sm((size_t)inner);
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < outer; ++o) {
+      const float *xs = x + o * r * inner; float *ys = y + o * r * inner;
+      if (inner == 1) {  // softmax along contiguous memory
+        float m = xs[0];
+        for (int64_t j = 1; j < r; ++j) m = std::max(m, xs[j]);
+        float z = 0.f;
+        for (int64_t j = 0; j < r; ++j) { ys[j] = std::exp(xs[j] - m); z += ys[j]; }
+        const float iz = 1.f / z;
+        for (int64_t j = 0; j < r; ++j) ys[j] *= iz;
+        continue;
+      }
+      for (int64_t i = 0; i < inner; ++i) { mx[i] = xs[i]; sm[i] = 0.f; }
+      for (int64_t j = 1; j < r; ++j) for (int64_t i = 0; i < inner; ++i) mx[i] = std::max(mx[i], xs[j * inner + i]);
+      for (int64_t j = 0; j < r; ++j) for (int64_t i = 0; i < inner; ++i) {
+        float e = std::exp(xs[j * inner + i] - mx[i]); ys[j * inner + i] = e; sm[i] += e; }
+      for (int64_t i = 0; i < inner; ++i) sm[i] = 1.f / sm[i];
+      for (int64_t j = 0; j < r; ++j) for (int64_t i = 0; i < inner; ++i) ys[j * inner + i] *= sm[i];
+    }
+  }
+  return 0;
+}
+
+// inputs: y (softmax output), dy; output dx = y * (dy - sum(dy * y)) over the axis
+static int softmax_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 3 || ndims[0] != 3) return 1;
+  const float *y = (const float *)params[0], *dy = (const float *)params[1]; float *dx = (float *)params[2];
+  int64_t outer = shapes[0][0], r = shapes[0][1], inner = shapes[0][2];
+#pragma omp parallel num_threads(2)
+  {
+    std::vector<float> s((size_t)inner);
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < outer; ++o) {
+      const float *ys = y + o * r * inner, *ds = dy + o * r * inner; float *xs = dx + o * r * inner;
+      if (inner == 1) {
+        float d = 0.f;
+        for (int64_t j = 0; j < r; ++j) d += ys[j] * ds[j];
+        for (int64_t j = 0; j < r; ++j) xs[j] = ys[j] * (ds[j] - d);
+        continue;
+      }
+      for (int64_t i = 0; i < inner; ++i) s[i] = 0.f;
+      for (int64_t j = 0; j < r; ++j) for (int64_t i = 0; i < inner; ++i) s[i] += ys[j * inner + i] * ds[j * inner + i];
+      for (int64_t j = 0; j < r; ++j) for (int64_t i = 0; i < inner; ++i)
+        xs[j * inner + i] = ys[j * inner + i] * (ds[j * inner + i] - s[i]);
+    }
+  }
+  return 0;
+}
+
+extern "C" int SoftmaxFwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return softmax_fwd(n, p, nd, sh); }
+extern "C" int SoftmaxBwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return softmax_bwd(n, p, nd, sh); }
+
+// ---------------------------------------------------------------------------------------------
+// Nearest-neighbour 2x upsampling of (b, c, h, w) and its adjoint (sum over each 2x2 block).
+static int upsample2x_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 2) return 1;
+  const float *x = (const float *)params[0]; float *y = (float *)params[1];
+  int64_t bc = shapes[0][0] * shapes[0][1], h = shapes[0][2], w = shapes[0][3];
+#pragma omp parallel for num_threads(2) schedule(static)
+  for (int64_t p = 0; p < bc; ++p) {
+    const float *xs = x + p * h * w; float *ys = y + p * 4 * h * w;
+    for (int64_t i = 0; i < h; ++i) {
+      float *r0 = ys + (2 * i) * 2 * w, *r1 = r0 + 2 * w;
+      for (int64_t j = 0; j < w; ++j) { float v = xs[i * w + j]; r0[2 * j] = r0[2 * j + 1] = v; }
+      std::memcpy(r1, r0, sizeof(float) * 2 * w);
+    }
+  }
+  return 0;
+}
+
+// inputs: dy (b, c, 2h, 2w), x (b, c, h, w) [shape only]; output dx (b, c, h, w)
+static int upsample2x_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 3) return 1;
+  const float *dy = (const float *)params[0]; float *dx = (float *)params[2];
+  int64_t bc = shapes[1][0] * shapes[1][1], h = shapes[1][2], w = shapes[1][3];
+#pragma omp parallel for num_threads(2) schedule(static)
+  for (int64_t p = 0; p < bc; ++p) {
+    const float *ds = dy + p * 4 * h * w; float *xs = dx + p * h * w;
+    for (int64_t i = 0; i < h; ++i) {
+      const float *r0 = ds + (2 * i) * 2 * w, *r1 = r0 + 2 * w;
+      for (int64_t j = 0; j < w; ++j) xs[i * w + j] = r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1];
+    }
+  }
+  return 0;
+}
+
+extern "C" int Upsample2xFwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return upsample2x_fwd(n, p, nd, sh); }
+extern "C" int Upsample2xBwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return upsample2x_bwd(n, p, nd, sh); }

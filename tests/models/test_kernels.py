@@ -1,0 +1,136 @@
+"""The C++ CPU kernels ("aot" formulation) agree with MindSpore's own ops in outputs and in
+gradients with respect to inputs and parameters, layer by layer and for the whole U-Net."""
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import ops
+
+from ddpm_ms import kernels
+from ddpm_ms.config import ModelConfig
+from ddpm_ms.models import UNet
+from ddpm_ms.models.layers import Conv2d, GroupNorm, Softmax, UpsampleNearest2x
+
+pytestmark = pytest.mark.skipif(not kernels.available(),
+                                reason=f"CPU kernels cannot be built here: {kernels.why_unavailable()}")
+
+
+def _copy_parameters(src, dst):
+    src_params, dst_params = list(src.get_parameters()), list(dst.get_parameters())
+    assert [p.name for p in src_params] == [p.name for p in dst_params]
+    for a, b in zip(src_params, dst_params):
+        assert a.shape == b.shape
+        b.set_data(a.data.copy())
+
+
+def _outputs_and_grads(cell, *inputs, jit=False):
+    """Output, input gradients and parameter gradients of sum(y * sin(y)) (a non-trivial cotangent)."""
+    params = cell.trainable_params()
+
+    def loss(*xs):
+        y = cell(*xs)
+        return (y * ops.sin(y)).sum()
+
+    grad_fn = ms.value_and_grad(loss, grad_position=tuple(range(len(inputs))), weights=params or None)
+    if jit:
+        grad_fn = ms.jit(grad_fn)
+    _, grads = grad_fn(*inputs)
+    if params:
+        input_grads, param_grads = grads
+    else:
+        input_grads, param_grads = grads, ()
+    if not isinstance(input_grads, (tuple, list)):
+        input_grads = (input_grads,)
+    return (cell(*inputs).asnumpy(), [g.asnumpy() for g in input_grads], [g.asnumpy() for g in param_grads])
+
+
+def _assert_agree(reference, candidate, rtol=1e-4, atol=1e-4):
+    (y0, gx0, gp0), (y1, gx1, gp1) = reference, candidate
+    assert y0.shape == y1.shape
+    np.testing.assert_allclose(y1, y0, rtol=rtol, atol=atol)
+    for a, b in zip(gx1, gx0):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+    assert len(gp0) == len(gp1)
+    for a, b in zip(gp1, gp0):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=10 * atol)
+
+
+@pytest.mark.parametrize("kwargs,size", [
+    (dict(in_channels=5, out_channels=7, kernel_size=3, padding=1), (9, 11)),
+    (dict(in_channels=1, out_channels=6, kernel_size=7, padding=3), (12, 8)),
+    (dict(in_channels=4, out_channels=6, kernel_size=3, padding=1, stride=2), (10, 10)),
+    (dict(in_channels=3, out_channels=5, kernel_size=3, padding=0, has_bias=False), (7, 9)),
+    (dict(in_channels=6, out_channels=9, kernel_size=1), (5, 7)),
+    (dict(in_channels=12, out_channels=5, kernel_size=1, space_to_depth=True), (6, 8)),
+])
+def test_conv_kernel_matches_native(kwargs, size, rng):
+    native = Conv2d(**kwargs, formulation="native")
+    aot = Conv2d(**kwargs, formulation="aot")
+    assert aot.formulation == "aot"
+    _copy_parameters(native, aot)
+    channels = kwargs["in_channels"] // (4 if kwargs.get("space_to_depth") else 1)
+    x = ms.Tensor(rng.standard_normal((3, channels, *size), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x))
+
+
+def test_grouped_conv_falls_back_to_im2col():
+    assert Conv2d(6, 6, 7, padding=3, groups=6, formulation="aot").formulation == "im2col"
+
+
+@pytest.mark.parametrize("groups,channels,shape", [(1, 6, (5, 7)), (4, 8, (6, 6)), (2, 4, (3,))])
+def test_group_norm_kernel_matches_native(groups, channels, shape, rng):
+    native = GroupNorm(groups, channels, formulation="native")
+    aot = GroupNorm(groups, channels, formulation="aot")
+    assert aot.formulation == "aot"
+    for p in native.get_parameters():  # non-trivial affine parameters
+        p.set_data(ms.Tensor(rng.standard_normal(p.shape, dtype=np.float32)))
+    _copy_parameters(native, aot)
+    x = ms.Tensor(3 + 2 * rng.standard_normal((3, channels, *shape), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x))
+
+
+@pytest.mark.parametrize("axis,shape", [(-1, (2, 3, 4, 17)), (-2, (2, 3, 5, 17)), (1, (4, 6, 3))])
+def test_softmax_kernel_matches_native(axis, shape, rng):
+    x = ms.Tensor(3 * rng.standard_normal(shape, dtype=np.float32))
+    native, aot = Softmax(axis, formulation="native"), Softmax(axis, formulation="aot")
+    assert aot.formulation == "aot"
+    _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x), atol=1e-5)
+    np.testing.assert_allclose(aot(x).asnumpy().sum(axis=axis), 1.0, rtol=1e-5)
+
+
+def test_upsample_kernel_matches_native(rng):
+    x = ms.Tensor(rng.standard_normal((2, 3, 4, 5), dtype=np.float32))
+    native, aot = UpsampleNearest2x(formulation="native"), UpsampleNearest2x(formulation="aot")
+    assert aot.formulation == "aot"
+    _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x), atol=1e-6)
+
+
+def _unet(formulation, monkeypatch):
+    monkeypatch.setenv("DDPM_MS_KERNELS", formulation)
+    cfg = ModelConfig(image_size=(8, 8), channels=1, dim=8, dim_mults=(1, 2), resnet_groups=4,
+                      attn_heads=2, attn_dim_head=4)
+    return UNet(cfg)
+
+
+def test_unet_with_kernels_matches_pure_mindspore_in_graph_mode(monkeypatch, rng):
+    reference, fast = _unet("im2col", monkeypatch), _unet("aot", monkeypatch)
+    _copy_parameters(reference, fast)
+    x = ms.Tensor(rng.standard_normal((3, 1, 8, 8), dtype=np.float32))
+    t = ms.Tensor(np.array([1, 400, 999], np.int32))
+
+    class WithTime(ms.nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, x):
+            return self.net(x, t)
+
+    _assert_agree(_outputs_and_grads(WithTime(reference), x, jit=True),
+                  _outputs_and_grads(WithTime(fast), x, jit=True), rtol=1e-3, atol=1e-4)
+
+
+def test_unknown_formulation_in_the_environment_is_named(monkeypatch):
+    from ddpm_ms.device import kernel_formulation
+    monkeypatch.setenv("DDPM_MS_KERNELS", "fast")
+    with pytest.raises(ValueError, match="DDPM_MS_KERNELS='fast'"):
+        kernel_formulation()
