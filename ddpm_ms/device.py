@@ -48,7 +48,41 @@ def select_device(target: str = "auto") -> str:
             )
     ms.set_device(chosen)
     _selected = chosen
+    if chosen == "CPU":
+        _tune_cpu_runtime()
     return chosen
+
+
+def _tune_cpu_runtime() -> None:
+    """Keep MindSpore's own threads off the cores our CPU kernels compute on.
+
+    On a 2-core machine the default runtime costs about 40% of the train step: the Python thread
+    waiting for a result busy-spins (AsyncRQueue::Wait) on one core, and MindSpore's kernel
+    thread pool competes with the OpenMP threads of `ddpm_ms.kernels`. MS_DEV_HOST_BLOCKING_RUN
+    makes the host pipeline run on the calling thread instead (read at its first task, so set
+    here, before any graph runs); with the C++ kernels doing the heavy work, MindSpore's
+    remaining kernels run single-threaded. Both are measured in docs/performance.md; an
+    explicit setting in the environment wins.
+    """
+    os.environ.setdefault("MS_DEV_HOST_BLOCKING_RUN", "1")
+    if kernel_formulation("CPU") == "aot" and "DDPM_MS_MS_THREADS" not in os.environ:
+        _set_kernel_threads(1)
+    elif os.environ.get("DDPM_MS_MS_THREADS"):
+        _set_kernel_threads(int(os.environ["DDPM_MS_MS_THREADS"]))
+
+
+_kernel_threads_set = False
+
+
+def _set_kernel_threads(n: int) -> None:
+    global _kernel_threads_set
+    if _kernel_threads_set:
+        return
+    try:
+        ms.device_context.cpu.op_tuning.threads_num(n)
+    except (RuntimeError, ValueError, AttributeError):  # may be set only once per process
+        pass
+    _kernel_threads_set = True
 
 
 def current_device() -> str:

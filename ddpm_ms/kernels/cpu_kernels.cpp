@@ -8,6 +8,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include <cstdlib>
+// Threads per kernel: DDPM_MS_KERNEL_THREADS, else 2.
+static int kThreads() {
+  static int n = [] { const char *e = std::getenv("DDPM_MS_KERNEL_THREADS"); int v = e ? std::atoi(e) : 2; return v > 0 ? v : 2; }();
+  return n;
+}
+
 extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha,
                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                           float *C, int64_t ldc);
@@ -71,7 +78,7 @@ static int conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   int o = shapes[1][0], k = shapes[1][2], ho = shapes[2][2], wo = shapes[2][3];
   int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
   bool direct = (k == 1 && S == 1 && P == 0);
-#pragma omp parallel num_threads(2)
+#pragma omp parallel num_threads(kThreads())
   {
     std::vector<float> cols(direct ? 0 : ckk * n);
 #pragma omp for schedule(static)
@@ -110,7 +117,7 @@ static int conv_bwd_input(int nparam, void **params, int *ndims, int64_t **shape
   bool direct = (k == 1 && S == 1 && P == 0);
   std::vector<float> wt_t((size_t)(ckk * o));
   transpose(wt, o, ckk, wt_t.data());
-#pragma omp parallel num_threads(2)
+#pragma omp parallel num_threads(kThreads())
   {
     std::vector<float> cols(direct ? 0 : ckk * n);
 #pragma omp for schedule(static)
@@ -136,7 +143,7 @@ static int conv_bwd_weight(int nparam, void **params, int *ndims, int64_t **shap
   int o = shapes[2][0], k = shapes[2][2], ho = shapes[1][2], wo = shapes[1][3];
   int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
   bool direct = (k == 1 && S == 1 && P == 0);
-  int nt = b >= 2 ? 2 : 1;
+  int nt = b >= kThreads() ? kThreads() : 1;
   std::vector<float> partial((size_t)nt * o * ckk, 0.f);
 #pragma omp parallel num_threads(nt)
   {
@@ -178,7 +185,7 @@ static int group_norm_fwd(int nparam, void **params, int *ndims, int64_t **shape
   float *y = (float *)params[3], *mean = (float *)params[4], *rstd = (float *)params[5];
   if (ndims[0] != 3) return 3;
   int64_t b = shapes[0][0], g = shapes[0][1], n = shapes[0][2], c = shapes[1][0], cg = c / g, hw = n / cg;
-#pragma omp parallel for num_threads(2) schedule(static)
+#pragma omp parallel for num_threads(kThreads()) schedule(static)
   for (int64_t bg = 0; bg < b * g; ++bg) {
     const float *xs = x + bg * n;
     double s = 0.0;
@@ -207,7 +214,7 @@ static int group_norm_bwd(int nparam, void **params, int *ndims, int64_t **shape
   if (ndims[1] != 3) return 3;
   int64_t b = shapes[1][0], g = shapes[1][1], n = shapes[1][2], c = shapes[4][0], cg = c / g, hw = n / cg;
   std::vector<float> sdy((size_t)(b * c)), sdyx((size_t)(b * c));  // per (b, c): sum dy, sum dy * xhat
-#pragma omp parallel for num_threads(2) schedule(static)
+#pragma omp parallel for num_threads(kThreads()) schedule(static)
   for (int64_t bg = 0; bg < b * g; ++bg) {
     const float m = mean[bg], r = rstd[bg];
     int64_t c0 = (bg % g) * cg, bb = bg / g;
@@ -248,7 +255,7 @@ static int softmax_fwd(int nparam, void **params, int *ndims, int64_t **shapes) 
   if (nparam != 2 || ndims[0] != 3) return 1;
   const float *x = (const float *)params[0]; float *y = (float *)params[1];
   int64_t outer = shapes[0][0], r = shapes[0][1], inner = shapes[0][2];
-#pragma omp parallel num_threads(2)
+#pragma omp parallel num_threads(kThreads())
   {
     std::vector<float> mx((size_t)inner), sm((size_t)inner);
 #pragma omp for schedule(static)
@@ -279,7 +286,7 @@ static int softmax_bwd(int nparam, void **params, int *ndims, int64_t **shapes) 
   if (nparam != 3 || ndims[0] != 3) return 1;
   const float *y = (const float *)params[0], *dy = (const float *)params[1]; float *dx = (float *)params[2];
   int64_t outer = shapes[0][0], r = shapes[0][1], inner = shapes[0][2];
-#pragma omp parallel num_threads(2)
+#pragma omp parallel num_threads(kThreads())
   {
     std::vector<float> s((size_t)inner);
 #pragma omp for schedule(static)
@@ -309,7 +316,7 @@ static int upsample2x_fwd(int nparam, void **params, int *ndims, int64_t **shape
   if (nparam != 2) return 1;
   const float *x = (const float *)params[0]; float *y = (float *)params[1];
   int64_t bc = shapes[0][0] * shapes[0][1], h = shapes[0][2], w = shapes[0][3];
-#pragma omp parallel for num_threads(2) schedule(static)
+#pragma omp parallel for num_threads(kThreads()) schedule(static)
   for (int64_t p = 0; p < bc; ++p) {
     const float *xs = x + p * h * w; float *ys = y + p * 4 * h * w;
     for (int64_t i = 0; i < h; ++i) {
@@ -326,7 +333,7 @@ static int upsample2x_bwd(int nparam, void **params, int *ndims, int64_t **shape
   if (nparam != 3) return 1;
   const float *dy = (const float *)params[0]; float *dx = (float *)params[2];
   int64_t bc = shapes[1][0] * shapes[1][1], h = shapes[1][2], w = shapes[1][3];
-#pragma omp parallel for num_threads(2) schedule(static)
+#pragma omp parallel for num_threads(kThreads()) schedule(static)
   for (int64_t p = 0; p < bc; ++p) {
     const float *ds = dy + p * 4 * h * w; float *xs = dx + p * h * w;
     for (int64_t i = 0; i < h; ++i) {
