@@ -102,9 +102,9 @@ def why_unavailable() -> str | None:
 
 
 @lru_cache(maxsize=None)
-def conv2d_op(stride: int, padding: int):
-    """`y = op(x, w)`: a groups=1 convolution of x (b, c, h, w) with w (o, c, k, k), no bias,
-    with its backward pass (input and weight gradients) also in C++."""
+def conv2d_op(stride: int, padding: int, bias: bool = False):
+    """`y = op(x, w)` or, with `bias`, `y = op(x, w, b)`: a groups=1 convolution of x (b, c, h, w)
+    with w (o, c, k, k), with its backward pass (input, weight and bias gradients) also in C++."""
     if stride not in STRIDES or padding not in PADDINGS:
         raise ValueError(f"the CPU convolution kernel supports stride {STRIDES} and padding {PADDINGS}, "
                          f"not stride={stride}, padding={padding}")
@@ -113,17 +113,27 @@ def conv2d_op(stride: int, padding: int):
     lib = _require()
     tag = f"s{stride}_p{padding}"
 
-    def out_shape(x, w):
+    def out_shape(x, w, *bias_shape):
         k = w[2]
         return [x[0], w[0], (x[2] + 2 * padding - k) // stride + 1, (x[3] + 2 * padding - k) // stride + 1]
 
     grad_input = ops.Custom(f"{lib}:ConvBwdInput_{tag}", lambda dy, w, x: x, _same_dtype, func_type="aot")
-    grad_weight = ops.Custom(f"{lib}:ConvBwdWeight_{tag}", lambda x, dy, w: w, _same_dtype, func_type="aot")
+    if not bias:
+        grad_weight = ops.Custom(f"{lib}:ConvBwdWeight_{tag}", lambda x, dy, w: w, _same_dtype, func_type="aot")
 
-    def bprop(x, w, out, dout):
-        return grad_input(dout, w, x), grad_weight(x, dout, w)
+        def bprop(x, w, out, dout):
+            return grad_input(dout, w, x), grad_weight(x, dout, w)
 
-    return ops.Custom(f"{lib}:ConvFwd_{tag}", out_shape, _same_dtype, func_type="aot", bprop=bprop)
+        return ops.Custom(f"{lib}:ConvFwd_{tag}", out_shape, _same_dtype, func_type="aot", bprop=bprop)
+
+    grad_weight_bias = ops.Custom(f"{lib}:ConvBiasBwdWeight_{tag}", lambda x, dy, w: (w, w[:1]),
+                                  lambda x, dy, w: (w, w), func_type="aot")
+
+    def bprop_bias(x, w, b, out, dout):
+        dw, db = grad_weight_bias(x, dout, w)
+        return grad_input(dout, w, x), dw, db
+
+    return ops.Custom(f"{lib}:ConvBiasFwd_{tag}", out_shape, _same_dtype, func_type="aot", bprop=bprop_bias)
 
 
 def _same_dtype(*dtypes):

@@ -69,13 +69,16 @@ static void col2im(const float *cols, int c, int h, int w, int k, int s, int p, 
 
 struct Geo { int b, c, h, w, o, k, ho, wo; };
 
-template <int S, int P>
+// inputs: x (b,c,h,w), w (o,c,k,k)[, bias (o)]; output y (b,o,ho,wo).
+template <int S, int P, bool BIAS>
 static int conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
-  if (nparam != 3) return 1;
+  if (nparam != (BIAS ? 4 : 3)) return 1;
   const float *x = (const float *)params[0], *wt = (const float *)params[1];
-  float *y = (float *)params[2];
+  const float *bias = BIAS ? (const float *)params[2] : nullptr;
+  float *y = (float *)params[BIAS ? 3 : 2];
+  const int64_t *ysh = shapes[BIAS ? 3 : 2];
   int b = shapes[0][0], c = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
-  int o = shapes[1][0], k = shapes[1][2], ho = shapes[2][2], wo = shapes[2][3];
+  int o = shapes[1][0], k = shapes[1][2], ho = ysh[2], wo = ysh[3];
   int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
   bool direct = (k == 1 && S == 1 && P == 0);
 #pragma omp parallel num_threads(kThreads())
@@ -85,8 +88,11 @@ static int conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
     for (int i = 0; i < b; ++i) {
       const float *xi = x + (int64_t)i * c * h * w;
       const float *src = xi;
+      float *yi = y + (int64_t)i * o * n;
       if (!direct) { im2col(xi, c, h, w, k, S, P, ho, wo, cols.data()); src = cols.data(); }
-      dnnl_sgemm('N', 'N', o, n, ckk, 1.f, wt, ckk, src, n, 0.f, y + (int64_t)i * o * n, n);
+      if (BIAS)  // start from the bias, accumulate the product on top (beta = 1)
+        for (int oc = 0; oc < o; ++oc) std::fill(yi + oc * n, yi + (oc + 1) * n, bias[oc]);
+      dnnl_sgemm('N', 'N', o, n, ckk, 1.f, wt, ckk, src, n, BIAS ? 1.f : 0.f, yi, n);
     }
   }
   return 0;
@@ -131,46 +137,57 @@ static int conv_bwd_input(int nparam, void **params, int *ndims, int64_t **shape
   return 0;
 }
 
-// inputs: x (b,c,h,w), dy (b,o,ho,wo), w (o,c,k,k) [shape only]; output dw (o,c,k,k).
+// inputs: x (b,c,h,w), dy (b,o,ho,wo), w (o,c,k,k) [shape only]; outputs dw (o,c,k,k)[, dbias (o)].
 // dw += dy_i (o x n) . cols_i^T (n x ckk), with cols_i^T formed explicitly for the same reason;
-// each thread accumulates its own partial sum, added up at the end.
-template <int S, int P>
+// each thread accumulates its own partial sums, added up at the end.
+template <int S, int P, bool BIAS>
 static int conv_bwd_weight(int nparam, void **params, int *ndims, int64_t **shapes) {
-  if (nparam != 4) return 1;
+  if (nparam != (BIAS ? 5 : 4)) return 1;
   const float *x = (const float *)params[0], *dy = (const float *)params[1];
-  float *dw = (float *)params[3];
+  float *dw = (float *)params[3], *db = BIAS ? (float *)params[4] : nullptr;
   int b = shapes[0][0], c = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
   int o = shapes[2][0], k = shapes[2][2], ho = shapes[1][2], wo = shapes[1][3];
-  int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
+  int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo, per = o * ckk + (BIAS ? o : 0);
   bool direct = (k == 1 && S == 1 && P == 0);
   int nt = b >= kThreads() ? kThreads() : 1;
-  std::vector<float> partial((size_t)nt * o * ckk, 0.f);
+  std::vector<float> partial((size_t)(nt * per), 0.f);
 #pragma omp parallel num_threads(nt)
   {
     int t = omp_get_thread_num();
     std::vector<float> cols(direct ? 0 : ckk * n), cols_t((size_t)(ckk * n));
-    float *acc = partial.data() + (int64_t)t * o * ckk;
+    float *acc = partial.data() + (int64_t)t * per;
 #pragma omp for schedule(static)
     for (int i = 0; i < b; ++i) {
-      const float *xi = x + (int64_t)i * c * h * w;
+      const float *xi = x + (int64_t)i * c * h * w, *dyi = dy + (int64_t)i * o * n;
       const float *src = xi;
       if (!direct) { im2col(xi, c, h, w, k, S, P, ho, wo, cols.data()); src = cols.data(); }
       transpose(src, ckk, n, cols_t.data());
-      dnnl_sgemm('N', 'N', o, ckk, n, 1.f, dy + (int64_t)i * o * n, n, cols_t.data(), ckk, 1.f, acc, ckk);
+      dnnl_sgemm('N', 'N', o, ckk, n, 1.f, dyi, n, cols_t.data(), ckk, 1.f, acc, ckk);
+      if (BIAS)
+        for (int oc = 0; oc < o; ++oc) {
+          float sum = 0.f;
+          const float *row = dyi + oc * n;
+#pragma omp simd reduction(+ : sum)
+          for (int64_t j = 0; j < n; ++j) sum += row[j];
+          acc[o * ckk + oc] += sum;
+        }
     }
   }
-  for (int64_t j = 0; j < o * ckk; ++j) {
-    float s = 0.f;
-    for (int t = 0; t < nt; ++t) s += partial[(int64_t)t * o * ckk + j];
-    dw[j] = s;
+  for (int64_t j = 0; j < per; ++j) {
+    float sum = 0.f;
+    for (int t = 0; t < nt; ++t) sum += partial[(int64_t)t * per + j];
+    if (j < o * ckk) dw[j] = sum; else db[j - o * ckk] = sum;
   }
   return 0;
 }
 
+#define AOT_ARGS int n, void **p, int *nd, int64_t **sh, const char **, void *, void *
 #define DEFINE(S, P) \
-  extern "C" int ConvFwd_s##S##_p##P(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return conv_fwd<S, P>(n, p, nd, sh); } \
-  extern "C" int ConvBwdInput_s##S##_p##P(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return conv_bwd_input<S, P>(n, p, nd, sh); } \
-  extern "C" int ConvBwdWeight_s##S##_p##P(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return conv_bwd_weight<S, P>(n, p, nd, sh); }
+  extern "C" int ConvFwd_s##S##_p##P(AOT_ARGS) { return conv_fwd<S, P, false>(n, p, nd, sh); } \
+  extern "C" int ConvBiasFwd_s##S##_p##P(AOT_ARGS) { return conv_fwd<S, P, true>(n, p, nd, sh); } \
+  extern "C" int ConvBwdInput_s##S##_p##P(AOT_ARGS) { return conv_bwd_input<S, P>(n, p, nd, sh); } \
+  extern "C" int ConvBwdWeight_s##S##_p##P(AOT_ARGS) { return conv_bwd_weight<S, P, false>(n, p, nd, sh); } \
+  extern "C" int ConvBiasBwdWeight_s##S##_p##P(AOT_ARGS) { return conv_bwd_weight<S, P, true>(n, p, nd, sh); }
 DEFINE(1, 0) DEFINE(1, 1) DEFINE(1, 2) DEFINE(1, 3) DEFINE(2, 0) DEFINE(2, 1) DEFINE(2, 2) DEFINE(2, 3)
 
 // ---------------------------------------------------------------------------------------------
@@ -189,9 +206,11 @@ static int group_norm_fwd(int nparam, void **params, int *ndims, int64_t **shape
   for (int64_t bg = 0; bg < b * g; ++bg) {
     const float *xs = x + bg * n;
     double s = 0.0;
+#pragma omp simd reduction(+ : s)
     for (int64_t i = 0; i < n; ++i) s += xs[i];
     const float m = (float)(s / n);
     double v = 0.0;
+#pragma omp simd reduction(+ : v)
     for (int64_t i = 0; i < n; ++i) { float d = xs[i] - m; v += (double)d * d; }
     const float r = 1.0f / std::sqrt((float)(v / n) + eps);
     mean[bg] = m; rstd[bg] = r;
@@ -223,6 +242,7 @@ static int group_norm_bwd(int nparam, void **params, int *ndims, int64_t **shape
     for (int64_t ci = 0; ci < cg; ++ci) {
       const float *xc = xs + ci * hw, *dc = dys + ci * hw;
       float a = 0.f, ax = 0.f;
+#pragma omp simd reduction(+ : a, ax)
       for (int64_t i = 0; i < hw; ++i) { float xh = (xc[i] - m) * r; a += dc[i]; ax += dc[i] * xh; }
       sdy[bb * c + c0 + ci] = a; sdyx[bb * c + c0 + ci] = ax;
       s1 += (double)a * gamma[c0 + ci]; s2 += (double)ax * gamma[c0 + ci];
@@ -294,6 +314,7 @@ static int softmax_bwd(int nparam, void **params, int *ndims, int64_t **shapes) 
       const float *ys = y + o * r * inner, *ds = dy + o * r * inner; float *xs = dx + o * r * inner;
       if (inner == 1) {
         float d = 0.f;
+#pragma omp simd reduction(+ : d)
         for (int64_t j = 0; j < r; ++j) d += ys[j] * ds[j];
         for (int64_t j = 0; j < r; ++j) xs[j] = ys[j] * (ds[j] - d);
         continue;

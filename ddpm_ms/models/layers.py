@@ -22,8 +22,10 @@ class Conv2d(nn.Cell):
     """2-D convolution with PyTorch's initialisation and a device-chosen formulation."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
-                 has_bias=True, formulation=None, space_to_depth=False):
+                 has_bias=True, formulation=None, space_to_depth=False, out_splits=1):
         super().__init__()
+        if out_splits > 1 and (out_channels % out_splits or has_bias):
+            raise ValueError("out_splits needs out_channels divisible by it and has_bias=False")
         if space_to_depth and (kernel_size != 1 or stride != 1 or padding or groups != 1 or in_channels % 4):
             raise ValueError("space_to_depth=True needs a 1x1 convolution over 4 * channels")
         if in_channels % groups or out_channels % groups:
@@ -42,8 +44,13 @@ class Conv2d(nn.Cell):
         # space_to_depth: the input is first rearranged (b, c, h, w) -> (b, 4c, h/2, w/2); for the
         # C++ kernel that is a 2x2 stride-2 convolution with the same weights, and no copy.
         self.space_to_depth = space_to_depth
-        if formulation == "aot":
-            self._aot = kernels.conv2d_op(2, 0) if space_to_depth else kernels.conv2d_op(stride, padding)
+        # out_splits: return the output as that many equal channel chunks (q, k, v). The C++
+        # path convolves with slices of the weight, so the full output is never split or,
+        # in the backward pass, concatenated (both cost more than the convolution itself).
+        self.out_splits = out_splits
+        if formulation == "aot":  # bias fused into the kernel: no separate add and reduction
+            self._aot = kernels.conv2d_op(2, 0, has_bias) if space_to_depth else \
+                kernels.conv2d_op(stride, padding, has_bias)
         fan_in = in_channels // groups * kernel_size * kernel_size
         shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
         self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), shape, ms.float32), name="weight")
@@ -52,19 +59,35 @@ class Conv2d(nn.Cell):
                               name="bias") if has_bias else None
 
     def construct(self, x):
-        if self.space_to_depth and self.formulation == "aot":
-            y = self._aot(x, self.weight.reshape(self.out_channels, self.in_channels // 4, 2, 2))
-        elif self.space_to_depth:
+        if self.out_splits > 1:
+            return self._split_outputs(x)
+        if self.formulation == "aot":
+            weight = self.weight
+            if self.space_to_depth:
+                weight = weight.reshape(self.out_channels, self.in_channels // 4, 2, 2)
+            if self.has_bias:
+                return self._aot(x, weight, self.bias)
+            return self._aot(x, weight)
+        if self.space_to_depth:
             y = ops.conv2d(space_to_depth(x), self.weight)
         elif self.formulation == "native":
             y = ops.conv2d(x, self.weight, None, self.stride, "pad", self.padding, 1, self.groups)
-        elif self.formulation == "aot":
-            y = self._aot(x, self.weight)
         else:
             y = self._im2col(x)
         if self.has_bias:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y
+
+    def _split_outputs(self, x):
+        if self.formulation == "aot":
+            chunks = ops.split(self.weight, self.out_channels // self.out_splits, axis=0)
+            return tuple(self._aot(x, w) for w in chunks)
+        return ops.split(self._forward_single(x), self.out_channels // self.out_splits, axis=1)
+
+    def _forward_single(self, x):
+        if self.formulation == "native":
+            return ops.conv2d(x, self.weight, None, self.stride, "pad", self.padding, 1, self.groups)
+        return self._im2col(x)
 
     def _im2col(self, x):
         b, c, h, w = x.shape

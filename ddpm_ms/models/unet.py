@@ -76,19 +76,20 @@ class Attention(nn.Cell):
         super().__init__()
         self.heads, self.dim_head, self.scale = heads, dim_head, dim_head ** -0.5
         self.hidden = heads * dim_head
-        self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False)
+        self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False, out_splits=3)
         self.to_out = Conv2d(self.hidden, dim, 1)
+        self.matmul_tn = ops.BatchMatMul(transpose_a=True)  # a^T b without a transpose copy
+        self.matmul_nt = ops.BatchMatMul(transpose_b=True)
         self.softmax = Softmax(axis=-1)
 
     def construct(self, x):
         b, _, h, w = x.shape
-        # ops.split, not indexing: a strided slice of the fused tensor costs 40x more on CPU.
-        q, k, v = ops.split(self.to_qkv(x), self.hidden, axis=1)
+        q, k, v = self.to_qkv(x)  # three chunks: indexing a fused tensor costs 40x more on CPU
         q = q.reshape(b, self.heads, self.dim_head, h * w) * self.scale
         k = k.reshape(b, self.heads, self.dim_head, h * w)
         v = v.reshape(b, self.heads, self.dim_head, h * w)
-        attn = self.softmax(ops.matmul(q.transpose(0, 1, 3, 2), k))  # (b, heads, n, n)
-        out = ops.matmul(v, attn.transpose(0, 1, 3, 2))  # (b, heads, d, n)
+        attn = self.softmax(self.matmul_tn(q, k))  # (b, heads, n, n)
+        out = self.matmul_nt(v, attn)  # (b, heads, d, n)
         return self.to_out(out.reshape(b, self.hidden, h, w))
 
 
@@ -100,18 +101,20 @@ class LinearAttention(nn.Cell):
         super().__init__()
         self.heads, self.dim_head, self.scale = heads, dim_head, dim_head ** -0.5
         self.hidden = heads * dim_head
-        self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False)
+        self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False, out_splits=3)
         self.to_out = nn.SequentialCell(Conv2d(self.hidden, dim, 1), GroupNorm(1, dim))
+        self.matmul_tn = ops.BatchMatMul(transpose_a=True)
+        self.matmul_nt = ops.BatchMatMul(transpose_b=True)
         self.softmax_features, self.softmax_pixels = Softmax(axis=-2), Softmax(axis=-1)
 
     def construct(self, x):
         b, _, h, w = x.shape
-        q, k, v = ops.split(self.to_qkv(x), self.hidden, axis=1)
+        q, k, v = self.to_qkv(x)
         q = self.softmax_features(q.reshape(b, self.heads, self.dim_head, h * w)) * self.scale
         k = self.softmax_pixels(k.reshape(b, self.heads, self.dim_head, h * w))
         v = v.reshape(b, self.heads, self.dim_head, h * w)
-        context = ops.matmul(k, v.transpose(0, 1, 3, 2))  # (b, heads, d, e)
-        out = ops.matmul(context.transpose(0, 1, 3, 2), q)  # (b, heads, e, n)
+        context = self.matmul_nt(k, v)  # (b, heads, d, e)
+        out = self.matmul_tn(context, q)  # (b, heads, e, n)
         return self.to_out(out.reshape(b, self.hidden, h, w))
 
 

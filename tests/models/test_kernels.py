@@ -72,6 +72,28 @@ def test_conv_kernel_matches_native(kwargs, size, rng):
     _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x))
 
 
+class _Chunks(ms.nn.Cell):
+    """Weights each chunk of an out_splits convolution differently, so every chunk's gradient counts."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def construct(self, x):
+        q, k, v = self.conv(x)
+        return ops.cat((q, 2 * k, -v), axis=1)
+
+
+@pytest.mark.parametrize("formulation", ["native", "im2col"])
+def test_split_output_conv_matches_conv_then_split(formulation, rng):
+    reference = _Chunks(Conv2d(4, 9, 1, has_bias=False, out_splits=3, formulation=formulation))
+    aot = _Chunks(Conv2d(4, 9, 1, has_bias=False, out_splits=3, formulation="aot"))
+    _copy_parameters(reference, aot)
+    x = ms.Tensor(rng.standard_normal((2, 4, 5, 6), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(reference, x), _outputs_and_grads(aot, x))
+    _assert_agree(_outputs_and_grads(reference, x, jit=True), _outputs_and_grads(aot, x, jit=True))
+
+
 def test_grouped_conv_falls_back_to_im2col():
     assert Conv2d(6, 6, 7, padding=3, groups=6, formulation="aot").formulation == "im2col"
 
