@@ -195,3 +195,21 @@ def _require() -> str:
     if lib is None:
         raise RuntimeError(f"CPU kernels unavailable: {why_unavailable()}")
     return lib
+
+
+@lru_cache(maxsize=None)
+def group_norm_silu_op():
+    """`y, mean, rstd = op(x, gamma, beta, scale, shift)`: SiLU(GroupNorm(x) * (1 + scale) + shift)
+    with x viewed as (b, groups, -1), scale and shift (b, c), eps 1e-5; backward in C++."""
+    from mindspore import ops
+
+    lib = _require()
+    backward = ops.Custom(f"{lib}:GroupNormSiluBwd",
+                          lambda dy, x, m, r, g, b, sc, sh: (x, g, g, sc, sc),
+                          lambda *d: (d[1], d[4], d[4], d[6], d[6]), func_type="aot")
+
+    def bprop(x, gamma, beta, scale, shift, out, dout):
+        return backward(dout[0], x, out[1], out[2], gamma, beta, scale, shift)
+
+    return ops.Custom(f"{lib}:GroupNormSiluFwd", lambda x, g, b, sc, sh: (x, x[:2], x[:2]),
+                      lambda x, *rest: (x, x, x), func_type="aot", bprop=bprop)

@@ -367,3 +367,96 @@ static int upsample2x_bwd(int nparam, void **params, int *ndims, int64_t **shape
 
 extern "C" int Upsample2xFwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return upsample2x_fwd(n, p, nd, sh); }
 extern "C" int Upsample2xBwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return upsample2x_bwd(n, p, nd, sh); }
+
+// ---------------------------------------------------------------------------------------------
+// GroupNorm, then a per-sample, per-channel affine modulation, then SiLU, in one pass: the
+// ResNet block's "norm -> x * (scale + 1) + shift -> SiLU". x is viewed as (b, g, c/g * spatial),
+// scale and shift are (b, c). Forward outputs: y, mean (b, g), rstd (b, g). Backward recomputes
+// the pre-activation from x and the statistics instead of storing it.
+static inline float sigmoidf(float z) { return 1.f / (1.f + std::exp(-z)); }
+
+static int gn_silu_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 8 || ndims[0] != 3) return 1;
+  const float *x = (const float *)params[0], *gamma = (const float *)params[1], *beta = (const float *)params[2];
+  const float *scale = (const float *)params[3], *shift = (const float *)params[4];
+  float *y = (float *)params[5], *mean = (float *)params[6], *rstd = (float *)params[7];
+  int64_t b = shapes[0][0], g = shapes[0][1], n = shapes[0][2], c = shapes[1][0], cg = c / g, hw = n / cg;
+#pragma omp parallel for num_threads(kThreads()) schedule(static)
+  for (int64_t bg = 0; bg < b * g; ++bg) {
+    const float *xs = x + bg * n;
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; ++i) s += xs[i];
+    const float m = (float)(s / n);
+    double v = 0.0;
+#pragma omp simd reduction(+ : v)
+    for (int64_t i = 0; i < n; ++i) { float d = xs[i] - m; v += (double)d * d; }
+    const float r = 1.0f / std::sqrt((float)(v / n) + 1e-5f);
+    mean[bg] = m; rstd[bg] = r;
+    int64_t c0 = (bg % g) * cg, bb = bg / g;
+    for (int64_t ci = 0; ci < cg; ++ci) {
+      const int64_t ch = c0 + ci;
+      const float k = 1.f + scale[bb * c + ch];
+      const float a = r * gamma[ch] * k, sh = (beta[ch] - m * r * gamma[ch]) * k + shift[bb * c + ch];
+      const float *xc = xs + ci * hw; float *yc = y + bg * n + ci * hw;
+      for (int64_t i = 0; i < hw; ++i) { float z = xc[i] * a + sh; yc[i] = z * sigmoidf(z); }
+    }
+  }
+  return 0;
+}
+
+// inputs: dy, x, mean, rstd, gamma, beta, scale, shift; outputs dx, dgamma, dbeta, dscale, dshift
+static int gn_silu_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 13 || ndims[1] != 3) return 1;
+  const float *dy = (const float *)params[0], *x = (const float *)params[1];
+  const float *mean = (const float *)params[2], *rstd = (const float *)params[3];
+  const float *gamma = (const float *)params[4], *beta = (const float *)params[5];
+  const float *scale = (const float *)params[6], *shift = (const float *)params[7];
+  float *dx = (float *)params[8], *dgamma = (float *)params[9], *dbeta = (float *)params[10];
+  float *dscale = (float *)params[11], *dshift = (float *)params[12];
+  int64_t b = shapes[1][0], g = shapes[1][1], n = shapes[1][2], c = shapes[4][0], cg = c / g, hw = n / cg;
+  std::vector<float> sdu((size_t)(b * c)), sdux((size_t)(b * c));  // per (b, c): sum du, sum du * xhat
+#pragma omp parallel num_threads(kThreads())
+  {
+    std::vector<float> du((size_t)n);
+#pragma omp for schedule(static)
+    for (int64_t bg = 0; bg < b * g; ++bg) {
+      const float m = mean[bg], r = rstd[bg];
+      int64_t c0 = (bg % g) * cg, bb = bg / g;
+      const float *xs = x + bg * n, *dys = dy + bg * n;
+      double s1 = 0.0, s2 = 0.0;
+      for (int64_t ci = 0; ci < cg; ++ci) {
+        const int64_t ch = c0 + ci;
+        const float k = 1.f + scale[bb * c + ch], sft = shift[bb * c + ch];
+        const float *xc = xs + ci * hw, *dc = dys + ci * hw; float *duc = du.data() + ci * hw;
+        float a_du = 0.f, a_dux = 0.f, a_dz = 0.f, a_dzu = 0.f;
+        for (int64_t i = 0; i < hw; ++i) {
+          const float xh = (xc[i] - m) * r, u = xh * gamma[ch] + beta[ch], z = u * k + sft;
+          const float sg = sigmoidf(z), dz = dc[i] * sg * (1.f + z * (1.f - sg));
+          a_dz += dz; a_dzu += dz * u;
+          const float d = dz * k;  // gradient at the GroupNorm output u
+          duc[i] = d; a_du += d; a_dux += d * xh;
+        }
+        dshift[bb * c + ch] = a_dz; dscale[bb * c + ch] = a_dzu;
+        sdu[bb * c + ch] = a_du; sdux[bb * c + ch] = a_dux;
+        s1 += (double)a_du * gamma[ch]; s2 += (double)a_dux * gamma[ch];
+      }
+      const float k1 = (float)(s1 / n), k2 = (float)(s2 / n);
+      float *dxs = dx + bg * n;
+      for (int64_t ci = 0; ci < cg; ++ci) {
+        const float gm = gamma[c0 + ci];
+        const float *xc = xs + ci * hw, *duc = du.data() + ci * hw; float *oc = dxs + ci * hw;
+        for (int64_t i = 0; i < hw; ++i) { float xh = (xc[i] - m) * r; oc[i] = r * (duc[i] * gm - k1 - xh * k2); }
+      }
+    }
+  }
+  for (int64_t ci = 0; ci < c; ++ci) {
+    float a = 0.f, ax = 0.f;
+    for (int64_t bb = 0; bb < b; ++bb) { a += sdu[bb * c + ci]; ax += sdux[bb * c + ci]; }
+    dbeta[ci] = a; dgamma[ci] = ax;
+  }
+  return 0;
+}
+
+extern "C" int GroupNormSiluFwd(AOT_ARGS) { return gn_silu_fwd(n, p, nd, sh); }
+extern "C" int GroupNormSiluBwd(AOT_ARGS) { return gn_silu_bwd(n, p, nd, sh); }

@@ -22,10 +22,10 @@ class Block(nn.Cell):
         self.dropout = nn.Dropout(p=dropout)
 
     def construct(self, x, scale=None, shift=None):
-        x = self.norm(self.proj(x))
+        x = self.proj(x)
         if scale is not None:
-            x = x * (scale + 1) + shift
-        return self.dropout(self.act(x))
+            return self.dropout(self.norm.modulated_silu(x, scale, shift))
+        return self.dropout(self.act(self.norm(x)))
 
 
 class ResnetBlock(nn.Cell):

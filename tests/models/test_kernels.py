@@ -110,6 +110,28 @@ def test_group_norm_kernel_matches_native(groups, channels, shape, rng):
     _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x))
 
 
+class _Modulated(ms.nn.Cell):
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
+
+    def construct(self, x, scale, shift):
+        return self.norm.modulated_silu(x, scale, shift)
+
+
+@pytest.mark.parametrize("groups,channels", [(1, 6), (4, 8)])
+def test_fused_group_norm_modulation_silu_matches_native(groups, channels, rng):
+    native = _Modulated(GroupNorm(groups, channels, formulation="native"))
+    aot = _Modulated(GroupNorm(groups, channels, formulation="aot"))
+    for p in native.get_parameters():
+        p.set_data(ms.Tensor(rng.standard_normal(p.shape, dtype=np.float32)))
+    _copy_parameters(native, aot)
+    x = ms.Tensor(1 + 2 * rng.standard_normal((3, channels, 5, 4), dtype=np.float32))
+    scale = ms.Tensor(0.5 * rng.standard_normal((3, channels, 1, 1), dtype=np.float32))
+    shift = ms.Tensor(rng.standard_normal((3, channels, 1, 1), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(native, x, scale, shift), _outputs_and_grads(aot, x, scale, shift))
+
+
 @pytest.mark.parametrize("axis,shape", [(-1, (2, 3, 4, 17)), (-2, (2, 3, 5, 17)), (1, (4, 6, 3))])
 def test_softmax_kernel_matches_native(axis, shape, rng):
     x = ms.Tensor(3 * rng.standard_normal(shape, dtype=np.float32))
