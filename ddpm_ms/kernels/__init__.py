@@ -213,3 +213,28 @@ def group_norm_silu_op():
 
     return ops.Custom(f"{lib}:GroupNormSiluFwd", lambda x, g, b, sc, sh: (x, x[:2], x[:2]),
                       lambda x, *rest: (x, x, x), func_type="aot", bprop=bprop)
+
+
+@lru_cache(maxsize=None)
+def batch_matmul_ops():
+    """(nn, tn, nt): batched products a.b, a^T.b and a.b^T over the leading dimensions, each with
+    its backward expressed through the three."""
+    from mindspore import ops
+
+    lib = _require()
+    shape = {"NN": lambda a, b: a[:-1] + [b[-1]],
+             "TN": lambda a, b: a[:-2] + [a[-1], b[-1]],
+             "NT": lambda a, b: a[:-2] + [a[-2], b[-2]]}
+    raw = {k: ops.Custom(f"{lib}:BatchMatMul{k}", f, _same_dtype, func_type="aot") for k, f in shape.items()}
+
+    def bprop_nn(a, b, out, dout):  # c = a b
+        return raw["NT"](dout, b), raw["TN"](a, dout)
+
+    def bprop_tn(a, b, out, dout):  # c = a^T b, a stored (k, m)
+        return raw["NT"](b, dout), raw["NN"](a, dout)
+
+    def bprop_nt(a, b, out, dout):  # c = a b^T, b stored (n, k)
+        return raw["NN"](dout, b), raw["TN"](dout, a)
+
+    return tuple(ops.Custom(f"{lib}:BatchMatMul{k}", shape[k], _same_dtype, func_type="aot", bprop=bp)
+                 for k, bp in (("NN", bprop_nn), ("TN", bprop_tn), ("NT", bprop_nt)))

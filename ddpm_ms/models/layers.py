@@ -170,6 +170,25 @@ class Softmax(nn.Cell):
         return self._aot(x.contiguous().reshape(outer, shape[axis], inner)).reshape(shape)
 
 
+class BatchMatMul(nn.Cell):
+    """Batched matrix product over the leading dimensions with optional transposes, like
+    `ops.BatchMatMul(transpose_a, transpose_b)`; the C++ kernel on CPU."""
+
+    def __init__(self, transpose_a=False, transpose_b=False, formulation=None):
+        super().__init__()
+        if transpose_a and transpose_b:
+            raise ValueError("BatchMatMul: transpose_a and transpose_b together are not supported")
+        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        if self.formulation == "aot":
+            nn_op, tn_op, nt_op = kernels.batch_matmul_ops()
+            self._op = tn_op if transpose_a else nt_op if transpose_b else nn_op
+        else:
+            self._op = ops.BatchMatMul(transpose_a=transpose_a, transpose_b=transpose_b)
+
+    def construct(self, a, b):
+        return self._op(a, b)
+
+
 class UpsampleNearest2x(nn.Cell):
     """(b, c, h, w) -> (b, c, 2h, 2w), nearest neighbour."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from mindspore import nn, ops
 
 from ddpm_ms.config import ModelConfig
-from ddpm_ms.models.layers import Conv2d, GroupNorm, SinusoidalTimeEmbedding, Softmax, UpsampleNearest2x
+from ddpm_ms.models.layers import BatchMatMul, Conv2d, GroupNorm, SinusoidalTimeEmbedding, Softmax, UpsampleNearest2x
 
 
 class Block(nn.Cell):
@@ -78,8 +78,8 @@ class Attention(nn.Cell):
         self.hidden = heads * dim_head
         self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False, out_splits=3)
         self.to_out = Conv2d(self.hidden, dim, 1)
-        self.matmul_tn = ops.BatchMatMul(transpose_a=True)  # a^T b without a transpose copy
-        self.matmul_nt = ops.BatchMatMul(transpose_b=True)
+        self.matmul_tn = BatchMatMul(transpose_a=True)  # a^T b without a transpose copy
+        self.matmul_nt = BatchMatMul(transpose_b=True)
         self.softmax = Softmax(axis=-1)
 
     def construct(self, x):
@@ -103,8 +103,8 @@ class LinearAttention(nn.Cell):
         self.hidden = heads * dim_head
         self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False, out_splits=3)
         self.to_out = nn.SequentialCell(Conv2d(self.hidden, dim, 1), GroupNorm(1, dim))
-        self.matmul_tn = ops.BatchMatMul(transpose_a=True)
-        self.matmul_nt = ops.BatchMatMul(transpose_b=True)
+        self.matmul_tn = BatchMatMul(transpose_a=True)
+        self.matmul_nt = BatchMatMul(transpose_b=True)
         self.softmax_features, self.softmax_pixels = Softmax(axis=-2), Softmax(axis=-1)
 
     def construct(self, x):

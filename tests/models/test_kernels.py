@@ -8,7 +8,7 @@ from mindspore import ops
 from ddpm_ms import kernels
 from ddpm_ms.config import ModelConfig
 from ddpm_ms.models import UNet
-from ddpm_ms.models.layers import Conv2d, GroupNorm, Softmax, UpsampleNearest2x
+from ddpm_ms.models.layers import BatchMatMul, Conv2d, GroupNorm, Softmax, UpsampleNearest2x
 
 pytestmark = pytest.mark.skipif(not kernels.available(),
                                 reason=f"CPU kernels cannot be built here: {kernels.why_unavailable()}")
@@ -139,6 +139,21 @@ def test_softmax_kernel_matches_native(axis, shape, rng):
     assert aot.formulation == "aot"
     _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x), atol=1e-5)
     np.testing.assert_allclose(aot(x).asnumpy().sum(axis=axis), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("ta,tb,a_shape,b_shape", [
+    (False, False, (2, 3, 4, 5), (2, 3, 5, 6)),
+    (True, False, (2, 3, 5, 4), (2, 3, 5, 6)),
+    (False, True, (2, 3, 4, 5), (2, 3, 6, 5)),
+    (False, False, (3, 7, 2), (3, 2, 9)),
+])
+def test_batch_matmul_kernel_matches_native(ta, tb, a_shape, b_shape, rng):
+    a = ms.Tensor(rng.standard_normal(a_shape, dtype=np.float32))
+    b = ms.Tensor(rng.standard_normal(b_shape, dtype=np.float32))
+    native = BatchMatMul(ta, tb, formulation="native")
+    aot = BatchMatMul(ta, tb, formulation="aot")
+    assert aot.formulation == "aot"
+    _assert_agree(_outputs_and_grads(native, a, b), _outputs_and_grads(aot, a, b))
 
 
 def test_upsample_kernel_matches_native(rng):

@@ -1,0 +1,51 @@
+"""scripts/bench.py: one JSON object with the documented fields; bad arguments are refused.
+(Speed itself is never asserted: the machines are shared and noisy.)"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ddpm_ms.cli import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), *args],
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("args", [["train", "--batch-size", "0"], ["sample", "--seconds", "-1"],
+                                  ["fly"], ["train", "--modes", "eager"]])
+def test_bad_arguments_exit_2_with_a_message(args):
+    with pytest.raises(SystemExit) as err:
+        code = bench.main(args)
+        raise SystemExit(code)
+    assert err.value.code == 2
+
+
+@pytest.mark.slow
+def test_train_benchmark_prints_one_json_object_per_mode():
+    proc = _run("train", "--batch-size", "2", "--seconds", "0", "--warmup", "0", "--dim", "8", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["task"] == "train" and result["batch_size"] == 2 and "cores" in result["machine"]
+    for mode in ("graph", "pynative"):
+        r = result[mode]
+        assert "error" not in r, r
+        assert r["img_per_s"] > 0 and r["compile_s"] >= 0 and r["peak_rss_mb"] > 100
+        assert r["calls"] >= 3 and r["dim"] == 8
+    assert result["graph_over_pynative"] == pytest.approx(
+        result["graph"]["img_per_s"] / result["pynative"]["img_per_s"], rel=0.01)
+
+
+@pytest.mark.slow
+def test_sample_benchmark_counts_model_calls():
+    proc = _run("sample", "--batch-size", "2", "--seconds", "0", "--sample-steps", "3", "--dim", "8",
+                "--modes", "graph", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout)["graph"]
+    assert r["sampling_steps"] == 3 and r["calls"] >= 2
+    assert r["model_calls_per_s"] == pytest.approx(r["img_per_s"] / 2, rel=0.01)
