@@ -238,3 +238,18 @@ def batch_matmul_ops():
 
     return tuple(ops.Custom(f"{lib}:BatchMatMul{k}", shape[k], _same_dtype, func_type="aot", bprop=bp)
                  for k, bp in (("NN", bprop_nn), ("TN", bprop_tn), ("NT", bprop_nt)))
+
+
+@lru_cache(maxsize=None)
+def dense_op():
+    """`y = op(x, w, b)`: x (m, in) . w^T (w: out x in) + b, backward in C++."""
+    from mindspore import ops
+
+    lib = _require()
+    backward = ops.Custom(f"{lib}:DenseBwd", lambda x, w, dy: (x, w, w[:1]), lambda x, w, dy: (x, x, x),
+                          func_type="aot")
+
+    def bprop(x, w, b, out, dout):
+        return backward(x, w, dout)
+
+    return ops.Custom(f"{lib}:DenseFwd", lambda x, w, b: [x[0], w[0]], _same_dtype, func_type="aot", bprop=bprop)

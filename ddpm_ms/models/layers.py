@@ -147,6 +147,20 @@ class GroupNorm(nn.GroupNorm):
         return ops.silu(self.construct(x) * (scale + 1) + shift)
 
 
+class Dense(nn.Dense):
+    """`nn.Dense` (same parameters, weight and bias) computed by the C++ kernel on CPU for 2-D input."""
+
+    def __init__(self, in_channels, out_channels, formulation=None):
+        super().__init__(in_channels, out_channels)
+        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self._aot = kernels.dense_op() if self.formulation == "aot" else None
+
+    def construct(self, x):
+        if self.formulation == "aot" and x.ndim == 2:
+            return self._aot(x, self.weight, self.bias)
+        return super().construct(x)
+
+
 class Softmax(nn.Cell):
     """Softmax over `axis`, by the C++ kernel on CPU (MindSpore's CPU softmax over a middle
     axis, and its backward, cost several times more)."""

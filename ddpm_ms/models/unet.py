@@ -8,7 +8,7 @@ from __future__ import annotations
 from mindspore import nn, ops
 
 from ddpm_ms.config import ModelConfig
-from ddpm_ms.models.layers import BatchMatMul, Conv2d, GroupNorm, SinusoidalTimeEmbedding, Softmax, UpsampleNearest2x
+from ddpm_ms.models.layers import BatchMatMul, Conv2d, Dense, GroupNorm, SinusoidalTimeEmbedding, Softmax, UpsampleNearest2x
 
 
 class Block(nn.Cell):
@@ -33,7 +33,7 @@ class ResnetBlock(nn.Cell):
 
     def __init__(self, dim, dim_out, time_emb_dim, groups, dropout=0.0):
         super().__init__()
-        self.mlp = nn.SequentialCell(nn.SiLU(), nn.Dense(time_emb_dim, dim_out * 2))
+        self.mlp = nn.SequentialCell(nn.SiLU(), Dense(time_emb_dim, dim_out * 2))
         self.block1 = Block(dim, dim_out, groups, dropout)
         self.block2 = Block(dim_out, dim_out, groups)
         self.res_conv = Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
@@ -51,7 +51,7 @@ class ConvNextBlock(nn.Cell):
 
     def __init__(self, dim, dim_out, time_emb_dim, mult=2, dropout=0.0):
         super().__init__()
-        self.mlp = nn.SequentialCell(nn.GELU(approximate=False), nn.Dense(time_emb_dim, dim))
+        self.mlp = nn.SequentialCell(nn.GELU(approximate=False), Dense(time_emb_dim, dim))
         self.ds_conv = Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.net = nn.SequentialCell(
             GroupNorm(1, dim),
@@ -177,8 +177,8 @@ class UNet(nn.Cell):
 
         self.init_conv = Conv2d(config.channels, init_dim, 7, padding=3)
         self.time_mlp = nn.SequentialCell(
-            SinusoidalTimeEmbedding(dim), nn.Dense(dim, time_dim), nn.GELU(approximate=False),
-            nn.Dense(time_dim, time_dim))
+            SinusoidalTimeEmbedding(dim), Dense(dim, time_dim), nn.GELU(approximate=False),
+            Dense(time_dim, time_dim))
 
         downs, ups = [], []
         for i, (d_in, d_out) in enumerate(in_out):

@@ -8,7 +8,7 @@ from mindspore import ops
 from ddpm_ms import kernels
 from ddpm_ms.config import ModelConfig
 from ddpm_ms.models import UNet
-from ddpm_ms.models.layers import BatchMatMul, Conv2d, GroupNorm, Softmax, UpsampleNearest2x
+from ddpm_ms.models.layers import BatchMatMul, Conv2d, Dense, GroupNorm, Softmax, UpsampleNearest2x
 
 pytestmark = pytest.mark.skipif(not kernels.available(),
                                 reason=f"CPU kernels cannot be built here: {kernels.why_unavailable()}")
@@ -154,6 +154,15 @@ def test_batch_matmul_kernel_matches_native(ta, tb, a_shape, b_shape, rng):
     aot = BatchMatMul(ta, tb, formulation="aot")
     assert aot.formulation == "aot"
     _assert_agree(_outputs_and_grads(native, a, b), _outputs_and_grads(aot, a, b))
+
+
+@pytest.mark.parametrize("rows,cols_in,cols_out", [(3, 5, 4), (2, 64, 128)])
+def test_dense_kernel_matches_native(rows, cols_in, cols_out, rng):
+    native, aot = Dense(cols_in, cols_out, formulation="native"), Dense(cols_in, cols_out, formulation="aot")
+    assert aot.formulation == "aot"
+    _copy_parameters(native, aot)
+    x = ms.Tensor(rng.standard_normal((rows, cols_in), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x))
 
 
 def test_upsample_kernel_matches_native(rng):
