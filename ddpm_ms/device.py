@@ -6,6 +6,7 @@ target (see `ddpm_ms.models.layers`) ask `kernel_formulation()` once, at constru
 from __future__ import annotations
 
 import os
+import warnings
 
 import mindspore as ms
 
@@ -107,4 +108,18 @@ def kernel_formulation(target: str | None = None) -> str:
     if (target or current_device()) != "CPU":
         return "native"
     from ddpm_ms import kernels
-    return "aot" if kernels.available() else "im2col"
+    if kernels.available():
+        return "aot"
+    if not _warned_fallback:
+        _warn_fallback(kernels.why_unavailable())
+    return "im2col"
+
+
+_warned_fallback = False
+
+
+def _warn_fallback(reason: str) -> None:
+    global _warned_fallback
+    _warned_fallback = True
+    warnings.warn(f"ddpm_ms: fast CPU kernels unavailable ({reason}); using pure MindSpore ops, "
+                  "about 3x slower. See docs/performance.md.", RuntimeWarning, stacklevel=3)

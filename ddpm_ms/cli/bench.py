@@ -111,8 +111,6 @@ def measure_train(args) -> dict:
 
 
 def measure_sample(args) -> dict:
-    import mindspore as ms
-    import numpy as np
     from ddpm_ms.sampling import DDPMScheduler, sample
 
     cfg, model, schedule, diffusion, info = _build(args)
@@ -232,7 +230,7 @@ def main(argv=None) -> int:
         print("bench.py: error: --seconds must be >= 0, --batch-size and --sample-steps >= 1", file=sys.stderr)
         return 2
     if args.worker:
-        import ddpm_ms  # noqa: F401  (quiet logging before MindSpore starts)
+        import ddpm_ms  # noqa: F401 -- sets quiet logging before MindSpore starts
         measure = measure_train if args.task == "train" else measure_sample
         print(json.dumps(measure(args)))
         return 0

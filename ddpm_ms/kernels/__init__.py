@@ -72,22 +72,26 @@ def library() -> str | None:
     target = cache_dir() / f"ddpm_ms_cpu_kernels_{key}.so"
     if target.exists():
         return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    cmd = [compiler, *_FLAGS, str(SOURCE), "-o", tmp, f"-L{dnnl.parent}", "-l:libdnnl.so.3",
+    cmd = [compiler, *_FLAGS, str(SOURCE), "-o", "OUT", f"-L{dnnl.parent}", "-l:libdnnl.so.3",
            f"-Wl,-rpath,{dnnl.parent}"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        proc = None
-        error = str(err)
-    if proc is None or proc.returncode != 0:
-        os.unlink(tmp)
-        detail = error if proc is None else proc.stderr.strip().splitlines()[-1:] or ["?"]
-        _state["why"] = f"compiling {SOURCE.name} failed: {detail}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+    except OSError as err:
+        _state["why"] = f"cannot write the kernel cache {target.parent} ({err}); set DDPM_MS_KERNEL_CACHE"
         return None
-    os.replace(tmp, target)  # atomic: a concurrent process sees the old state or the whole file
+    cmd[cmd.index("OUT")] = tmp
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        failure = None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
+    except (OSError, subprocess.TimeoutExpired) as err:
+        failure = str(err)
+    if failure:
+        os.unlink(tmp)
+        _state["why"] = f"compiling {SOURCE.name} with {compiler} failed: {failure}"
+        return None
+    os.replace(tmp, target)  # atomic: a concurrent process sees no file or the whole file
     return str(target)
 
 
