@@ -1,10 +1,12 @@
-"""Building blocks shared by the denoisers.
+"""Building blocks shared by the denoisers, and the device seam for the ops that are slow on CPU.
 
-`Conv2d` is the device seam for convolutions: the same weight and bias parameters, computed
-either by MindSpore's native convolution (Ascend, GPU) or as im2col (`ops.unfold`) followed by
-a 1x1 convolution (CPU, where MindSpore 2.10 runs k x k convolutions on oneDNN's reference
-kernel). The formulation is fixed at construction; `tests/models/test_layers.py` checks that
-both give the same outputs and gradients.
+`Conv2d`, `GroupNorm` (with `modulated_silu`), `Softmax`, `BatchMatMul`, `Dense` and
+`UpsampleNearest2x` hold the same parameters on every target and pick a formulation once, at
+construction (`ddpm_ms.device.kernel_formulation`): "native" MindSpore ops on Ascend and GPU;
+on CPU "aot", the C++ kernels of `ddpm_ms.kernels`, or "im2col", pure MindSpore ops with
+convolutions as `ops.unfold` + 1x1 convolution, where the kernels cannot be built.
+`tests/models/test_layers.py` and `tests/models/test_kernels.py` check that the formulations
+give the same outputs and gradients.
 """
 from __future__ import annotations
 
