@@ -194,6 +194,19 @@ DEFINE(1, 0) DEFINE(1, 1) DEFINE(1, 2) DEFINE(1, 3) DEFINE(2, 0) DEFINE(2, 1) DE
 // GroupNorm over x viewed as (b, g, c/g * spatial). Forward inputs: x, gamma (c), beta (c);
 // outputs: y, mean (b, g), rstd (b, g). Backward inputs: dy, x, mean, rstd, gamma; outputs: dx,
 // dgamma, dbeta. The group count is in the input's shape, so one entry point serves every layer.
+// Mean and 1/sqrt(var + eps) of n contiguous values (two passes, double accumulators).
+static void group_stats(const float *xs, int64_t n, float eps, float *mean, float *rstd) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += xs[i];
+  const float m = (float)(s / n);
+  double v = 0.0;
+#pragma omp simd reduction(+ : v)
+  for (int64_t i = 0; i < n; ++i) { float d = xs[i] - m; v += (double)d * d; }
+  *mean = m;
+  *rstd = 1.0f / std::sqrt((float)(v / n) + eps);
+}
+
 template <int EPS_E>
 static int group_norm_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != 6) return 1;
@@ -205,15 +218,8 @@ static int group_norm_fwd(int nparam, void **params, int *ndims, int64_t **shape
 #pragma omp parallel for num_threads(kThreads()) schedule(static)
   for (int64_t bg = 0; bg < b * g; ++bg) {
     const float *xs = x + bg * n;
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; ++i) s += xs[i];
-    const float m = (float)(s / n);
-    double v = 0.0;
-#pragma omp simd reduction(+ : v)
-    for (int64_t i = 0; i < n; ++i) { float d = xs[i] - m; v += (double)d * d; }
-    const float r = 1.0f / std::sqrt((float)(v / n) + eps);
-    mean[bg] = m; rstd[bg] = r;
+    group_stats(xs, n, eps, mean + bg, rstd + bg);
+    const float m = mean[bg], r = rstd[bg];
     float *ys = y + bg * n;
     int64_t c0 = (bg % g) * cg;
     for (int64_t ci = 0; ci < cg; ++ci) {
@@ -384,15 +390,8 @@ static int gn_silu_fwd(int nparam, void **params, int *ndims, int64_t **shapes) 
 #pragma omp parallel for num_threads(kThreads()) schedule(static)
   for (int64_t bg = 0; bg < b * g; ++bg) {
     const float *xs = x + bg * n;
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; ++i) s += xs[i];
-    const float m = (float)(s / n);
-    double v = 0.0;
-#pragma omp simd reduction(+ : v)
-    for (int64_t i = 0; i < n; ++i) { float d = xs[i] - m; v += (double)d * d; }
-    const float r = 1.0f / std::sqrt((float)(v / n) + 1e-5f);
-    mean[bg] = m; rstd[bg] = r;
+    group_stats(xs, n, 1e-5f, mean + bg, rstd + bg);
+    const float m = mean[bg], r = rstd[bg];
     int64_t c0 = (bg % g) * cg, bb = bg / g;
     for (int64_t ci = 0; ci < cg; ++ci) {
       const int64_t ch = c0 + ci;
