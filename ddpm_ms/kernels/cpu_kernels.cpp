@@ -207,6 +207,27 @@ static void group_stats(const float *xs, int64_t n, float eps, float *mean, floa
   *rstd = 1.0f / std::sqrt((float)(v / n) + eps);
 }
 
+// GroupNorm's input gradient for one (sample, group): dx = r * (du * gamma - k1 - xhat * k2), where
+// du is the gradient at the normalised-and-scaled output and k1, k2 are the group means of
+// du * gamma and du * gamma * xhat.
+static void group_input_grad(const float *xs, const float *du, const float *gamma, int64_t cg, int64_t hw,
+                             float m, float r, float k1, float k2, float *dx) {
+  for (int64_t ci = 0; ci < cg; ++ci) {
+    const float gm = gamma[ci];
+    const float *xc = xs + ci * hw, *dc = du + ci * hw; float *oc = dx + ci * hw;
+    for (int64_t i = 0; i < hw; ++i) { float xh = (xc[i] - m) * r; oc[i] = r * (dc[i] * gm - k1 - xh * k2); }
+  }
+}
+
+// dgamma, dbeta: per-(sample, channel) partial sums of du * xhat and du, added over the batch.
+static void affine_grads(const float *sdu, const float *sdux, int64_t b, int64_t c, float *dgamma, float *dbeta) {
+  for (int64_t ci = 0; ci < c; ++ci) {
+    float a = 0.f, ax = 0.f;
+    for (int64_t bb = 0; bb < b; ++bb) { a += sdu[bb * c + ci]; ax += sdux[bb * c + ci]; }
+    dbeta[ci] = a; dgamma[ci] = ax;
+  }
+}
+
 template <int EPS_E>
 static int group_norm_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != 6) return 1;
@@ -253,25 +274,15 @@ static int group_norm_bwd(int nparam, void **params, int *ndims, int64_t **shape
       sdy[bb * c + c0 + ci] = a; sdyx[bb * c + c0 + ci] = ax;
       s1 += (double)a * gamma[c0 + ci]; s2 += (double)ax * gamma[c0 + ci];
     }
-    const float k1 = (float)(s1 / n), k2 = (float)(s2 / n);
-    float *dxs = dx + bg * n;
-    for (int64_t ci = 0; ci < cg; ++ci) {
-      const float gm = gamma[c0 + ci];
-      const float *xc = xs + ci * hw, *dc = dys + ci * hw; float *oc = dxs + ci * hw;
-      for (int64_t i = 0; i < hw; ++i) { float xh = (xc[i] - m) * r; oc[i] = r * (dc[i] * gm - k1 - xh * k2); }
-    }
+    group_input_grad(xs, dys, gamma + c0, cg, hw, m, r, (float)(s1 / n), (float)(s2 / n), dx + bg * n);
   }
-  for (int64_t ci = 0; ci < c; ++ci) {
-    float a = 0.f, ax = 0.f;
-    for (int64_t bb = 0; bb < b; ++bb) { a += sdy[bb * c + ci]; ax += sdyx[bb * c + ci]; }
-    dbeta[ci] = a; dgamma[ci] = ax;
-  }
+  affine_grads(sdy.data(), sdyx.data(), b, c, dgamma, dbeta);
   return 0;
 }
 
-extern "C" int GroupNormFwd_eps5(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return group_norm_fwd<5>(n, p, nd, sh); }
-extern "C" int GroupNormFwd_eps6(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return group_norm_fwd<6>(n, p, nd, sh); }
-extern "C" int GroupNormBwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return group_norm_bwd(n, p, nd, sh); }
+extern "C" int GroupNormFwd_eps5(AOT_ARGS) { return group_norm_fwd<5>(n, p, nd, sh); }
+extern "C" int GroupNormFwd_eps6(AOT_ARGS) { return group_norm_fwd<6>(n, p, nd, sh); }
+extern "C" int GroupNormBwd(AOT_ARGS) { return group_norm_bwd(n, p, nd, sh); }
 
 // ---------------------------------------------------------------------------------------------
 // Softmax over one axis of a tensor viewed as (outer, r, inner): axis -1 has inner = 1.
@@ -334,8 +345,8 @@ static int softmax_bwd(int nparam, void **params, int *ndims, int64_t **shapes) 
   return 0;
 }
 
-extern "C" int SoftmaxFwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return softmax_fwd(n, p, nd, sh); }
-extern "C" int SoftmaxBwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return softmax_bwd(n, p, nd, sh); }
+extern "C" int SoftmaxFwd(AOT_ARGS) { return softmax_fwd(n, p, nd, sh); }
+extern "C" int SoftmaxBwd(AOT_ARGS) { return softmax_bwd(n, p, nd, sh); }
 
 // ---------------------------------------------------------------------------------------------
 // Nearest-neighbour 2x upsampling of (b, c, h, w) and its adjoint (sum over each 2x2 block).
@@ -371,8 +382,8 @@ static int upsample2x_bwd(int nparam, void **params, int *ndims, int64_t **shape
   return 0;
 }
 
-extern "C" int Upsample2xFwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return upsample2x_fwd(n, p, nd, sh); }
-extern "C" int Upsample2xBwd(int n, void **p, int *nd, int64_t **sh, const char **, void *, void *) { return upsample2x_bwd(n, p, nd, sh); }
+extern "C" int Upsample2xFwd(AOT_ARGS) { return upsample2x_fwd(n, p, nd, sh); }
+extern "C" int Upsample2xBwd(AOT_ARGS) { return upsample2x_bwd(n, p, nd, sh); }
 
 // ---------------------------------------------------------------------------------------------
 // GroupNorm, then a per-sample, per-channel affine modulation, then SiLU, in one pass: the
@@ -440,20 +451,10 @@ static int gn_silu_bwd(int nparam, void **params, int *ndims, int64_t **shapes) 
         sdu[bb * c + ch] = a_du; sdux[bb * c + ch] = a_dux;
         s1 += (double)a_du * gamma[ch]; s2 += (double)a_dux * gamma[ch];
       }
-      const float k1 = (float)(s1 / n), k2 = (float)(s2 / n);
-      float *dxs = dx + bg * n;
-      for (int64_t ci = 0; ci < cg; ++ci) {
-        const float gm = gamma[c0 + ci];
-        const float *xc = xs + ci * hw, *duc = du.data() + ci * hw; float *oc = dxs + ci * hw;
-        for (int64_t i = 0; i < hw; ++i) { float xh = (xc[i] - m) * r; oc[i] = r * (duc[i] * gm - k1 - xh * k2); }
-      }
+      group_input_grad(xs, du.data(), gamma + c0, cg, hw, m, r, (float)(s1 / n), (float)(s2 / n), dx + bg * n);
     }
   }
-  for (int64_t ci = 0; ci < c; ++ci) {
-    float a = 0.f, ax = 0.f;
-    for (int64_t bb = 0; bb < b; ++bb) { a += sdu[bb * c + ci]; ax += sdux[bb * c + ci]; }
-    dbeta[ci] = a; dgamma[ci] = ax;
-  }
+  affine_grads(sdu.data(), sdux.data(), b, c, dgamma, dbeta);
   return 0;
 }
 

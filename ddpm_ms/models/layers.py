@@ -72,10 +72,8 @@ class Conv2d(nn.Cell):
             return self._aot(x, weight)
         if self.space_to_depth:
             y = ops.conv2d(space_to_depth(x), self.weight)
-        elif self.formulation == "native":
-            y = ops.conv2d(x, self.weight, None, self.stride, "pad", self.padding, 1, self.groups)
         else:
-            y = self._im2col(x)
+            y = self._forward_single(x)
         if self.has_bias:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y
@@ -87,6 +85,7 @@ class Conv2d(nn.Cell):
         return ops.split(self._forward_single(x), self.out_channels // self.out_splits, axis=1)
 
     def _forward_single(self, x):
+        """MindSpore's own formulations, without the bias."""
         if self.formulation == "native":
             return ops.conv2d(x, self.weight, None, self.stride, "pad", self.padding, 1, self.groups)
         return self._im2col(x)
