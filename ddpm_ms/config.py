@@ -135,6 +135,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be a positive integer, got {value}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if int(self.seed) < 0:
+            raise ValueError(f"train.seed must be a non-negative integer, got {self.seed}")
         if self.mode not in MODES:
             raise ValueError(f"train.mode must be one of {MODES}, got {self.mode!r}")
         if self.variance not in VARIANCES:

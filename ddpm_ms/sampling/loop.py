@@ -1,11 +1,28 @@
-"""The sampling loop shared by every scheduler: noise in, images (and a trajectory) out."""
+"""The sampling loop shared by every scheduler: noise in, images (and a trajectory) out.
+
+Per step the loop calls the compiled model once and the scheduler's `step` once; the image
+tensors never leave the device until the end. Noise comes from one seeded MindSpore
+`StandardNormal` generator per call, so the same seed gives the same images on the same device.
+"""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import mindspore as ms
 import numpy as np
+from mindspore import ops
 from tqdm.auto import tqdm
 
 _COMPILED = {}
+_SEED_STREAM = 20_200_619  # StandardNormal treats seed = seed2 = 0 as "random": keep the first one fixed
+
+
+class Frame(NamedTuple):
+    """One trajectory entry: x_t after a step (t counts the noising steps left, T for the starting
+    noise, 0 for the final images) and the model's x0 estimate at that step (None for the noise)."""
+    t: int
+    sample: np.ndarray
+    pred_x0: np.ndarray | None
 
 
 def compiled(model):
@@ -16,32 +33,53 @@ def compiled(model):
     return _COMPILED[key][1]
 
 
-def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory_every=None,
-           jit=True, progress=True):
-    """Draw `shape[0]` images with `scheduler` from pure noise.
+def noise_generator(seed: int):
+    """A seeded normal generator on the current device: each call draws the next block."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return ops.StandardNormal(seed=_SEED_STREAM, seed2=int(seed))
 
-    Returns (images, trajectory): images is a float32 NumPy array of `shape`; trajectory is a
-    list of (t, x_t) NumPy pairs every `trajectory_every` steps, beginning with the noise and
-    ending with the final images (empty when trajectory_every is None). The same seed gives the
-    same images: noise comes from NumPy's generator, not from the device.
+
+def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory_every=None, jit=True,
+           progress=True, x_T=None):
+    """Draw `shape[0]` images with `scheduler` (any of DDPM, DDIM, DPM-Solver++).
+
+    num_inference_steps: calls `scheduler.set_timesteps` first (else the scheduler's current grid).
+    x_T: the starting noise (a tensor or array of `shape`); drawn from `seed` when None.
+    trajectory_every: also return a Frame every k steps, starting with the noise and ending with
+    the final images (an empty list when None).
+    Returns (images as a float32 NumPy array of `shape`, trajectory).
     """
     if num_inference_steps is not None:
         scheduler.set_timesteps(num_inference_steps)
+    else:
+        scheduler.reset()
+    if trajectory_every is not None and int(trajectory_every) < 1:
+        raise ValueError(f"trajectory_every must be a positive integer, got {trajectory_every}")
+    shape = tuple(int(s) for s in shape)
+    normal = noise_generator(seed)
+    if x_T is None:
+        x = normal(shape)
+    else:
+        x = x_T if isinstance(x_T, ms.Tensor) else ms.Tensor(np.asarray(x_T, dtype=np.float32))
+        if tuple(x.shape) != shape:
+            raise ValueError(f"x_T has shape {tuple(x.shape)}, expected {shape}")
     was_training = model.training
     model.set_train(False)
     forward = compiled(model) if jit else model
-    rng = np.random.default_rng(seed)
-    x = ms.Tensor(rng.standard_normal(shape, dtype=np.float32))
-    trajectory = [(int(scheduler.num_train_timesteps), x.asnumpy())] if trajectory_every else []
+    ones = ops.ones((shape[0],), ms.float32)
+    kept = [(scheduler.num_train_timesteps, x, None)] if trajectory_every else []
     steps = scheduler.timesteps
     try:
         for i, t in enumerate(tqdm(steps, desc="sampling", disable=not progress, leave=False)):
-            t_batch = ms.Tensor(np.full((shape[0],), t, dtype=np.float32))
-            model_output = forward(x, t_batch)
-            noise = ms.Tensor(rng.standard_normal(shape, dtype=np.float32)) if i < len(steps) - 1 else None
-            x = scheduler.step(model_output, int(t), x, noise=noise).prev_sample
+            t = int(t)
+            model_output = forward(x, ones * float(t))
+            noise = normal(shape) if scheduler.needs_noise(t) else None
+            out = scheduler.step(model_output, t, x, noise=noise)
+            x = out.prev_sample
             if trajectory_every and ((i + 1) % trajectory_every == 0 or i == len(steps) - 1):
-                trajectory.append((int(scheduler.previous_timestep(t)) + 1, x.asnumpy()))
+                kept.append((scheduler.previous_timestep(t) + 1, x, out.pred_original_sample))
     finally:
         model.set_train(was_training)
+    trajectory = [Frame(t, s.asnumpy(), None if p is None else p.asnumpy()) for t, s, p in kept]
     return x.asnumpy(), trajectory

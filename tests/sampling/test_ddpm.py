@@ -2,24 +2,9 @@
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import nn, ops
 
 from ddpm_ms.diffusion import NoiseSchedule
 from ddpm_ms.sampling import DDPMScheduler, sample
-
-
-class GaussianOracle(nn.Cell):
-    """The exact noise predictor for data x0 ~ N(mu, s^2) per pixel:
-    E[eps | x_t] = sqrt(1 - ab) (x_t - sqrt(ab) mu) / (ab s^2 + 1 - ab)."""
-
-    def __init__(self, schedule, mu, s):
-        super().__init__()
-        self.ab = schedule.tensor("alphas_cumprod")
-        self.mu, self.var = float(mu), float(s) ** 2
-
-    def construct(self, x, t):
-        ab = ops.gather(self.ab, t.astype(ms.int32), 0).reshape(-1, 1, 1, 1)
-        return ops.sqrt(1 - ab) * (x - ops.sqrt(ab) * self.mu) / (ab * self.var + 1 - ab)
 
 
 @pytest.mark.parametrize("schedule,variance,steps,std_rel", [
@@ -29,20 +14,20 @@ class GaussianOracle(nn.Cell):
     # A respaced chain discretises coarser; fixed-small then loses a few percent of the spread.
     ("cosine", "fixed_small", 250, 0.06),
 ])
-def test_sampler_reproduces_gaussian_data(schedule, variance, steps, std_rel):
+def test_sampler_reproduces_gaussian_data(schedule, variance, steps, std_rel, oracle):
     mu, s = 0.3, 0.2
     sched = NoiseSchedule(1000, schedule)
     scheduler = DDPMScheduler(sched, variance_type=variance, clip_sample=False)
-    images, _ = sample(GaussianOracle(sched, mu, s), scheduler, (4096, 1, 4, 4), num_inference_steps=steps,
+    images, _ = sample(oracle(sched, mu, s), scheduler, (4096, 1, 4, 4), num_inference_steps=steps,
                        seed=3, progress=False)
     assert images.mean() == pytest.approx(mu, abs=0.005)
     assert images.std() == pytest.approx(s, rel=std_rel)
 
 
-def test_a_wrong_denoiser_is_caught():
+def test_a_wrong_denoiser_is_caught(oracle):
     # The same check must fail when the sampler is fed a denoiser for other data.
     sched = NoiseSchedule(1000, "cosine")
-    images, _ = sample(GaussianOracle(sched, 0.3, 0.5), DDPMScheduler(sched, clip_sample=False),
+    images, _ = sample(oracle(sched, 0.3, 0.5), DDPMScheduler(sched, clip_sample=False),
                        (2048, 1, 4, 4), num_inference_steps=100, seed=3, progress=False)
     assert abs(images.std() - 0.2) > 0.1
 
@@ -91,18 +76,21 @@ def test_add_noise_matches_forward_process(rng):
     np.testing.assert_allclose(got, a * x0 + np.sqrt(1 - a ** 2) * eps, rtol=1e-5, atol=1e-6)
 
 
-def test_seeded_sampling_is_reproducible_and_returns_trajectory():
+def test_seeded_sampling_is_reproducible_and_returns_trajectory(oracle):
     sched = NoiseSchedule(100, "cosine")
-    oracle = GaussianOracle(sched, 0.0, 0.5)
+    denoiser = oracle(sched, 0.0, 0.5)
     kwargs = dict(num_inference_steps=20, trajectory_every=5, progress=False)
-    a, traj = sample(oracle, DDPMScheduler(sched), (2, 1, 4, 4), seed=7, **kwargs)
-    b, _ = sample(oracle, DDPMScheduler(sched), (2, 1, 4, 4), seed=7, **kwargs)
-    c, _ = sample(oracle, DDPMScheduler(sched), (2, 1, 4, 4), seed=8, **kwargs)
+    a, traj = sample(denoiser, DDPMScheduler(sched), (2, 1, 4, 4), seed=7, **kwargs)
+    b, _ = sample(denoiser, DDPMScheduler(sched), (2, 1, 4, 4), seed=7, **kwargs)
+    c, _ = sample(denoiser, DDPMScheduler(sched), (2, 1, 4, 4), seed=8, **kwargs)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3
-    assert [t for t, _ in traj] == [100, 75, 50, 25, 0]
-    np.testing.assert_array_equal(traj[-1][1], a)
-    assert traj[0][1].std() == pytest.approx(1.0, abs=0.5)  # starts from noise
+    assert [f.t for f in traj] == [100, 75, 50, 25, 0]
+    np.testing.assert_array_equal(traj[-1].sample, a)
+    assert traj[0].sample.std() == pytest.approx(1.0, abs=0.5)  # starts from noise
+    assert traj[0].pred_x0 is None and all(f.pred_x0.shape == a.shape for f in traj[1:])
+    # The last step (to alpha-bar = 1) returns the x0 estimate itself.
+    np.testing.assert_allclose(traj[-1].pred_x0, a, atol=1e-6)
 
 
 @pytest.mark.parametrize("objective", ["x0", "v"])

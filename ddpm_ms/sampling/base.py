@@ -1,0 +1,139 @@
+"""What every scheduler shares: the timestep grid, the model-output conversions and `add_noise`.
+
+The API is diffusers': `set_timesteps(n)`, then for each `t` in `timesteps`,
+`step(model_output, t, sample, noise) -> SchedulerOutput(prev_sample, pred_original_sample)`.
+Per-step coefficients are computed in float64 on the host and enter the tensor maths as Python
+floats; the image tensors stay on the device. Timestep -1 stands for the clean image
+(alpha-bar = 1), which is where the last step of every scheduler lands.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mindspore as ms
+import numpy as np
+from mindspore import ops
+
+from ddpm_ms.diffusion.gaussian import forward_noise
+from ddpm_ms.diffusion.schedule import NoiseSchedule
+
+PREDICTION_TYPES = ("eps", "x0", "v")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+
+@dataclass
+class SchedulerOutput:
+    prev_sample: ms.Tensor
+    pred_original_sample: ms.Tensor
+
+
+def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str) -> np.ndarray:
+    """`num_inference_steps` distinct training timesteps, descending (Lin et al. 2023, table 2).
+
+    trailing: T-1, T-1-T/n, ..., T/n-1: starts from pure noise (the default here);
+    leading: (n-1)T/n, ..., T/n, 0: the DDIM paper's and Stable Diffusion's grid, which never
+        visits t = T-1 and so starts from an image that is not quite pure noise;
+    linspace: n points from T-1 down to 0, rounded.
+    """
+    T, n = num_train_timesteps, num_inference_steps
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"unknown timestep_spacing {spacing!r}; use one of {TIMESTEP_SPACINGS}")
+    if not 1 <= n <= T:
+        raise ValueError(f"num_inference_steps must be in 1..{T} (the training timesteps), got {n}")
+    if spacing == "trailing":
+        steps = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+    elif spacing == "leading":
+        steps = np.arange(n, dtype=np.int64) * (T // n)
+    else:
+        steps = np.round(np.linspace(0, T - 1, n)).astype(np.int64)
+    steps = np.unique(np.clip(steps, 0, T - 1))[::-1].copy()
+    if len(steps) != n:  # rounding can merge neighbours only when n is close to T
+        raise ValueError(f"{spacing} spacing gives {len(steps)} distinct timesteps for n={n}; use trailing")
+    return steps
+
+
+class Scheduler:
+    """Base of the samplers. prediction_type: what the model outputs ("eps", "x0" or "v");
+    clip_sample clamps the predicted x_0 to [-clip_range, clip_range] (data lives in [-1, 1])."""
+
+    default_spacing = "trailing"
+
+    def __init__(self, schedule: NoiseSchedule, prediction_type="eps", clip_sample=True, clip_range=1.0,
+                 timestep_spacing=None):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; use one of {PREDICTION_TYPES}")
+        self.schedule = schedule
+        self.prediction_type = prediction_type
+        self.clip_sample, self.clip_range = bool(clip_sample), float(clip_range)
+        self.timestep_spacing = timestep_spacing or self.default_spacing
+        self.num_train_timesteps = schedule.timesteps
+        self.set_timesteps(self.default_inference_steps())
+
+    def default_inference_steps(self) -> int:
+        return self.num_train_timesteps
+
+    # -- the timestep grid -----------------------------------------------------------------------
+    def set_timesteps(self, num_inference_steps: int) -> None:
+        """Run the chain on `num_inference_steps` timesteps (see `spaced_timesteps`) and forget any
+        state of an earlier chain."""
+        self.timesteps = spaced_timesteps(self.num_train_timesteps, int(num_inference_steps), self.timestep_spacing)
+        self.num_inference_steps = len(self.timesteps)
+        self._index = {int(t): i for i, t in enumerate(self.timesteps)}
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear per-chain state (multistep solvers keep earlier model outputs)."""
+
+    def step_index(self, t: int) -> int:
+        try:
+            return self._index[int(t)]
+        except KeyError:
+            raise ValueError(f"timestep {t} is not in this scheduler's timesteps; call set_timesteps first "
+                             f"and step through `timesteps` ({self.timesteps[:3].tolist()}...)") from None
+
+    def previous_timestep(self, t: int) -> int:
+        """The timestep the step from `t` lands on; -1 is the clean image."""
+        i = self.step_index(t)
+        return int(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else -1
+
+    def alpha_bar(self, t: int) -> float:
+        """alpha-bar at timestep t in float64; 1 at t = -1 (the clean image)."""
+        return 1.0 if t < 0 else float(self.schedule.alphas_cumprod[t])
+
+    def needs_noise(self, t: int) -> bool:
+        """Whether `step` from `t` adds fresh noise (then it must be given `noise`)."""
+        return False
+
+    # -- model output conversions ----------------------------------------------------------------
+    def predict_x0(self, model_output, t: int, sample):
+        """The model's estimate of the clean image, clipped when clip_sample is set."""
+        ab = self.alpha_bar(t)
+        a, s = float(np.sqrt(ab)), float(np.sqrt(1.0 - ab))
+        if self.prediction_type == "eps":
+            x0 = (sample - s * model_output) / a
+        elif self.prediction_type == "x0":
+            x0 = model_output
+        else:  # v = a eps - s x0  =>  x0 = a x_t - s v
+            x0 = a * sample - s * model_output
+        if self.clip_sample:
+            x0 = ops.clamp(x0, -self.clip_range, self.clip_range)
+        return x0
+
+    def eps_from_x0(self, x0, t: int, sample):
+        """The noise consistent with x_t and a (possibly clipped) x_0 estimate."""
+        ab = self.alpha_bar(t)
+        return (sample - float(np.sqrt(ab)) * x0) / float(np.sqrt(1.0 - ab))
+
+    # -- forward process -------------------------------------------------------------------------
+    def add_noise(self, original, noise, timesteps):
+        """Forward process q(x_t | x_0) for integer `timesteps` (array-like, one per image)."""
+        t = ms.Tensor(np.asarray(timesteps, dtype=np.int32).reshape(-1))
+        return forward_noise(self.schedule.tensor("sqrt_alphas_cumprod"),
+                             self.schedule.tensor("sqrt_one_minus_alphas_cumprod"), original, t, noise)
+
+    def step(self, model_output, timestep: int, sample, noise=None) -> SchedulerOutput:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(T={self.num_train_timesteps}, steps={self.num_inference_steps}, "
+                f"prediction_type={self.prediction_type!r}, spacing={self.timestep_spacing!r})")
