@@ -1,4 +1,6 @@
 """Grids, GIFs and loss curves."""
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -36,3 +38,76 @@ def test_loss_plot_from_log(tmp_path):
     path = viz.plot_loss(log, tmp_path / "loss.png")
     with Image.open(path) as im:
         assert im.size == (700, 400)
+
+
+def _trajectory(n_frames=4, n=6, size=8):
+    from ddpm_ms.sampling import Frame
+
+    rng = np.random.default_rng(0)
+    frames = [Frame(100, rng.standard_normal((n, 1, size, size)).astype(np.float32), None)]
+    for i, t in enumerate(np.linspace(75, 0, n_frames - 1).astype(int)):
+        frames.append(Frame(int(t), rng.uniform(-1, 1, (n, 1, size, size)).astype(np.float32),
+                            np.full((n, 1, size, size), i / n_frames, np.float32)))
+    return frames
+
+
+def test_denoising_gif_frames_size_and_held_last_frame(tmp_path):
+    traj = _trajectory(n_frames=5, n=6)
+    path = viz.save_denoising_gif(traj, tmp_path / "d.gif", fps=10, hold_last_s=1.5, nrow=3, max_images=6)
+    with Image.open(path) as im:
+        assert im.n_frames == 5 and im.mode in ("L", "P")
+        # 3 x 2 tiles of 64 px with 2 px padding, under a 16 px caption strip
+        assert im.size == (3 * 64 + 4 * 2, 16 + 2 * 64 + 3 * 2)
+        durations = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            durations.append(im.info["duration"])
+    assert durations[:-1] == [100] * 4 and durations[-1] == 1500
+
+
+def test_denoising_gif_side_by_side_shows_predicted_x0(tmp_path):
+    traj = _trajectory(n_frames=3, n=4)
+    plain = viz.save_denoising_gif(traj, tmp_path / "a.gif", max_images=2)
+    both = viz.save_denoising_gif(traj, tmp_path / "b.gif", max_images=2, show_x0=True)
+    with Image.open(plain) as a, Image.open(both) as b:
+        assert b.size == (2 * a.size[0] + 8, a.size[1])  # two panels and an 8 px gap
+        b.seek(2)
+        right = np.asarray(b.convert("L"))[16 + 2:16 + 2 + 64, a.size[0] + 8 + 2:a.size[0] + 8 + 2 + 64]
+    # the last frame's predicted x0 is the constant 1/3 -> gray level round((1/3 + 1) * 127.5) = 170
+    assert abs(int(np.median(right)) - 170) <= 2
+
+
+def test_forward_process_is_the_closed_form(tmp_path):
+    from ddpm_ms.diffusion import NoiseSchedule
+
+    sched = NoiseSchedule(1000, "cosine")
+    image = viz.load_image(Path(__file__).resolve().parents[1] / "data" / "cats" / "skimage_chelsea.png", 32)
+    assert image.shape == (3, 32, 32) and image.min() >= -1 and image.max() <= 1
+    t = [0, 300, 999]
+    noised = viz.forward_process(image, sched, t, seed=4)
+    noise = np.random.default_rng(4).standard_normal(image.shape)
+    for k, tk in enumerate(t):
+        a = sched.sqrt_alphas_cumprod[tk]
+        np.testing.assert_allclose(noised[k], a * image + np.sqrt(1 - a * a) * noise, atol=1e-5)
+    assert np.corrcoef(noised[0].ravel(), image.ravel())[0, 1] > 0.99
+    assert abs(np.corrcoef(noised[2].ravel(), image.ravel())[0, 1]) < 0.05
+    path = viz.plot_forward_process(image, sched, tmp_path / "f.png", timesteps=t)
+    with Image.open(path) as im:
+        assert im.size[0] > 2 * im.size[1]  # one row of pictures
+    try:
+        viz.forward_process(image, sched, [1000])
+    except ValueError as e:
+        assert "0..999" in str(e)
+    else:
+        raise AssertionError("t = T must be refused")
+
+
+def test_comparison_and_schedule_figures_are_written_atomically(tmp_path):
+    from ddpm_ms.diffusion import NoiseSchedule
+
+    viz.plot_schedules([NoiseSchedule(100, "linear"), NoiseSchedule(100, "cosine")], tmp_path / "s.png")
+    grids = {"a": np.zeros((4, 1, 8, 8)), "b": np.ones((4, 1, 8, 8))}
+    viz.save_comparison(grids, tmp_path / "c.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "s.png"]
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.size[0] > 1.5 * im.size[1]

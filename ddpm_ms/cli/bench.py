@@ -3,12 +3,13 @@
 Each measurement (graph or pynative mode, one batch size) runs in its own Python process, so
 compile time and peak resident memory belong to that measurement alone. Training times the
 step the Trainer runs (noise and timesteps drawn on the host, forward, loss, gradients and the
-Adam update); sampling times the `sample()` loop of the DDPM scheduler (one compiled model call
-and one scheduler update per step). The data pipeline is left out: x0 is a fixed random batch.
+Adam update); sampling times the `sample()` loop of each scheduler (one compiled model call and
+one scheduler update per step). The data pipeline is left out: x0 is a fixed random batch.
 
-`img_per_s` for sampling counts images denoised by one step per second (batch x model calls/s),
-the figure that compares with a framework's inference throughput; divide by the number of
-sampling steps for finished images per second.
+For sampling, `img_per_s` counts finished images per second at the sampler's usual step count
+(DDPM 1000, DDIM 50, DPM-Solver++ 20), `model_calls_per_s` the loop's steps per second, and
+`denoised_img_per_s` (batch x model calls/s) the figure that compares with a framework's
+inference throughput. `loop_overhead_pct` is the share of a step spent outside the model call.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import time
 
 MODES = ("graph", "pynative")
 DEFAULT_BATCH = {"train": 32, "sample": 64}
+SAMPLERS = ("ddpm", "ddim", "dpm++")
+SAMPLER_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20}  # what a user runs by default
 
 
 def machine() -> str:
@@ -111,16 +114,23 @@ def measure_train(args) -> dict:
 
 
 def measure_sample(args) -> dict:
-    from ddpm_ms.sampling import DDPMScheduler, sample
+    """One sampler's loop: the chain at the sampler's usual step count (DDPM's 1000 steps are timed
+    on a respaced 50-step chain, whose steps cost the same), and the model call alone for the
+    loop's overhead."""
+    import mindspore as ms
+    import numpy as np
+    from ddpm_ms.sampling import compiled, make_scheduler, sample
 
     cfg, model, schedule, diffusion, info = _build(args)
-    scheduler = DDPMScheduler(schedule, prediction_type=cfg.diffusion.objective, clip_sample=True)
+    kwargs = {"prediction_type": cfg.diffusion.objective}
+    scheduler = make_scheduler(args.sampler, schedule, **kwargs)
     shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
     jit = args.mode == "graph"
-    steps = args.sample_steps
+    steps = args.sample_steps or min(SAMPLER_STEPS[args.sampler], schedule.timesteps)
+    timed_steps = min(steps, 50)
 
     def run_once():
-        sample(model, scheduler, shape, steps, seed=0, jit=jit, progress=False)
+        sample(model, scheduler, shape, timed_steps, seed=0, jit=jit, progress=False)
 
     tic = time.perf_counter()
     sample(model, scheduler, shape, 2, seed=0, jit=jit, progress=False)
@@ -128,9 +138,20 @@ def measure_sample(args) -> dict:
     if args.profile:
         return {**info, **profile(run_once, args.profile)}
     times = _timed_loop(run_once, args.seconds, min_steps=2)
-    result = _summary(info, times, first, args.batch_size * steps, args.batch_size)
-    result["model_calls_per_s"] = round(result["img_per_s"] / args.batch_size, 2)
-    result["sampling_steps"] = steps
+    forward = compiled(model) if jit else model
+    x = ms.Tensor(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
+    t = ms.Tensor(np.full((shape[0],), 500.0, np.float32))
+    model_times = _timed_loop(lambda: forward(x, t).asnumpy(), min(args.seconds, 5.0), min_steps=3)
+    result = _summary(info, times, first, args.batch_size, args.batch_size)
+    per_step = float(np.sum(times)) / (len(times) * timed_steps)
+    model_ms = 1000 * float(np.median(model_times))
+    result.update(sampler=args.sampler, steps=steps, timed_steps=timed_steps,
+                  img_per_s=round(args.batch_size / (per_step * steps), 2),
+                  model_calls_per_s=round(1 / per_step, 2),
+                  denoised_img_per_s=round(args.batch_size / per_step, 2),
+                  step_ms=round(1000 * per_step, 1), model_ms_median=round(model_ms, 1),
+                  loop_overhead_pct=round(100 * (1000 * per_step - model_ms) / (1000 * per_step), 1))
+    del result["step_ms_median"]
     return result
 
 
@@ -168,36 +189,52 @@ def profile(run_once, out_dir, calls=3) -> dict:
 
 
 # -- the driver: one subprocess per measurement ------------------------------------------------
-def _worker_cmd(args, task, mode, batch_size):
+def _worker_cmd(args, task, mode, batch_size, sampler=None):
     cmd = [sys.executable, "-m", "ddpm_ms.cli.bench", task, "--worker", "--mode", mode,
            "--batch-size", str(batch_size), "--seconds", str(args.seconds), "--preset", args.preset,
-           "--device", args.device, "--warmup", str(args.warmup), "--sample-steps", str(args.sample_steps)]
+           "--device", args.device, "--warmup", str(args.warmup)]
+    if args.sample_steps:
+        cmd += ["--sample-steps", str(args.sample_steps)]
     if args.dim:
         cmd += ["--dim", str(args.dim)]
+    if sampler:
+        cmd += ["--sampler", sampler]
     if args.profile:
-        cmd += ["--profile", os.path.join(args.profile, f"{task}_{mode}_b{batch_size}")]
+        name = f"{task}_{sampler.replace('+', 'p')}" if sampler else task
+        cmd += ["--profile", os.path.join(args.profile, f"{name}_{mode}_b{batch_size}")]
     return cmd
 
 
-def run_worker(args, task, mode, batch_size) -> dict:
+def run_worker(args, task, mode, batch_size, sampler=None) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(_worker_cmd(args, task, mode, batch_size), capture_output=True, text=True, env=env)
+    proc = subprocess.run(_worker_cmd(args, task, mode, batch_size, sampler), capture_output=True, text=True,
+                          env=env)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         return {"error": f"worker exited with {proc.returncode}", "stderr_tail": tail}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench(args, task, batch_size) -> dict:
+def _by_mode(args, task, batch_size, sampler=None) -> dict:
     result = {}
     for mode in args.modes:
         if not args.json:
-            print(f"[bench] {task} batch {batch_size} {mode} ...", file=sys.stderr, flush=True)
-        result[mode] = run_worker(args, task, mode, batch_size)
+            what = f"{task} {sampler}" if sampler else task
+            print(f"[bench] {what} batch {batch_size} {mode} ...", file=sys.stderr, flush=True)
+        result[mode] = run_worker(args, task, mode, batch_size, sampler)
     if "graph" in result and "pynative" in result and "img_per_s" in result["pynative"] \
             and "img_per_s" in result["graph"]:
         result["graph_over_pynative"] = round(result["graph"]["img_per_s"] / result["pynative"]["img_per_s"], 2)
+    return result
+
+
+def bench(args, task, batch_size) -> dict:
+    """train: {mode: figures}; sample: {sampler: {mode: figures}}."""
+    if task == "train":
+        result = _by_mode(args, task, batch_size)
+    else:
+        result = {s: _by_mode(args, task, batch_size, s) for s in args.samplers}
     result.update(task=task, batch_size=batch_size, machine=machine())
     return result
 
@@ -205,13 +242,16 @@ def bench(args, task, batch_size) -> dict:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=["train", "sample", "all"],
-                   help="train: the compiled train step; sample: the DDPM sampling loop; "
+                   help="train: the compiled train step; sample: each sampler's loop; "
                         "all: train at batch 32 and 128, sample at batch 64")
     p.add_argument("--batch-size", type=int, help="default: 32 for train, 64 for sample")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement (default 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first (default 2)")
-    p.add_argument("--sample-steps", type=int, default=10, help="scheduler steps per sample() call")
+    p.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS),
+                   help="samplers to time (default: all three)")
+    p.add_argument("--sample-steps", type=int,
+                   help="steps per chain for every sampler (default: DDPM 1000, DDIM 50, DPM-Solver++ 20)")
     p.add_argument("--preset", default="fashion_mnist")
     p.add_argument("--dim", type=int, help="override the preset's model width")
     p.add_argument("--device", default="auto")
@@ -221,12 +261,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print only the JSON object")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help=argparse.SUPPRESS)
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.seconds < 0 or (args.batch_size is not None and args.batch_size < 1) or args.sample_steps < 1:
+    if args.seconds < 0 or (args.batch_size is not None and args.batch_size < 1) or \
+            (args.sample_steps is not None and args.sample_steps < 1):
         print("bench.py: error: --seconds must be >= 0, --batch-size and --sample-steps >= 1", file=sys.stderr)
         return 2
     if args.worker:

@@ -3,7 +3,7 @@ from ddpm_ms.sampling.base import Scheduler, SchedulerOutput, spaced_timesteps
 from ddpm_ms.sampling.ddim import DDIMScheduler
 from ddpm_ms.sampling.ddpm import DDPMScheduler
 from ddpm_ms.sampling.dpm_solver import DPMSolverMultistepScheduler
-from ddpm_ms.sampling.loop import Frame, compiled, noise_generator, sample
+from ddpm_ms.sampling.loop import Frame, compiled, noise_generator, sample, sample_many
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
 
@@ -16,4 +16,5 @@ def make_scheduler(name: str, schedule, **kwargs) -> Scheduler:
 
 
 __all__ = ["SAMPLERS", "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "Frame", "Scheduler",
-           "SchedulerOutput", "compiled", "make_scheduler", "noise_generator", "sample", "spaced_timesteps"]
+           "SchedulerOutput", "compiled", "make_scheduler", "noise_generator", "sample", "sample_many",
+           "spaced_timesteps"]

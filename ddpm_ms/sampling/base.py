@@ -30,9 +30,13 @@ class SchedulerOutput:
 def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str) -> np.ndarray:
     """`num_inference_steps` distinct training timesteps, descending (Lin et al. 2023, table 2).
 
-    trailing: T-1, T-1-T/n, ..., T/n-1: starts from pure noise (the default here);
-    leading: (n-1)T/n, ..., T/n, 0: the DDIM paper's and Stable Diffusion's grid, which never
-        visits t = T-1 and so starts from an image that is not quite pure noise;
+    leading (the default, as in diffusers and improved DDPM's respacing): (n-1)T/n, ..., T/n, 0.
+        With fewer steps than T it never visits t = T-1. That is deliberate: where alpha-bar is
+        near 0 (1e-8 at t = T-1 for the cosine schedule) an eps-predicting model's x0 estimate is
+        its prediction error times 1/sqrt(alpha-bar); starting there, a deterministic sampler
+        carries that error into the image (see docs/sampling.md);
+    trailing: T-1, T-1-T/n, ..., T/n-1: starts from pure noise (Lin et al. 2023; suits
+        v-prediction and zero-terminal-SNR schedules);
     linspace: n points from T-1 down to 0, rounded.
     """
     T, n = num_train_timesteps, num_inference_steps
@@ -43,7 +47,7 @@ def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing
     if spacing == "trailing":
         steps = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
     elif spacing == "leading":
-        steps = np.arange(n, dtype=np.int64) * (T // n)
+        steps = np.floor(np.arange(n) * (T / n)).astype(np.int64)
     else:
         steps = np.round(np.linspace(0, T - 1, n)).astype(np.int64)
     steps = np.unique(np.clip(steps, 0, T - 1))[::-1].copy()
@@ -56,7 +60,7 @@ class Scheduler:
     """Base of the samplers. prediction_type: what the model outputs ("eps", "x0" or "v");
     clip_sample clamps the predicted x_0 to [-clip_range, clip_range] (data lives in [-1, 1])."""
 
-    default_spacing = "trailing"
+    default_spacing = "leading"
 
     def __init__(self, schedule: NoiseSchedule, prediction_type="eps", clip_sample=True, clip_range=1.0,
                  timestep_spacing=None):

@@ -15,8 +15,8 @@ from ddpm_ms.sampling.base import Scheduler, SchedulerOutput
 
 
 class DDIMScheduler(Scheduler):
-    """eta in [0, 1] scales the noise added per step; timestep_spacing: "trailing" (default),
-    "leading" or "linspace"."""
+    """eta in [0, 1] scales the noise added per step; timestep_spacing: "leading" (default),
+    "trailing" or "linspace" (see `spaced_timesteps`)."""
 
     def __init__(self, schedule: NoiseSchedule, eta=0.0, prediction_type="eps", clip_sample=True,
                  clip_range=1.0, timestep_spacing=None):

@@ -15,8 +15,10 @@ from ddpm_ms.sampling.base import Scheduler, SchedulerOutput
 
 
 class DPMSolverMultistepScheduler(Scheduler):
-    """solver_order: 1 or 2. lower_order_final: below 15 steps, also take the second-to-last
-    step at first order (stabler with very few steps, as in diffusers)."""
+    """solver_order: 1 or 2. lower_order_final: take the second-to-last step at first order too
+    when it lands on t = 0 (the leading grid ends there, and the jump in log-SNR from about T/n
+    to 0 is many times the previous step's, where the second-order correction overshoots) or when
+    there are fewer than 15 steps (as in diffusers)."""
 
     def __init__(self, schedule: NoiseSchedule, solver_order=2, prediction_type="eps", clip_sample=True,
                  clip_range=1.0, timestep_spacing=None, lower_order_final=True):
@@ -41,7 +43,7 @@ class DPMSolverMultistepScheduler(Scheduler):
         i, n = self.step_index(t), self.num_inference_steps
         if self.solver_order == 1 or i == 0 or i == n - 1:
             return 1
-        if self.lower_order_final and n < 15 and i == n - 2:
+        if self.lower_order_final and i == n - 2 and (n < 15 or self.timesteps[-1] == 0):
             return 1
         return 2
 

@@ -18,8 +18,9 @@ _SEED_STREAM = 20_200_619  # StandardNormal treats seed = seed2 = 0 as "random":
 
 
 class Frame(NamedTuple):
-    """One trajectory entry: x_t after a step (t counts the noising steps left, T for the starting
-    noise, 0 for the final images) and the model's x0 estimate at that step (None for the noise)."""
+    """One trajectory entry: x_t after a step and the model's x0 estimate at that step (None for
+    the starting noise). t counts as the DDPM paper does, 1-based: T for the starting noise, 0 for
+    the final images, and t = k + 1 for a sample at the scheduler's 0-based timestep k."""
     t: int
     sample: np.ndarray
     pred_x0: np.ndarray | None
@@ -33,19 +34,23 @@ def compiled(model):
     return _COMPILED[key][1]
 
 
-def noise_generator(seed: int):
-    """A seeded normal generator on the current device: each call draws the next block."""
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return ops.StandardNormal(seed=_SEED_STREAM, seed2=int(seed))
+def noise_generator(seed: int, stream: int = 0):
+    """A seeded normal generator on the current device: each call draws the next block. `stream`
+    (the batch index when sampling in batches) gives independent noise for the same seed, so
+    seeds 0 and 1 never share a batch."""
+    for name, value in (("seed", seed), ("stream", stream)):
+        if not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return ops.StandardNormal(seed=_SEED_STREAM + int(stream), seed2=int(seed))
 
 
 def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory_every=None, jit=True,
-           progress=True, x_T=None):
+           progress=True, x_T=None, stream=0):
     """Draw `shape[0]` images with `scheduler` (any of DDPM, DDIM, DPM-Solver++).
 
     num_inference_steps: calls `scheduler.set_timesteps` first (else the scheduler's current grid).
     x_T: the starting noise (a tensor or array of `shape`); drawn from `seed` when None.
+    stream: selects an independent noise stream for the same seed (see `noise_generator`).
     trajectory_every: also return a Frame every k steps, starting with the noise and ending with
     the final images (an empty list when None).
     Returns (images as a float32 NumPy array of `shape`, trajectory).
@@ -57,7 +62,7 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     if trajectory_every is not None and int(trajectory_every) < 1:
         raise ValueError(f"trajectory_every must be a positive integer, got {trajectory_every}")
     shape = tuple(int(s) for s in shape)
-    normal = noise_generator(seed)
+    normal = noise_generator(seed, stream)
     if x_T is None:
         x = normal(shape)
     else:
@@ -83,3 +88,23 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
         model.set_train(was_training)
     trajectory = [Frame(t, s.asnumpy(), None if p is None else p.asnumpy()) for t, s, p in kept]
     return x.asnumpy(), trajectory
+
+
+def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference_steps=None, seed=0,
+                trajectory_every=None, jit=True, progress=True):
+    """`num` images of `image_shape` (C, H, W) in batches of at most `batch_size`; batch b uses
+    noise stream b of `seed`. Returns (images (num, C, H, W), trajectory of the first batch)."""
+    if num < 1 or batch_size < 1:
+        raise ValueError(f"num and batch_size must be positive, got {num} and {batch_size}")
+    images, trajectory = [], []
+    sizes = [min(batch_size, num - start) for start in range(0, num, batch_size)]
+    bar = tqdm(total=num, desc="images", unit="img", disable=not progress or len(sizes) == 1)
+    for b, size in enumerate(sizes):
+        batch, traj = sample(model, scheduler, (size, *image_shape), num_inference_steps, seed=seed,
+                             trajectory_every=trajectory_every if b == 0 else None, jit=jit, progress=progress,
+                             stream=b)
+        images.append(batch)
+        trajectory = trajectory or traj
+        bar.update(size)
+    bar.close()
+    return np.concatenate(images), trajectory

@@ -76,7 +76,7 @@ def latest_checkpoint(run_dir) -> Path:
         return final
     steps = sorted(ckpt_dir.glob("step_*.ckpt"))
     if not steps:
-        raise FileNotFoundError(f"no checkpoints in {ckpt_dir}")
+        raise FileNotFoundError(f"no checkpoints in {ckpt_dir}: train (scripts/train.py) or pass --ckpt PATH")
     return steps[-1]
 
 

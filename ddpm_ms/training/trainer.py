@@ -179,7 +179,7 @@ class Trainer:
         # This is also the run's last periodic grid: same model, same seed.
         periodic = f"step_{self.step:07d}" if t_cfg.sample_every else f"epoch_{epoch:03d}"
         viz.save_grid(images, self.out / "samples" / f"{periodic}.png")
-        viz.save_gif([f.sample for f in trajectory], self.out / "denoising.gif")
+        viz.save_denoising_gif(trajectory, self.out / "denoising.gif", nrow=None, max_images=t_cfg.num_samples)
         log = viz.read_log(self.out / "log.csv")
         speeds = log["img_per_s"][log["img_per_s"] > 0] if log else []
         summary = {"preset": self.cfg.preset, "device": self.device, "mode": t_cfg.mode, "steps": self.step,

@@ -56,12 +56,16 @@ def test_clipping_bounds_predicted_x0(rng):
     assert out.pred_original_sample.asnumpy().max() <= 1.0 and out.pred_original_sample.asnumpy().min() >= -1.0
 
 
-def test_set_timesteps_trailing_spacing():
+def test_set_timesteps_spacing():
     scheduler = DDPMScheduler(NoiseSchedule(1000, "cosine"))
     assert scheduler.timesteps[0] == 999 and scheduler.timesteps[-1] == 0 and len(scheduler.timesteps) == 1000
     scheduler.set_timesteps(4)
-    assert scheduler.timesteps.tolist() == [999, 749, 499, 249]
-    assert scheduler.previous_timestep(249) == -1
+    assert scheduler.timesteps.tolist() == [750, 500, 250, 0]  # leading, the default
+    assert scheduler.previous_timestep(750) == 500 and scheduler.previous_timestep(0) == -1
+    trailing = DDPMScheduler(NoiseSchedule(1000, "cosine"), timestep_spacing="trailing")
+    trailing.set_timesteps(4)
+    assert trailing.timesteps.tolist() == [999, 749, 499, 249]
+    assert trailing.previous_timestep(249) == -1
     with pytest.raises(ValueError, match="num_inference_steps"):
         scheduler.set_timesteps(0)
 
@@ -85,7 +89,10 @@ def test_seeded_sampling_is_reproducible_and_returns_trajectory(oracle):
     c, _ = sample(denoiser, DDPMScheduler(sched), (2, 1, 4, 4), seed=8, **kwargs)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3
-    assert [f.t for f in traj] == [100, 75, 50, 25, 0]
+    # the noise (t = T), then x after every 5th step, labelled in the paper's 1-based counting
+    steps = DDPMScheduler(sched)
+    steps.set_timesteps(20)
+    assert [f.t for f in traj] == [100] + [int(t) + 1 for t in steps.timesteps[5::5]] + [0]
     np.testing.assert_array_equal(traj[-1].sample, a)
     assert traj[0].sample.std() == pytest.approx(1.0, abs=0.5)  # starts from noise
     assert traj[0].pred_x0 is None and all(f.pred_x0.shape == a.shape for f in traj[1:])

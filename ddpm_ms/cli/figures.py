@@ -1,0 +1,57 @@
+"""python scripts/figures.py forward|schedules [flags]: the pictures that explain diffusion.
+
+forward: a photo (default: the embedded cat) noised by q(x_t | x_0) at several t.
+schedules: betas, alpha-bar and the p2 loss weights of the beta schedules.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ddpm_ms.cli.train import positive_int
+from ddpm_ms.config import BETA_SCHEDULES
+from ddpm_ms.data.paths import REPO_DATA
+
+CAT = REPO_DATA / "cats" / "skimage_chelsea.png"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="figures.py", description="Draw the forward process or the noise schedules.")
+    sub = p.add_subparsers(dest="figure", required=True)
+    fwd = sub.add_parser("forward", help="a photo noised at several timesteps")
+    fwd.add_argument("--image", type=Path, default=CAT, help="photo to noise (default: the embedded cat)")
+    fwd.add_argument("--size", type=positive_int, default=128, help="side of the centre crop in pixels")
+    fwd.add_argument("--t", type=int, nargs="+", default=[0, 50, 100, 200, 400, 700, 999], help="timesteps")
+    fwd.add_argument("--schedule", default="cosine", choices=BETA_SCHEDULES)
+    fwd.add_argument("--timesteps", type=positive_int, default=1000, help="T")
+    fwd.add_argument("--seed", type=int, default=0)
+    fwd.add_argument("--out", type=Path, default=Path("forward_process.png"))
+    sch = sub.add_parser("schedules", help="betas, alpha-bar and p2 weights")
+    sch.add_argument("--schedules", nargs="+", default=list(BETA_SCHEDULES), choices=BETA_SCHEDULES)
+    sch.add_argument("--timesteps", type=positive_int, default=1000, help="T")
+    sch.add_argument("--gammas", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="p2 gamma values")
+    sch.add_argument("--out", type=Path, default=Path("schedules.png"))
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from ddpm_ms import viz
+    from ddpm_ms.diffusion import NoiseSchedule
+
+    try:
+        if args.figure == "forward":
+            if not args.image.is_file():
+                raise FileNotFoundError(f"image {args.image} does not exist")
+            image = viz.load_image(args.image, args.size)
+            out = viz.plot_forward_process(image, NoiseSchedule(args.timesteps, args.schedule), args.out,
+                                           timesteps=args.t, seed=args.seed)
+        else:
+            out = viz.plot_schedules([NoiseSchedule(args.timesteps, s) for s in args.schedules], args.out,
+                                     p2_gammas=args.gammas)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"figures.py: error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0

@@ -1,0 +1,218 @@
+"""python scripts/sample.py --run DIR [flags]: draw images from a trained model.
+
+Writes a grid PNG and, on request, every image as its own PNG (--save-dir), all images as one
+uint8 N x H x W x C array (--npz, key "arr_0", the layout FID tools read) and the denoising GIF
+(--gif). --compare draws the same noise with DDPM (all T steps), DDIM (50) and DPM-Solver++ (20)
+and puts the three grids side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ddpm_ms.cli.train import positive_float, positive_int
+
+SAMPLER_NAMES = ("ddpm", "ddim", "dpm++")
+DEFAULT_STEPS = {"ddim": 50, "dpm++": 20}  # DDPM: all T steps
+COMPARE = (("ddpm", None), ("ddim", 50), ("dpm++", 20))
+TITLES = {"ddpm": "DDPM", "ddim": "DDIM (eta 0)", "dpm++": "DPM-Solver++ 2M"}
+
+
+class UsageError(ValueError):
+    """An argument that only the loaded model can show to be wrong."""
+
+
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {value}")
+    return value
+
+
+def unit_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sample.py", description="Draw images from a trained diffusion model.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="run directory: its config.json and latest checkpoint")
+    src.add_argument("--ckpt", type=Path, help="a checkpoint file; its run directory must hold config.json")
+    p.add_argument("--sampler", default="dpm++", choices=SAMPLER_NAMES,
+                   help="ddpm (ancestral), ddim or dpm++ (DPM-Solver++ 2M); default dpm++")
+    p.add_argument("--steps", type=positive_int,
+                   help="model calls: default all T for ddpm, 50 for ddim, 20 for dpm++")
+    p.add_argument("--eta", type=unit_float, help="DDIM noise scale, 0 (deterministic, default) to 1")
+    p.add_argument("--num", type=positive_int, default=64, help="images to draw (default 64)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per model call (default 64)")
+    p.add_argument("--out", type=Path, help="grid PNG (default: <run>/samples/<sampler>-<steps>steps-seed<S>.png)")
+    p.add_argument("--nrow", type=positive_int, help="images per grid row (default: square)")
+    p.add_argument("--save-dir", type=Path, help="also write every image as its own PNG here")
+    p.add_argument("--npz", type=Path, help="also write all images as one uint8 N x H x W x C array")
+    p.add_argument("--gif", type=Path, help="also write the denoising GIF of the first batch here")
+    p.add_argument("--gif-every", type=positive_int, help="steps between GIF frames (default: about 50 frames)")
+    p.add_argument("--gif-num", type=positive_int, default=16, help="images shown in the GIF (default 16)")
+    p.add_argument("--gif-x0", action="store_true", help="show the predicted x0 beside x_t in the GIF")
+    p.add_argument("--fps", type=positive_float, default=12.0, help="GIF frames per second (default 12)")
+    p.add_argument("--compare", action="store_true",
+                   help="DDPM (T steps), DDIM (50) and DPM-Solver++ (20) on the same noise, side by side")
+    p.add_argument("--no-clip", action="store_true", help="do not clamp the predicted x0 to [-1, 1]")
+    p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"],
+                   help="auto picks Ascend, then GPU, then CPU")
+    p.add_argument("--mode", default="graph", choices=["graph", "pynative"],
+                   help="graph compiles the model call (fast); pynative runs op by op")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def locate_run(args) -> tuple[Path, Path | None]:
+    """(run directory holding config.json, checkpoint or None for the latest)."""
+    if args.run is not None:
+        if not args.run.is_dir():
+            raise FileNotFoundError(f"run directory {args.run} does not exist")
+        return args.run, None
+    ckpt = args.ckpt
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
+    for run in (ckpt.parent.parent, ckpt.parent):
+        if (run / "config.json").is_file():
+            return run, ckpt
+    raise FileNotFoundError(f"no config.json beside {ckpt} or in {ckpt.parent.parent}: keep checkpoints inside "
+                            "their run directory (run/checkpoints/*.ckpt) or pass --run")
+
+
+def build_scheduler(name, schedule, cfg, eta=None, clip=True):
+    from ddpm_ms.sampling import make_scheduler
+
+    kwargs = {"prediction_type": cfg.diffusion.objective, "clip_sample": clip}
+    if name == "ddpm":
+        kwargs["variance_type"] = cfg.train.variance
+    if name == "ddim":
+        kwargs["eta"] = 0.0 if eta is None else eta
+    return make_scheduler(name, schedule, **kwargs)
+
+
+def resolve_steps(name, steps, T) -> int:
+    steps = steps or DEFAULT_STEPS.get(name, T)
+    if name != "ddpm" and steps > T and steps == DEFAULT_STEPS[name]:
+        steps = T  # a model trained with fewer timesteps than the default step count
+    if steps > T:
+        raise UsageError(f"--steps {steps} is more than the model's {T} diffusion timesteps; use 1..{T}")
+    return steps
+
+
+def write_pngs(images, directory: Path, prefix: str) -> int:
+    """Every image as `<prefix>_<index>.png`, each written atomically."""
+    from PIL import Image
+    from ddpm_ms.viz import to_uint8
+
+    directory.mkdir(parents=True, exist_ok=True)
+    arr = to_uint8(images).transpose(0, 2, 3, 1)
+    for i, img in enumerate(arr):
+        path = directory / f"{prefix}_{i:05d}.png"
+        tmp = directory / f".{path.name}.tmp"
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    return len(arr)
+
+
+def write_npz(images, path: Path) -> Path:
+    """All images as one uint8 (N, H, W, C) array under the key arr_0, written atomically."""
+    from ddpm_ms.viz import to_uint8
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, to_uint8(images).transpose(0, 2, 3, 1))
+    os.replace(tmp, path)
+    return path
+
+
+def run(args) -> int:
+    from ddpm_ms import viz
+    from ddpm_ms.device import select_device
+    from ddpm_ms.diffusion import NoiseSchedule
+    from ddpm_ms.sampling import sample_many
+    from ddpm_ms.training import load_model
+
+    if args.eta is not None and (args.sampler != "ddim" or args.compare):
+        raise UsageError("--eta applies to --sampler ddim only")
+    if args.compare and (args.steps or args.save_dir or args.npz or args.gif):
+        raise UsageError("--compare uses fixed step counts and writes one figure: drop --steps, --save-dir, "
+                         "--npz and --gif")
+    run_dir, ckpt = locate_run(args)
+    device = select_device(args.device)
+    model, cfg = load_model(run_dir, ckpt)
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    T = schedule.timesteps
+    image_shape = (cfg.model.channels, *cfg.model.image_size)
+    common = dict(batch_size=args.batch_size, seed=args.seed, jit=args.mode == "graph",
+                  progress=not args.no_progress)
+    samples_dir = run_dir / "samples"
+    print(f"model: {run_dir} ({cfg.preset}, T = {T})  device: {device}  mode: {args.mode}")
+
+    if args.compare:
+        grids, lines = {}, []
+        for name, steps in COMPARE:
+            steps = min(steps or T, T)
+            scheduler = build_scheduler(name, schedule, cfg, clip=not args.no_clip)
+            tic = time.perf_counter()
+            images, _ = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps, **common)
+            seconds = time.perf_counter() - tic
+            grids[f"{TITLES[name]}, {steps} steps\n{seconds:.1f} s for {args.num} images"] = images
+            lines.append(f"{TITLES[name]:>16}: {steps:4d} steps, {seconds:6.1f} s, {args.num / seconds:6.1f} images/s")
+        out = viz.save_comparison(grids, args.out or samples_dir / f"compare-seed{args.seed}.png")
+        print("\n".join(lines))
+        print(f"comparison: {out}")
+        return 0
+
+    steps = resolve_steps(args.sampler, args.steps, T)
+    scheduler = build_scheduler(args.sampler, schedule, cfg, args.eta, clip=not args.no_clip)
+    gif_every = args.gif_every or max(1, steps // 50)
+    tic = time.perf_counter()
+    images, trajectory = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps,
+                                     trajectory_every=gif_every if args.gif else None, **common)
+    seconds = time.perf_counter() - tic
+    tag = f"{args.sampler.replace('+', 'p')}-{steps}steps-seed{args.seed}"
+    grid = viz.save_grid(images, args.out or samples_dir / f"{tag}.png", nrow=args.nrow)
+    print(f"{args.num} images with {TITLES[args.sampler]} in {steps} steps: {seconds:.1f} s "
+          f"({args.num / seconds:.1f} images/s, {steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s)")
+    print(f"grid: {grid}")
+    if args.save_dir:
+        count = write_pngs(images, args.save_dir, tag)
+        print(f"{count} PNGs: {args.save_dir}/{tag}_*.png")
+    if args.npz:
+        print(f"array {images.shape[0]}x{images.shape[2]}x{images.shape[3]}x{images.shape[1]} uint8: "
+              f"{write_npz(images, args.npz)}")
+    if args.gif:
+        gif = viz.save_denoising_gif(trajectory, args.gif, fps=args.fps, show_x0=args.gif_x0,
+                                     max_images=args.gif_num)
+        print(f"GIF ({len(trajectory)} frames): {gif}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from ddpm_ms.device import DeviceUnavailable
+    from ddpm_ms.training import CheckpointMismatch  # a ValueError, listed for the reader
+
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, CheckpointMismatch, DeviceUnavailable) as e:
+        print(f"sample.py: error: {e}", file=sys.stderr)
+        return 2

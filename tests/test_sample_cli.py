@@ -1,0 +1,116 @@
+"""The sampling command line: every output it promises, and one clear line for bad arguments."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ddpm_ms.cli.sample import main
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+from ddpm_ms.models import UNet
+from ddpm_ms.training import save_checkpoint
+
+
+def make_run(path, timesteps=40, dim=8):
+    cfg = Config(preset="tiny", model=ModelConfig(image_size=(8, 8), channels=1, dim=dim, dim_mults=(1, 2)),
+                 diffusion=DiffusionConfig(timesteps=timesteps), data=DataConfig(), train=TrainConfig(sample_steps=10))
+    path.mkdir(parents=True)
+    cfg.save(path / "config.json")
+    save_checkpoint(UNet(cfg.model), path / "checkpoints" / "final.ckpt", {"step": 1, "epoch": 0})
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("runs") / "tiny")
+
+
+def sample_cli(*argv):
+    return main([*map(str, argv), "--device", "CPU", "--mode", "pynative", "--no-progress"])
+
+
+def test_every_output_is_written(run_dir, tmp_path, capsys):
+    code = sample_cli("--run", run_dir, "--sampler", "ddim", "--steps", 6, "--num", 5, "--batch-size", 2,
+                      "--out", tmp_path / "grid.png", "--nrow", 5, "--save-dir", tmp_path / "pngs",
+                      "--npz", tmp_path / "all.npz", "--gif", tmp_path / "d.gif", "--gif-every", 2, "--gif-x0")
+    assert code == 0, capsys.readouterr().err
+    with Image.open(tmp_path / "grid.png") as im:  # 5 tiles of 8 px enlarged to 64, in one row
+        assert im.size == (5 * 64 + 6 * 2, 64 + 2 * 2) and im.mode == "L"
+    pngs = sorted((tmp_path / "pngs").glob("*.png"))
+    assert [p.name for p in pngs] == [f"ddim-6steps-seed0_{i:05d}.png" for i in range(5)]
+    with np.load(tmp_path / "all.npz") as f:
+        arr = f["arr_0"]
+    assert arr.shape == (5, 8, 8, 1) and arr.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(Image.open(pngs[3])), arr[3, ..., 0])
+    with Image.open(tmp_path / "d.gif") as im:
+        assert im.n_frames == 1 + 6 // 2  # the noise, then every 2nd step
+    assert not list(tmp_path.rglob(".*tmp*"))
+
+
+def test_same_seed_same_images_and_batches_get_their_own_noise(run_dir, tmp_path):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert sample_cli("--run", run_dir, "--steps", 4, "--num", 4, "--batch-size", 2, "--seed", seed,
+                          "--npz", tmp_path / f"{name}.npz", "--out", tmp_path / f"{name}.png") == 0
+    a, b, c = (np.load(tmp_path / f"{n}.npz")["arr_0"].astype(int) for n in "abc")
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 10
+    assert np.abs(a[:2] - a[2:]).max() > 10  # the second batch is not a copy of the first
+
+
+def test_default_output_goes_to_the_run(run_dir, capsys):
+    assert sample_cli("--ckpt", run_dir / "checkpoints" / "final.ckpt", "--sampler", "ddpm", "--num", 2) == 0
+    out = capsys.readouterr().out
+    assert "in 40 steps" in out  # DDPM defaults to all T steps
+    assert (run_dir / "samples" / "ddpm-40steps-seed0.png").is_file()
+
+
+def test_compare_puts_three_samplers_side_by_side(run_dir, tmp_path, capsys):
+    assert sample_cli("--run", run_dir, "--compare", "--num", 4, "--out", tmp_path / "cmp.png") == 0
+    out = capsys.readouterr().out
+    assert "40 steps" in out and "DDIM" in out and "DPM-Solver++" in out
+    with Image.open(tmp_path / "cmp.png") as im:
+        assert im.size[0] > 2 * im.size[1]  # three panels in a row
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--sampler", "euler"], "invalid choice: 'euler'"),
+    (["--steps", "0"], "positive integer"),
+    (["--eta", "2"], "must be in [0, 1]"),
+    (["--seed", "-1"], "zero or positive"),
+])
+def test_bad_arguments_exit_with_a_message(run_dir, argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--run", str(run_dir), *argv])
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_problems_found_after_loading_are_one_line(run_dir, tmp_path, capsys):
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    (empty / "config.json").write_text((run_dir / "config.json").read_text())
+    other = make_run(tmp_path / "other", dim=16)
+    stray = tmp_path / "stray.ckpt"
+    stray.write_bytes((run_dir / "checkpoints" / "final.ckpt").read_bytes())
+    cases = [
+        (["--run", run_dir, "--steps", 41], "more than the model's 40 diffusion timesteps"),
+        (["--run", empty], "no checkpoints in"),
+        (["--run", tmp_path / "nowhere"], "does not exist"),
+        (["--ckpt", stray], "no config.json beside"),
+        (["--run", run_dir, "--sampler", "dpm++", "--eta", "0.5"], "--eta applies to --sampler ddim"),
+        (["--ckpt", run_dir / "checkpoints" / "final.ckpt", "--run", other], "not allowed with"),
+    ]
+    for argv, needle in cases:
+        try:
+            code = sample_cli(*argv)
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err, (argv, err)
+        assert "Traceback" not in err
+    # A checkpoint from another config names the parameters that differ.
+    json.loads((other / "config.json").read_text())
+    (other / "checkpoints" / "final.ckpt").unlink()
+    (other / "checkpoints" / "final.ckpt").write_bytes((run_dir / "checkpoints" / "final.ckpt").read_bytes())
+    assert sample_cli("--run", other) == 2
+    assert "differ in shape" in capsys.readouterr().err
