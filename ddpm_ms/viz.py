@@ -140,10 +140,10 @@ def _pyplot():
     return plt
 
 
-def _save_figure(fig, png_path) -> Path:
+def _save_figure(fig, png_path, tight: bool = False) -> Path:
     plt = _pyplot()
     path, tmp = _atomic_target(png_path)
-    fig.savefig(tmp, format="png")
+    fig.savefig(tmp, format="png", **({"bbox_inches": "tight", "pad_inches": 0.1} if tight else {}))
     plt.close(fig)
     os.replace(tmp, path)
     return path
@@ -224,7 +224,7 @@ def save_comparison(grids: dict, png_path, columns: int | None = None) -> Path:
         grid = make_grid(images, min_tile=28)
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
         ax.set_title(name, fontsize=10)
-    return _save_figure(fig, png_path)
+    return _save_figure(fig, png_path, tight=True)
 
 
 def read_log(csv_path) -> dict[str, np.ndarray]:

@@ -15,9 +15,10 @@ def test_defaults_are_the_fashion_mnist_preset():
 
 def test_overrides_reach_the_config(tmp_path):
     cfg = cfg_for("--preset", "mnist", "--steps", "10", "--batch-size", "8", "--lr", "0.001", "--timesteps", "200",
-                  "--data", str(tmp_path), "--device", "CPU", "--mode", "pynative", "--sample-steps", "50")
+                  "--data", str(tmp_path), "--device", "CPU", "--mode", "pynative", "--sample-steps", "50",
+                  "--objective", "v")
     assert (cfg.preset, cfg.train.steps, cfg.train.batch_size, cfg.train.lr) == ("mnist", 10, 8, 0.001)
-    assert cfg.diffusion.timesteps == 200 and cfg.data.root == str(tmp_path)
+    assert cfg.diffusion.timesteps == 200 and cfg.data.root == str(tmp_path) and cfg.diffusion.objective == "v"
     assert cfg.train.mode == "pynative" and cfg.train.device == "CPU" and cfg.train.sample_steps == 50
     by_epochs = cfg_for("--epochs", "2").train
     assert by_epochs.steps is None and by_epochs.epochs == 2 and by_epochs.sample_every is None
@@ -28,6 +29,7 @@ def test_overrides_reach_the_config(tmp_path):
     (["--lr", "-1"], "must be positive"),
     (["--epochs", "two"], "not an integer"),
     (["--preset", "imagenet"], "invalid choice"),
+    (["--objective", "noise"], "invalid choice"),
     (["--device", "TPU"], "invalid choice"),
     (["--epochs", "1", "--steps", "5"], "not allowed with"),
     (["--timesteps", "100", "--sample-steps", "500"], "sample_steps"),

@@ -9,7 +9,8 @@ one scheduler update per step). The data pipeline is left out: x0 is a fixed ran
 For sampling, `img_per_s` counts finished images per second at the sampler's usual step count
 (DDPM 1000, DDIM 50, DPM-Solver++ 20), `model_calls_per_s` the loop's steps per second, and
 `denoised_img_per_s` (batch x model calls/s) the figure that compares with a framework's
-inference throughput. `loop_overhead_pct` is the share of a step spent outside the model call.
+inference throughput. `loop_ms_per_step` times the loop without the model (scheduler update,
+noise, timestep tensor); `loop_overhead_pct` is its share of a step.
 """
 from __future__ import annotations
 
@@ -115,19 +116,18 @@ def measure_train(args) -> dict:
 
 def measure_sample(args) -> dict:
     """One sampler's loop: the chain at the sampler's usual step count (DDPM's 1000 steps are timed
-    on a respaced 50-step chain, whose steps cost the same), and the model call alone for the
-    loop's overhead."""
+    on a respaced 20-step chain, whose steps cost the same), then the model call alone and the
+    loop without the model (scheduler updates, noise, timestep tensors) for the loop's overhead."""
     import mindspore as ms
     import numpy as np
-    from ddpm_ms.sampling import compiled, make_scheduler, sample
+    from ddpm_ms.sampling import compiled, make_scheduler, noise_generator, sample
 
     cfg, model, schedule, diffusion, info = _build(args)
-    kwargs = {"prediction_type": cfg.diffusion.objective}
-    scheduler = make_scheduler(args.sampler, schedule, **kwargs)
+    scheduler = make_scheduler(args.sampler, schedule, prediction_type=cfg.diffusion.objective)
     shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
     jit = args.mode == "graph"
     steps = args.sample_steps or min(SAMPLER_STEPS[args.sampler], schedule.timesteps)
-    timed_steps = min(steps, 50)
+    timed_steps = min(steps, 50 if args.sample_steps else 20 if steps > 50 else steps)
 
     def run_once():
         sample(model, scheduler, shape, timed_steps, seed=0, jit=jit, progress=False)
@@ -138,20 +138,33 @@ def measure_sample(args) -> dict:
     if args.profile:
         return {**info, **profile(run_once, args.profile)}
     times = _timed_loop(run_once, args.seconds, min_steps=2)
+    per_step = float(np.sum(times)) / (len(times) * timed_steps)
+
     forward = compiled(model) if jit else model
     x = ms.Tensor(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
     t = ms.Tensor(np.full((shape[0],), 500.0, np.float32))
-    model_times = _timed_loop(lambda: forward(x, t).asnumpy(), min(args.seconds, 5.0), min_steps=3)
+    model_times = _timed_loop(lambda: forward(x, t).asnumpy(), min(args.seconds, 10.0), min_steps=3)
+    out, ones, normal = forward(x, t), ms.ops.ones((shape[0],), ms.float32), noise_generator(0)
+
+    def loop_without_model():
+        y = x
+        for k in scheduler.timesteps:
+            _ = ones * float(k)
+            y = scheduler.step(out, int(k), y, noise=normal(shape) if scheduler.needs_noise(k) else None).prev_sample
+        y.asnumpy()
+
+    scheduler.set_timesteps(timed_steps)
+    loop_times = _timed_loop(loop_without_model, 2.0, min_steps=3)
+    loop_ms = 1000 * float(np.median(loop_times)) / timed_steps
     result = _summary(info, times, first, args.batch_size, args.batch_size)
-    per_step = float(np.sum(times)) / (len(times) * timed_steps)
-    model_ms = 1000 * float(np.median(model_times))
+    del result["step_ms_median"]
     result.update(sampler=args.sampler, steps=steps, timed_steps=timed_steps,
-                  img_per_s=round(args.batch_size / (per_step * steps), 2),
+                  img_per_s=round(args.batch_size / (per_step * steps), 4),
                   model_calls_per_s=round(1 / per_step, 2),
                   denoised_img_per_s=round(args.batch_size / per_step, 2),
-                  step_ms=round(1000 * per_step, 1), model_ms_median=round(model_ms, 1),
-                  loop_overhead_pct=round(100 * (1000 * per_step - model_ms) / (1000 * per_step), 1))
-    del result["step_ms_median"]
+                  compile_s=round(max(first - 2 * per_step, 0.0), 1),
+                  step_ms=round(1000 * per_step, 1), model_ms_median=round(1000 * float(np.median(model_times)), 1),
+                  loop_ms_per_step=round(loop_ms, 2), loop_overhead_pct=round(100 * loop_ms / (1000 * per_step), 2))
     return result
 
 

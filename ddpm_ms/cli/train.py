@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float, help="Adam learning rate")
     p.add_argument("--timesteps", type=positive_int, help="diffusion steps T (preset: 1000)")
+    p.add_argument("--objective", choices=["eps", "x0", "v"],
+                   help="what the model predicts: the noise, the clean image or v (preset default)")
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<preset>-<time>)")
     p.add_argument("--data", type=Path, help="data directory (default: the embedded copy under data/)")
     p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"],
@@ -73,6 +75,8 @@ def config_from_args(args):
         if args.sample_every is None:
             t.sample_every = None  # training by epochs: one grid per epoch
     t.device, t.mode = args.device, args.mode
+    if args.objective is not None:
+        cfg.diffusion.objective = args.objective
     if args.timesteps is not None:
         cfg.diffusion.timesteps = args.timesteps
         if args.sample_steps is None:

@@ -32,7 +32,7 @@ def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing
 
     leading (the default, as in diffusers and improved DDPM's respacing): (n-1)T/n, ..., T/n, 0.
         With fewer steps than T it never visits t = T-1. That is deliberate: where alpha-bar is
-        near 0 (1e-8 at t = T-1 for the cosine schedule) an eps-predicting model's x0 estimate is
+        near 0 (2.4e-9 at t = T-1 for the cosine schedule) an eps-predicting model's x0 estimate is
         its prediction error times 1/sqrt(alpha-bar); starting there, a deterministic sampler
         carries that error into the image (see docs/sampling.md);
     trailing: T-1, T-1-T/n, ..., T/n-1: starts from pure noise (Lin et al. 2023; suits
