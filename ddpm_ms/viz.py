@@ -176,7 +176,7 @@ def plot_forward_process(image, schedule, png_path, timesteps=(0, 50, 100, 200, 
     fig, axes = plt.subplots(1, len(timesteps), figsize=(1.9 * len(timesteps), 2.6), dpi=100,
                              squeeze=False, layout="constrained")
     for ax, t, img in zip(axes[0], timesteps, noised):
-        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(f"t = {t}\n" + r"$\bar\alpha_t$" + f" = {schedule.alphas_cumprod[t]:.3f}", fontsize=9)
         ax.axis("off")
     fig.suptitle(title or f"forward process q(x_t | x_0), {schedule.name} schedule, T = {schedule.timesteps}")

@@ -21,7 +21,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="figure", required=True)
     fwd = sub.add_parser("forward", help="a photo noised at several timesteps")
     fwd.add_argument("--image", type=Path, default=CAT, help="photo to noise (default: the embedded cat)")
-    fwd.add_argument("--size", type=positive_int, default=128, help="side of the centre crop in pixels")
+    fwd.add_argument("--size", type=positive_int, default=64, help="side of the resized centre crop in pixels")
     fwd.add_argument("--t", type=int, nargs="+", default=[0, 50, 100, 200, 400, 700, 999], help="timesteps")
     fwd.add_argument("--schedule", default="cosine", choices=BETA_SCHEDULES)
     fwd.add_argument("--timesteps", type=positive_int, default=1000, help="T")
