@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ddpm_ms.cli.train import positive_int
+from ddpm_ms.cli.args import positive_int
 from ddpm_ms.config import BETA_SCHEDULES
 from ddpm_ms.data.paths import REPO_DATA
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpm_ms.cli.train import positive_float, positive_int
+from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int, unit_float
 
 SAMPLER_NAMES = ("ddpm", "ddim", "dpm++")
 DEFAULT_STEPS = {"ddim": 50, "dpm++": 20}  # DDPM: all T steps
@@ -25,26 +25,6 @@ TITLES = {"ddpm": "DDPM", "ddim": "DDIM (eta 0)", "dpm++": "DPM-Solver++ 2M"}
 
 class UsageError(ValueError):
     """An argument that only the loaded model can show to be wrong."""
-
-
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or positive, got {value}")
-    return value
-
-
-def unit_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
