@@ -47,6 +47,27 @@ def _pil(grid: np.ndarray) -> Image.Image:
     return Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
 
 
+def save_images(images, directory, prefix: str) -> list[Path]:
+    """Every image of an (N, C, H, W) batch in [-1, 1] as its own PNG, `<prefix>_<index>.png`."""
+    paths = []
+    for i, img in enumerate(to_uint8(images).transpose(0, 2, 3, 1)):
+        path, tmp = _atomic_target(Path(directory) / f"{prefix}_{i:05d}.png")
+        _pil(img).save(tmp, format="PNG")
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def save_npz(images, path) -> Path:
+    """An (N, C, H, W) batch in [-1, 1] as one uint8 (N, H, W, C) array under the key arr_0, the
+    layout FID tools read."""
+    path, tmp = _atomic_target(path)
+    with open(tmp, "wb") as f:
+        np.savez(f, to_uint8(images).transpose(0, 2, 3, 1))
+    os.replace(tmp, path)
+    return path
+
+
 def save_grid(images, path, nrow: int | None = None) -> Path:
     """Write `images` as one PNG grid."""
     path, tmp = _atomic_target(path)

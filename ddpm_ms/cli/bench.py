@@ -26,7 +26,6 @@ import time
 MODES = ("graph", "pynative")
 DEFAULT_BATCH = {"train": 32, "sample": 64}
 SAMPLERS = ("ddpm", "ddim", "dpm++")
-SAMPLER_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20}  # what a user runs by default
 
 
 def machine() -> str:
@@ -126,7 +125,7 @@ def measure_sample(args) -> dict:
     scheduler = make_scheduler(args.sampler, schedule, prediction_type=cfg.diffusion.objective)
     shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
     jit = args.mode == "graph"
-    steps = args.sample_steps or min(SAMPLER_STEPS[args.sampler], schedule.timesteps)
+    steps = args.sample_steps or scheduler.num_inference_steps  # the scheduler's default: what a user runs
     timed_steps = min(steps, 50 if args.sample_steps else 20 if steps > 50 else steps)
 
     def run_once():

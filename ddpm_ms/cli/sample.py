@@ -8,18 +8,13 @@ and puts the three grids side by side.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int, unit_float
 
 SAMPLER_NAMES = ("ddpm", "ddim", "dpm++")
-DEFAULT_STEPS = {"ddim": 50, "dpm++": 20}  # DDPM: all T steps
-COMPARE = (("ddpm", None), ("ddim", 50), ("dpm++", 20))
 TITLES = {"ddpm": "DDPM", "ddim": "DDIM (eta 0)", "dpm++": "DPM-Solver++ 2M"}
 
 
@@ -87,40 +82,12 @@ def build_scheduler(name, schedule, cfg, eta=None, clip=True):
     return make_scheduler(name, schedule, **kwargs)
 
 
-def resolve_steps(name, steps, T) -> int:
-    steps = steps or DEFAULT_STEPS.get(name, T)
-    if name != "ddpm" and steps > T and steps == DEFAULT_STEPS[name]:
-        steps = T  # a model trained with fewer timesteps than the default step count
+def resolve_steps(scheduler, steps, T) -> int:
+    """--steps, or the scheduler's own default (all T for DDPM, at most 50 / 20 for DDIM / DPM-Solver++)."""
+    steps = steps or scheduler.num_inference_steps
     if steps > T:
         raise UsageError(f"--steps {steps} is more than the model's {T} diffusion timesteps; use 1..{T}")
     return steps
-
-
-def write_pngs(images, directory: Path, prefix: str) -> int:
-    """Every image as `<prefix>_<index>.png`, each written atomically."""
-    from PIL import Image
-    from ddpm_ms.viz import to_uint8
-
-    directory.mkdir(parents=True, exist_ok=True)
-    arr = to_uint8(images).transpose(0, 2, 3, 1)
-    for i, img in enumerate(arr):
-        path = directory / f"{prefix}_{i:05d}.png"
-        tmp = directory / f".{path.name}.tmp"
-        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    return len(arr)
-
-
-def write_npz(images, path: Path) -> Path:
-    """All images as one uint8 (N, H, W, C) array under the key arr_0, written atomically."""
-    from ddpm_ms.viz import to_uint8
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, to_uint8(images).transpose(0, 2, 3, 1))
-    os.replace(tmp, path)
-    return path
 
 
 def run(args) -> int:
@@ -148,9 +115,9 @@ def run(args) -> int:
 
     if args.compare:
         grids, lines = {}, []
-        for name, steps in COMPARE:
-            steps = min(steps or T, T)
+        for name in SAMPLER_NAMES:
             scheduler = build_scheduler(name, schedule, cfg, clip=not args.no_clip)
+            steps = scheduler.num_inference_steps
             tic = time.perf_counter()
             images, _ = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps, **common)
             seconds = time.perf_counter() - tic
@@ -161,8 +128,8 @@ def run(args) -> int:
         print(f"comparison: {out}")
         return 0
 
-    steps = resolve_steps(args.sampler, args.steps, T)
     scheduler = build_scheduler(args.sampler, schedule, cfg, args.eta, clip=not args.no_clip)
+    steps = resolve_steps(scheduler, args.steps, T)
     gif_every = args.gif_every or max(1, steps // 50)
     tic = time.perf_counter()
     images, trajectory = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps,
@@ -174,11 +141,11 @@ def run(args) -> int:
           f"({args.num / seconds:.1f} images/s, {steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s)")
     print(f"grid: {grid}")
     if args.save_dir:
-        count = write_pngs(images, args.save_dir, tag)
+        count = len(viz.save_images(images, args.save_dir, tag))
         print(f"{count} PNGs: {args.save_dir}/{tag}_*.png")
     if args.npz:
         print(f"array {images.shape[0]}x{images.shape[2]}x{images.shape[3]}x{images.shape[1]} uint8: "
-              f"{write_npz(images, args.npz)}")
+              f"{viz.save_npz(images, args.npz)}")
     if args.gif:
         gif = viz.save_denoising_gif(trajectory, args.gif, fps=args.fps, show_x0=args.gif_x0,
                                      max_images=args.gif_num)
