@@ -19,6 +19,10 @@ LOSS_TYPES = ("l1", "l2", "huber")
 VARIANCES = ("fixed_small", "fixed_large")
 DATASETS = ("fashion_mnist", "mnist", "image_folder")
 MODES = ("graph", "pynative")
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine", "warmup-constant")
+AMP_LEVELS = ("O0", "O1", "O2")
+AMP_DTYPES = ("float16", "bfloat16")
 
 
 def _size2(size) -> tuple[int, int]:
@@ -108,7 +112,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and what a run writes. `steps`, when set, overrides `epochs`."""
+    """Optimisation and what a run writes. `steps` (optimizer updates), when set, overrides
+    `epochs`. With grad_accum k each update reads k batches of `batch_size`."""
     batch_size: int = 32
     lr: float = 5e-4
     epochs: int = 3
@@ -116,7 +121,22 @@ class TrainConfig:
     seed: int = 0
     mode: str = "graph"
     device: str = "auto"
+    optimizer: str = "adam"      # "adamw": decoupled weight decay
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # constant | cosine | warmup-constant (see training/optim.py)
+    warmup_steps: int = 0
+    clip_grad: float | None = 1.0  # global gradient norm limit; None: no clipping
+    grad_accum: int = 1
+    ema_decay: float = 0.9999    # 0: no EMA
+    ema_update_every: int = 1
+    ema_warmup: bool = True
+    amp: str = "O0"              # O0 float32; O1 convs and matmuls in amp_dtype; O2 all but norms/softmax
+    amp_dtype: str = "float16"
+    loss_scale: float = 2.0 ** 16  # initial dynamic loss scale (float16 only)
+    init_from: str | None = None   # checkpoint or run whose weights start this run (fine-tuning)
     save_every: int = 1000       # steps between checkpoints (one is always written at the end)
+    keep_last: int = 3           # newest step checkpoints kept (0: all); see checkpoint.py for pinning
+    pin_every: int | None = None  # also keep every checkpoint whose step is a multiple of this
     log_every: int = 50          # steps between rows of log.csv
     sample_every: int | None = None  # steps between sample grids; None: once per epoch
     num_samples: int = 16        # images in each grid and in the GIF
@@ -126,8 +146,11 @@ class TrainConfig:
     def validate(self) -> None:
         positive = {"batch_size": self.batch_size, "epochs": self.epochs, "save_every": self.save_every,
                     "log_every": self.log_every, "num_samples": self.num_samples, "sample_steps": self.sample_steps}
+        positive.update(grad_accum=self.grad_accum, ema_update_every=self.ema_update_every)
         if self.steps is not None:
             positive["steps"] = self.steps
+        if self.pin_every is not None:
+            positive["pin_every"] = self.pin_every
         if self.sample_every is not None:
             positive["sample_every"] = self.sample_every
         for name, value in positive.items():
@@ -141,6 +164,22 @@ class TrainConfig:
             raise ValueError(f"train.mode must be one of {MODES}, got {self.mode!r}")
         if self.variance not in VARIANCES:
             raise ValueError(f"train.variance must be one of {VARIANCES}, got {self.variance!r}")
+        for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
+                                     ("amp", self.amp, AMP_LEVELS), ("amp_dtype", self.amp_dtype, AMP_DTYPES)):
+            if value not in allowed:
+                raise ValueError(f"train.{name} must be one of {allowed}, got {value!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if int(self.warmup_steps) < 0 or int(self.keep_last) < 0:
+            raise ValueError(f"train.warmup_steps and train.keep_last must be >= 0, got "
+                             f"{self.warmup_steps} and {self.keep_last}")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ValueError(f"train.clip_grad must be positive (or None for no clipping), got {self.clip_grad}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1) (0 turns EMA off), got {self.ema_decay}")
+        if not self.loss_scale >= 1:
+            raise ValueError(f"train.loss_scale must be >= 1, got {self.loss_scale}")
 
 
 @dataclass
@@ -205,7 +244,8 @@ def _fashion_like(name: str) -> Config:
                   diffusion=DiffusionConfig(timesteps=1000, beta_schedule="cosine", loss_type="huber",
                                             p2_gamma=0.5, p2_k=1.0),
                   data=DataConfig(dataset=name, random_flip=(name == "fashion_mnist")),
-                  train=TrainConfig(batch_size=32, lr=1e-3, epochs=2, steps=3000, sample_every=1000))
+                  train=TrainConfig(batch_size=32, lr=1e-3, epochs=2, steps=3000, sample_every=1000,
+                                    ema_decay=0.999))
 
 
 PRESETS = {

@@ -249,16 +249,31 @@ def save_comparison(grids: dict, png_path, columns: int | None = None) -> Path:
 
 
 def read_log(csv_path) -> dict[str, np.ndarray]:
+    """Columns of a run's log.csv as float arrays; an empty cell is NaN and a row cut short
+    (a run killed mid-write) is left out."""
+    def number(text):
+        return float(text) if text not in (None, "") else float("nan")
+
+    columns, rows = None, []
     with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {k: np.array([float(r[k]) for r in rows]) for k in (rows[0] if rows else {})}
+        for r in csv.DictReader(f):
+            columns = columns or list(r)
+            try:
+                rows.append([number(r[k]) for k in columns])
+            except (TypeError, ValueError):
+                continue
+    return {k: np.array([row[i] for row in rows]) for i, k in enumerate(columns or [])} if rows else {}
 
 
 def plot_loss(csv_path, png_path, title: str = "training loss") -> Path:
-    """Loss against step from a run's log.csv, with a smoothed line."""
+    """Loss against step from a run's log.csv, with a smoothed line; below it, when the log has
+    them, the learning rate and the gradient norm."""
     plt = _pyplot()
     log = read_log(csv_path)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100, layout="constrained")
+    extra = bool(log) and "lr" in log and np.isfinite(log["lr"]).any()
+    fig, axes = plt.subplots(2 if extra else 1, 1, figsize=(7, 6 if extra else 4), dpi=100, sharex=True,
+                             layout="constrained", height_ratios=[2, 1] if extra else None, squeeze=False)
+    ax = axes[0, 0]
     if log:
         step, loss = log["step"], log["loss"]
         ax.plot(step, loss, color="tab:blue", alpha=0.35, lw=1, label="loss (per log interval)")
@@ -268,8 +283,20 @@ def plot_loss(csv_path, png_path, title: str = "training loss") -> Path:
             ax.plot(step[k - 1:], smooth, color="tab:blue", lw=2, label=f"moving average of {k}")
         ax.set_yscale("log")
         ax.legend()
-    ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
+    if extra:
+        low = axes[1, 0]
+        low.plot(log["step"], log["lr"], color="tab:green", lw=1.5)
+        low.set_ylabel("learning rate", color="tab:green")
+        low.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        low.grid(alpha=0.3)
+        if "grad_norm" in log and np.isfinite(log["grad_norm"]).any():
+            twin = low.twinx()
+            twin.plot(log["step"], log["grad_norm"], color="tab:red", lw=1, alpha=0.7)
+            twin.set_ylabel("gradient norm (before clipping)", color="tab:red")
+        low.set_xlabel("step")
+    else:
+        ax.set_xlabel("step")
     return _save_figure(fig, png_path)

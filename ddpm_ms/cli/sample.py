@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=positive_float, default=12.0, help="GIF frames per second (default 12)")
     p.add_argument("--compare", action="store_true",
                    help="DDPM (T steps), DDIM (50) and DPM-Solver++ (20) on the same noise, side by side")
+    p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
+                   help="auto (default): the EMA weights when the checkpoint has them, else the raw ones")
     p.add_argument("--no-clip", action="store_true", help="do not clamp the predicted x0 to [-1, 1]")
     p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"],
                    help="auto picks Ascend, then GPU, then CPU")
@@ -104,14 +106,15 @@ def run(args) -> int:
                          "--npz and --gif")
     run_dir, ckpt = locate_run(args)
     device = select_device(args.device)
-    model, cfg = load_model(run_dir, ckpt)
+    model, cfg = load_model(run_dir, ckpt, weights=args.weights)
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     T = schedule.timesteps
     image_shape = (cfg.model.channels, *cfg.model.image_size)
     common = dict(batch_size=args.batch_size, seed=args.seed, jit=args.mode == "graph",
                   progress=not args.no_progress)
     samples_dir = run_dir / "samples"
-    print(f"model: {run_dir} ({cfg.preset}, T = {T})  device: {device}  mode: {args.mode}")
+    print(f"model: {run_dir} ({cfg.preset}, T = {T}, {model.loaded_weights} weights)  device: {device}  "
+          f"mode: {args.mode}")
 
     if args.compare:
         grids, lines = {}, []
@@ -156,10 +159,10 @@ def run(args) -> int:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     from ddpm_ms.device import DeviceUnavailable
-    from ddpm_ms.training import CheckpointMismatch  # a ValueError, listed for the reader
+    from ddpm_ms.training import CheckpointMismatch, CheckpointUnreadable
 
     try:
         return run(args)
-    except (ValueError, FileNotFoundError, CheckpointMismatch, DeviceUnavailable) as e:
+    except (ValueError, FileNotFoundError, CheckpointMismatch, CheckpointUnreadable, DeviceUnavailable) as e:
         print(f"sample.py: error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """python scripts/train.py [--preset fashion_mnist|mnist|cats] [flags]: train a DDPM.
 
-Writes a run directory with config.json, log.csv, checkpoints/, samples/ (a grid per epoch),
-loss.png, denoising.gif and summary.json.
+Writes a run directory with config.json, log.csv, checkpoints/, samples/ (EMA grids), loss.png,
+denoising.gif and summary.json. `--resume [RUN_DIR]` continues a run where its newest
+checkpoint left it; `--init-from CKPT_OR_RUN` starts a new run from another run's weights.
 """
 from __future__ import annotations
 
@@ -10,47 +11,136 @@ import sys
 import time
 from pathlib import Path
 
-from ddpm_ms.cli.args import positive_float, positive_int
-from ddpm_ms.config import PRESETS, preset
+from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int, unit_float
+from ddpm_ms.config import AMP_DTYPES, AMP_LEVELS, DATASETS, LR_SCHEDULES, OPTIMIZERS, PRESETS, Config, preset
+
+RUNS = Path("runs")
+INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
+
+
+def non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {value}")
+    return value
+
+
+def ema_decay(text):
+    value = unit_float(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError("must be below 1 (0 turns EMA off), got 1.0")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="Train a denoising diffusion model.")
-    p.add_argument("--preset", default="fashion_mnist", choices=sorted(PRESETS),
-                   help="data set and model preset (default: fashion_mnist, embedded in data/)")
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--preset", choices=sorted(PRESETS),
+                      help="data set and model preset (default: fashion_mnist, embedded in data/)")
+    base.add_argument("--config", type=Path, metavar="JSON_OR_RUN",
+                      help="start from a saved config.json (or a run directory's) instead of a preset")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=positive_int, help="passes over the data (preset default)")
-    length.add_argument("--steps", type=positive_int, help="optimizer steps; overrides epochs")
-    p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--lr", type=positive_float, help="Adam learning rate")
+    length.add_argument("--steps", type=positive_int, help="optimizer updates; overrides epochs")
+    p.add_argument("--batch-size", type=positive_int, help="images per micro-batch")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate")
     p.add_argument("--timesteps", type=positive_int, help="diffusion steps T (preset: 1000)")
     p.add_argument("--objective", choices=["eps", "x0", "v"],
                    help="what the model predicts: the noise, the clean image or v (preset default)")
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<preset>-<time>)")
     p.add_argument("--data", type=Path, help="data directory (default: the embedded copy under data/)")
+    p.add_argument("--dataset", choices=DATASETS,
+                   help="data set kind, overriding the preset's (e.g. image_folder to fine-tune on photos)")
     p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"],
                    help="auto picks Ascend, then GPU, then CPU")
     p.add_argument("--mode", default="graph", choices=["graph", "pynative"],
                    help="graph compiles the train step (fast); pynative runs op by op (debugging)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--save-every", type=positive_int, help="steps between checkpoints")
-    p.add_argument("--sample-every", type=positive_int, help="steps between sample grids (default: each epoch)")
-    p.add_argument("--sample-steps", type=positive_int, help="DDPM steps for grids and the GIF (default 250)")
-    p.add_argument("--num-samples", type=positive_int, help="images per grid")
-    p.add_argument("--strict-data", action="store_true", help="a corrupt image is an error instead of skipped")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=non_negative_int)
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (default) or adamw (decoupled weight decay)")
+    g.add_argument("--weight-decay", type=non_negative_float, help="weight decay (default 0)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="constant (default), cosine (warm-up then cosine decay to 0) or warmup-constant")
+    g.add_argument("--warmup-steps", type=non_negative_int, help="linear warm-up updates (default 0)")
+    g.add_argument("--clip-grad", type=non_negative_float, metavar="NORM",
+                   help="clip the global gradient norm to NORM (default 1.0; 0 turns clipping off)")
+    g.add_argument("--grad-accum", type=positive_int, metavar="K",
+                   help="K micro-batches per update: the update of one K-times-larger batch (default 1)")
+    g.add_argument("--ema-decay", type=ema_decay,
+                   help="EMA decay of the sampled weights (preset 0.999; 0 turns EMA off)")
+    g.add_argument("--ema-update-every", type=positive_int, metavar="K", help="average every K updates (default 1)")
+    g.add_argument("--amp", choices=AMP_LEVELS,
+                   help="mixed precision: O0 float32 (default), O1 convs/matmuls, O2 all but norms and softmax")
+    g.add_argument("--amp-dtype", choices=AMP_DTYPES, help="low-precision type for O1/O2 (default float16)")
+
+    r = p.add_argument_group("checkpoints and pictures")
+    r.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
+                   help="continue a run from its newest checkpoint (no RUN_DIR: --out, else the newest run "
+                        "in runs/)")
+    r.add_argument("--init-from", type=Path, metavar="CKPT_OR_RUN",
+                   help="start from another run's weights (its EMA when it has one): fine-tuning")
+    r.add_argument("--save-every", type=positive_int, help="updates between checkpoints")
+    r.add_argument("--keep-last", type=non_negative_int,
+                   help="step checkpoints kept (default 3, 0 keeps all; renamed or *.pin files are never removed)")
+    r.add_argument("--pin-every", type=positive_int, help="also keep every checkpoint at a multiple of this step")
+    r.add_argument("--sample-every", type=positive_int, help="updates between sample grids (default: each epoch)")
+    r.add_argument("--sample-steps", type=positive_int, help="DDPM steps for grids and the GIF (default 250)")
+    r.add_argument("--num-samples", type=positive_int, help="images per grid")
+    r.add_argument("--strict-data", action="store_true", help="a corrupt image is an error instead of skipped")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def config_from_args(args):
-    cfg = preset(args.preset)
+def resume_dir(args) -> Path:
+    """The run directory --resume names, or --out, or the newest run under runs/."""
+    if args.resume != "latest":
+        return Path(args.resume)
+    if args.out is not None:
+        return args.out
+    runs = sorted(RUNS.glob("*/config.json"), key=lambda p: p.stat().st_mtime) if RUNS.is_dir() else []
+    if not runs:
+        raise FileNotFoundError(f"--resume without a directory continues the newest run in {RUNS}/, and there is "
+                                "none; pass --resume RUN_DIR")
+    return runs[-1].parent
+
+
+def base_config(args) -> Config:
+    """The config the flags modify: the run's own (--resume), the source run's (--init-from
+    without --preset: same model, same recipe) or the preset's."""
+    if args.resume is not None:
+        if args.preset is not None or args.config is not None:
+            raise ValueError("--resume continues a run with its own config; drop --preset / --config")
+        return Config.load(resume_dir(args))
+    if args.config is not None:
+        return Config.load(args.config)
+    if args.init_from is not None and args.preset is None:
+        source = args.init_from if args.init_from.is_dir() else args.init_from.parent.parent
+        if (source / "config.json").is_file():
+            cfg = Config.load(source)
+            cfg.train.init_from = None  # set to the resolved checkpoint by the Trainer
+            return cfg
+    return preset(args.preset or "fashion_mnist")
+
+
+def config_from_args(args) -> Config:
+    cfg = base_config(args)
     t = cfg.train
     overrides = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                  "seed": args.seed, "save_every": args.save_every, "sample_every": args.sample_every,
-                 "sample_steps": args.sample_steps, "num_samples": args.num_samples}
+                 "sample_steps": args.sample_steps, "num_samples": args.num_samples, "optimizer": args.optimizer,
+                 "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule,
+                 "warmup_steps": args.warmup_steps, "grad_accum": args.grad_accum, "ema_decay": args.ema_decay,
+                 "ema_update_every": args.ema_update_every, "amp": args.amp, "amp_dtype": args.amp_dtype,
+                 "keep_last": args.keep_last, "pin_every": args.pin_every}
     for name, value in overrides.items():
         if value is not None:
             setattr(t, name, value)
+    if args.clip_grad is not None:
+        t.clip_grad = args.clip_grad or None
     if args.epochs is not None:
         t.steps = None
         if args.sample_every is None:
@@ -62,34 +152,59 @@ def config_from_args(args):
         cfg.diffusion.timesteps = args.timesteps
         if args.sample_steps is None:
             t.sample_steps = min(t.sample_steps, args.timesteps)
+    if args.dataset is not None:
+        cfg.data.dataset = args.dataset
+        if args.data is None and args.resume is None:
+            cfg.data.root = None
     if args.data is not None:
         cfg.data.root = str(args.data)
-    cfg.data.strict = args.strict_data
+    if args.strict_data:
+        cfg.data.strict = True
     return cfg.validate()
 
 
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.resume is not None and args.init_from is not None:
+        p.error("--resume continues a run; --init-from starts a new one from other weights: use one")
     try:
         cfg = config_from_args(args)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         p.error(str(e))
-    out = args.out or Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.resume is not None:
+        out = resume_dir(args)
+    else:
+        out = args.out or RUNS / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     from ddpm_ms.data import DataError
     from ddpm_ms.device import DeviceUnavailable
-    from ddpm_ms.training import NonFiniteLoss, Trainer
+    from ddpm_ms.training import CheckpointMismatch, CheckpointUnreadable, NonFiniteLoss, Trainer
 
     try:
-        trainer = Trainer(cfg, out, progress=not args.no_progress)
+        trainer = Trainer(cfg, out, progress=not args.no_progress, resume=args.resume is not None,
+                          init_from=args.init_from)
+        start = (f"resuming at step {trainer.step} from {trainer.resumed_from}" if trainer.resumed_from else
+                 f"starting from {trainer.initialised_from}" if trainer.initialised_from else "from scratch")
         print(f"run directory: {trainer.out}  device: {trainer.device}  mode: {cfg.train.mode}  "
-              f"steps: {trainer.total_steps} ({trainer.steps_per_epoch} per epoch)")
+              f"steps: {trainer.total_steps} ({trainer.steps_per_epoch} per epoch), {start}")
+        if trainer.amp_note:
+            print(f"note: {trainer.amp_note}")
         summary = trainer.fit()
-    except (DataError, DeviceUnavailable, FileExistsError, NonFiniteLoss) as e:
+    except (DataError, DeviceUnavailable, FileExistsError, FileNotFoundError, NonFiniteLoss, CheckpointMismatch,
+            CheckpointUnreadable, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"done in {summary['total_wall_s'] / 60:.1f} min: final loss {summary['final_loss']:.4f}, "
-          f"{summary['img_per_s']:.1f} images/s")
-    print(f"samples: {summary['grid']}\nGIF: {summary['gif']}\ncheckpoint: {summary['checkpoint']}")
+    except KeyboardInterrupt:
+        print(f"\nstopped without saving; the newest checkpoint in {out}/checkpoints is kept "
+              f"(resume: python scripts/train.py --resume {out})", file=sys.stderr)
+        return INTERRUPTED
+    if summary.get("interrupted"):
+        print(f"{summary['interrupted']}: stopped at step {summary['steps']}; saved {summary['checkpoint']}\n"
+              f"resume with: python scripts/train.py --resume {out}")
+        return INTERRUPTED
+    speed = f", {summary['img_per_s']:.1f} images/s" if summary["img_per_s"] else ""
+    print(f"done in {summary['train_wall_s'] / 60:.1f} min of training: final loss {summary['final_loss']:.4f}{speed}")
+    print(f"samples ({summary['weights']} weights): {summary['grid']}\nGIF: {summary['gif']}\n"
+          f"checkpoint: {summary['checkpoint']}")
     return 0

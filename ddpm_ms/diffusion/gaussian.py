@@ -69,7 +69,7 @@ class GaussianDiffusion(nn.Cell):
     def p_losses(self, x0, t, noise):
         """Per-sample loss: mean over pixels of the elementwise loss, times the p2 weight of t."""
         x_t = self.q_sample(x0, t, noise)
-        pred = self.model(x_t, t.astype(ms.float32))
+        pred = self.model(x_t, t.astype(ms.float32)).astype(ms.float32)  # float32 loss under mixed precision
         loss = self.elementwise_loss(pred, self.target(x0, t, noise))
         loss = loss.reshape(loss.shape[0], -1).mean(axis=1)
         return loss * ops.gather(self.loss_weight, t, 0)

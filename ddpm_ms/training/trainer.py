@@ -1,98 +1,227 @@
-"""The training loop: a compiled step (forward, loss, gradients, Adam update), logs, checkpoints
-and pictures, all written into one self-describing run directory."""
+"""The training loop: compiled updates (training/step.py), the EMA, logs, checkpoints and
+pictures, all written into one self-describing run directory that a later run can resume.
+
+Resuming is exact: a checkpoint holds the weights, the EMA, the optimizer state, the step,
+the epoch and how many batches of it were used, and the host RNG that draws timesteps and
+noise. Each epoch's shuffle and flips come from a dataset seed derived from (seed, epoch),
+so a resumed run reads the same batches in the same order and skips the ones already used.
+"""
 from __future__ import annotations
 
 import csv
 import json
 import math
+import signal
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import mindspore as ms
 import mindspore.dataset as ds
 import numpy as np
-from mindspore import nn, ops
 from tqdm.auto import tqdm
 
+from ddpm_ms import viz
 from ddpm_ms.config import Config
 from ddpm_ms.data import build_dataset
 from ddpm_ms.device import select_device
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
 from ddpm_ms.models import UNet, count_parameters
 from ddpm_ms.sampling import DDPMScheduler, sample
-from ddpm_ms.training.checkpoint import save_checkpoint
-from ddpm_ms import viz
+from ddpm_ms.training import checkpoint as ckpt_io
+from ddpm_ms.training.amp import apply_amp, loss_scaler, resolve_amp
+from ddpm_ms.training.ema import EMA
+from ddpm_ms.training.optim import WarmupSchedule, build_optimizer, decoupled_decay
+from ddpm_ms.training.step import TrainStep, make_train_step
 
-LOG_FIELDS = ["step", "epoch", "loss", "img_per_s", "elapsed_s"]
+LOG_FIELDS = ["step", "epoch", "loss", "lr", "grad_norm", "img_per_s", "ema_decay", "elapsed_s"]
+# Settings a resumed run may change: how long it runs and what it writes, not what it learns.
+RESUMABLE_CHANGES = tuple(f"train.{k}" for k in (
+    "epochs", "steps", "device", "mode", "save_every", "log_every", "sample_every", "num_samples",
+    "sample_steps", "keep_last", "pin_every")) + ("data.num_workers", "data.root", "data.strict")
+
+__all__ = ["LOG_FIELDS", "NonFiniteLoss", "Trainer", "make_train_step", "prepare_run_dir"]
 
 
 class NonFiniteLoss(FloatingPointError):
     pass
 
 
-def make_train_step(diffusion: GaussianDiffusion, optimizer: nn.Optimizer, jit: bool = True):
-    """loss = step(x0, t, noise): forward, loss, value_and_grad and the optimizer update,
-    compiled as one graph when `jit`."""
-    grad_fn = ms.value_and_grad(diffusion, None, optimizer.parameters)
-
-    def train_step(x0, t, noise):
-        loss, grads = grad_fn(x0, t, noise)
-        return ops.depend(loss, optimizer(grads))
-
-    return ms.jit(train_step) if jit else train_step
-
-
 def prepare_run_dir(out) -> Path:
     """Create `out`; refuse one that already holds a run, so nothing is overwritten."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} already exists and is not empty; choose a new --out "
-                              "(runs are never overwritten)")
+        raise FileExistsError(f"{out} already exists and is not empty; choose a new --out, or continue "
+                              f"that run with --resume {out} (runs are never overwritten)")
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
     return out
 
 
-class Trainer:
-    """Trains `cfg` into the run directory `out`. `dataset` overrides the config's pipeline."""
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The dataset seed of one epoch: its own shuffle and flips, the same on every resume."""
+    return (int(seed) * 1_000_003 + int(epoch)) % (2 ** 32)
 
-    def __init__(self, cfg: Config, out, dataset=None, progress: bool = True):
+
+class Trainer:
+    """Trains `cfg` into the run directory `out`.
+
+    dataset: overrides the config's pipeline (a batched mindspore.dataset yielding "image").
+    resume: continue the run in `out` from its newest readable checkpoint.
+    init_from: a checkpoint or run directory whose weights (EMA when it has them) start this
+    run; the optimizer, step and data start afresh (fine-tuning).
+    """
+
+    def __init__(self, cfg: Config, out, dataset=None, progress: bool = True, resume: bool = False,
+                 init_from=None):
         self.cfg = cfg.validate()
-        self.device = select_device(cfg.train.device)
-        ms.set_seed(cfg.train.seed)
-        ds.config.set_seed(cfg.train.seed)  # shuffling and random flips
-        self.rng = np.random.default_rng(cfg.train.seed)
+        t = cfg.train
+        self.device = select_device(t.device)
+        self.amp_level, self.amp_note = resolve_amp(t.amp, t.amp_dtype, self.device)
+        if self.amp_note:
+            warnings.warn(self.amp_note, stacklevel=2)
+        ms.set_seed(t.seed)
+        self.rng = np.random.default_rng(t.seed)
         self.progress = progress
-        self.model = UNet(cfg.model)
+        self.jit = t.mode == "graph"
+
+        self.dataset = dataset if dataset is not None else build_dataset(cfg.data, cfg.model, t.batch_size)
+        self._check_data_fits()
+        self.steps_per_epoch = self.dataset.get_dataset_size() // t.grad_accum
+        if self.steps_per_epoch < 1:
+            raise ValueError("the data set yields fewer batches than one update needs "
+                             f"({t.grad_accum}); lower --batch-size or --grad-accum, or add images")
+        self.total_steps = t.steps or t.epochs * self.steps_per_epoch
+
+        self.model = apply_amp(UNet(cfg.model), self.amp_level, t.amp_dtype)
+        self.ema_model = UNet(cfg.model) if t.ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
         d = cfg.diffusion
         self.diffusion = GaussianDiffusion(self.model, self.schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k)
-        self.optimizer = nn.Adam(self.model.trainable_params(), learning_rate=cfg.train.lr)
-        self.train_step = make_train_step(self.diffusion, self.optimizer, jit=cfg.train.mode == "graph")
-        self.dataset = dataset if dataset is not None else build_dataset(cfg.data, cfg.model, cfg.train.batch_size)
-        self.steps_per_epoch = self.dataset.get_dataset_size()
-        if self.steps_per_epoch < 1:
-            raise ValueError("the data set yields no full batch: lower --batch-size or add images")
-        self.total_steps = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
-        self.out = prepare_run_dir(out)
-        cfg.save(self.out / "config.json")
-        self.step, self.epoch = 0, 0
-        self.ckpt = None
+        self.lr_schedule = WarmupSchedule(t.lr, t.lr_schedule, t.warmup_steps, self.total_steps)
+        self.optimizer = build_optimizer(self.model.trainable_params(), self.lr_schedule, t.optimizer,
+                                         t.weight_decay)
+        self.scaler = loss_scaler(self.amp_level, t.amp_dtype, t.loss_scale)
+
+        self.step, self.epoch, self.batch_in_epoch, self.elapsed = 0, 1, 0, 0.0
+        self.ckpt, self.resumed_from, self.initialised_from = None, None, None
+        if not resume and (init_from is not None or t.init_from):
+            self._init_weights(init_from or t.init_from)
+        self.ema = (EMA(self.model, self.ema_model, t.ema_decay, t.ema_update_every, t.ema_warmup, jit=self.jit)
+                    if self.ema_model is not None else None)
+        if resume:
+            self.out = Path(out)
+            self._resume()
+        else:
+            self.out = prepare_run_dir(out)
+            cfg.save(self.out / "config.json")
+        # All weights are in place: only now compile (a compiled graph keeps the values that
+        # set_data replaces afterwards).
+        self.train_step: TrainStep = make_train_step(
+            self.diffusion, self.optimizer, jit=self.jit, grad_accum=t.grad_accum, clip_grad=t.clip_grad,
+            weight_decay=decoupled_decay(t.optimizer, t.weight_decay), loss_scaler=self.scaler)
+        self._stop_signal = None
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _check_data_fits(self):
+        m = self.cfg.model
+        shapes = self.dataset.output_shapes()
+        if not shapes or len(shapes[0]) != 4:
+            raise ValueError(f"the data set yields {shapes}; training needs batches of images shaped (B, C, H, W)")
+        _, c, h, w = shapes[0]
+        if (c, h, w) != (m.channels, *m.image_size):
+            raise ValueError(
+                f"the data yields {c}-channel {h}x{w} images but the model is configured for {m.channels}-channel "
+                f"{m.image_size[0]}x{m.image_size[1]}: pick the preset that matches the data, or set "
+                "model.channels / model.image_size to the data's")
+
+    def _init_weights(self, source):
+        source = Path(source)
+        path = ckpt_io.latest_checkpoint(source) if source.is_dir() else source
+        info = ckpt_io.load_into(self.model, path, weights="auto")
+        self.initialised_from = f"{path} ({info['weights']} weights)"
+        self.cfg.train.init_from = str(path)
+
+    def _resume(self):
+        cfg_path = self.out / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"cannot resume {self.out}: it holds no config.json (not a run directory)")
+        path, saved = ckpt_io.resumable_checkpoint(self.out)
+        before = ckpt_io.saved_config(saved) or Config.load(self.out).to_dict()
+        diffs = ckpt_io.config_differences(before, self.cfg.to_dict(), ignore=RESUMABLE_CHANGES + ("train.init_from",))
+        if diffs:
+            raise ckpt_io.CheckpointMismatch(
+                f"cannot resume {self.out} from {path.name}: the settings differ from the checkpoint's: "
+                + "; ".join(diffs) + ". Resume without those flags, or start a new run with --init-from "
+                f"{path} to fine-tune from it.")
+        ckpt_io.load_into(self.model, path, "raw", saved)
+        if self.ema is not None:
+            ckpt_io.load_into(self.ema_model, path, "ema", saved)
+        ckpt_io.load_optimizer_state(self.optimizer, self.model.get_parameters(), saved, path)
+        if self.scaler is not None and ckpt_io.LOSS_SCALE in saved:
+            self.scaler.scale_value.set_data(saved[ckpt_io.LOSS_SCALE].data)
+        state = ckpt_io.state_of(saved)
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+        if self.ema is not None:
+            self.ema.num_updates = int(state.get("ema_updates", 0))
+        if "rng" in state:
+            self.rng.bit_generator.state = json.loads(state["rng"])
+        self.ckpt, self.resumed_from = path, path
+        self.cfg.save(cfg_path)  # the new length or logging settings
+        for tmp in self.out.rglob(".tmp-*"):
+            tmp.unlink(missing_ok=True)  # a write cut short by a kill
+        _truncate_log(self.out / "log.csv", self.step)
 
     # -- pictures -----------------------------------------------------------------------------
+    @property
+    def sampling_model(self):
+        """The EMA model when the run keeps one (what DDPM samples from), else the model."""
+        return self.ema_model if self.ema_model is not None else self.model
+
     def scheduler(self) -> DDPMScheduler:
         return DDPMScheduler(self.schedule, prediction_type=self.cfg.diffusion.objective,
                              variance_type=self.cfg.train.variance, clip_sample=True)
 
-    def sample_images(self, trajectory_every=None):
+    def sample_images(self, trajectory_every=None, model=None):
         t = self.cfg.train
         shape = (t.num_samples, self.cfg.model.channels, *self.cfg.model.image_size)
-        return sample(self.model, self.scheduler(), shape, t.sample_steps, seed=t.seed,
-                      trajectory_every=trajectory_every, jit=t.mode == "graph", progress=self.progress)
+        images = sample(model or self.sampling_model, self.scheduler(), shape, t.sample_steps, seed=t.seed,
+                        trajectory_every=trajectory_every, jit=self.jit, progress=self.progress)
+        self.model.set_train(True)
+        return images
 
     def save_samples(self, name: str) -> Path:
         images, _ = self.sample_images()
         return viz.save_grid(images, self.out / "samples" / f"{name}.png")
+
+    def _plot_loss(self):
+        viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
+
+    def _pictures(self, name):
+        self.save_samples(name)
+        self._plot_loss()
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state(self) -> dict:
+        state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                 "elapsed_s": float(self.elapsed), "rng": json.dumps(self.rng.bit_generator.state)}
+        if self.ema is not None:
+            state["ema_updates"] = self.ema.num_updates
+        return state
+
+    def save(self, name: str | None = None) -> Path:
+        """Checkpoint the whole training state (atomically), then drop old step checkpoints."""
+        t = self.cfg.train
+        name = name or f"step_{self.step:07d}.ckpt"
+        self.ckpt = ckpt_io.save_checkpoint(
+            self.model, self.out / "checkpoints" / name, self.state(), ema_model=self.ema_model,
+            optimizer=self.optimizer, loss_scale=self.scaler.scale_value if self.scaler is not None else None,
+            config=self.cfg)
+        ckpt_io.rotate_checkpoints(self.out, t.keep_last, t.pin_every)
+        return self.ckpt
 
     # -- the loop -----------------------------------------------------------------------------
     def _batch_noise(self, x0_shape):
@@ -100,118 +229,194 @@ class Trainer:
         noise = self.rng.standard_normal(x0_shape, dtype=np.float32)
         return ms.Tensor(t), ms.Tensor(noise)
 
-    def _save(self, name, epoch):
-        self.ckpt = save_checkpoint(self.model, self.out / "checkpoints" / name,
-                                    {"step": self.step, "epoch": epoch})
+    def _check_finite(self, loss, grad_norm, skipped):
+        """Stop on a NaN/Inf loss, or gradient norm (unless the loss scaler skipped that update)."""
+        bad = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm) \
+            if not (math.isfinite(grad_norm) or skipped) else None
+        if bad:
+            kept = f"the last good checkpoint is {self.ckpt}" if self.ckpt else "no checkpoint was written yet"
+            raise NonFiniteLoss(f"{bad[0]} became {bad[1]} at step {self.step}; {kept}. Lower the learning rate "
+                                f"(now {self.cfg.train.lr:g}) or clip gradients (--clip-grad), and resume or "
+                                "train again.")
 
-    def _check_finite(self, loss):
-        if not math.isfinite(loss):
-            kept = f"the last good checkpoint is {self.ckpt}" if self.ckpt else "no checkpoint was written"
-            raise NonFiniteLoss(f"loss became {loss} at step {self.step}; {kept}. "
-                                f"Lower the learning rate (now {self.cfg.train.lr:g}) and train again.")
+    def _batches(self):
+        """Yields micro-batches from the current data position, epoch after epoch."""
+        while True:
+            ds.config.set_seed(epoch_seed(self.cfg.train.seed, self.epoch))
+            for i, (x0,) in enumerate(self.dataset.create_tuple_iterator(num_epochs=1)):
+                if i >= self.batch_in_epoch:  # on resume: the epoch's batches already used are skipped
+                    self.batch_in_epoch = i + 1
+                    yield x0
+            self._end_of_epoch()
+            self.epoch += 1
+            self.batch_in_epoch = 0
 
-    def _pictures(self, name):
-        self.save_samples(name)
-        viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
+    def _end_of_epoch(self):
+        t = self.cfg.train
+        if not t.sample_every and self.step < self.total_steps:
+            self._pictures(f"epoch_{self.epoch:03d}")
+
+    def _on_signal(self, signum, frame):
+        if self._stop_signal is not None:  # a second Ctrl-C: stop now, without saving
+            raise KeyboardInterrupt
+        self._stop_signal = signal.Signals(signum).name
+        print(f"\n{self._stop_signal}: saving a checkpoint after the current step (press Ctrl-C again to "
+              "stop without saving)", flush=True)
 
     def fit(self) -> dict:
-        """Train for the configured steps or epochs; returns a summary (also written to summary.json).
-        Ctrl-C saves a checkpoint of the current step before it stops."""
-        start = time.time()
+        """Train to the configured length; returns a summary (also written to summary.json).
+        Ctrl-C (SIGINT) or SIGTERM saves a checkpoint after the current step and returns a
+        summary with "interrupted" set."""
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._on_signal)
         try:
-            epoch, compile_s = self._loop(start)
-        except KeyboardInterrupt:
-            self._save(f"step_{self.step:07d}.ckpt", self.epoch)
-            print(f"\ninterrupted at step {self.step}; saved {self.ckpt}")
-            raise
-        return self._finish(epoch, compile_s, start)
+            compile_s = self._loop()
+        finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+        if self._stop_signal is not None:
+            return self._write_summary(compile_s, interrupted=self._stop_signal)
+        return self._finish(compile_s)
 
-    def _loop(self, start):
-        t_cfg = self.cfg.train
-        window = _SpeedWindow()
-        compile_s, epoch = None, 0
-        bar = tqdm(total=self.total_steps, desc=f"train {self.cfg.preset}", disable=not self.progress,
-                   dynamic_ncols=True)
+    def _loop(self):
+        t = self.cfg.train
+        k = t.grad_accum
+        window, compile_s = _Window(), None
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.preset}",
+                   disable=not self.progress, dynamic_ncols=True)
         self.model.set_train(True)
-        with open(self.out / "log.csv", "w", newline="") as f, bar:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            while self.step < self.total_steps:
-                epoch += 1
-                self.epoch = epoch
+        log_path = self.out / "log.csv"
+        new_log = not log_path.is_file() or log_path.stat().st_size == 0
+        last_plot = time.time()
+        batches = self._batches()
+        with open(log_path, "a", newline="") as f, bar:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            if new_log:
+                writer.writeheader()
+            while self.step < self.total_steps and self._stop_signal is None:
                 tic = time.perf_counter()
-                for (x0,) in self.dataset.create_tuple_iterator(num_epochs=1):
-                    t, noise = self._batch_noise(x0.shape)
-                    loss = float(self.train_step(x0, t, noise).asnumpy())
-                    self.step += 1
-                    self._check_finite(loss)
-                    toc = time.perf_counter()  # the interval includes reading the batch
-                    if compile_s is None:
-                        compile_s = toc - tic  # the first call compiles the graph
-                        window.losses.append(loss)
+                losses, images = [], 0
+                for i in range(k):
+                    x0 = next(batches)
+                    t_, noise = self._batch_noise(x0.shape)
+                    images += x0.shape[0]
+                    if i < k - 1:
+                        losses.append(float(self.train_step.micro(x0, t_, noise).asnumpy()))
                     else:
-                        window.add(loss, x0.shape[0], toc - tic)
-                    bar.update(1)
-                    if self.step % t_cfg.log_every == 0 or self.step == self.total_steps:
-                        writer.writerow(window.row(self.step, epoch, time.time() - start))
-                        f.flush()
-                        bar.set_postfix(loss=f"{window.mean_loss:.4f}", img_s=f"{window.speed:.1f}")
-                        window = _SpeedWindow()
-                    if self.step % t_cfg.save_every == 0:
-                        self._save(f"step_{self.step:07d}.ckpt", epoch)
-                    if self.step >= self.total_steps:
-                        break
-                    if t_cfg.sample_every and self.step % t_cfg.sample_every == 0:
-                        self._pictures(f"step_{self.step:07d}")
-                    tic = time.perf_counter()  # pictures and checkpoints are not training time
-                if not t_cfg.sample_every and self.step < self.total_steps:
-                    self._pictures(f"epoch_{epoch:03d}")
-        return epoch, compile_s
+                        loss, norm, lr, finite = self.train_step.update(x0, t_, noise)
+                        losses.append(float(loss.asnumpy()))
+                self.step += 1
+                loss, norm, lr = float(np.mean(losses)), float(norm.asnumpy()), float(lr.asnumpy())
+                skipped = self.scaler is not None and not bool(finite.asnumpy())
+                self._check_finite(loss, norm, skipped)
+                decay = self.ema.update(self.step) if self.ema is not None else None
+                toc = time.perf_counter()
+                self.elapsed += toc - tic
+                if compile_s is None:
+                    compile_s = toc - tic  # the first update compiles the graphs
+                    window.add(loss, norm, lr, decay, 0, 0.0, skipped)
+                else:
+                    window.add(loss, norm, lr, decay, images, toc - tic, skipped)
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == self.total_steps:
+                    writer.writerow(window.row(self.step, self.epoch, self.elapsed))
+                    f.flush()
+                    bar.set_postfix(loss=f"{window.mean('loss'):.4f}", img_s=f"{window.speed:.1f}")
+                    window = _Window()
+                    if time.time() - last_plot > 60:
+                        self._plot_loss()
+                        last_plot = time.time()
+                if self.step % t.save_every == 0 or self._stop_signal is not None:
+                    self.save()
+                if self.step < self.total_steps and t.sample_every and self.step % t.sample_every == 0 \
+                        and self._stop_signal is None:
+                    self._pictures(f"step_{self.step:07d}")
+        return compile_s
 
-    def _finish(self, epoch, compile_s, start):
+    def _finish(self, compile_s):
         """Final checkpoint, loss curve, the final grid and its denoising GIF, summary.json."""
-        t_cfg = self.cfg.train
-        self._save("final.ckpt", epoch)
-        train_s = time.time() - start
-        viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
-        images, trajectory = self.sample_images(trajectory_every=max(1, t_cfg.sample_steps // 50))
+        t = self.cfg.train
+        self.save("final.ckpt")
+        self._plot_loss()
+        images, trajectory = self.sample_images(trajectory_every=max(1, t.sample_steps // 50))
         viz.save_grid(images, self.out / "samples" / "final.png")
         # This is also the run's last periodic grid: same model, same seed.
-        periodic = f"step_{self.step:07d}" if t_cfg.sample_every else f"epoch_{epoch:03d}"
+        periodic = f"step_{self.step:07d}" if t.sample_every else f"epoch_{self.epoch:03d}"
         viz.save_grid(images, self.out / "samples" / f"{periodic}.png")
-        viz.save_denoising_gif(trajectory, self.out / "denoising.gif", nrow=None, max_images=t_cfg.num_samples)
+        viz.save_denoising_gif(trajectory, self.out / "denoising.gif", nrow=None, max_images=t.num_samples)
+        return self._write_summary(compile_s)
+
+    def _write_summary(self, compile_s, interrupted=None):
+        t = self.cfg.train
         log = viz.read_log(self.out / "log.csv")
         speeds = log["img_per_s"][log["img_per_s"] > 0] if log else []
-        summary = {"preset": self.cfg.preset, "device": self.device, "mode": t_cfg.mode, "steps": self.step,
-                   "epochs": epoch, "parameters": count_parameters(self.model), "batch_size": t_cfg.batch_size,
+        summary = {"preset": self.cfg.preset, "device": self.device, "mode": t.mode, "amp": self.amp_level,
+                   "steps": self.step, "epochs": self.epoch, "parameters": count_parameters(self.model),
+                   "batch_size": t.batch_size, "grad_accum": t.grad_accum,
                    "final_loss": float(log["loss"][-1]) if log else None,
                    "img_per_s": float(np.median(speeds)) if len(speeds) else None,
-                   "compile_s": compile_s, "train_wall_s": train_s, "total_wall_s": time.time() - start,
-                   "checkpoint": str(self.ckpt), "grid": str(self.out / "samples" / "final.png"),
-                   "gif": str(self.out / "denoising.gif")}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+                   "compile_s": compile_s, "train_wall_s": self.elapsed,
+                   "checkpoint": str(self.ckpt), "weights": "ema" if self.ema is not None else "raw",
+                   "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                   "initialised_from": self.initialised_from, "interrupted": interrupted}
+        if not interrupted:
+            summary.update(grid=str(self.out / "samples" / "final.png"), gif=str(self.out / "denoising.gif"))
+        ckpt_io.atomic_write(self.out / "summary.json",
+                             lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
         return summary
 
 
-class _SpeedWindow:
-    """Losses and throughput between two rows of log.csv."""
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log's rows up to `step` (a resumed run rewrites the later ones); drops a row
+    cut short by a kill."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if _complete(r) and int(float(r["step"])) <= step]
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    ckpt_io.atomic_write(path, write)
+
+
+def _complete(row: dict) -> bool:
+    try:
+        float(row.get("step") or "x"), float(row.get("elapsed_s") or "x")
+    except ValueError:
+        return False
+    return True
+
+
+class _Window:
+    """What happened between two rows of log.csv."""
 
     def __init__(self):
-        self.losses, self.images, self.seconds = [], 0, 0.0
+        self.values = {"loss": [], "grad_norm": [], "lr": [], "ema_decay": []}
+        self.images, self.seconds, self.skipped = 0, 0.0, 0
 
-    def add(self, loss, images, seconds):
-        self.losses.append(loss)
+    def add(self, loss, grad_norm, lr, ema_decay, images, seconds, skipped=False):
+        for key, value in (("loss", loss), ("grad_norm", grad_norm), ("lr", lr), ("ema_decay", ema_decay)):
+            if value is not None:
+                self.values[key].append(value)
         self.images += images
         self.seconds += seconds
+        self.skipped += int(skipped)
 
-    @property
-    def mean_loss(self):
-        return float(np.mean(self.losses))
+    def mean(self, key):
+        return float(np.mean(self.values[key])) if self.values[key] else float("nan")
 
     @property
     def speed(self):
         return self.images / self.seconds if self.seconds else 0.0
 
     def row(self, step, epoch, elapsed):
-        return {"step": step, "epoch": epoch, "loss": f"{self.mean_loss:.6f}", "img_per_s": f"{self.speed:.2f}",
+        last = {k: (v[-1] if v else None) for k, v in self.values.items()}
+        return {"step": step, "epoch": epoch, "loss": f"{self.mean('loss'):.6f}",
+                "lr": f"{last['lr']:.6g}" if last["lr"] is not None else "",
+                "grad_norm": f"{self.mean('grad_norm'):.4f}", "img_per_s": f"{self.speed:.2f}",
+                "ema_decay": f"{last['ema_decay']:.6f}" if last["ema_decay"] is not None else "",
                 "elapsed_s": f"{elapsed:.1f}"}

@@ -58,13 +58,18 @@ def test_run_directory_is_self_describing(trained):
     assert Config.load(out).to_dict() == tiny_config().to_dict()
 
 
-def test_checkpoint_round_trip(trained):
+def test_checkpoint_round_trip_ema_by_default_raw_on_request(trained):
     out, _, trainer = trained
-    model, cfg = load_model(out)
     x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 1, 28, 28), dtype=np.float32))
     t = ms.Tensor(np.array([5.0, 50.0], np.float32))
     trainer.model.set_train(False)
-    np.testing.assert_allclose(model(x, t).asnumpy(), trainer.model(x, t).asnumpy(), rtol=1e-6, atol=1e-6)
+    ema, _ = load_model(out)
+    raw, _ = load_model(out, weights="raw")
+    assert (ema.loaded_weights, raw.loaded_weights) == ("ema", "raw")
+    np.testing.assert_allclose(ema(x, t).asnumpy(), trainer.ema_model(x, t).asnumpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(raw(x, t).asnumpy(), trainer.model(x, t).asnumpy(), rtol=1e-6, atol=1e-6)
+    # After 60 steps the average differs from the weights it averages.
+    assert np.abs(ema(x, t).asnumpy() - raw(x, t).asnumpy()).max() > 1e-3
 
 
 def test_checkpoint_from_another_config_names_the_parameters(trained):

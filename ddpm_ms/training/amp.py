@@ -1,0 +1,89 @@
+"""Mixed precision: which layers compute in float16 / bfloat16, and the loss scale.
+
+- O0: everything in float32.
+- O1: convolutions and dense layers take `dtype` inputs (the bulk of the FLOPs); the rest,
+  normalisation and softmax included, stays float32.
+- O2: the whole U-Net computes in `dtype` except GroupNorm and softmax, which keep float32
+  (their statistics and exponentials lose too much in 16 bits).
+
+Weights stay float32 (the optimizer and the EMA update them in float32); casts sit on each
+layer's inputs (`Cell.to_float`). The loss is computed in float32. float16 training needs a
+dynamic loss scale so that small gradients do not flush to zero; bfloat16 has float32's range
+and needs none.
+
+MindSpore's CPU convolution and im2col kernels take float32 only, so on CPU O1 and O2 fall back
+to O0 with one message that says so.
+"""
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import nn
+
+from ddpm_ms.config import AMP_DTYPES, AMP_LEVELS
+from ddpm_ms.models import layers
+
+DTYPES = {"float16": ms.float16, "bfloat16": ms.bfloat16}
+_LOW_PRECISION_CELLS = (nn.Conv2d, nn.Dense, layers.Conv2d, layers.Dense)
+_FLOAT32_CELLS = (nn.GroupNorm, nn.LayerNorm, layers.Softmax)
+
+
+def resolve_amp(level: str, dtype: str, device: str) -> tuple[str, str | None]:
+    """(level that will run, message or None). Levels the device cannot run become O0 with a
+    message naming the reason and what runs instead."""
+    if level not in AMP_LEVELS or dtype not in AMP_DTYPES:
+        raise ValueError(f"amp level must be one of {AMP_LEVELS} and dtype one of {AMP_DTYPES}, "
+                         f"got {level!r}, {dtype!r}")
+    if level == "O0":
+        return "O0", None
+    if device == "CPU":
+        return "O0", (f"amp {level} with {dtype} is not supported on CPU (MindSpore's CPU convolution and "
+                      "im2col kernels take float32 only); training in float32 (O0) instead")
+    if device == "GPU" and dtype == "bfloat16":
+        return level, None if _gpu_has_bf16() else (
+            f"amp {level} with bfloat16 needs a GPU with compute capability 8.0 or newer; "
+            f"training with {level} in float16 instead")
+    return level, None
+
+
+def _gpu_has_bf16() -> bool:
+    try:
+        major = ms.hal.get_device_capability(0)[0]
+    except Exception:  # unknown: let MindSpore report it if the kernels are missing
+        return True
+    return major >= 8
+
+
+def apply_amp(model: nn.Cell, level: str, dtype: str) -> nn.Cell:
+    """Set the compute dtype of `model`'s layers for `level` (in place; returns `model`)."""
+    if level == "O0":
+        return model
+    low = DTYPES[dtype]
+    if level == "O1":
+        for _, cell in model.cells_and_names():
+            if isinstance(cell, _LOW_PRECISION_CELLS):
+                cell.to_float(low)
+        return model
+    model.to_float(low)
+    for _, cell in model.cells_and_names():
+        if isinstance(cell, _FLOAT32_CELLS):
+            cell.to_float(ms.float32)
+    return model
+
+
+def compute_dtypes(model: nn.Cell) -> dict:
+    """{cell name: "float16" | "bfloat16" | "float32" | None} as set by `apply_amp` (None: inherits
+    its inputs' dtype)."""
+    out = {}
+    for name, cell in model.cells_and_names():
+        flags = cell.get_flags() if hasattr(cell, "get_flags") else {}
+        out[name] = next((k for k, key in (("float16", "fp16"), ("bfloat16", "bf16"), ("float32", "fp32"))
+                          if flags.get(key)), None)
+    return out
+
+
+def loss_scaler(level: str, dtype: str, initial_scale: float):
+    """A dynamic loss scaler for float16 training (halves on overflow, doubles after 1,000 clean
+    steps), or None when no scaling is needed."""
+    if level == "O0" or dtype != "float16":
+        return None
+    return ms.amp.DynamicLossScaler(scale_value=float(initial_scale), scale_factor=2, scale_window=1000)

@@ -1,0 +1,106 @@
+"""The compiled optimizer update: forward, loss, gradients, (accumulation), global-norm
+clipping, decoupled weight decay and the Adam step, with optional dynamic loss scaling.
+
+Gradient accumulation over k micro-batches uses two compiled functions: `micro` adds a
+micro-batch's gradients (divided by k) into accumulator parameters on the device, and
+`update` adds the last micro-batch's, applies the sum and zeroes the accumulators. Every
+micro-batch's loss is a mean over the same number of images, so k micro-batches make the same
+update as one batch k times larger (tests/training/test_step.py checks it).
+
+With a loss scaler (mixed precision), the loss is multiplied by the scale before the
+gradients are taken and the gradients divided by it after; an update whose gradients are not
+all finite is skipped (weights, optimizer state and the accumulators' sum are dropped) and the
+scale shrinks, as in MindSpore's `DynamicLossScaler` and torch's GradScaler.
+"""
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import nn, ops
+
+
+def global_norm(grads):
+    """sqrt of the sum of squares of every gradient, in float32."""
+    total = 0.0
+    for g in grads:
+        total = total + ops.square(g.astype(ms.float32)).sum()
+    return ops.sqrt(total)
+
+
+class TrainStep:
+    """`update(x0, t, noise) -> (loss, grad_norm, lr, finite)` performs one optimizer step;
+    with grad_accum k, call `micro(x0, t, noise) -> loss` k - 1 times before it.
+
+    loss is the mean over the micro-batch(es) of this call, grad_norm the global norm before
+    clipping (of the accumulated, unscaled gradients), lr the rate the update used, finite
+    False when the loss scaler skipped the update.
+    """
+
+    def __init__(self, diffusion: nn.Cell, optimizer: nn.Optimizer, grad_accum: int = 1, clip_grad=None,
+                 weight_decay: float = 0.0, loss_scaler=None, jit: bool = True):
+        if grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
+        if clip_grad is not None and not clip_grad > 0:
+            raise ValueError(f"clip_grad must be positive (or None for no clipping), got {clip_grad}")
+        self.diffusion, self.optimizer = diffusion, optimizer
+        self.params = optimizer.parameters
+        self.grad_accum, self.clip_grad = int(grad_accum), clip_grad
+        self.weight_decay, self.scaler = float(weight_decay), loss_scaler
+        self.grad_fn = ms.value_and_grad(self._scaled_loss, None, self.params)
+        self.accum = (ms.ParameterTuple(list(self.params)).clone(prefix="accum", init="zeros")
+                      if grad_accum > 1 else None)
+        self.hyper_map = ops.HyperMap()
+        self.micro = ms.jit(self._micro) if jit else self._micro
+        self.update = ms.jit(self._update) if jit else self._update
+
+    # Everything below is compiled; Python conditions test construction-time settings only.
+    def _scaled_loss(self, x0, t, noise):
+        loss = self.diffusion(x0, t, noise)
+        return self.scaler.scale(loss) if self.scaler is not None else loss
+
+    def _grads(self, x0, t, noise):
+        loss, grads = self.grad_fn(x0, t, noise)
+        if self.scaler is not None:
+            loss, grads = self.scaler.unscale(loss), self.scaler.unscale(grads)
+        return loss, grads
+
+    def _add_share(self, accumulated, grad):
+        return accumulated + grad / self.grad_accum
+
+    def _micro(self, x0, t, noise):
+        loss, grads = self._grads(x0, t, noise)
+        for a, g in zip(self.accum, grads):
+            ops.assign_add(a, g / self.grad_accum)
+        return loss
+
+    def _apply(self, grads, lr):
+        if self.clip_grad is not None:
+            grads = ops.clip_by_global_norm(grads, self.clip_grad)
+        if self.weight_decay:
+            for p in self.params:
+                ops.assign(p, p * (1.0 - lr * self.weight_decay))
+        return self.optimizer(grads)
+
+    def _update(self, x0, t, noise):
+        loss, grads = self._grads(x0, t, noise)
+        if self.accum is not None:
+            grads = self.hyper_map(self._add_share, self.accum, grads)
+        lr = self.optimizer.get_lr()
+        norm = global_norm(grads)
+        if self.scaler is not None:
+            finite = ms.amp.all_finite(grads)
+            self.scaler.adjust(finite)
+            if finite:
+                grads = ops.depend(grads, self._apply(grads, lr))
+        else:
+            finite = ops.isfinite(norm)
+            grads = ops.depend(grads, self._apply(grads, lr))
+        if self.accum is not None:
+            for a, g in zip(self.accum, grads):
+                ops.assign(a, ops.zeros_like(a))
+        return loss, norm, lr, finite
+
+
+def make_train_step(diffusion, optimizer, jit: bool = True, **options) -> TrainStep:
+    """A `TrainStep`; options are those of TrainStep (grad_accum, clip_grad, weight_decay,
+    loss_scaler)."""
+    return TrainStep(diffusion, optimizer, jit=jit, **options)
