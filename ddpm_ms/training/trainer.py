@@ -121,7 +121,7 @@ class Trainer:
         self.train_step: TrainStep = make_train_step(
             self.diffusion, self.optimizer, jit=self.jit, grad_accum=t.grad_accum, clip_grad=t.clip_grad,
             weight_decay=decoupled_decay(t.optimizer, t.weight_decay), loss_scaler=self.scaler)
-        self._stop_signal = None
+        self._stop_signal, self._stop_at = None, None
 
     # -- set-up -------------------------------------------------------------------------------
     def _check_data_fits(self):
@@ -149,7 +149,10 @@ class Trainer:
             raise FileNotFoundError(f"cannot resume {self.out}: it holds no config.json (not a run directory)")
         path, saved = ckpt_io.resumable_checkpoint(self.out)
         before = ckpt_io.saved_config(saved) or Config.load(self.out).to_dict()
-        diffs = ckpt_io.config_differences(before, self.cfg.to_dict(), ignore=RESUMABLE_CHANGES + ("train.init_from",))
+        ignore = RESUMABLE_CHANGES + ("train.init_from",)
+        if self.cfg.train.lr_schedule == "cosine":  # the run's length is the cosine's horizon
+            ignore = tuple(k for k in ignore if k not in ("train.steps", "train.epochs"))
+        diffs = ckpt_io.config_differences(before, self.cfg.to_dict(), ignore=ignore)
         if diffs:
             raise ckpt_io.CheckpointMismatch(
                 f"cannot resume {self.out} from {path.name}: the settings differ from the checkpoint's: "
@@ -263,10 +266,12 @@ class Trainer:
         print(f"\n{self._stop_signal}: saving a checkpoint after the current step (press Ctrl-C again to "
               "stop without saving)", flush=True)
 
-    def fit(self) -> dict:
+    def fit(self, stop_at: int | None = None) -> dict:
         """Train to the configured length; returns a summary (also written to summary.json).
         Ctrl-C (SIGINT) or SIGTERM saves a checkpoint after the current step and returns a
-        summary with "interrupted" set."""
+        summary with "interrupted" set to the signal's name; so does reaching `stop_at` (a
+        step before the end: train in chunks, e.g. in a notebook, and continue with resume)."""
+        self._stop_at = stop_at
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -320,6 +325,8 @@ class Trainer:
                 else:
                     window.add(loss, norm, lr, decay, images, toc - tic, skipped)
                 bar.update(1)
+                if self._stop_at is not None and self.step >= self._stop_at and self.step < self.total_steps:
+                    self._stop_signal = f"stop_at {self._stop_at}"
                 if self.step % t.log_every == 0 or self.step == self.total_steps:
                     writer.writerow(window.row(self.step, self.epoch, self.elapsed))
                     f.flush()
