@@ -54,10 +54,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="data directory (default: the embedded copy under data/)")
     p.add_argument("--dataset", choices=DATASETS,
                    help="data set kind, overriding the preset's (e.g. image_folder to fine-tune on photos)")
-    p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"],
-                   help="auto picks Ascend, then GPU, then CPU")
-    p.add_argument("--mode", default="graph", choices=["graph", "pynative"],
-                   help="graph compiles the train step (fast); pynative runs op by op (debugging)")
+    p.add_argument("--device", choices=["auto", "Ascend", "GPU", "CPU"],
+                   help="auto (default) picks Ascend, then GPU, then CPU")
+    p.add_argument("--mode", choices=["graph", "pynative"],
+                   help="graph (default) compiles the train step; pynative runs op by op (debugging)")
     p.add_argument("--seed", type=non_negative_int)
 
     g = p.add_argument_group("optimisation")
@@ -145,7 +145,7 @@ def config_from_args(args) -> Config:
         t.steps = None
         if args.sample_every is None:
             t.sample_every = None  # training by epochs: one grid per epoch
-    t.device, t.mode = args.device, args.mode
+    t.device, t.mode = args.device or t.device, args.mode or t.mode
     if args.objective is not None:
         cfg.diffusion.objective = args.objective
     if args.timesteps is not None:
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
               f"(resume: python scripts/train.py --resume {out})", file=sys.stderr)
         return INTERRUPTED
     if summary.get("interrupted"):
-        print(f"{summary['interrupted']}: stopped at step {summary['steps']}; saved {summary['checkpoint']}\n"
+        print(f"stopped at step {summary['steps']} ({summary['interrupted']}); saved {summary['checkpoint']}\n"
               f"resume with: python scripts/train.py --resume {out}")
         return INTERRUPTED
     speed = f", {summary['img_per_s']:.1f} images/s" if summary["img_per_s"] else ""

@@ -259,12 +259,20 @@ class Trainer:
         if not t.sample_every and self.step < self.total_steps:
             self._pictures(f"epoch_{self.epoch:03d}")
 
+    def _install_signal_handlers(self):
+        """Route SIGINT and SIGTERM to `_on_signal`. Both mean "stop": while its kernels run,
+        MindSpore's runtime holds a native SIGINT handler that turns Ctrl-C into SIGTERM."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._handlers[sig] = signal.signal(sig, self._on_signal)
+
     def _on_signal(self, signum, frame):
         if self._stop_signal is not None:  # a second Ctrl-C: stop now, without saving
             raise KeyboardInterrupt
         self._stop_signal = signal.Signals(signum).name
-        print(f"\n{self._stop_signal}: saving a checkpoint after the current step (press Ctrl-C again to "
-              "stop without saving)", flush=True)
+        print(f"\n{self._stop_signal} received: saving a checkpoint after the current step (Ctrl-C again stops "
+              "without saving)", flush=True)
 
     def fit(self, stop_at: int | None = None) -> dict:
         """Train to the configured length; returns a summary (also written to summary.json).
@@ -272,14 +280,12 @@ class Trainer:
         summary with "interrupted" set to the signal's name; so does reaching `stop_at` (a
         step before the end: train in chunks, e.g. in a notebook, and continue with resume)."""
         self._stop_at = stop_at
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, self._on_signal)
+        self._handlers = {}
+        self._install_signal_handlers()
         try:
             compile_s = self._loop()
         finally:
-            for sig, old in handlers.items():
+            for sig, old in self._handlers.items():
                 signal.signal(sig, old)
         if self._stop_signal is not None:
             return self._write_summary(compile_s, interrupted=self._stop_signal)
