@@ -42,6 +42,20 @@ def test_train_benchmark_prints_one_json_object_per_mode():
 
 
 @pytest.mark.slow
+def test_train_variants_report_their_speed_relative_to_the_first():
+    proc = _run("train", "--batch-size", "2", "--seconds", "0", "--warmup", "0", "--dim", "8", "--modes", "graph",
+                "--variants", "plain", "accum4", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    plain, accum = result["plain"]["graph"], result["accum4"]["graph"]
+    assert (plain["variant"], plain["ema"], plain["clip"], plain["grad_accum"]) == ("plain", False, False, 1)
+    assert (accum["variant"], accum["ema"], accum["clip"], accum["grad_accum"]) == ("accum4", True, True, 4)
+    assert result["relative_img_per_s"]["plain"]["graph"] == 1.0
+    assert result["relative_img_per_s"]["accum4"]["graph"] == pytest.approx(
+        accum["img_per_s"] / plain["img_per_s"], rel=0.01)
+
+
+@pytest.mark.slow
 def test_sample_benchmark_reports_each_sampler():
     proc = _run("sample", "--batch-size", "2", "--seconds", "0", "--dim", "8", "--modes", "graph", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]

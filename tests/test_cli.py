@@ -59,3 +59,72 @@ def test_unavailable_device_is_reported(tmp_path, capsys):
     assert code == 2
     assert f"{missing[0]} is not available" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_training_flags_of_long_runs_reach_the_config():
+    t = cfg_for("--optimizer", "adamw", "--weight-decay", "0.01", "--lr-schedule", "cosine", "--warmup-steps", "100",
+                "--clip-grad", "0.5", "--grad-accum", "4", "--ema-decay", "0.995", "--ema-update-every", "10",
+                "--amp", "O2", "--amp-dtype", "bfloat16", "--save-every", "250", "--keep-last", "5",
+                "--pin-every", "1000").train
+    assert (t.optimizer, t.weight_decay, t.lr_schedule, t.warmup_steps) == ("adamw", 0.01, "cosine", 100)
+    assert (t.clip_grad, t.grad_accum, t.ema_decay, t.ema_update_every) == (0.5, 4, 0.995, 10)
+    assert (t.amp, t.amp_dtype, t.save_every, t.keep_last, t.pin_every) == ("O2", "bfloat16", 250, 5, 1000)
+    off = cfg_for("--clip-grad", "0", "--ema-decay", "0").train
+    assert off.clip_grad is None and off.ema_decay == 0.0
+    preset = cfg_for().train
+    assert (preset.ema_decay, preset.clip_grad, preset.keep_last) == (0.999, 1.0, 3)
+
+
+def test_config_file_and_run_directory_are_starting_points(tmp_path):
+    cfg = cfg_for("--preset", "mnist", "--steps", "7")
+    cfg.save(tmp_path / "config.json")
+    again = cfg_for("--config", str(tmp_path / "config.json"), "--lr", "0.01")
+    assert again.preset == "mnist" and again.train.steps == 7 and again.train.lr == 0.01
+    assert cfg_for("--config", str(tmp_path)).to_dict() == cfg.to_dict()
+    resumed = cfg_for("--resume", str(tmp_path), "--steps", "9")
+    assert resumed.preset == "mnist" and resumed.train.steps == 9
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--ema-decay", "1"], "must be below 1"),
+    (["--ema-decay", "-0.1"], "in [0, 1]"),
+    (["--grad-accum", "0"], "positive integer"),
+    (["--clip-grad", "-1"], "zero or positive"),
+    (["--amp", "O3"], "invalid choice"),
+    (["--amp-dtype", "float8"], "invalid choice"),
+    (["--lr-schedule", "step"], "invalid choice"),
+    (["--keep-last", "-1"], "zero or positive"),
+    (["--resume", "runs/x", "--init-from", "runs/y"], "use one"),
+    (["--resume", "runs/x", "--preset", "mnist"], "drop --preset"),
+])
+def test_bad_long_run_arguments_exit_with_a_message(argv, needle, capsys, tmp_path):
+    Path = type(tmp_path)
+    (tmp_path / "x").mkdir()
+    from ddpm_ms.config import preset as make_preset
+    make_preset("fashion_mnist").save(tmp_path / "x" / "config.json")
+    argv = [a.replace("runs/x", str(tmp_path / "x")) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert Path(tmp_path / "x").is_dir()
+
+
+def test_resume_of_a_directory_without_a_run_is_reported(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--resume", str(tmp_path / "nothing")])
+    assert e.value.code == 2 and "no config at" in capsys.readouterr().err
+
+
+def test_init_from_keeps_the_source_model_unless_a_preset_is_named(tmp_path):
+    source = cfg_for("--preset", "mnist", "--steps", "7")
+    source.model.dim = 24
+    (tmp_path / "src" / "checkpoints").mkdir(parents=True)
+    source.save(tmp_path / "src" / "config.json")
+    tuned = cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "image_folder", "--data", "photos",
+                    "--steps", "3")
+    assert tuned.model.dim == 24 and tuned.data.dataset == "image_folder" and tuned.data.root == "photos"
+    assert tuned.train.steps == 3
+    from_file = cfg_for("--init-from", str(tmp_path / "src" / "checkpoints" / "final.ckpt"))
+    assert from_file.model.dim == 24, "a checkpoint path finds the config of its run"
+    assert cfg_for("--init-from", str(tmp_path / "src"), "--preset", "fashion_mnist").model.dim == 16

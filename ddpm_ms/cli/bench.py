@@ -2,8 +2,9 @@
 
 Each measurement (graph or pynative mode, one batch size) runs in its own Python process, so
 compile time and peak resident memory belong to that measurement alone. Training times the
-step the Trainer runs (noise and timesteps drawn on the host, forward, loss, gradients and the
-Adam update); sampling times the `sample()` loop of each scheduler (one compiled model call and
+update the Trainer runs (noise and timesteps drawn on the host, forward, loss, gradients,
+clipping, the Adam update and the EMA; `--variants` compares it with and without clipping, EMA
+and gradient accumulation); sampling times the `sample()` loop of each scheduler (one compiled model call and
 one scheduler update per step). The data pipeline is left out: x0 is a fixed random batch.
 
 For sampling, `img_per_s` counts finished images per second at the sampler's usual step count
@@ -83,23 +84,46 @@ def _timed_loop(run_once, seconds, min_steps=3):
     return times
 
 
+TRAIN_VARIANTS = {
+    # name: (clip the gradient norm, keep an EMA, micro-batches per update)
+    "plain": (False, False, 1),    # forward, loss, backward, Adam (the step before EMA existed)
+    "clip": (True, False, 1),      # + global-norm clipping
+    "default": (True, True, 1),    # + the EMA update: what the preset trains with
+    "accum4": (True, True, 4),     # + 4 micro-batches per update (img/s counts every micro-batch)
+}
+
+
 def measure_train(args) -> dict:
+    """One optimizer update as the Trainer runs it: the compiled TrainStep (micro-batches, then
+    the update) and the EMA's compiled average, with host-drawn timesteps and noise."""
     import mindspore as ms
     import numpy as np
-    from mindspore import nn
-    from ddpm_ms.training.trainer import make_train_step
+    from ddpm_ms.models import UNet
+    from ddpm_ms.training import EMA, TrainStep, WarmupSchedule, build_optimizer
 
     cfg, model, schedule, diffusion, info = _build(args)
-    optimizer = nn.Adam(model.trainable_params(), learning_rate=cfg.train.lr)
-    step = make_train_step(diffusion, optimizer, jit=args.mode == "graph")
+    clip, keep_ema, accum = TRAIN_VARIANTS[args.variant]
+    t_cfg = cfg.train
+    optimizer = build_optimizer(model.trainable_params(), WarmupSchedule(t_cfg.lr), "adam")
+    jit = args.mode == "graph"
+    step = TrainStep(diffusion, optimizer, grad_accum=accum, clip_grad=t_cfg.clip_grad if clip else None, jit=jit)
+    ema = EMA(model, UNet(cfg.model), 0.999, jit=jit) if keep_ema else None
     rng = np.random.default_rng(0)
     shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
     x0 = ms.Tensor(rng.uniform(-1, 1, shape).astype(np.float32))
+    updates = [0]
 
     def run_once():
-        t = ms.Tensor(rng.integers(0, schedule.timesteps, (shape[0],), dtype=np.int32))
-        noise = ms.Tensor(rng.standard_normal(shape, dtype=np.float32))
-        loss = float(step(x0, t, noise).asnumpy())
+        for i in range(accum):
+            t = ms.Tensor(rng.integers(0, schedule.timesteps, (shape[0],), dtype=np.int32))
+            noise = ms.Tensor(rng.standard_normal(shape, dtype=np.float32))
+            if i < accum - 1:
+                step.micro(x0, t, noise).asnumpy()
+            else:
+                loss = float(step.update(x0, t, noise)[0].asnumpy())
+        updates[0] += 1
+        if ema is not None:
+            ema.update(updates[0])
         if not np.isfinite(loss):
             raise FloatingPointError(f"benchmark loss became {loss}")
 
@@ -110,7 +134,8 @@ def measure_train(args) -> dict:
     if args.profile:
         return {**info, **profile(run_once, args.profile)}
     times = _timed_loop(run_once, args.seconds)
-    return _summary(info, times, first, args.batch_size, args.batch_size)
+    return {**_summary(info, times, first, args.batch_size * accum, args.batch_size), "variant": args.variant,
+            "grad_accum": accum, "clip": clip, "ema": keep_ema}
 
 
 def measure_sample(args) -> dict:
@@ -201,8 +226,8 @@ def profile(run_once, out_dir, calls=3) -> dict:
 
 
 # -- the driver: one subprocess per measurement ------------------------------------------------
-def _worker_cmd(args, task, mode, batch_size, sampler=None):
-    cmd = [sys.executable, "-m", "ddpm_ms.cli.bench", task, "--worker", "--mode", mode,
+def _worker_cmd(args, task, mode, batch_size, sampler=None, variant="default"):
+    cmd = [sys.executable, "-m", "ddpm_ms.cli.bench", task, "--worker", "--mode", mode, "--variant", variant,
            "--batch-size", str(batch_size), "--seconds", str(args.seconds), "--preset", args.preset,
            "--device", args.device, "--warmup", str(args.warmup)]
     if args.sample_steps:
@@ -217,10 +242,10 @@ def _worker_cmd(args, task, mode, batch_size, sampler=None):
     return cmd
 
 
-def run_worker(args, task, mode, batch_size, sampler=None) -> dict:
+def run_worker(args, task, mode, batch_size, sampler=None, variant="default") -> dict:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(_worker_cmd(args, task, mode, batch_size, sampler), capture_output=True, text=True,
+    proc = subprocess.run(_worker_cmd(args, task, mode, batch_size, sampler, variant), capture_output=True, text=True,
                           env=env)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
@@ -228,13 +253,13 @@ def run_worker(args, task, mode, batch_size, sampler=None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _by_mode(args, task, batch_size, sampler=None) -> dict:
+def _by_mode(args, task, batch_size, sampler=None, variant="default") -> dict:
     result = {}
     for mode in args.modes:
         if not args.json:
-            what = f"{task} {sampler}" if sampler else task
+            what = f"{task} {sampler}" if sampler else f"{task} {variant}"
             print(f"[bench] {what} batch {batch_size} {mode} ...", file=sys.stderr, flush=True)
-        result[mode] = run_worker(args, task, mode, batch_size, sampler)
+        result[mode] = run_worker(args, task, mode, batch_size, sampler, variant)
     if "graph" in result and "pynative" in result and "img_per_s" in result["pynative"] \
             and "img_per_s" in result["graph"]:
         result["graph_over_pynative"] = round(result["graph"]["img_per_s"] / result["pynative"]["img_per_s"], 2)
@@ -242,9 +267,17 @@ def _by_mode(args, task, batch_size, sampler=None) -> dict:
 
 
 def bench(args, task, batch_size) -> dict:
-    """train: {mode: figures}; sample: {sampler: {mode: figures}}."""
-    if task == "train":
-        result = _by_mode(args, task, batch_size)
+    """train: {mode: figures} (one variant) or {variant: {mode: figures}} plus each variant's
+    img/s relative to the first; sample: {sampler: {mode: figures}}."""
+    if task == "train" and len(args.variants) == 1:
+        result = _by_mode(args, task, batch_size, variant=args.variants[0])
+    elif task == "train":
+        result = {v: _by_mode(args, task, batch_size, variant=v) for v in args.variants}
+        first = result[args.variants[0]]
+        result["relative_img_per_s"] = {
+            v: {m: round(result[v][m]["img_per_s"] / first[m]["img_per_s"], 3) for m in args.modes
+                if "img_per_s" in result[v].get(m, {}) and "img_per_s" in first.get(m, {})}
+            for v in args.variants}
     else:
         result = {s: _by_mode(args, task, batch_size, s) for s in args.samplers}
     result.update(task=task, batch_size=batch_size, machine=machine())
@@ -260,6 +293,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement (default 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first (default 2)")
+    p.add_argument("--variants", nargs="+", choices=list(TRAIN_VARIANTS), default=["default"],
+                   help="train steps to time: plain (no clipping, no EMA), clip, default (clipping + EMA, the "
+                        "preset's), accum4 (default with 4 micro-batches per update); several: each one's "
+                        "img/s relative to the first")
     p.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS),
                    help="samplers to time (default: all three)")
     p.add_argument("--sample-steps", type=int,
@@ -274,6 +311,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help=argparse.SUPPRESS)
+    p.add_argument("--variant", choices=list(TRAIN_VARIANTS), default="default", help=argparse.SUPPRESS)
     return p
 
 
