@@ -5,7 +5,7 @@ One `.ckpt` (MindSpore's format) holds
 - the model's weights under their names relative to the model (`init_conv.weight`, ...),
 - the EMA weights under `ema.<name>` (when the run keeps an EMA),
 - the optimizer state under `optimizer.<name>` (Adam moments, beta powers, global_step),
-- the loss scale under `loss_scale` (mixed precision only),
+- the dynamic loss scale and its clean-step counter under `loss_scaler.*` (float16 only),
 - and scalars and strings: step, epoch, data position (`batch_in_epoch`), EMA updates done,
   the host RNG state and the run's config as JSON, the format version.
 
@@ -29,7 +29,8 @@ from mindspore import nn
 from ddpm_ms.config import Config
 
 FORMAT = 2
-EMA_PREFIX, OPTIMIZER_PREFIX, LOSS_SCALE = "ema.", "optimizer.", "loss_scale"
+EMA_PREFIX, OPTIMIZER_PREFIX, SCALER_PREFIX = "ema.", "optimizer.", "loss_scaler."
+SCALER_STATE = ("scale_value", "counter")  # the Parameters of ms.amp.DynamicLossScaler
 STATE_KEYS = ("step", "epoch", "batch_in_epoch", "ema_updates", "elapsed_s", "rng", "config", "format")
 _STEP_NAME = re.compile(r"^step_(\d+)\.ckpt$")
 
@@ -84,7 +85,7 @@ def optimizer_state(optimizer: nn.Optimizer, model_params) -> dict:
 
 
 def save_checkpoint(model: nn.Cell, path, extra: dict | None = None, ema_model: nn.Cell | None = None,
-                    optimizer: nn.Optimizer | None = None, loss_scale=None, config: Config | None = None) -> Path:
+                    optimizer: nn.Optimizer | None = None, loss_scaler=None, config: Config | None = None) -> Path:
     """Write the training state to `path` atomically. `extra` holds the scalars and strings of
     STATE_KEYS (step, epoch, ...)."""
     extra = dict(extra or {})
@@ -97,8 +98,8 @@ def save_checkpoint(model: nn.Cell, path, extra: dict | None = None, ema_model: 
     if optimizer is not None:
         entries += [{"name": OPTIMIZER_PREFIX + n, "data": p}
                     for n, p in optimizer_state(optimizer, model.get_parameters()).items()]
-    if loss_scale is not None:
-        entries.append({"name": LOSS_SCALE, "data": loss_scale})
+    if loss_scaler is not None:
+        entries += [{"name": SCALER_PREFIX + k, "data": getattr(loss_scaler, k)} for k in SCALER_STATE]
     if config is not None:
         extra["config"] = json.dumps(config.to_dict())
     extra["format"] = FORMAT
@@ -139,9 +140,9 @@ def _section(saved: dict, weights: str) -> dict:
     """The parameters of one set of weights ("raw" or "ema"), by name relative to the model."""
     if weights == "ema":
         return {k[len(EMA_PREFIX):]: v for k, v in saved.items() if k.startswith(EMA_PREFIX)}
-    skip = (EMA_PREFIX, OPTIMIZER_PREFIX)
+    skip = (EMA_PREFIX, OPTIMIZER_PREFIX, SCALER_PREFIX)
     return {k: v for k, v in saved.items()
-            if not k.startswith(skip) and k != LOSS_SCALE and k not in STATE_KEYS and isinstance(v, ms.Parameter)}
+            if not k.startswith(skip) and k not in STATE_KEYS and isinstance(v, ms.Parameter)}
 
 
 def _listing(items, limit=8) -> str:
@@ -198,6 +199,13 @@ def load_optimizer_state(optimizer: nn.Optimizer, model_params, saved: dict, pat
                                  "resume with the run's own config")
     for name, value in stored.items():
         own[name].set_data(value.data if isinstance(value, ms.Parameter) else value)
+
+
+def load_scaler_state(loss_scaler, saved: dict) -> None:
+    """Restore a DynamicLossScaler's scale and counter (a checkpoint without them leaves it)."""
+    for k in SCALER_STATE:
+        if SCALER_PREFIX + k in saved:
+            getattr(loss_scaler, k).set_data(saved[SCALER_PREFIX + k].data)
 
 
 # -- configs ------------------------------------------------------------------------------------

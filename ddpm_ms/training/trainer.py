@@ -162,8 +162,8 @@ class Trainer:
         if self.ema is not None:
             ckpt_io.load_into(self.ema_model, path, "ema", saved)
         ckpt_io.load_optimizer_state(self.optimizer, self.model.get_parameters(), saved, path)
-        if self.scaler is not None and ckpt_io.LOSS_SCALE in saved:
-            self.scaler.scale_value.set_data(saved[ckpt_io.LOSS_SCALE].data)
+        if self.scaler is not None:
+            ckpt_io.load_scaler_state(self.scaler, saved)
         state = ckpt_io.state_of(saved)
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
@@ -221,7 +221,7 @@ class Trainer:
         name = name or f"step_{self.step:07d}.ckpt"
         self.ckpt = ckpt_io.save_checkpoint(
             self.model, self.out / "checkpoints" / name, self.state(), ema_model=self.ema_model,
-            optimizer=self.optimizer, loss_scale=self.scaler.scale_value if self.scaler is not None else None,
+            optimizer=self.optimizer, loss_scaler=self.scaler,
             config=self.cfg)
         ckpt_io.rotate_checkpoints(self.out, t.keep_last, t.pin_every)
         return self.ckpt

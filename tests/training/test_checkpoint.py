@@ -45,6 +45,18 @@ def test_one_file_holds_weights_ema_optimizer_and_state(tmp_path):
     assert ck.load_into(fresh, path, "auto")["weights"] == "ema"
 
 
+def test_loss_scaler_state_round_trips(tmp_path):
+    scaler = ms.amp.DynamicLossScaler(scale_value=2.0 ** 10, scale_factor=2, scale_window=1000)
+    scaler.counter.set_data(ms.Tensor(37, scaler.counter.dtype))
+    model = small()
+    path = ck.save_checkpoint(model, tmp_path / "a.ckpt", {"step": 1}, loss_scaler=scaler)
+    fresh = ms.amp.DynamicLossScaler(scale_value=2.0 ** 16, scale_factor=2, scale_window=1000)
+    saved = ck.read_checkpoint(path)
+    ck.load_scaler_state(fresh, saved)
+    assert float(fresh.scale_value.asnumpy()) == 1024.0 and int(fresh.counter.asnumpy()) == 37
+    ck.load_into(small(), path)  # the scaler's entries are not mistaken for weights
+
+
 def test_a_checkpoint_without_ema_loads_raw_on_auto_and_refuses_ema(tmp_path):
     path = write(tmp_path / "a.ckpt", 1)
     assert ck.load_into(small(), path, "auto")["weights"] == "raw"
