@@ -128,3 +128,19 @@ def test_init_from_keeps_the_source_model_unless_a_preset_is_named(tmp_path):
     from_file = cfg_for("--init-from", str(tmp_path / "src" / "checkpoints" / "final.ckpt"))
     assert from_file.model.dim == 24, "a checkpoint path finds the config of its run"
     assert cfg_for("--init-from", str(tmp_path / "src"), "--preset", "fashion_mnist").model.dim == 16
+
+
+def test_resume_without_a_directory_takes_out_or_the_newest_run(tmp_path, monkeypatch):
+    import os
+    from ddpm_ms.cli import train as train_cli
+
+    monkeypatch.setattr(train_cli, "RUNS", tmp_path / "runs")
+    with pytest.raises(FileNotFoundError, match="pass --resume RUN_DIR"):
+        train_cli.resume_dir(parser().parse_args(["--resume"]))
+    for name, mtime in (("old", 1000), ("new", 1002), ("middle", 1001)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        cfg_for().save(tmp_path / "runs" / name / "config.json")
+        os.utime(tmp_path / "runs" / name / "config.json", (mtime, mtime))
+    assert train_cli.resume_dir(parser().parse_args(["--resume"])).name == "new"
+    args = parser().parse_args(["--resume", "--out", str(tmp_path / "runs" / "old")])
+    assert train_cli.resume_dir(args).name == "old"

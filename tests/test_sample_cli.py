@@ -114,3 +114,36 @@ def test_problems_found_after_loading_are_one_line(run_dir, tmp_path, capsys):
     (other / "checkpoints" / "final.ckpt").write_bytes((run_dir / "checkpoints" / "final.ckpt").read_bytes())
     assert sample_cli("--run", other) == 2
     assert "differ in shape" in capsys.readouterr().err
+
+
+def test_ema_weights_by_default_raw_on_request_and_both_side_by_side(tmp_path, capsys):
+    import mindspore as ms
+
+    run = tmp_path / "ema_run"
+    cfg = Config(preset="tiny", model=ModelConfig(image_size=(8, 8), channels=1, dim=8, dim_mults=(1, 2)),
+                 diffusion=DiffusionConfig(timesteps=40), data=DataConfig(), train=TrainConfig(sample_steps=10))
+    run.mkdir()
+    cfg.save(run / "config.json")
+    ms.set_seed(1)
+    raw = UNet(cfg.model)
+    ms.set_seed(2)
+    ema = UNet(cfg.model)  # other weights: the two must give other images from the same noise
+    save_checkpoint(raw, run / "checkpoints" / "final.ckpt", {"step": 1, "epoch": 0}, ema_model=ema)
+    arrays = {}
+    for weights in ("auto", "ema", "raw"):
+        assert sample_cli("--run", run, "--steps", 3, "--num", 4, "--weights", weights,
+                          "--npz", tmp_path / f"{weights}.npz", "--out", tmp_path / f"{weights}.png") == 0
+        arrays[weights] = np.load(tmp_path / f"{weights}.npz")["arr_0"]
+        assert f"{'ema' if weights == 'auto' else weights} weights" in capsys.readouterr().out
+    assert np.array_equal(arrays["auto"], arrays["ema"]) and not np.array_equal(arrays["ema"], arrays["raw"])
+    assert sample_cli("--run", run, "--steps", 3, "--num", 4, "--weights", "both") == 0
+    figure = run / "samples" / "ema-vs-raw-final-dpmpp-3steps-seed0.png"
+    assert figure.is_file() and str(figure) in capsys.readouterr().out
+    with Image.open(figure) as im:
+        assert im.width > 1.5 * im.height, "two grids side by side"
+
+
+def test_ema_weights_of_a_run_without_ema_are_a_clear_error(run_dir, capsys):
+    assert sample_cli("--run", run_dir, "--steps", 3, "--num", 2, "--weights", "ema") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no EMA weights" in err

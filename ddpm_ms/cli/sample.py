@@ -46,8 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=positive_float, default=12.0, help="GIF frames per second (default 12)")
     p.add_argument("--compare", action="store_true",
                    help="DDPM (T steps), DDIM (50) and DPM-Solver++ (20) on the same noise, side by side")
-    p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
-                   help="auto (default): the EMA weights when the checkpoint has them, else the raw ones")
+    p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw", "both"],
+                   help="auto (default): the EMA weights when the checkpoint has them, else the raw ones; "
+                        "both: EMA and raw side by side from the same noise")
     p.add_argument("--no-clip", action="store_true", help="do not clamp the predicted x0 to [-1, 1]")
     p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"],
                    help="auto picks Ascend, then GPU, then CPU")
@@ -104,9 +105,11 @@ def run(args) -> int:
     if args.compare and (args.steps or args.save_dir or args.npz or args.gif):
         raise UsageError("--compare uses fixed step counts and writes one figure: drop --steps, --save-dir, "
                          "--npz and --gif")
+    if args.weights == "both" and (args.compare or args.save_dir or args.npz or args.gif):
+        raise UsageError("--weights both writes one side-by-side figure: drop --compare, --save-dir, --npz and --gif")
     run_dir, ckpt = locate_run(args)
     device = select_device(args.device)
-    model, cfg = load_model(run_dir, ckpt, weights=args.weights)
+    model, cfg = load_model(run_dir, ckpt, weights="ema" if args.weights == "both" else args.weights)
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     T = schedule.timesteps
     image_shape = (cfg.model.channels, *cfg.model.image_size)
@@ -133,6 +136,8 @@ def run(args) -> int:
 
     scheduler = build_scheduler(args.sampler, schedule, cfg, args.eta, clip=not args.no_clip)
     steps = resolve_steps(scheduler, args.steps, T)
+    if args.weights == "both":
+        return compare_weights(args, run_dir, ckpt, model, scheduler, steps, image_shape, common)
     gif_every = args.gif_every or max(1, steps // 50)
     tic = time.perf_counter()
     images, trajectory = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps,
@@ -153,6 +158,24 @@ def run(args) -> int:
         gif = viz.save_denoising_gif(trajectory, args.gif, fps=args.fps, show_x0=args.gif_x0,
                                      max_images=args.gif_num)
         print(f"GIF ({len(trajectory)} frames): {gif}")
+    return 0
+
+
+def compare_weights(args, run_dir, ckpt, ema_model, scheduler, steps, image_shape, common) -> int:
+    """The checkpoint's EMA and raw weights from the same noise, side by side."""
+    from ddpm_ms import viz
+    from ddpm_ms.sampling import sample_many
+    from ddpm_ms.training import latest_checkpoint, load_model
+
+    raw_model, _ = load_model(run_dir, ckpt, weights="raw")
+    path = ckpt or latest_checkpoint(run_dir)
+    grids = {}
+    for name, model in (("EMA weights", ema_model), ("raw weights", raw_model)):
+        images, _ = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps, **common)
+        grids[f"{name}\n{path.name}, {TITLES[args.sampler]} {steps} steps"] = images
+    tag = f"ema-vs-raw-{path.stem}-{args.sampler.replace('+', 'p')}-{steps}steps-seed{args.seed}"
+    out = viz.save_comparison(grids, args.out or run_dir / "samples" / f"{tag}.png")
+    print(f"EMA and raw weights of {path}: {out}")
     return 0
 
 
