@@ -290,6 +290,7 @@ def plot_loss(csv_path, png_path, title: str = "training loss") -> Path:
         low = axes[1, 0]
         low.plot(log["step"], log["lr"], color="tab:green", lw=1.5)
         low.set_ylabel("learning rate", color="tab:green")
+        low.set_ylim(0, 1.1 * float(np.nanmax(log["lr"])) or 1.0)
         low.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
         low.grid(alpha=0.3)
         if "grad_norm" in log and np.isfinite(log["grad_norm"]).any():

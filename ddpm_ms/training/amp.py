@@ -27,22 +27,21 @@ _LOW_PRECISION_CELLS = (nn.Conv2d, nn.Dense, layers.Conv2d, layers.Dense)
 _FLOAT32_CELLS = (nn.GroupNorm, nn.LayerNorm, layers.Softmax)
 
 
-def resolve_amp(level: str, dtype: str, device: str) -> tuple[str, str | None]:
-    """(level that will run, message or None). Levels the device cannot run become O0 with a
-    message naming the reason and what runs instead."""
+def resolve_amp(level: str, dtype: str, device: str) -> tuple[str, str, str | None]:
+    """(level, dtype that will run, message or None). What the device cannot run is replaced,
+    with a message naming the reason and what runs instead."""
     if level not in AMP_LEVELS or dtype not in AMP_DTYPES:
         raise ValueError(f"amp level must be one of {AMP_LEVELS} and dtype one of {AMP_DTYPES}, "
                          f"got {level!r}, {dtype!r}")
     if level == "O0":
-        return "O0", None
+        return "O0", dtype, None
     if device == "CPU":
-        return "O0", (f"amp {level} with {dtype} is not supported on CPU (MindSpore's CPU convolution and "
-                      "im2col kernels take float32 only); training in float32 (O0) instead")
-    if device == "GPU" and dtype == "bfloat16":
-        return level, None if _gpu_has_bf16() else (
-            f"amp {level} with bfloat16 needs a GPU with compute capability 8.0 or newer; "
-            f"training with {level} in float16 instead")
-    return level, None
+        return "O0", dtype, (f"amp {level} with {dtype} is not supported on CPU (MindSpore's CPU convolution "
+                             "and im2col kernels take float32 only); training in float32 (O0) instead")
+    if device == "GPU" and dtype == "bfloat16" and not _gpu_has_bf16():
+        return level, "float16", (f"amp {level} with bfloat16 needs a GPU with compute capability 8.0 or newer; "
+                                  f"training with {level} in float16 (with loss scaling) instead")
+    return level, dtype, None
 
 
 def _gpu_has_bf16() -> bool:

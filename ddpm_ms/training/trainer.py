@@ -78,7 +78,7 @@ class Trainer:
         self.cfg = cfg.validate()
         t = cfg.train
         self.device = select_device(t.device)
-        self.amp_level, self.amp_note = resolve_amp(t.amp, t.amp_dtype, self.device)
+        self.amp_level, self.amp_dtype, self.amp_note = resolve_amp(t.amp, t.amp_dtype, self.device)
         if self.amp_note:
             warnings.warn(self.amp_note, stacklevel=2)
         ms.set_seed(t.seed)
@@ -94,7 +94,7 @@ class Trainer:
                              f"({t.grad_accum}); lower --batch-size or --grad-accum, or add images")
         self.total_steps = t.steps or t.epochs * self.steps_per_epoch
 
-        self.model = apply_amp(UNet(cfg.model), self.amp_level, t.amp_dtype)
+        self.model = apply_amp(UNet(cfg.model), self.amp_level, self.amp_dtype)
         self.ema_model = UNet(cfg.model) if t.ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
         d = cfg.diffusion
@@ -102,7 +102,7 @@ class Trainer:
         self.lr_schedule = WarmupSchedule(t.lr, t.lr_schedule, t.warmup_steps, self.total_steps)
         self.optimizer = build_optimizer(self.model.trainable_params(), self.lr_schedule, t.optimizer,
                                          t.weight_decay)
-        self.scaler = loss_scaler(self.amp_level, t.amp_dtype, t.loss_scale)
+        self.scaler = loss_scaler(self.amp_level, self.amp_dtype, t.loss_scale)
 
         self.step, self.epoch, self.batch_in_epoch, self.elapsed = 0, 1, 0, 0.0
         self.ckpt, self.resumed_from, self.initialised_from = None, None, None
@@ -121,7 +121,7 @@ class Trainer:
         self.train_step: TrainStep = make_train_step(
             self.diffusion, self.optimizer, jit=self.jit, grad_accum=t.grad_accum, clip_grad=t.clip_grad,
             weight_decay=decoupled_decay(t.optimizer, t.weight_decay), loss_scaler=self.scaler)
-        self._stop_signal, self._stop_at = None, None
+        self._stop_signal, self._stop_at, self._saved_step = None, None, self.step
 
     # -- set-up -------------------------------------------------------------------------------
     def _check_data_fits(self):
@@ -224,6 +224,7 @@ class Trainer:
             optimizer=self.optimizer, loss_scaler=self.scaler,
             config=self.cfg)
         ckpt_io.rotate_checkpoints(self.out, t.keep_last, t.pin_every)
+        self._saved_step = self.step
         return self.ckpt
 
     # -- the loop -----------------------------------------------------------------------------
@@ -333,7 +334,7 @@ class Trainer:
                 bar.update(1)
                 if self._stop_at is not None and self.step >= self._stop_at and self.step < self.total_steps:
                     self._stop_signal = f"stop_at {self._stop_at}"
-                if self.step % t.log_every == 0 or self.step == self.total_steps:
+                if self.step % t.log_every == 0 or self.step == self.total_steps or self._stop_signal is not None:
                     writer.writerow(window.row(self.step, self.epoch, self.elapsed))
                     f.flush()
                     bar.set_postfix(loss=f"{window.mean('loss'):.4f}", img_s=f"{window.speed:.1f}")
@@ -346,6 +347,8 @@ class Trainer:
                 if self.step < self.total_steps and t.sample_every and self.step % t.sample_every == 0 \
                         and self._stop_signal is None:
                     self._pictures(f"step_{self.step:07d}")
+            if self._stop_signal is not None and self._saved_step != self.step:
+                self.save()  # the signal came while pictures were being drawn
         return compile_s
 
     def _finish(self, compile_s):

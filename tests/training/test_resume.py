@@ -153,15 +153,26 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_amp_on_cpu_says_so_and_trains_in_float32(tmp_path):
-    level, note = resolve_amp("O2", "float16", "CPU")
+    level, _, note = resolve_amp("O2", "float16", "CPU")
     assert level == "O0" and "not supported on CPU" in note and "float32 (O0) instead" in note
-    assert resolve_amp("O1", "bfloat16", "Ascend") == ("O1", None)
+    assert resolve_amp("O1", "bfloat16", "Ascend") == ("O1", "bfloat16", None)
+    assert resolve_amp("O0", "float16", "CPU") == ("O0", "float16", None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer = Trainer(tiny_config(steps=1, amp="O2", mode="pynative"), tmp_path / "amp", dataset=tiny_dataset(), progress=False)
     assert trainer.amp_level == "O0" and trainer.scaler is None
     assert any("not supported on CPU" in str(w.message) for w in caught)
     assert set(compute_dtypes(trainer.model).values()) == {None}
+
+
+def test_amp_on_a_gpu_without_bfloat16_falls_back_to_float16(monkeypatch):
+    from ddpm_ms.training import amp
+
+    monkeypatch.setattr(amp, "_gpu_has_bf16", lambda: False)
+    level, dtype, note = resolve_amp("O2", "bfloat16", "GPU")
+    assert (level, dtype) == ("O2", "float16") and "compute capability 8.0" in note and "float16" in note
+    monkeypatch.setattr(amp, "_gpu_has_bf16", lambda: True)
+    assert resolve_amp("O2", "bfloat16", "GPU") == ("O2", "bfloat16", None)
 
 
 def test_amp_levels_cast_the_right_layers():
