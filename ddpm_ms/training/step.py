@@ -94,8 +94,8 @@ class TrainStep:
         else:
             finite = ops.isfinite(norm)
             grads = ops.depend(grads, self._apply(grads, lr))
-        if self.accum is not None:
-            for a, g in zip(self.accum, grads):
+        if self.accum is not None:  # after the sum was read (side effects keep program order)
+            for a in self.accum:
                 ops.assign(a, ops.zeros_like(a))
         return loss, norm, lr, finite
 
