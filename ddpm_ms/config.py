@@ -8,9 +8,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ddpm_ms.files import atomic_write
 
 BLOCKS = ("resnet", "convnext")
 BETA_SCHEDULES = ("linear", "cosine", "quadratic", "sigmoid")
@@ -219,10 +220,8 @@ class Config:
 
     def save(self, path) -> None:
         """Write JSON atomically: a reader never sees half a file."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
     @classmethod
     def load(cls, path) -> "Config":

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ddpm_ms.files import atomic_write
 
-def _atomic_target(path) -> tuple[Path, Path]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path, path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+def _write(path, write) -> Path:
+    """Pictures are written atomically (never half a PNG under the final name), not fsynced."""
+    return atomic_write(path, write, durable=False)
 
 
 def to_uint8(images) -> np.ndarray:
@@ -51,29 +51,23 @@ def save_images(images, directory, prefix: str) -> list[Path]:
     """Every image of an (N, C, H, W) batch in [-1, 1] as its own PNG, `<prefix>_<index>.png`."""
     paths = []
     for i, img in enumerate(to_uint8(images).transpose(0, 2, 3, 1)):
-        path, tmp = _atomic_target(Path(directory) / f"{prefix}_{i:05d}.png")
-        _pil(img).save(tmp, format="PNG")
-        os.replace(tmp, path)
-        paths.append(path)
+        paths.append(_write(Path(directory) / f"{prefix}_{i:05d}.png",
+                            lambda tmp, img=img: _pil(img).save(tmp, format="PNG")))
     return paths
 
 
 def save_npz(images, path) -> Path:
     """An (N, C, H, W) batch in [-1, 1] as one uint8 (N, H, W, C) array under the key arr_0, the
     layout FID tools read."""
-    path, tmp = _atomic_target(path)
-    with open(tmp, "wb") as f:
-        np.savez(f, to_uint8(images).transpose(0, 2, 3, 1))
-    os.replace(tmp, path)
-    return path
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, to_uint8(images).transpose(0, 2, 3, 1))
+    return _write(path, write)
 
 
 def save_grid(images, path, nrow: int | None = None) -> Path:
     """Write `images` as one PNG grid."""
-    path, tmp = _atomic_target(path)
-    _pil(make_grid(images, nrow)).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return _write(path, lambda tmp: _pil(make_grid(images, nrow)).save(tmp, format="PNG"))
 
 
 def _captioned(grid: np.ndarray, caption: str, height: int = 16) -> np.ndarray:
@@ -103,12 +97,9 @@ def write_gif(grids, path, fps: float = 12.0, hold_last_s: float = 2.0) -> Path:
         raise ValueError("a GIF needs at least one frame")
     if not fps > 0 or hold_last_s < 0:
         raise ValueError(f"fps must be positive and hold_last_s non-negative, got {fps} and {hold_last_s}")
-    path, tmp = _atomic_target(path)
     grids = [g[..., 0] if g.shape[-1] == 1 else g for g in grids]
     durations = [1000.0 / fps] * (len(grids) - 1) + [max(hold_last_s * 1000.0, 1000.0 / fps)]
-    imageio.mimsave(tmp, grids, format="GIF", duration=durations, loop=0)
-    os.replace(tmp, path)
-    return path
+    return _write(path, lambda tmp: imageio.mimsave(tmp, grids, format="GIF", duration=durations, loop=0))
 
 
 def save_gif(frames, path, fps: float = 12.0, hold_last_s: float = 2.0, nrow: int | None = None,
@@ -163,11 +154,11 @@ def _pyplot():
 
 def _save_figure(fig, png_path, tight: bool = False) -> Path:
     plt = _pyplot()
-    path, tmp = _atomic_target(png_path)
-    fig.savefig(tmp, format="png", **({"bbox_inches": "tight", "pad_inches": 0.1} if tight else {}))
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return _write(png_path, lambda tmp: fig.savefig(
+            tmp, format="png", **({"bbox_inches": "tight", "pad_inches": 0.1} if tight else {})))
+    finally:
+        plt.close(fig)
 
 
 def forward_process(image, schedule, timesteps, seed: int = 0) -> np.ndarray:

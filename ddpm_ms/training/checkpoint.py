@@ -18,7 +18,6 @@ or by `--pin-every N`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ import mindspore as ms
 from mindspore import nn
 
 from ddpm_ms.config import Config
+from ddpm_ms.files import atomic_write
 
 FORMAT = 2
 EMA_PREFIX, OPTIMIZER_PREFIX, SCALER_PREFIX = "ema.", "optimizer.", "loss_scaler."
@@ -44,36 +44,6 @@ class CheckpointUnreadable(OSError):
 
 
 # -- writing ------------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write) -> Path:
-    """`write(tmp_path)` then flush and rename onto `path`; a failure leaves `path` as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
 def _named(cell: nn.Cell, prefix: str = "") -> list[dict]:
     return [{"name": prefix + name, "data": p} for name, p in cell.parameters_and_names()]
 

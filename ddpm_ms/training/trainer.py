@@ -27,6 +27,7 @@ from ddpm_ms.config import Config
 from ddpm_ms.data import build_dataset
 from ddpm_ms.device import select_device
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
+from ddpm_ms.files import atomic_write
 from ddpm_ms.models import UNet, count_parameters
 from ddpm_ms.sampling import DDPMScheduler, sample
 from ddpm_ms.training import checkpoint as ckpt_io
@@ -379,7 +380,7 @@ class Trainer:
                    "initialised_from": self.initialised_from, "interrupted": interrupted}
         if not interrupted:
             summary.update(grid=str(self.out / "samples" / "final.png"), gif=str(self.out / "denoising.gif"))
-        ckpt_io.atomic_write(self.out / "summary.json",
+        atomic_write(self.out / "summary.json",
                              lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
         return summary
 
@@ -396,7 +397,7 @@ def _truncate_log(path: Path, step: int) -> None:
             writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-    ckpt_io.atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _complete(row: dict) -> bool:

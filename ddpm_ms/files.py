@@ -1,0 +1,40 @@
+"""Writing files so that nobody ever sees half of one: the one helper every writer uses."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write, durable: bool = True) -> Path:
+    """`write(tmp_path)` into `.tmp-<name>` beside `path`, then rename it onto `path`: a reader,
+    or a process killed at any moment, sees the old complete file or the new one. `durable`
+    also flushes the data and the directory entry to disk first (checkpoints, configs, logs;
+    pictures skip it). A failure removes the temporary file and leaves `path` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        write(tmp)
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+    return path
