@@ -74,17 +74,6 @@ def locate_run(args) -> tuple[Path, Path | None]:
                             "their run directory (run/checkpoints/*.ckpt) or pass --run")
 
 
-def build_scheduler(name, schedule, cfg, eta=None, clip=True):
-    from ddpm_ms.sampling import make_scheduler
-
-    kwargs = {"prediction_type": cfg.diffusion.objective, "clip_sample": clip}
-    if name == "ddpm":
-        kwargs["variance_type"] = cfg.train.variance
-    if name == "ddim":
-        kwargs["eta"] = 0.0 if eta is None else eta
-    return make_scheduler(name, schedule, **kwargs)
-
-
 def resolve_steps(scheduler, steps, T) -> int:
     """--steps, or the scheduler's own default (all T for DDPM, at most 50 / 20 for DDIM / DPM-Solver++)."""
     steps = steps or scheduler.num_inference_steps
@@ -96,8 +85,7 @@ def resolve_steps(scheduler, steps, T) -> int:
 def run(args) -> int:
     from ddpm_ms import viz
     from ddpm_ms.device import select_device
-    from ddpm_ms.diffusion import NoiseSchedule
-    from ddpm_ms.sampling import sample_many
+    from ddpm_ms.sampling import sample_many, scheduler_for
     from ddpm_ms.training import load_model
 
     if args.eta is not None and (args.sampler != "ddim" or args.compare):
@@ -110,8 +98,7 @@ def run(args) -> int:
     run_dir, ckpt = locate_run(args)
     device = select_device(args.device)
     model, cfg = load_model(run_dir, ckpt, weights="ema" if args.weights == "both" else args.weights)
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
-    T = schedule.timesteps
+    T = cfg.diffusion.timesteps
     image_shape = (cfg.model.channels, *cfg.model.image_size)
     common = dict(batch_size=args.batch_size, seed=args.seed, jit=args.mode == "graph",
                   progress=not args.no_progress)
@@ -122,7 +109,7 @@ def run(args) -> int:
     if args.compare:
         grids, lines = {}, []
         for name in SAMPLER_NAMES:
-            scheduler = build_scheduler(name, schedule, cfg, clip=not args.no_clip)
+            scheduler = scheduler_for(name, cfg, clip=not args.no_clip)
             steps = scheduler.num_inference_steps
             tic = time.perf_counter()
             images, _ = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps, **common)
@@ -134,7 +121,7 @@ def run(args) -> int:
         print(f"comparison: {out}")
         return 0
 
-    scheduler = build_scheduler(args.sampler, schedule, cfg, args.eta, clip=not args.no_clip)
+    scheduler = scheduler_for(args.sampler, cfg, args.eta, clip=not args.no_clip)
     steps = resolve_steps(scheduler, args.steps, T)
     if args.weights == "both":
         return compare_weights(args, run_dir, ckpt, model, scheduler, steps, image_shape, common)

@@ -15,6 +15,19 @@ def make_scheduler(name: str, schedule, **kwargs) -> Scheduler:
     return SAMPLERS[name](schedule, **kwargs)
 
 
+def scheduler_for(name: str, cfg, eta: float | None = None, clip: bool = True) -> Scheduler:
+    """The scheduler `name` for a model trained with config `cfg`: its schedule, its prediction
+    target and (DDPM) its posterior variance; DDIM is deterministic unless `eta` is given."""
+    from ddpm_ms.diffusion import NoiseSchedule
+
+    kwargs = {"prediction_type": cfg.diffusion.objective, "clip_sample": clip}
+    if name == "ddpm":
+        kwargs["variance_type"] = cfg.train.variance
+    if name == "ddim":
+        kwargs["eta"] = 0.0 if eta is None else eta
+    return make_scheduler(name, NoiseSchedule.from_config(cfg.diffusion), **kwargs)
+
+
 __all__ = ["SAMPLERS", "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "Frame", "Scheduler",
            "SchedulerOutput", "compiled", "make_scheduler", "noise_generator", "sample", "sample_many",
-           "spaced_timesteps"]
+           "scheduler_for", "spaced_timesteps"]

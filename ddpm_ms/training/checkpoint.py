@@ -272,12 +272,14 @@ def rotate_checkpoints(run_dir, keep_last: int, pin_every: int | None = None) ->
 def load_model(run_dir, checkpoint=None, weights: str = "auto"):
     """(model, config) from a run directory, using its config.json and its latest (or the given)
     checkpoint. weights: "auto" (EMA when the checkpoint has it, as DDPM samples), "ema" or "raw";
-    the set loaded is in `model.loaded_weights`."""
+    the set loaded is in `model.loaded_weights`, the file and its training step in
+    `model.checkpoint` and `model.checkpoint_step`."""
     from ddpm_ms.models import UNet
 
     cfg = Config.load(run_dir)
     model = UNet(cfg.model)
-    info = load_into(model, checkpoint or latest_checkpoint(run_dir), weights=weights)
-    model.loaded_weights = info["weights"]
+    path = Path(checkpoint or latest_checkpoint(run_dir))
+    info = load_into(model, path, weights=weights)
+    model.loaded_weights, model.checkpoint, model.checkpoint_step = info["weights"], path, info.get("step")
     model.set_train(False)
     return model, cfg

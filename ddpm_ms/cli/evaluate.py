@@ -1,0 +1,143 @@
+"""python scripts/evaluate.py --run DIR | --ckpt PATH | --npz FILE [flags]: measure sample quality.
+
+Draws --num images with --sampler in --steps model calls (or reads them from --npz), scores them
+against the real test set in the committed classifier's feature space and prints one JSON object:
+FID, Inception Score, precision, recall, class histogram, sampler, steps, num, seconds. For a
+model the record is also appended to <run>/eval.jsonl, so runs, samplers and step counts can be
+compared later. FID falls as the sample count grows: compare figures at the same --num only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ddpm_ms.cli.args import non_negative_int, positive_int
+
+SAMPLER_NAMES = ("ddpm", "ddim", "dpm++")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evaluate.py", description="FID, Inception Score, precision and recall of "
+                                "samples, against the real test set.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="run directory: its config.json and latest checkpoint")
+    src.add_argument("--ckpt", type=Path, help="a checkpoint inside a run directory")
+    src.add_argument("--npz", type=Path, help="score images made elsewhere: uint8 N x 28 x 28 [x 1] under arr_0")
+    p.add_argument("--data", choices=["fashion_mnist", "mnist"],
+                   help="which classifier and test set (default: the run's data set; required with --npz)")
+    p.add_argument("--data-root", type=Path, help="folder with the data set's IDX files (default: embedded copy)")
+    p.add_argument("--sampler", default="dpm++", choices=SAMPLER_NAMES, help="default dpm++ (DPM-Solver++ 2M)")
+    p.add_argument("--steps", type=positive_int, help="model calls: default all T for ddpm, 50 ddim, 20 dpm++")
+    p.add_argument("--num", type=positive_int, default=10_000, help="images to draw (default 10000)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
+    p.add_argument("--batch-size", type=positive_int, default=250, help="images per model call (default 250)")
+    p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
+                   help="auto (default): the EMA weights when the checkpoint has them")
+    p.add_argument("--save-npz", type=Path, help="also keep the drawn images (uint8 N x H x W x C, arr_0)")
+    p.add_argument("--grid", type=Path, help="also write the first 64 images as a PNG grid")
+    p.add_argument("--no-log", action="store_true", help="do not append to the run's eval.jsonl")
+    p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"])
+    p.add_argument("--mode", default="graph", choices=["graph", "pynative"])
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def read_npz(path: Path):
+    """The image array of an .npz (arr_0, or its only array)."""
+    import zipfile
+
+    import numpy as np
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        f = np.load(path)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable .npz file ({e}); write one with sample.py --npz") from e
+    with f:
+        if not hasattr(f, "files"):
+            raise ValueError(f"{path} is a .npy array, not an .npz; save it with np.savez(path, images)")
+        key = "arr_0" if "arr_0" in f.files else (f.files[0] if len(f.files) == 1 else None)
+        if key is None:
+            raise ValueError(f"{path} holds {', '.join(f.files)}; put the images under arr_0")
+        return f[key]
+
+
+def append_record(path: Path, record: dict) -> None:
+    """Add one JSON line to `path` without ever leaving it half-written."""
+    from ddpm_ms.files import atomic_write
+
+    old = path.read_text() if path.is_file() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(old + json.dumps(record) + "\n"))
+
+
+def run(args) -> int:
+    from ddpm_ms.cli.sample import locate_run
+    from ddpm_ms.device import select_device
+    from ddpm_ms.metrics.evaluation import FeatureExtractor, Reference, sample_and_score, score_images
+
+    if args.npz is not None and args.data is None:
+        raise ValueError("--npz needs --data fashion_mnist|mnist: which classifier and test set to score against")
+    if args.npz is not None and (args.steps or args.save_npz or args.grid or args.weights != "auto"):
+        raise ValueError("--steps, --weights, --save-npz and --grid apply to a model (--run/--ckpt), not to --npz")
+    device = select_device(args.device)
+    jit = args.mode == "graph"
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if args.npz is not None:
+        images = read_npz(args.npz)
+        extractor = FeatureExtractor(args.data, jit=jit)
+        reference = Reference.load(args.data, extractor, args.data_root)
+        tic = time.perf_counter()
+        record = {"npz": str(args.npz), **score_images(images, extractor, reference)}
+        record.update(score_seconds=round(time.perf_counter() - tic, 1), date=started)
+        print(json.dumps(record))
+        return 0
+
+    from ddpm_ms import viz
+    from ddpm_ms.training import load_model
+
+    run_dir, ckpt = locate_run(args)
+    model, cfg = load_model(run_dir, ckpt, weights=args.weights)
+    data = args.data or cfg.data.dataset
+    if tuple(cfg.model.image_size) != (28, 28) or cfg.model.channels != 1:
+        raise ValueError(f"{run_dir} makes {cfg.model.channels}-channel {cfg.model.image_size[0]}x"
+                         f"{cfg.model.image_size[1]} images; FID here needs 28x28 grayscale (fashion_mnist, mnist)")
+    if args.steps and args.steps > cfg.diffusion.timesteps:
+        raise ValueError(f"--steps {args.steps} is more than the model's {cfg.diffusion.timesteps} diffusion "
+                         f"timesteps; use 1..{cfg.diffusion.timesteps}")
+    extractor = FeatureExtractor(data, jit=jit)
+    reference = Reference.load(data, extractor, args.data_root)
+    print(f"model: {model.checkpoint} (step {model.checkpoint_step}, {model.loaded_weights} weights)  "
+          f"device: {device}  reference: {reference.name}", file=sys.stderr)
+    record, images = sample_and_score(model, cfg, extractor, reference, args.sampler, args.steps, args.num,
+                                      args.seed, args.batch_size, jit=jit, progress=not args.no_progress)
+    record = {"checkpoint": str(model.checkpoint), "step": model.checkpoint_step, "weights": model.loaded_weights,
+              **record, "device": device, "date": started}
+    if args.save_npz:
+        viz.save_npz(images, args.save_npz)
+    if args.grid:
+        viz.save_grid(images[:64], args.grid)
+    print(json.dumps(record))
+    if not args.no_log:
+        append_record(run_dir / "eval.jsonl", record)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from ddpm_ms.device import DeviceUnavailable
+    from ddpm_ms.metrics.evaluation import MetricsUnavailable
+    from ddpm_ms.training import CheckpointMismatch, CheckpointUnreadable
+
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, MetricsUnavailable, CheckpointMismatch, CheckpointUnreadable,
+            DeviceUnavailable) as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 2
