@@ -24,6 +24,7 @@ OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "warmup-constant")
 AMP_LEVELS = ("O0", "O1", "O2")
 AMP_DTYPES = ("float16", "bfloat16")
+EVAL_SAMPLERS = ("ddpm", "ddim", "dpm++")  # the names ddpm_ms.sampling.SAMPLERS knows
 
 
 def _size2(size) -> tuple[int, int]:
@@ -143,6 +144,10 @@ class TrainConfig:
     num_samples: int = 16        # images in each grid and in the GIF
     sample_steps: int = 250      # DDPM steps used for grids and the GIF (respaced from T)
     variance: str = "fixed_small"
+    eval_every: int = 0          # steps between FID evaluations while training (0: none); see evaluate.py
+    eval_num: int = 1000         # images drawn for each evaluation (FID is comparable at equal counts only)
+    eval_sampler: str = "dpm++"
+    eval_steps: int = 20
 
     def validate(self) -> None:
         positive = {"batch_size": self.batch_size, "epochs": self.epochs, "save_every": self.save_every,
@@ -167,7 +172,8 @@ class TrainConfig:
             raise ValueError(f"train.variance must be one of {VARIANCES}, got {self.variance!r}")
         for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
-                                     ("amp", self.amp, AMP_LEVELS), ("amp_dtype", self.amp_dtype, AMP_DTYPES)):
+                                     ("amp", self.amp, AMP_LEVELS), ("amp_dtype", self.amp_dtype, AMP_DTYPES),
+                                     ("eval_sampler", self.eval_sampler, EVAL_SAMPLERS)):
             if value not in allowed:
                 raise ValueError(f"train.{name} must be one of {allowed}, got {value!r}")
         if self.weight_decay < 0:
@@ -181,6 +187,12 @@ class TrainConfig:
             raise ValueError(f"train.ema_decay must be in [0, 1) (0 turns EMA off), got {self.ema_decay}")
         if not self.loss_scale >= 1:
             raise ValueError(f"train.loss_scale must be >= 1, got {self.loss_scale}")
+        if int(self.eval_every) < 0 or int(self.eval_steps) < 1:
+            raise ValueError(f"train.eval_every must be >= 0 and train.eval_steps >= 1, got {self.eval_every} "
+                             f"and {self.eval_steps}")
+        if int(self.eval_num) < 4:
+            raise ValueError(f"train.eval_num must be at least 4 (precision and recall use 3 nearest "
+                             f"neighbours), got {self.eval_num}")
 
 
 @dataclass
@@ -194,6 +206,9 @@ class Config:
     def validate(self) -> "Config":
         for part in (self.model, self.diffusion, self.data, self.train):
             part.validate()
+        if self.train.eval_steps > self.diffusion.timesteps:
+            raise ValueError(f"train.eval_steps ({self.train.eval_steps}) cannot exceed "
+                             f"diffusion.timesteps ({self.diffusion.timesteps})")
         if self.train.sample_steps > self.diffusion.timesteps:
             raise ValueError(f"train.sample_steps ({self.train.sample_steps}) cannot exceed "
                              f"diffusion.timesteps ({self.diffusion.timesteps})")

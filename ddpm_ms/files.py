@@ -38,3 +38,15 @@ def atomic_write(path, write, durable: bool = True) -> Path:
     if durable:
         _fsync_dir(path.parent)
     return path
+
+
+def append_jsonl(path, record: dict) -> Path:
+    """Add `record` as one JSON line to `path`, rewriting the file atomically: a kill never
+    leaves a half-written line (eval.jsonl, which holds minutes-long evaluations, stays whole)."""
+    import json
+
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(old + json.dumps(record) + "\n"))

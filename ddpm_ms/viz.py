@@ -257,8 +257,9 @@ def read_log(csv_path) -> dict[str, np.ndarray]:
 
 
 def plot_loss(csv_path, png_path, title: str = "training loss") -> Path:
-    """Loss against step from a run's log.csv, with a smoothed line; below it, when the log has
-    them, the learning rate and the gradient norm."""
+    """Loss against step from a run's log.csv, with a smoothed line (and FID on a second axis when
+    the run evaluated while training); below it, when the log has them, the learning rate and
+    the gradient norm."""
     plt = _pyplot()
     log = read_log(csv_path)
     extra = bool(log) and "lr" in log and np.isfinite(log["lr"]).any()
@@ -273,7 +274,17 @@ def plot_loss(csv_path, png_path, title: str = "training loss") -> Path:
             smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
             ax.plot(step[k - 1:], smooth, color="tab:blue", lw=2, label=f"moving average of {k}")
         ax.set_yscale("log")
-        ax.legend()
+        fid = log.get("fid")
+        if fid is not None and np.isfinite(fid).any():
+            keep = np.isfinite(fid)
+            twin = ax.twinx()
+            twin.plot(step[keep], fid[keep], "o-", color="tab:purple", lw=1.5, ms=4, label="FID (right axis)")
+            twin.set_ylabel("FID (eval during training)", color="tab:purple")
+            handles, labels = ax.get_legend_handles_labels()
+            more = twin.get_legend_handles_labels()
+            ax.legend(handles + more[0], labels + more[1])
+        else:
+            ax.legend()
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")

@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 def pytest_configure(config):
     select_device("CPU")
+    # Cached test-set features go to a throw-away folder, not the user's ~/.cache.
+    os.environ.setdefault("DDPM_MS_CACHE", tempfile.mkdtemp(prefix="ddpm_ms-test-cache-"))
 
 
 @pytest.fixture

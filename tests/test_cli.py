@@ -75,6 +75,12 @@ def test_training_flags_of_long_runs_reach_the_config():
     assert (preset.ema_decay, preset.clip_grad, preset.keep_last) == (0.999, 1.0, 3)
 
 
+def test_evaluation_flags_reach_the_config():
+    t = cfg_for("--eval-every", "500", "--eval-num", "2000", "--eval-sampler", "ddim", "--eval-steps", "50").train
+    assert (t.eval_every, t.eval_num, t.eval_sampler, t.eval_steps) == (500, 2000, "ddim", 50)
+    assert cfg_for().train.eval_every == 0  # off unless asked for
+
+
 def test_config_file_and_run_directory_are_starting_points(tmp_path):
     cfg = cfg_for("--preset", "mnist", "--steps", "7")
     cfg.save(tmp_path / "config.json")
@@ -94,6 +100,9 @@ def test_config_file_and_run_directory_are_starting_points(tmp_path):
     (["--amp-dtype", "float8"], "invalid choice"),
     (["--lr-schedule", "step"], "invalid choice"),
     (["--keep-last", "-1"], "zero or positive"),
+    (["--eval-num", "3", "--eval-every", "10"], "at least 4"),
+    (["--eval-steps", "2000", "--eval-every", "10"], "cannot exceed"),
+    (["--eval-sampler", "euler"], "invalid choice"),
     (["--resume", "runs/x", "--init-from", "runs/y"], "use one"),
     (["--resume", "runs/x", "--preset", "mnist"], "drop --preset"),
 ])

@@ -67,18 +67,9 @@ def read_npz(path: Path):
         return f[key]
 
 
-def append_record(path: Path, record: dict) -> None:
-    """Add one JSON line to `path` without ever leaving it half-written."""
-    from ddpm_ms.files import atomic_write
-
-    old = path.read_text() if path.is_file() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(old + json.dumps(record) + "\n"))
-
-
 def run(args) -> int:
     from ddpm_ms.cli.sample import locate_run
+    from ddpm_ms.files import append_jsonl
     from ddpm_ms.device import select_device
     from ddpm_ms.metrics.evaluation import FeatureExtractor, Reference, sample_and_score, score_images
 
@@ -125,7 +116,7 @@ def run(args) -> int:
         viz.save_grid(images[:64], args.grid)
     print(json.dumps(record))
     if not args.no_log:
-        append_record(run_dir / "eval.jsonl", record)
+        append_jsonl(run_dir / "eval.jsonl", record)
     return 0
 
 

@@ -90,6 +90,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--sample-every", type=positive_int, help="updates between sample grids (default: each epoch)")
     r.add_argument("--sample-steps", type=positive_int, help="DDPM steps for grids and the GIF (default 250)")
     r.add_argument("--num-samples", type=positive_int, help="images per grid")
+    e = p.add_argument_group("evaluation while training (28x28 Fashion-MNIST / MNIST models)")
+    e.add_argument("--eval-every", type=non_negative_int,
+                   help="updates between FID evaluations, logged in log.csv's fid column and eval.jsonl (default 0: none)")
+    e.add_argument("--eval-num", type=positive_int, help="images per evaluation (default 1000)")
+    e.add_argument("--eval-sampler", choices=["ddpm", "ddim", "dpm++"], help="sampler for evaluations (default dpm++)")
+    e.add_argument("--eval-steps", type=positive_int, help="sampler steps for evaluations (default 20)")
     r.add_argument("--strict-data", action="store_true", help="a corrupt image is an error instead of skipped")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -135,7 +141,8 @@ def config_from_args(args) -> Config:
                  "weight_decay": args.weight_decay, "lr_schedule": args.lr_schedule,
                  "warmup_steps": args.warmup_steps, "grad_accum": args.grad_accum, "ema_decay": args.ema_decay,
                  "ema_update_every": args.ema_update_every, "amp": args.amp, "amp_dtype": args.amp_dtype,
-                 "keep_last": args.keep_last, "pin_every": args.pin_every}
+                 "keep_last": args.keep_last, "pin_every": args.pin_every, "eval_every": args.eval_every,
+                 "eval_num": args.eval_num, "eval_sampler": args.eval_sampler, "eval_steps": args.eval_steps}
     for name, value in overrides.items():
         if value is not None:
             setattr(t, name, value)

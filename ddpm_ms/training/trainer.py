@@ -36,11 +36,11 @@ from ddpm_ms.training.ema import EMA
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer, decoupled_decay
 from ddpm_ms.training.step import TrainStep, make_train_step
 
-LOG_FIELDS = ["step", "epoch", "loss", "lr", "grad_norm", "img_per_s", "ema_decay", "elapsed_s"]
+LOG_FIELDS = ["step", "epoch", "loss", "lr", "grad_norm", "img_per_s", "ema_decay", "elapsed_s", "fid"]
 # Settings a resumed run may change: how long it runs and what it writes, not what it learns.
 RESUMABLE_CHANGES = tuple(f"train.{k}" for k in (
     "epochs", "steps", "device", "mode", "save_every", "log_every", "sample_every", "num_samples",
-    "sample_steps", "keep_last", "pin_every")) + ("data.num_workers", "data.root", "data.strict")
+    "sample_steps", "keep_last", "pin_every", "eval_every", "eval_num", "eval_sampler", "eval_steps")) + ("data.num_workers", "data.root", "data.strict")
 
 __all__ = ["LOG_FIELDS", "NonFiniteLoss", "Trainer", "make_train_step", "prepare_run_dir"]
 
@@ -94,6 +94,8 @@ class Trainer:
             raise ValueError("the data set yields fewer batches than one update needs "
                              f"({t.grad_accum}); lower --batch-size or --grad-accum, or add images")
         self.total_steps = t.steps or t.epochs * self.steps_per_epoch
+        self._evaluator = self._build_evaluator() if t.eval_every else None
+        self.last_eval = None
 
         self.model = apply_amp(UNet(cfg.model), self.amp_level, self.amp_dtype)
         self.ema_model = UNet(cfg.model) if t.ema_decay > 0 else None
@@ -136,6 +138,37 @@ class Trainer:
                 f"the data yields {c}-channel {h}x{w} images but the model is configured for {m.channels}-channel "
                 f"{m.image_size[0]}x{m.image_size[1]}: pick the preset that matches the data, or set "
                 "model.channels / model.image_size to the data's")
+
+    def _build_evaluator(self):
+        """(feature extractor, test-set reference) for FID during training, checked before
+        anything is written: only 28x28 grayscale Fashion-MNIST / MNIST models have one."""
+        from ddpm_ms.metrics.evaluation import FeatureExtractor, MetricsUnavailable, Reference
+
+        m, data = self.cfg.model, self.cfg.data
+        if (m.channels, *m.image_size) != (1, 28, 28) or data.dataset not in ("fashion_mnist", "mnist"):
+            raise MetricsUnavailable(f"--eval-every measures FID with a Fashion-MNIST / MNIST classifier; this run "
+                                     f"trains {m.channels}-channel {m.image_size[0]}x{m.image_size[1]} "
+                                     f"{data.dataset} images. Drop --eval-every")
+        extractor = FeatureExtractor(data.dataset, jit=self.jit)
+        return extractor, Reference.load(data.dataset, extractor, data.root)
+
+    def evaluate(self) -> dict:
+        """FID and friends of `eval_num` images from the sampling model (same noise every time,
+        so successive figures differ by the model only); appended to the run's eval.jsonl."""
+        from ddpm_ms.files import append_jsonl
+        from ddpm_ms.metrics.evaluation import sample_and_score
+
+        t = self.cfg.train
+        extractor, reference = self._evaluator
+        record, _ = sample_and_score(self.sampling_model, self.cfg, extractor, reference, t.eval_sampler,
+                                     t.eval_steps, t.eval_num, seed=t.seed, batch_size=min(250, t.eval_num),
+                                     jit=self.jit, progress=False)
+        self.model.set_train(True)
+        record = {"checkpoint": None, "step": self.step, "weights": "ema" if self.ema is not None else "raw",
+                  **record, "during_training": True}
+        append_jsonl(self.out / "eval.jsonl", record)
+        self.last_eval = record
+        return record
 
     def _init_weights(self, source):
         source = Path(source)
@@ -335,10 +368,17 @@ class Trainer:
                 bar.update(1)
                 if self._stop_at is not None and self.step >= self._stop_at and self.step < self.total_steps:
                     self._stop_signal = f"stop_at {self._stop_at}"
-                if self.step % t.log_every == 0 or self.step == self.total_steps or self._stop_signal is not None:
-                    writer.writerow(window.row(self.step, self.epoch, self.elapsed))
+                fid = None
+                if t.eval_every and (self.step % t.eval_every == 0 or self.step == self.total_steps) \
+                        and self._stop_signal is None:
+                    fid = self.evaluate()["fid"]
+                if self.step % t.log_every == 0 or self.step == self.total_steps or self._stop_signal is not None \
+                        or fid is not None:
+                    row = window.row(self.step, self.epoch, self.elapsed)
+                    writer.writerow({**row, "fid": "" if fid is None else fid})
                     f.flush()
-                    bar.set_postfix(loss=f"{window.mean('loss'):.4f}", img_s=f"{window.speed:.1f}")
+                    postfix = {"loss": f"{window.mean('loss'):.4f}", "img_s": f"{window.speed:.1f}"}
+                    bar.set_postfix(postfix if fid is None else {**postfix, "fid": f"{fid:.2f}"})
                     window = _Window()
                     if time.time() - last_plot > 60:
                         self._plot_loss()
@@ -378,6 +418,9 @@ class Trainer:
                    "checkpoint": str(self.ckpt), "weights": "ema" if self.ema is not None else "raw",
                    "resumed_from": str(self.resumed_from) if self.resumed_from else None,
                    "initialised_from": self.initialised_from, "interrupted": interrupted}
+        if self.last_eval is not None:
+            summary["eval"] = {k: self.last_eval[k] for k in ("step", "fid", "inception_score", "precision", "recall",
+                                                              "sampler", "steps", "num")}
         if not interrupted:
             summary.update(grid=str(self.out / "samples" / "final.png"), gif=str(self.out / "denoising.gif"))
         atomic_write(self.out / "summary.json",

@@ -1,6 +1,7 @@
 """End-to-end: a tiny compiled training run whose loss falls, its run directory, checkpoints that
 round-trip (and refuse another config), a NaN loss, and a run directory that already exists."""
 import csv
+import json
 
 import mindspore as ms
 import mindspore.dataset as ds
@@ -33,7 +34,9 @@ def tiny_dataset(n=256, batch_size=16):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    trainer = Trainer(tiny_config(), out, dataset=tiny_dataset(), progress=False)
+    # FID evaluated at steps 30 and 60 on 16 images (DPM-Solver++, 3 steps).
+    trainer = Trainer(tiny_config(eval_every=30, eval_num=16, eval_steps=3), out, dataset=tiny_dataset(),
+                      progress=False)
     summary = trainer.fit()
     return out, summary, trainer
 
@@ -52,10 +55,33 @@ def test_run_directory_is_self_describing(trained):
     out, summary, _ = trained
     for name in ("config.json", "log.csv", "loss.png", "denoising.gif", "summary.json",
                  "checkpoints/step_0000030.ckpt", "checkpoints/step_0000060.ckpt", "checkpoints/final.ckpt",
-                 "samples/step_0000060.png", "samples/final.png"):
+                 "samples/step_0000060.png", "samples/final.png", "eval.jsonl"):
         assert (out / name).is_file(), name
     assert not list(out.rglob(".tmp*")), "no temporary files are left behind"
-    assert Config.load(out).to_dict() == tiny_config().to_dict()
+    assert Config.load(out).to_dict() == tiny_config(eval_every=30, eval_num=16, eval_steps=3).to_dict()
+
+
+def test_fid_is_logged_while_training(trained):
+    out, summary, _ = trained
+    with open(out / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    fids = {int(r["step"]): float(r["fid"]) for r in rows if r["fid"]}
+    assert sorted(fids) == [30, 60] and all(v > 0 for v in fids.values()), fids
+    records = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["fid"], r["num"], r["sampler"], r["steps"]) for r in records] == \
+        [(30, fids[30], 16, "dpm++", 3), (60, fids[60], 16, "dpm++", 3)]
+    assert records[0]["weights"] == "ema" and 0 <= records[0]["precision"] <= 1
+    assert summary["eval"]["fid"] == fids[60] and summary["eval"]["step"] == 60
+
+
+def test_evaluation_without_a_classifier_for_the_data_is_refused_before_writing(tmp_path):
+    from ddpm_ms.metrics.evaluation import MetricsUnavailable
+
+    cfg = tiny_config(eval_every=10)
+    cfg.data.dataset = "image_folder"
+    with pytest.raises(MetricsUnavailable, match="Drop --eval-every"):
+        Trainer(cfg, tmp_path / "run", dataset=tiny_dataset(), progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_checkpoint_round_trip_ema_by_default_raw_on_request(trained):
