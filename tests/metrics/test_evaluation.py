@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
 
 from ddpm_ms.cli.evaluate import main
 from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
@@ -14,6 +13,17 @@ from ddpm_ms.metrics.evaluation import (FeatureExtractor, MetricsUnavailable, Re
                                         classifier_weights, score_features, score_images, to_uint8_gray)
 from ddpm_ms.models import UNet
 from ddpm_ms.training import save_checkpoint
+
+
+def gaussian_blur(images, sigma=1.0):
+    """Separable Gaussian blur of (N, H, W) uint8 images (radius 4 sigma, edges mirrored)."""
+    r = int(4 * sigma + 0.5)
+    kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    x = np.pad(images.astype(np.float64), ((0, 0), (r, r), (r, r)), mode="symmetric")
+    x = sum(w * x[:, i:i + images.shape[1], :] for i, w in enumerate(kernel))
+    x = sum(w * x[:, :, i:i + images.shape[2]] for i, w in enumerate(kernel))
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +61,7 @@ def test_real_images_score_near_the_floor_and_noise_and_blur_far_above(extractor
     noise = score_images(np.random.default_rng(0).integers(0, 256, train_images.shape, dtype=np.uint8),
                          extractor, reference)
     test = load_idx_dataset("fashion_mnist", None, "test")[0][:2000]
-    blurred = np.stack([gaussian_filter(x.astype(np.float32), 1.0) for x in test]).round().astype(np.uint8)
+    blurred = gaussian_blur(test)
     blur = score_images(blurred, extractor, reference)
     # Measured: noise 1309, blur (sigma 1 px) 316.
     assert noise["fid"] > 100 * real["fid"] and blur["fid"] > 20 * real["fid"], (real, noise, blur)
@@ -158,3 +168,13 @@ def test_corrupt_npz_and_colour_models_are_refused(tmp_path, capsys):
     assert evaluate_cli("--run", run, "--num", 4) == 2
     assert "needs 28x28 grayscale" in capsys.readouterr().err
     assert not (run / "eval.jsonl").exists()
+
+
+def test_mnist_classifier_scores_digits_near_the_floor_and_clothes_far_above(mnist_dir):
+    extractor = FeatureExtractor("mnist")
+    reference = Reference.load("mnist", extractor, mnist_dir)
+    digits = score_images(load_idx_dataset("mnist", mnist_dir, "train")[0][:2000], extractor, reference)
+    clothes = score_images(load_idx_dataset("fashion_mnist", None, "test")[0][:2000], extractor, reference)
+    # Measured: 2,000 train digits give FID 14.4 (10,000 give 5.5); 2,000 Fashion-MNIST images 1388.
+    assert digits["fid"] < 25 and digits["inception_score"] > 9, digits
+    assert clothes["fid"] > 30 * digits["fid"] and clothes["recall"] < 0.1, clothes
