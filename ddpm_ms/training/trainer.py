@@ -211,6 +211,7 @@ class Trainer:
         for tmp in self.out.rglob(".tmp-*"):
             tmp.unlink(missing_ok=True)  # a write cut short by a kill
         _truncate_log(self.out / "log.csv", self.step)
+        _truncate_evaluations(self.out / "eval.jsonl", self.step)
 
     # -- pictures -----------------------------------------------------------------------------
     @property
@@ -441,6 +442,22 @@ def _truncate_log(path: Path, step: int) -> None:
             writer.writeheader()
             writer.writerows(rows)
     atomic_write(path, write)
+
+
+def _truncate_evaluations(path: Path, step: int) -> None:
+    """Drop the evaluations made while training after `step` (the resumed run makes them again);
+    keep evaluate.py's records and any line that does not parse is dropped with them."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not (record.get("during_training") and int(record.get("step") or 0) > step):
+            kept.append(line + "\n")
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
 
 
 def _complete(row: dict) -> bool:

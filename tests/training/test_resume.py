@@ -1,6 +1,7 @@
 """A run stopped and resumed equals the same run done straight; fine-tuning from another run;
 mixed precision on CPU; failures that stop before or during training with a clear message."""
 import csv
+import json
 import warnings
 
 import mindspore.dataset as ds
@@ -187,3 +188,14 @@ def test_amp_levels_cast_the_right_layers():
     assert loss_scaler("O2", "bfloat16", 2.0 ** 16) is None  # bfloat16 has float32's range
     assert float(loss_scaler("O1", "float16", 1024.0).scale_value.asnumpy()) == 1024.0
     assert loss_scaler("O0", "float16", 1024.0) is None
+
+
+def test_resume_drops_the_evaluations_it_will_make_again(tmp_path):
+    from ddpm_ms.training.trainer import _truncate_evaluations
+
+    path = tmp_path / "eval.jsonl"
+    records = [{"step": 4, "fid": 9.0, "during_training": True}, {"step": 9, "fid": 5.0},  # evaluate.py's
+               {"step": 8, "fid": 7.0, "during_training": True}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 12, "fid"')  # cut short by a kill
+    _truncate_evaluations(path, 5)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == records[:2]
