@@ -27,11 +27,15 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--run", type=Path, help="run directory: its config.json and latest checkpoint")
     src.add_argument("--ckpt", type=Path, help="a checkpoint inside a run directory")
     src.add_argument("--npz", type=Path, help="score images made elsewhere: uint8 N x 28 x 28 [x 1] under arr_0")
+    src.add_argument("--report", type=Path, metavar="RUN",
+                     help="print a run's eval.jsonl as a Markdown table (nothing is sampled)")
     p.add_argument("--data", choices=["fashion_mnist", "mnist"],
                    help="which classifier and test set (default: the run's data set; required with --npz)")
     p.add_argument("--data-root", type=Path, help="folder with the data set's IDX files (default: embedded copy)")
     p.add_argument("--sampler", default="dpm++", choices=SAMPLER_NAMES, help="default dpm++ (DPM-Solver++ 2M)")
     p.add_argument("--steps", type=positive_int, help="model calls: default all T for ddpm, 50 ddim, 20 dpm++")
+    p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
+                   help="the sampler's timestep grid (default leading; see docs/sampling.md)")
     p.add_argument("--num", type=positive_int, default=10_000, help="images to draw (default 10000)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per model call (default 250)")
@@ -67,7 +71,37 @@ def read_npz(path: Path):
         return f[key]
 
 
+REPORT_COLUMNS = (("step", "training step"), ("weights", "weights"), ("sampler", "sampler"), ("steps", "steps"),
+                  ("spacing", "grid"),
+                  ("num", "images"), ("fid", "FID"), ("inception_score", "IS"), ("precision", "precision"),
+                  ("recall", "recall"), ("seconds", "sampling s"))
+
+
+def report(run_dir: Path) -> str:
+    """A run's evaluations as a Markdown table, grouped by image count (FIDs compare only within one)."""
+    path = run_dir / "eval.jsonl" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: evaluate the run first (evaluate.py --run {run_dir})")
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    records.sort(key=lambda r: (r.get("num", 0), r.get("step") or 0, r.get("sampler", ""), r.get("steps", 0)))
+    lines = ["| " + " | ".join(title for _, title in REPORT_COLUMNS) + " |",
+             "|" + " --- |" * len(REPORT_COLUMNS)]
+    for r in records:
+        cells = ["" if r.get(key) is None else f"{r[key]:.3f}" if key in ("inception_score", "precision", "recall")
+                 else str(r[key]) for key, _ in REPORT_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
+    if args.report is not None:
+        print(report(args.report))
+        return 0
     from ddpm_ms.cli.sample import locate_run
     from ddpm_ms.files import append_jsonl
     from ddpm_ms.device import select_device
@@ -75,8 +109,9 @@ def run(args) -> int:
 
     if args.npz is not None and args.data is None:
         raise ValueError("--npz needs --data fashion_mnist|mnist: which classifier and test set to score against")
-    if args.npz is not None and (args.steps or args.save_npz or args.grid or args.weights != "auto"):
-        raise ValueError("--steps, --weights, --save-npz and --grid apply to a model (--run/--ckpt), not to --npz")
+    if args.npz is not None and (args.steps or args.spacing or args.save_npz or args.grid or args.weights != "auto"):
+        raise ValueError("--steps, --spacing, --weights, --save-npz and --grid apply to a model (--run/--ckpt), "
+                         "not to --npz")
     device = select_device(args.device)
     jit = args.mode == "graph"
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -107,7 +142,8 @@ def run(args) -> int:
     print(f"model: {model.checkpoint} (step {model.checkpoint_step}, {model.loaded_weights} weights)  "
           f"device: {device}  reference: {reference.name}", file=sys.stderr)
     record, images = sample_and_score(model, cfg, extractor, reference, args.sampler, args.steps, args.num,
-                                      args.seed, args.batch_size, jit=jit, progress=not args.no_progress)
+                                      args.seed, args.batch_size, jit=jit, progress=not args.no_progress,
+                                      timestep_spacing=args.spacing)
     record = {"checkpoint": str(model.checkpoint), "step": model.checkpoint_step, "weights": model.loaded_weights,
               **record, "device": device, "date": started}
     if args.save_npz:

@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
                    help="ddpm (ancestral), ddim or dpm++ (DPM-Solver++ 2M); default dpm++")
     p.add_argument("--steps", type=positive_int,
                    help="model calls: default all T for ddpm, 50 for ddim, 20 for dpm++")
+    p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
+                   help="which timesteps the sampler visits: leading (default; starts at t = 950 for 20 steps), "
+                        "trailing (starts at T-1), linspace; see docs/sampling.md")
     p.add_argument("--eta", type=unit_float, help="DDIM noise scale, 0 (deterministic, default) to 1")
     p.add_argument("--num", type=positive_int, default=64, help="images to draw (default 64)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
@@ -109,7 +112,7 @@ def run(args) -> int:
     if args.compare:
         grids, lines = {}, []
         for name in SAMPLER_NAMES:
-            scheduler = scheduler_for(name, cfg, clip=not args.no_clip)
+            scheduler = scheduler_for(name, cfg, clip=not args.no_clip, timestep_spacing=args.spacing)
             steps = scheduler.num_inference_steps
             tic = time.perf_counter()
             images, _ = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps, **common)
@@ -121,7 +124,8 @@ def run(args) -> int:
         print(f"comparison: {out}")
         return 0
 
-    scheduler = scheduler_for(args.sampler, cfg, args.eta, clip=not args.no_clip)
+    scheduler = scheduler_for(args.sampler, cfg, args.eta, clip=not args.no_clip,
+                              timestep_spacing=args.spacing)
     steps = resolve_steps(scheduler, args.steps, T)
     if args.weights == "both":
         return compare_weights(args, run_dir, ckpt, model, scheduler, steps, image_shape, common)

@@ -15,12 +15,14 @@ def make_scheduler(name: str, schedule, **kwargs) -> Scheduler:
     return SAMPLERS[name](schedule, **kwargs)
 
 
-def scheduler_for(name: str, cfg, eta: float | None = None, clip: bool = True) -> Scheduler:
+def scheduler_for(name: str, cfg, eta: float | None = None, clip: bool = True,
+                  timestep_spacing: str | None = None) -> Scheduler:
     """The scheduler `name` for a model trained with config `cfg`: its schedule, its prediction
-    target and (DDPM) its posterior variance; DDIM is deterministic unless `eta` is given."""
+    target and (DDPM) its posterior variance; DDIM is deterministic unless `eta` is given.
+    timestep_spacing: None for the scheduler's default grid, or leading / trailing / linspace."""
     from ddpm_ms.diffusion import NoiseSchedule
 
-    kwargs = {"prediction_type": cfg.diffusion.objective, "clip_sample": clip}
+    kwargs = {"prediction_type": cfg.diffusion.objective, "clip_sample": clip, "timestep_spacing": timestep_spacing}
     if name == "ddpm":
         kwargs["variance_type"] = cfg.train.variance
     if name == "ddim":
