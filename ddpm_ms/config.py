@@ -206,7 +206,7 @@ class Config:
     def validate(self) -> "Config":
         for part in (self.model, self.diffusion, self.data, self.train):
             part.validate()
-        if self.train.eval_steps > self.diffusion.timesteps:
+        if self.train.eval_every and self.train.eval_steps > self.diffusion.timesteps:
             raise ValueError(f"train.eval_steps ({self.train.eval_steps}) cannot exceed "
                              f"diffusion.timesteps ({self.diffusion.timesteps})")
         if self.train.sample_steps > self.diffusion.timesteps:

@@ -79,6 +79,8 @@ def test_evaluation_flags_reach_the_config():
     t = cfg_for("--eval-every", "500", "--eval-num", "2000", "--eval-sampler", "ddim", "--eval-steps", "50").train
     assert (t.eval_every, t.eval_num, t.eval_sampler, t.eval_steps) == (500, 2000, "ddim", 50)
     assert cfg_for().train.eval_every == 0  # off unless asked for
+    short = cfg_for("--timesteps", "10").train  # a short schedule lowers the evaluation's steps with it
+    assert (short.eval_steps, short.sample_steps) == (10, 10)
 
 
 def test_config_file_and_run_directory_are_starting_points(tmp_path):

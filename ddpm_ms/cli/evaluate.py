@@ -15,7 +15,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ddpm_ms.cli.args import non_negative_int, positive_int
+from ddpm_ms.cli.args import _number, non_negative_int, positive_int
+
+at_least_4 = _number(int, "an integer", lambda v: v >= 4, "at least 4 (precision and recall use 3 nearest neighbours)")
 
 SAMPLER_NAMES = ("ddpm", "ddim", "dpm++")
 
@@ -32,12 +34,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", choices=["fashion_mnist", "mnist"],
                    help="which classifier and test set (default: the run's data set; required with --npz)")
     p.add_argument("--data-root", type=Path, help="folder with the data set's IDX files (default: embedded copy)")
-    p.add_argument("--sampler", default="dpm++", choices=SAMPLER_NAMES, help="default dpm++ (DPM-Solver++ 2M)")
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, help="default dpm++ (DPM-Solver++ 2M)")
     p.add_argument("--steps", type=positive_int, help="model calls: default all T for ddpm, 50 ddim, 20 dpm++")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
                    help="the sampler's timestep grid (default leading; see docs/sampling.md)")
-    p.add_argument("--num", type=positive_int, default=10_000, help="images to draw (default 10000)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
+    p.add_argument("--num", type=at_least_4, help="images to draw (default 10000)")
+    p.add_argument("--seed", type=non_negative_int, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per model call (default 250)")
     p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
                    help="auto (default): the EMA weights when the checkpoint has them")
@@ -62,9 +64,9 @@ def read_npz(path: Path):
         f = np.load(path)
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable .npz file ({e}); write one with sample.py --npz") from e
+    if isinstance(f, np.ndarray):
+        raise ValueError(f"{path} is a .npy array, not an .npz; save it with np.savez(path, images)")
     with f:
-        if not hasattr(f, "files"):
-            raise ValueError(f"{path} is a .npy array, not an .npz; save it with np.savez(path, images)")
         key = "arr_0" if "arr_0" in f.files else (f.files[0] if len(f.files) == 1 else None)
         if key is None:
             raise ValueError(f"{path} holds {', '.join(f.files)}; put the images under arr_0")
@@ -109,9 +111,13 @@ def run(args) -> int:
 
     if args.npz is not None and args.data is None:
         raise ValueError("--npz needs --data fashion_mnist|mnist: which classifier and test set to score against")
-    if args.npz is not None and (args.steps or args.spacing or args.save_npz or args.grid or args.weights != "auto"):
-        raise ValueError("--steps, --spacing, --weights, --save-npz and --grid apply to a model (--run/--ckpt), "
-                         "not to --npz")
+    model_only = {"--sampler": args.sampler, "--steps": args.steps, "--spacing": args.spacing, "--num": args.num,
+                  "--seed": args.seed, "--save-npz": args.save_npz, "--grid": args.grid,
+                  "--weights": None if args.weights == "auto" else args.weights}
+    given = [flag for flag, value in model_only.items() if value is not None]
+    if args.npz is not None and given:
+        raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to a model (--run/--ckpt), "
+                         "not to --npz: the images are already drawn")
     device = select_device(args.device)
     jit = args.mode == "graph"
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -131,6 +137,8 @@ def run(args) -> int:
     run_dir, ckpt = locate_run(args)
     model, cfg = load_model(run_dir, ckpt, weights=args.weights)
     data = args.data or cfg.data.dataset
+    # The run's own data folder holds its test split too (MNIST is not embedded).
+    data_root = args.data_root or (cfg.data.root if data == cfg.data.dataset else None)
     if tuple(cfg.model.image_size) != (28, 28) or cfg.model.channels != 1:
         raise ValueError(f"{run_dir} makes {cfg.model.channels}-channel {cfg.model.image_size[0]}x"
                          f"{cfg.model.image_size[1]} images; FID here needs 28x28 grayscale (fashion_mnist, mnist)")
@@ -138,11 +146,11 @@ def run(args) -> int:
         raise ValueError(f"--steps {args.steps} is more than the model's {cfg.diffusion.timesteps} diffusion "
                          f"timesteps; use 1..{cfg.diffusion.timesteps}")
     extractor = FeatureExtractor(data, jit=jit)
-    reference = Reference.load(data, extractor, args.data_root)
+    reference = Reference.load(data, extractor, data_root)
     print(f"model: {model.checkpoint} (step {model.checkpoint_step}, {model.loaded_weights} weights)  "
           f"device: {device}  reference: {reference.name}", file=sys.stderr)
-    record, images = sample_and_score(model, cfg, extractor, reference, args.sampler, args.steps, args.num,
-                                      args.seed, args.batch_size, jit=jit, progress=not args.no_progress,
+    sampler, num, seed = args.sampler or "dpm++", args.num or 10_000, args.seed or 0
+    record, images = sample_and_score(model, cfg, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit, progress=not args.no_progress,
                                       timestep_spacing=args.spacing)
     record = {"checkpoint": str(model.checkpoint), "step": model.checkpoint_step, "weights": model.loaded_weights,
               **record, "device": device, "date": started}
@@ -158,12 +166,16 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    from ddpm_ms.data import DataError
     from ddpm_ms.device import DeviceUnavailable
     from ddpm_ms.metrics.evaluation import MetricsUnavailable
     from ddpm_ms.training import CheckpointMismatch, CheckpointUnreadable
 
     try:
         return run(args)
+    except DataError as e:  # its message names train.py's --data DIR; here the folder is --data-root
+        print(f"evaluate.py: error: {e}".replace("--data DIR", "--data-root DIR"), file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, MetricsUnavailable, CheckpointMismatch, CheckpointUnreadable,
             DeviceUnavailable) as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)

@@ -159,6 +159,8 @@ def config_from_args(args) -> Config:
         cfg.diffusion.timesteps = args.timesteps
         if args.sample_steps is None:
             t.sample_steps = min(t.sample_steps, args.timesteps)
+        if args.eval_steps is None:
+            t.eval_steps = min(t.eval_steps, args.timesteps)
     if args.dataset is not None:
         cfg.data.dataset = args.dataset
         if args.data is None and args.resume is None:

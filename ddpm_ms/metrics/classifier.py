@@ -30,7 +30,7 @@ class _ConvBlock(nn.Cell):
 
 
 class FeatureClassifier(nn.Cell):
-    """28x28x1 -> 32 x 14x14 -> 64 x 7x7 -> global average -> 128 features -> 10 logits."""
+    """28x28x1 -> 32 x 14x14 -> 64 x 7x7 -> flatten, dense -> 128 features (ReLU) -> 10 logits."""
 
     def __init__(self, width: int = 32, feature_dim: int = FEATURE_DIM, num_classes: int = NUM_CLASSES,
                  dropout: float = 0.3):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +68,9 @@ def to_uint8_gray(images) -> np.ndarray:
             raise ValueError(f"float images must be (N, 1, 28, 28) in [-1, 1], got shape {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("the images contain NaN or Inf: the model that drew them is broken")
+        if x.min() >= 0.0 and x.max() > 0.0:
+            raise ValueError("float images are expected in [-1, 1] (what the samplers return), but these have no "
+                             "negative values: images in [0, 1] would be scored wrong. Pass x * 2 - 1, or uint8")
         from ddpm_ms.viz import to_uint8
         return to_uint8(x)[:, 0]
     if x.ndim == 4 and x.shape[-1] == 1:
@@ -127,11 +132,23 @@ class Reference:
     features: np.ndarray
     mu: np.ndarray = field(init=False)
     sigma: np.ndarray = field(init=False)
-    radii: np.ndarray = field(init=False)
+    _subsets: dict = field(init=False, repr=False)
 
     def __post_init__(self):
         self.mu, self.sigma = feature_statistics(self.features)
-        self.radii = knn_radii(self.features, PR_K)
+        self._subsets = {}
+
+    def manifold(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(features, k-NN radii) of a fixed random subset of n real images (all of them when n is
+        at least their number). Precision and recall compare sets of equal size, as
+        Kynkäänniemi et al. do: a sample set smaller than the real one would get wider k-NN
+        balls than the real images and an inflated recall."""
+        n = min(int(n), len(self.features))
+        if n not in self._subsets:
+            keep = np.sort(np.random.default_rng(0).permutation(len(self.features))[:n])
+            subset = self.features[keep]
+            self._subsets[n] = (subset, knn_radii(subset, PR_K))
+        return self._subsets[n]
 
     @property
     def name(self) -> str:
@@ -150,7 +167,7 @@ class Reference:
             try:
                 with np.load(cached) as f:
                     return cls(data, split, f["features"])
-            except (OSError, KeyError, ValueError):
+            except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error):
                 pass  # a damaged cache is recomputed below
         images, _ = load_idx_dataset(data, root, split)
         features, _ = extractor(images)
@@ -164,12 +181,14 @@ class Reference:
 
 
 def score_features(features, probs, reference: Reference) -> dict:
-    """FID, Inception Score, precision, recall and class histogram of sample features."""
-    if len(features) < 2:
-        raise ValueError(f"scoring needs at least 2 images, got {len(features)}")
+    """FID (against all the real images), Inception Score (one split over all samples), precision,
+    recall (against as many real images as samples) and class histogram of sample features."""
     mu, sigma = feature_statistics(features)
-    precision, recall = (precision_recall(reference.features, features, PR_K, reference.radii)
-                         if len(features) > PR_K else (float("nan"), float("nan")))
+    if len(features) <= PR_K:
+        raise ValueError(f"scoring needs more than {PR_K} images (precision and recall use {PR_K} nearest "
+                         f"neighbours), got {len(features)}")
+    real, radii = reference.manifold(len(features))
+    precision, recall = precision_recall(real, features, PR_K, radii)
     return {"fid": round(frechet_distance(mu, sigma, reference.mu, reference.sigma), 4),
             "inception_score": round(inception_score(probs), 4),
             "precision": round(precision, 4), "recall": round(recall, 4),

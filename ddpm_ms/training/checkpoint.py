@@ -9,7 +9,7 @@ One `.ckpt` (MindSpore's format) holds
 - and scalars and strings: step, epoch, data position (`batch_in_epoch`), EMA updates done,
   the host RNG state and the run's config as JSON, the format version.
 
-A file is written to `.tmp-<name>`, flushed to disk, then renamed: a reader (or a run killed
+A file is written to `.tmp-<pid>-<name>`, flushed to disk, then renamed: a reader (or a run killed
 at any moment) sees either the previous complete file or the new complete one. Rotation keeps
 the newest `keep_last` `step_*.ckpt` files and never touches anything else, so a checkpoint is
 pinned by renaming it (`cp step_0002000.ckpt keep_2000.ckpt`), by a `<name>.pin` file beside it,

@@ -65,7 +65,7 @@ def test_real_images_score_near_the_floor_and_noise_and_blur_far_above(extractor
     blur = score_images(blurred, extractor, reference)
     # Measured: noise 1309, blur (sigma 1 px) 316.
     assert noise["fid"] > 100 * real["fid"] and blur["fid"] > 20 * real["fid"], (real, noise, blur)
-    assert noise["recall"] < 0.05 and blur["recall"] < 0.2, (noise, blur)
+    assert noise["recall"] < 0.05 and blur["recall"] < 0.2, (noise, blur)  # (noise precision is 0.98: see README)
     assert noise["inception_score"] < 2, noise
 
 
@@ -75,10 +75,20 @@ def test_reference_features_are_cached_under_the_classifier_and_data_digests(cac
     again = Reference.load("fashion_mnist", extractor)
     np.testing.assert_array_equal(again.features, reference.features)
     np.testing.assert_allclose(again.mu, reference.mu)
-    files[0].write_bytes(b"damaged")  # a damaged cache is recomputed and rewritten, not trusted
-    redone = Reference.load("fashion_mnist", extractor)
-    np.testing.assert_allclose(redone.features, reference.features, rtol=1e-5, atol=1e-5)
-    assert np.load(files[0])["features"].shape == reference.features.shape
+    for damage in (b"", b"PK\x03\x04 cut short", b"damaged"):  # empty, broken zip, not a zip
+        files[0].write_bytes(damage)  # a damaged cache is recomputed and rewritten, not trusted
+        redone = Reference.load("fashion_mnist", extractor)
+        np.testing.assert_allclose(redone.features, reference.features, rtol=1e-5, atol=1e-5)
+        assert np.load(files[0])["features"].shape == reference.features.shape
+
+
+def test_precision_and_recall_compare_equal_sized_sets(reference):
+    subset, radii = reference.manifold(500)
+    assert subset.shape == (500, 128) and radii.shape == (500,)
+    assert reference.manifold(500)[0] is subset  # one fixed subset per size
+    rows = {tuple(r) for r in reference.features[:, :4].round(5)}
+    assert all(tuple(r) in rows for r in subset[:, :4].round(5))  # drawn from the real features
+    assert len(reference.manifold(10 ** 6)[0]) == len(reference.features)
 
 
 def test_float_samples_and_their_uint8_copy_score_the_same(extractor, reference, train_images):
@@ -96,6 +106,7 @@ def test_float_samples_and_their_uint8_copy_score_the_same(extractor, reference,
     (np.zeros((4, 3, 28, 28), np.float32), "(N, 1, 28, 28)"),
     (np.full((4, 1, 28, 28), np.nan, np.float32), "NaN"),
     (np.zeros((4, 32, 32, 3), np.uint8), "28x28 grayscale"),
+    (np.full((4, 1, 28, 28), 0.5, np.float32), "[0, 1]"),
 ])
 def test_wrong_images_are_named(images, needle):
     with pytest.raises(ValueError) as e:
@@ -160,9 +171,15 @@ def test_model_evaluation_prints_and_logs_one_record_per_call(cache, reference, 
     (["--npz", "x.npz"], "--npz needs --data"),
     (["--npz", "missing.npz", "--data", "mnist"], "does not exist"),
     (["--run", "no/such/run"], "does not exist"),
+    (["--npz", "x.npz", "--data", "mnist", "--num", "100"], "--num applies to a model"),
+    (["--run", "r", "--num", "3"], "at least 4"),
 ])
 def test_bad_arguments_exit_with_a_message(argv, needle, capsys):
-    assert evaluate_cli(*argv) == 2
+    try:
+        code = evaluate_cli(*argv)
+    except SystemExit as e:  # argparse's own checks
+        code = e.code
+    assert code == 2
     assert needle in capsys.readouterr().err
 
 
@@ -171,6 +188,9 @@ def test_corrupt_npz_and_colour_models_are_refused(tmp_path, capsys):
     bad.write_bytes(b"not a zip")
     assert evaluate_cli("--npz", bad, "--data", "fashion_mnist") == 2
     assert "not a readable .npz" in capsys.readouterr().err
+    np.save(tmp_path / "plain.npy", np.zeros((5, 28, 28), np.uint8))
+    assert evaluate_cli("--npz", tmp_path / "plain.npy", "--data", "fashion_mnist") == 2
+    assert "is a .npy array, not an .npz" in capsys.readouterr().err
     run = make_run(tmp_path / "rgb", image_size=(16, 16), channels=3)
     assert evaluate_cli("--run", run, "--num", 4) == 2
     assert "needs 28x28 grayscale" in capsys.readouterr().err
@@ -185,3 +205,13 @@ def test_mnist_classifier_scores_digits_near_the_floor_and_clothes_far_above(mni
     # Measured: 2,000 train digits give FID 14.4 (10,000 give 5.5); 2,000 Fashion-MNIST images 1388.
     assert digits["fid"] < 25 and digits["inception_score"] > 9, digits
     assert clothes["fid"] > 30 * digits["fid"] and clothes["recall"] < 0.1, clothes
+
+
+def test_the_runs_own_data_folder_is_the_reference(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    cfg = Config.load(run)
+    cfg.data.root = str(tmp_path / "my_fashion")  # trained from a folder: its test split is scored against
+    cfg.save(run / "config.json")
+    assert evaluate_cli("--run", run, "--num", 4) == 2
+    err = capsys.readouterr().err
+    assert "my_fashion" in err and "--data-root DIR" in err and "--data DIR" not in err, err
