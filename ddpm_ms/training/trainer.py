@@ -40,7 +40,8 @@ LOG_FIELDS = ["step", "epoch", "loss", "lr", "grad_norm", "img_per_s", "ema_deca
 # Settings a resumed run may change: how long it runs and what it writes, not what it learns.
 RESUMABLE_CHANGES = tuple(f"train.{k}" for k in (
     "epochs", "steps", "device", "mode", "save_every", "log_every", "sample_every", "num_samples",
-    "sample_steps", "keep_last", "pin_every", "eval_every", "eval_num", "eval_sampler", "eval_steps")) + ("data.num_workers", "data.root", "data.strict")
+    "sample_steps", "keep_last", "pin_every", "eval_every", "eval_num", "eval_sampler", "eval_steps")) + (
+    "data.num_workers", "data.root", "data.strict")
 
 __all__ = ["LOG_FIELDS", "NonFiniteLoss", "Trainer", "make_train_step", "prepare_run_dir"]
 
@@ -445,8 +446,8 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def _truncate_evaluations(path: Path, step: int) -> None:
-    """Drop the evaluations made while training after `step` (the resumed run makes them again);
-    keep evaluate.py's records and any line that does not parse is dropped with them."""
+    """Drop the evaluations made while training after `step` (the resumed run makes them again)
+    and any line a kill cut short; evaluate.py's records stay."""
     if not path.is_file():
         return
     kept = []
