@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,9 +147,13 @@ def load_image(path, size: int = 128, channels: int = 3) -> np.ndarray:
 
 
 def _pyplot():
+    """pyplot for figures drawn straight to files. Scripts get the Agg backend (no window, no
+    display needed); a notebook or any caller that already chose a backend (MPLBACKEND, or
+    pyplot imported first) keeps its own, so its inline figures still show."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
