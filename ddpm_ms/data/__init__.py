@@ -1,6 +1,6 @@
 """Data pipelines (mindspore.dataset), embedded data locations and downloads."""
-from ddpm_ms.data.datasets import (DataError, build_dataset, idx_dataset, image_folder_dataset,
+from ddpm_ms.data.datasets import (CLASS_NAMES, DataError, build_dataset, idx_dataset, image_folder_dataset,
                                    load_idx_dataset, read_idx, scan_image_folder)
 
-__all__ = ["DataError", "build_dataset", "idx_dataset", "image_folder_dataset", "load_idx_dataset",
+__all__ = ["CLASS_NAMES", "DataError", "build_dataset", "idx_dataset", "image_folder_dataset", "load_idx_dataset",
            "read_idx", "scan_image_folder"]
