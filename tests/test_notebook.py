@@ -1,7 +1,6 @@
 """The tutorial notebook: committed without outputs, and run top to bottom in a fresh kernel."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -71,5 +70,6 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     for name in ("forward_linear.png", "forward_cosine.png", "schedules.png", "denoising.gif"):
         assert (out / name).stat().st_size > 1000, f"{name} was not written"
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "QUICK = True" in text and "matches" in text
-    json.dumps(nb)  # executed notebook still serialises
+    assert "QUICK = True" in text
+    # q_sample, the time embedding, the loss and the sampling loop, each checked against the library
+    assert text.count("matches") == 4, text
