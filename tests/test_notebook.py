@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
+nbformat = pytest.importorskip("nbformat", reason="nbformat comes with requirements-dev.txt")
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "ddpm_tutorial.ipynb"
 
 
 def load_notebook():
-    nbformat = pytest.importorskip("nbformat", reason="nbformat comes with requirements-dev.txt")
     return nbformat.read(NOTEBOOK, as_version=4)
 
 
 def test_committed_notebook_is_valid_and_has_no_outputs():
-    nbformat = pytest.importorskip("nbformat", reason="nbformat comes with requirements-dev.txt")
     nb = load_notebook()
     nbformat.validate(nb)
     dirty = [i for i, c in enumerate(nb.cells)
@@ -56,7 +56,6 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     try:
         client.execute()
     finally:  # the executed copy, with every output, for a look after a failure
-        nbformat = pytest.importorskip("nbformat")
         nbformat.write(nb, tmp_path / "executed.ipynb")
 
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
