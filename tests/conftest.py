@@ -25,7 +25,7 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     def rank(item):
-        path = Path(str(item.path)).as_posix()
+        path = item.path.as_posix()
         return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith("tests/" + name)), len(LONGEST_FIRST))
 
     items.sort(key=rank)  # stable: the order within a file and among the rest is unchanged
