@@ -24,7 +24,7 @@ OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "warmup-constant")
 AMP_LEVELS = ("O0", "O1", "O2")
 AMP_DTYPES = ("float16", "bfloat16")
-EVAL_SAMPLERS = ("ddpm", "ddim", "dpm++")  # the names ddpm_ms.sampling.SAMPLERS knows
+EVAL_SAMPLERS = ("ddpm", "ddim", "dpm++", "dpm++sde")  # the names ddpm_ms.sampling.SAMPLERS knows
 
 
 def _size2(size) -> tuple[int, int]:

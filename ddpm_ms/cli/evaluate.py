@@ -19,7 +19,7 @@ from ddpm_ms.cli.args import _number, non_negative_int, positive_int
 
 at_least_4 = _number(int, "an integer", lambda v: v >= 4, "at least 4 (precision and recall use 3 nearest neighbours)")
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpm++")
+SAMPLER_NAMES = ("ddpm", "ddim", "dpm++", "dpm++sde")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", choices=["fashion_mnist", "mnist"],
                    help="which classifier and test set (default: the run's data set; required with --npz)")
     p.add_argument("--data-root", type=Path, help="folder with the data set's IDX files (default: embedded copy)")
-    p.add_argument("--sampler", choices=SAMPLER_NAMES, help="default dpm++ (DPM-Solver++ 2M)")
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, help="default dpm++ (DPM-Solver++ 2M); dpm++sde: its SDE form")
     p.add_argument("--steps", type=positive_int, help="model calls: default all T for ddpm, 50 ddim, 20 dpm++")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
                    help="the sampler's timestep grid (default leading; see docs/sampling.md)")

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int, unit_float
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpm++")
-TITLES = {"ddpm": "DDPM", "ddim": "DDIM (eta 0)", "dpm++": "DPM-Solver++ 2M"}
+SAMPLER_NAMES = ("ddpm", "ddim", "dpm++", "dpm++sde")
+COMPARED = ("ddpm", "ddim", "dpm++")
+TITLES = {"ddpm": "DDPM", "ddim": "DDIM (eta 0)", "dpm++": "DPM-Solver++ 2M", "dpm++sde": "DPM-Solver++ 2M SDE"}
 
 
 class UsageError(ValueError):
@@ -28,9 +29,10 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--run", type=Path, help="run directory: its config.json and latest checkpoint")
     src.add_argument("--ckpt", type=Path, help="a checkpoint file; its run directory must hold config.json")
     p.add_argument("--sampler", default="dpm++", choices=SAMPLER_NAMES,
-                   help="ddpm (ancestral), ddim or dpm++ (DPM-Solver++ 2M); default dpm++")
+                   help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M) or dpm++sde (its stochastic "
+                        "SDE form); default dpm++")
     p.add_argument("--steps", type=positive_int,
-                   help="model calls: default all T for ddpm, 50 for ddim, 20 for dpm++")
+                   help="model calls: default all T for ddpm, 50 for ddim, 20 for dpm++ and dpm++sde")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
                    help="which timesteps the sampler visits: leading (default; starts at t = 950 for 20 steps), "
                         "trailing (starts at T-1), linspace; see docs/sampling.md")
@@ -111,7 +113,7 @@ def run(args) -> int:
 
     if args.compare:
         grids, lines = {}, []
-        for name in SAMPLER_NAMES:
+        for name in COMPARED:
             scheduler = scheduler_for(name, cfg, clip=not args.no_clip, timestep_spacing=args.spacing)
             steps = scheduler.num_inference_steps
             tic = time.perf_counter()

@@ -94,7 +94,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--eval-every", type=non_negative_int,
                    help="updates between FID evaluations, logged in log.csv's fid column and eval.jsonl (default 0: none)")
     e.add_argument("--eval-num", type=positive_int, help="images per evaluation (default 1000)")
-    e.add_argument("--eval-sampler", choices=["ddpm", "ddim", "dpm++"], help="sampler for evaluations (default dpm++)")
+    e.add_argument("--eval-sampler", choices=["ddpm", "ddim", "dpm++", "dpm++sde"],
+                   help="sampler for evaluations (default dpm++)")
     e.add_argument("--eval-steps", type=positive_int, help="sampler steps for evaluations (default 20)")
     r.add_argument("--strict-data", action="store_true", help="a corrupt image is an error instead of skipped")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,15 +1,21 @@
 """Schedulers with one diffusers-shaped API and the sampling loop that drives any of them."""
+from functools import partial
+
 from ddpm_ms.sampling.base import Scheduler, SchedulerOutput, spaced_timesteps
 from ddpm_ms.sampling.ddim import DDIMScheduler
 from ddpm_ms.sampling.ddpm import DDPMScheduler
 from ddpm_ms.sampling.dpm_solver import DPMSolverMultistepScheduler
 from ddpm_ms.sampling.loop import Frame, compiled, noise_generator, sample, sample_many
 
-SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
+# Command-line names: "dpm++" is DPM-Solver++ 2M on the ODE, "dpm++sde" the same multistep solver
+# on the SDE (diffusers' algorithm_type="sde-dpmsolver++").
+SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler,
+            "dpm++sde": partial(DPMSolverMultistepScheduler, algorithm_type="sde-dpmsolver++")}
 
 
 def make_scheduler(name: str, schedule, **kwargs) -> Scheduler:
-    """A scheduler by its command-line name: "ddpm", "ddim" or "dpm++" (DPM-Solver++ 2M)."""
+    """A scheduler by its command-line name: "ddpm", "ddim", "dpm++" (DPM-Solver++ 2M) or "dpm++sde"
+    (DPM-Solver++ 2M SDE)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     return SAMPLERS[name](schedule, **kwargs)

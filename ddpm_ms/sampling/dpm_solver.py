@@ -5,6 +5,11 @@ using the model's x0 estimate ("data prediction"). Order 1 is DDIM with eta = 0;
 reuses the previous step's x0 estimate for a second-order correction at no extra model call
 (the midpoint form of the paper's algorithm 2). The last step lands on the clean image
 (sigma = 0, diffusers' final_sigmas_type="zero"), where only the first-order update is defined.
+
+algorithm_type="sde-dpmsolver++" solves the reverse SDE instead (the paper's SDE-DPM-Solver++,
+diffusers' algorithm of that name, "DPM++ 2M SDE" in image tools): the same multistep x0
+estimates, plus fresh noise every step, which corrects part of an imperfect model's error
+where the ODE carries it to the end. At first order it is DDIM with eta = 1.
 """
 from __future__ import annotations
 
@@ -18,13 +23,20 @@ class DPMSolverMultistepScheduler(Scheduler):
     """solver_order: 1 or 2. lower_order_final: take the second-to-last step at first order too
     when it lands on t = 0 (the leading grid ends there, and the jump in log-SNR from about T/n
     to 0 is many times the previous step's, where the second-order correction overshoots) or when
-    there are fewer than 15 steps (as in diffusers)."""
+    there are fewer than 15 steps (as in diffusers). algorithm_type: "dpmsolver++" (the ODE,
+    deterministic) or "sde-dpmsolver++" (the SDE, stochastic)."""
+
+    ALGORITHM_TYPES = ("dpmsolver++", "sde-dpmsolver++")
 
     def __init__(self, schedule: NoiseSchedule, solver_order=2, prediction_type="eps", clip_sample=True,
-                 clip_range=1.0, timestep_spacing=None, lower_order_final=True):
+                 clip_range=1.0, timestep_spacing=None, lower_order_final=True, algorithm_type="dpmsolver++"):
         if solver_order not in (1, 2):
             raise ValueError(f"solver_order must be 1 or 2, got {solver_order}")
+        if algorithm_type not in self.ALGORITHM_TYPES:
+            raise ValueError(f"algorithm_type must be one of {self.ALGORITHM_TYPES}, got {algorithm_type!r}")
         self.solver_order, self.lower_order_final = int(solver_order), bool(lower_order_final)
+        self.stochastic = algorithm_type == "sde-dpmsolver++"
+        self.algorithm_type = algorithm_type
         super().__init__(schedule, prediction_type, clip_sample, clip_range, timestep_spacing)
 
     def default_inference_steps(self) -> int:
@@ -47,8 +59,12 @@ class DPMSolverMultistepScheduler(Scheduler):
             return 1
         return 2
 
+    def needs_noise(self, t: int) -> bool:
+        return self.stochastic and self.previous_timestep(t) >= 0
+
     def step(self, model_output, timestep: int, sample, noise=None) -> SchedulerOutput:
-        """One multistep update; `noise` is ignored (the solver is deterministic)."""
+        """One multistep update; `noise` (standard normal, the shape of `sample`) is used by the SDE
+        solver and ignored by the ODE solver."""
         t, prev = int(timestep), self.previous_timestep(timestep)
         x0 = self.predict_x0(model_output, t, sample)
         order = self.order_at(t)
@@ -62,11 +78,18 @@ class DPMSolverMultistepScheduler(Scheduler):
             out = x0
         else:
             h = lambda_t - lambda_s
-            phi = float(alpha_t * np.expm1(-h))  # alpha_t (exp(-h) - 1)
-            out = float(sigma_t / sigma_s) * sample - phi * x0
+            # ODE: x_t = (sigma_t / sigma_s) x_s - alpha_t (e^-h - 1) x0
+            # SDE: x_t = (sigma_t / sigma_s) e^-h x_s - alpha_t (e^-2h - 1) x0 + sigma_t sqrt(1 - e^-2h) z
+            decay = float(np.exp(-h)) if self.stochastic else 1.0
+            phi = float(alpha_t * np.expm1(-2.0 * h if self.stochastic else -h))
+            out = float(sigma_t / sigma_s) * decay * sample - phi * x0
             if order == 2:
                 t_last, x0_last = self._last
                 r = (lambda_s - self._alpha_sigma_lambda(t_last)[2]) / h
                 out = out - float(0.5 * phi / r) * (x0 - x0_last)
+            if self.stochastic:
+                if noise is None:
+                    raise ValueError(f"the SDE solver's step from t={t} adds noise: pass `noise`")
+                out = out + float(sigma_t * np.sqrt(-np.expm1(-2.0 * h))) * noise
         self._last = (t, x0)
         return SchedulerOutput(prev_sample=out, pred_original_sample=x0)

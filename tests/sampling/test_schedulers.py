@@ -10,10 +10,11 @@ from ddpm_ms.sampling import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepSc
 # Per-pixel data N(MU, S^2): S = 0.5 is a typical pixel spread of images scaled to [-1, 1].
 MU, S = 0.3, 0.5
 SHAPE = (4096, 1, 4, 4)
+SDE_STD_REL = 0.05
 
 
 # Tolerances on the spread are the discretisation error measured for these step counts (DDIM 50:
-# -3% with eta 0, -6% with eta 1; DPM-Solver++ 2M 20: within 0.5%) plus a margin. The leading
+# -3% with eta 0, -6% with eta 1; DPM-Solver++ 2M 20: within 0.5%; its SDE form 20: +3%) plus a margin. The leading
 # grid starts at t = (n-1)T/n, where x_t would still hold sqrt(alpha-bar) = 8% of the data mean;
 # pure noise there leaves the mean 0.003-0.011 low. The mean's standard error is 0.002.
 @pytest.mark.parametrize("spacing,mean_abs", [("leading", 0.015), ("trailing", 0.005)])
@@ -21,6 +22,7 @@ SHAPE = (4096, 1, 4, 4)
     ("ddim", {"eta": 0.0}, 50, 0.05),
     ("ddim", {"eta": 1.0}, 50, 0.08),
     ("dpm++", {"solver_order": 2}, 20, 0.02),
+    ("dpm++sde", {}, 20, SDE_STD_REL),
 ])
 def test_fast_samplers_reproduce_gaussian_data(name, kwargs, steps, std_rel, spacing, mean_abs, oracle):
     sched = NoiseSchedule(1000, "cosine")
@@ -31,7 +33,7 @@ def test_fast_samplers_reproduce_gaussian_data(name, kwargs, steps, std_rel, spa
 
 
 @pytest.mark.parametrize("prediction", ["x0", "v"])
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++"])
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++", "dpm++sde"])
 def test_prediction_types_give_the_same_samples(name, prediction, oracle):
     # The same denoiser answering as x0 or v must give the images it gives answering as eps.
     sched = NoiseSchedule(1000, "cosine")
@@ -84,6 +86,35 @@ def test_first_order_dpm_solver_is_ddim(oracle, rng):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_first_order_sde_dpm_solver_is_ddim_with_eta_one(spacing, oracle):
+    # Both add noise on every step but the last, drawn in the same order from the same seed.
+    sched = NoiseSchedule(1000, "cosine")
+    denoiser = oracle(sched, MU, S)
+    sde = make_scheduler("dpm++sde", sched, solver_order=1, clip_sample=False, timestep_spacing=spacing)
+    ddim = DDIMScheduler(sched, eta=1.0, clip_sample=False, timestep_spacing=spacing)
+    a, _ = sample(denoiser, ddim, (64, 1, 2, 2), 15, seed=4, progress=False)
+    b, _ = sample(denoiser, sde, (64, 1, 2, 2), 15, seed=4, progress=False)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    assert [sde.needs_noise(t) for t in sde.timesteps] == [True] * 14 + [False]
+
+
+def test_sde_solver_needs_noise_and_uses_it(rng):
+    sched = NoiseSchedule(100, "cosine")
+    x = ms.Tensor(rng.standard_normal((2, 1, 2, 2)).astype(np.float32))
+    ode, sde = make_scheduler("dpm++", sched), make_scheduler("dpm++sde", sched)
+    assert sde.algorithm_type == "sde-dpmsolver++" and not any(ode.needs_noise(t) for t in ode.timesteps)
+    t0 = int(sde.timesteps[0])
+    with pytest.raises(ValueError, match="adds noise"):
+        sde.step(x, t0, x)
+    sde.reset()
+    z = ms.Tensor(rng.standard_normal((2, 1, 2, 2)).astype(np.float32))
+    first = sde.step(x, t0, x, noise=z).prev_sample.asnumpy()
+    sde.reset()
+    other = sde.step(x, t0, x, noise=-z).prev_sample.asnumpy()
+    assert np.abs(first - other).min() > 1e-3  # every pixel moved with the noise
+
+
 def test_second_order_is_closer_to_the_exact_ode_solution(oracle, rng):
     # The probability-flow ODE from the same x_T, solved with 1000 DDIM steps, is the reference.
     sched = NoiseSchedule(1000, "cosine")
@@ -125,7 +156,7 @@ def test_dpm_solver_refuses_steps_out_of_order(rng):
         scheduler.step(x, 55, x)
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++"])
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++", "dpm++sde"])
 def test_add_noise_matches_q_sample(name, rng):
     sched = NoiseSchedule(200, "cosine")
     x0 = rng.uniform(-1, 1, (4, 1, 3, 3)).astype(np.float32)
@@ -156,5 +187,7 @@ def test_bad_scheduler_arguments():
         DDIMScheduler(sched, eta=1.5)
     with pytest.raises(ValueError, match="solver_order"):
         DPMSolverMultistepScheduler(sched, solver_order=3)
+    with pytest.raises(ValueError, match="algorithm_type"):
+        DPMSolverMultistepScheduler(sched, algorithm_type="dpmsolver")
     with pytest.raises(ValueError, match="prediction_type"):
         DDIMScheduler(sched, prediction_type="sample")
