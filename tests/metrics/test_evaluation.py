@@ -144,20 +144,20 @@ def make_run(path, image_size=(28, 28), channels=1):
 @pytest.mark.slow
 def test_model_evaluation_prints_and_logs_one_record_per_call(cache, reference, tmp_path, capsys):
     run = make_run(tmp_path / "run")
-    for sampler, steps, spacing in (("ddim", 3, "leading"), ("dpm++", 2, "trailing")):
+    for sampler, steps, spacing in (("ddim", 3, "leading"), ("dpm++sde", 2, "trailing")):
         assert evaluate_cli("--run", run, "--sampler", sampler, "--steps", steps, "--spacing", spacing, "--num", 40,
                             "--batch-size", 20, "--grid", tmp_path / f"{sampler}.png",
                             "--save-npz", tmp_path / f"{sampler}.npz") == 0
     printed = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     logged = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
     assert printed == logged and [(r["sampler"], r["spacing"]) for r in logged] == [("ddim", "leading"),
-                                                                                  ("dpm++", "trailing")]
+                                                                                  ("dpm++sde", "trailing")]
     first = logged[0]
     assert first["steps"] == 3 and first["num"] == 40 and first["step"] == 7 and first["seconds"] > 0
     assert first["fid"] > 100, first  # an untrained model's samples are far from clothes
     assert (tmp_path / "ddim.png").is_file()
-    # The saved images score exactly as the model's own record.
-    assert evaluate_cli("--npz", tmp_path / "dpm++.npz", "--data", "fashion_mnist") == 0
+    # The saved images score exactly as the model's own record (the SDE's noise included).
+    assert evaluate_cli("--npz", tmp_path / "dpm++sde.npz", "--data", "fashion_mnist") == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["fid"] == logged[1]["fid"] and again["precision"] == logged[1]["precision"]
     # --report lays the run's records out as a Markdown table.
