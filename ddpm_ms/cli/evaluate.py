@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
                    help="which classifier and test set (default: the run's data set; required with --npz)")
     p.add_argument("--data-root", type=Path, help="folder with the data set's IDX files (default: embedded copy)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, help="default dpm++ (DPM-Solver++ 2M); dpm++sde: its SDE form")
-    p.add_argument("--steps", type=positive_int, help="model calls: default all T for ddpm, 50 ddim, 20 dpm++")
+    p.add_argument("--steps", type=positive_int, help="model calls: default all T for ddpm, 50 ddim, 20 dpm++ and dpm++sde")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
                    help="the sampler's timestep grid (default leading; see docs/sampling.md)")
     p.add_argument("--num", type=at_least_4, help="images to draw (default 10000)")
