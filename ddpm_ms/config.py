@@ -24,7 +24,7 @@ OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "warmup-constant")
 AMP_LEVELS = ("O0", "O1", "O2")
 AMP_DTYPES = ("float16", "bfloat16")
-EVAL_SAMPLERS = ("ddpm", "ddim", "dpm++", "dpm++sde")  # the names ddpm_ms.sampling.SAMPLERS knows
+SAMPLER_NAMES = ("ddpm", "ddim", "dpm++", "dpm++sde")  # ddpm_ms.sampling.SAMPLERS' keys, for the CLIs
 
 
 def _size2(size) -> tuple[int, int]:
@@ -173,7 +173,7 @@ class TrainConfig:
         for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
                                      ("amp", self.amp, AMP_LEVELS), ("amp_dtype", self.amp_dtype, AMP_DTYPES),
-                                     ("eval_sampler", self.eval_sampler, EVAL_SAMPLERS)):
+                                     ("eval_sampler", self.eval_sampler, SAMPLER_NAMES)):
             if value not in allowed:
                 raise ValueError(f"train.{name} must be one of {allowed}, got {value!r}")
         if self.weight_decay < 0:

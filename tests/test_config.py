@@ -49,3 +49,10 @@ def test_preset_copies_are_independent():
     assert preset("fashion_mnist").train.lr != 1.0
     with pytest.raises(ValueError, match="unknown preset"):
         preset("cifar100")
+
+
+def test_command_line_sampler_names_are_the_samplers_the_library_builds():
+    from ddpm_ms.config import SAMPLER_NAMES
+    from ddpm_ms.sampling import SAMPLERS
+
+    assert SAMPLER_NAMES == tuple(SAMPLERS)

@@ -24,9 +24,10 @@ import subprocess
 import sys
 import time
 
+from ddpm_ms.config import SAMPLER_NAMES
+
 MODES = ("graph", "pynative")
 DEFAULT_BATCH = {"train": 32, "sample": 64}
-SAMPLERS = ("ddpm", "ddim", "dpm++", "dpm++sde")
 
 
 def machine() -> str:
@@ -297,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
                    help="train steps to time: plain (no clipping, no EMA), clip, default (clipping + EMA, the "
                         "preset's), accum4 (default with 4 micro-batches per update); several: each one's "
                         "img/s relative to the first")
-    p.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=["ddpm", "ddim", "dpm++"],
+    p.add_argument("--samplers", nargs="+", choices=SAMPLER_NAMES, default=["ddpm", "ddim", "dpm++"],
                    help="samplers to time (default: ddpm ddim dpm++; dpm++sde costs what dpm++ does)")
     p.add_argument("--sample-steps", type=int,
                    help="steps per chain for every sampler (default: DDPM 1000, DDIM 50, DPM-Solver++ 20)")
@@ -310,7 +311,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print only the JSON object")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help=argparse.SUPPRESS)
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default="ddpm", help=argparse.SUPPRESS)
     p.add_argument("--variant", choices=list(TRAIN_VARIANTS), default="default", help=argparse.SUPPRESS)
     return p
 

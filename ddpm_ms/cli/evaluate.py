@@ -16,10 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ddpm_ms.cli.args import _number, non_negative_int, positive_int
+from ddpm_ms.config import SAMPLER_NAMES
 
 at_least_4 = _number(int, "an integer", lambda v: v >= 4, "at least 4 (precision and recall use 3 nearest neighbours)")
-
-SAMPLER_NAMES = ("ddpm", "ddim", "dpm++", "dpm++sde")
 
 
 def parser() -> argparse.ArgumentParser:

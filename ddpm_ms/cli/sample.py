@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int, unit_float
+from ddpm_ms.config import SAMPLER_NAMES
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpm++", "dpm++sde")
 COMPARED = ("ddpm", "ddim", "dpm++")
 TITLES = {"ddpm": "DDPM", "ddim": "DDIM (eta 0)", "dpm++": "DPM-Solver++ 2M", "dpm++sde": "DPM-Solver++ 2M SDE"}
 

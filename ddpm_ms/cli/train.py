@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int, unit_float
-from ddpm_ms.config import AMP_DTYPES, AMP_LEVELS, DATASETS, LR_SCHEDULES, OPTIMIZERS, PRESETS, Config, preset
+from ddpm_ms.config import (AMP_DTYPES, AMP_LEVELS, DATASETS, LR_SCHEDULES, OPTIMIZERS, PRESETS, SAMPLER_NAMES, Config,
+                             preset)
 
 RUNS = Path("runs")
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
@@ -94,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--eval-every", type=non_negative_int,
                    help="updates between FID evaluations, logged in log.csv's fid column and eval.jsonl (default 0: none)")
     e.add_argument("--eval-num", type=positive_int, help="images per evaluation (default 1000)")
-    e.add_argument("--eval-sampler", choices=["ddpm", "ddim", "dpm++", "dpm++sde"],
+    e.add_argument("--eval-sampler", choices=SAMPLER_NAMES,
                    help="sampler for evaluations (default dpm++)")
     e.add_argument("--eval-steps", type=positive_int, help="sampler steps for evaluations (default 20)")
     r.add_argument("--strict-data", action="store_true", help="a corrupt image is an error instead of skipped")
