@@ -35,7 +35,6 @@ class DPMSolverMultistepScheduler(Scheduler):
         if algorithm_type not in self.ALGORITHM_TYPES:
             raise ValueError(f"algorithm_type must be one of {self.ALGORITHM_TYPES}, got {algorithm_type!r}")
         self.solver_order, self.lower_order_final = int(solver_order), bool(lower_order_final)
-        self.stochastic = algorithm_type == "sde-dpmsolver++"
         self.algorithm_type = algorithm_type
         super().__init__(schedule, prediction_type, clip_sample, clip_range, timestep_spacing)
 
@@ -58,6 +57,10 @@ class DPMSolverMultistepScheduler(Scheduler):
         if self.lower_order_final and i == n - 2 and (n < 15 or self.timesteps[-1] == 0):
             return 1
         return 2
+
+    @property
+    def stochastic(self) -> bool:
+        return self.algorithm_type == "sde-dpmsolver++"
 
     def needs_noise(self, t: int) -> bool:
         return self.stochastic and self.previous_timestep(t) >= 0
