@@ -62,17 +62,19 @@ def test_unavailable_device_is_reported(tmp_path, capsys):
 
 
 def test_training_flags_of_long_runs_reach_the_config():
-    t = cfg_for("--optimizer", "adamw", "--weight-decay", "0.01", "--lr-schedule", "cosine", "--warmup-steps", "100",
-                "--clip-grad", "0.5", "--grad-accum", "4", "--ema-decay", "0.995", "--ema-update-every", "10",
+    t = cfg_for("--optimizer", "adamw", "--weight-decay", "0.01", "--lr-schedule", "warmup-constant",
+                "--warmup-steps", "100", "--clip-grad", "0.5", "--grad-accum", "4", "--ema-decay", "0.99",
+                "--ema-update-every", "5",
                 "--amp", "O2", "--amp-dtype", "bfloat16", "--save-every", "250", "--keep-last", "5",
                 "--pin-every", "1000").train
-    assert (t.optimizer, t.weight_decay, t.lr_schedule, t.warmup_steps) == ("adamw", 0.01, "cosine", 100)
-    assert (t.clip_grad, t.grad_accum, t.ema_decay, t.ema_update_every) == (0.5, 4, 0.995, 10)
+    assert (t.optimizer, t.weight_decay, t.lr_schedule, t.warmup_steps) == ("adamw", 0.01, "warmup-constant", 100)
+    assert (t.clip_grad, t.grad_accum, t.ema_decay, t.ema_update_every) == (0.5, 4, 0.99, 5)
     assert (t.amp, t.amp_dtype, t.save_every, t.keep_last, t.pin_every) == ("O2", "bfloat16", 250, 5, 1000)
     off = cfg_for("--clip-grad", "0", "--ema-decay", "0").train
     assert off.clip_grad is None and off.ema_decay == 0.0
     preset = cfg_for().train
-    assert (preset.ema_decay, preset.clip_grad, preset.keep_last) == (0.999, 1.0, 3)
+    assert (preset.lr_schedule, preset.warmup_steps, preset.ema_decay, preset.ema_update_every) == ("cosine", 500, 0.995, 10)
+    assert (preset.clip_grad, preset.keep_last) == (1.0, 3)
 
 
 def test_evaluation_flags_reach_the_config():
