@@ -77,6 +77,13 @@ def test_training_flags_of_long_runs_reach_the_config():
     assert (preset.clip_grad, preset.keep_last) == (1.0, 3)
 
 
+def test_loss_weighting_flags_reach_the_config():
+    d = cfg_for("--p2-gamma", "0", "--min-snr-gamma", "5").diffusion
+    assert (d.p2_gamma, d.min_snr_gamma) == (0.0, 5.0)
+    preset = cfg_for().diffusion
+    assert (preset.p2_gamma, preset.min_snr_gamma) == (0.5, 0.0)
+
+
 def test_evaluation_flags_reach_the_config():
     t = cfg_for("--eval-every", "500", "--eval-num", "2000", "--eval-sampler", "ddim", "--eval-steps", "50").train
     assert (t.eval_every, t.eval_num, t.eval_sampler, t.eval_steps) == (500, 2000, "ddim", 50)

@@ -26,6 +26,7 @@ def test_unknown_key_is_named(tmp_path):
 @pytest.mark.parametrize("section,key,value,match", [
     ("diffusion", "beta_schedule", "exp", "beta_schedule"),
     ("diffusion", "loss_type", "l3", "loss_type"),
+    ("diffusion", "min_snr_gamma", -1.0, "min_snr_gamma"),
     ("model", "block", "vit", "block"),
     ("train", "batch_size", 0, "batch_size"),
     ("train", "mode", "eager", "mode"),

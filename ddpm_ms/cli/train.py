@@ -51,6 +51,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=positive_int, help="diffusion steps T (preset: 1000)")
     p.add_argument("--objective", choices=["eps", "x0", "v"],
                    help="what the model predicts: the noise, the clean image or v (preset default)")
+    p.add_argument("--p2-gamma", type=non_negative_float,
+                   help="p2 loss weighting (k + SNR)^-gamma (preset 0.5; 0 turns it off)")
+    p.add_argument("--min-snr-gamma", type=non_negative_float,
+                   help="Min-SNR-gamma loss weighting, e.g. 5 (Hang et al. 2023; default 0: off); "
+                        "multiplies the p2 weight, so pair it with --p2-gamma 0")
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<preset>-<time>)")
     p.add_argument("--data", type=Path, help="data directory (default: the embedded copy under data/)")
     p.add_argument("--dataset", choices=DATASETS,
@@ -65,15 +70,17 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (default) or adamw (decoupled weight decay)")
     g.add_argument("--weight-decay", type=non_negative_float, help="weight decay (default 0)")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES,
-                   help="constant (default), cosine (warm-up then cosine decay to 0) or warmup-constant")
-    g.add_argument("--warmup-steps", type=non_negative_int, help="linear warm-up updates (default 0)")
+                   help="constant, cosine (warm-up then cosine decay to 0; the Fashion-MNIST/MNIST presets') "
+                        "or warmup-constant")
+    g.add_argument("--warmup-steps", type=non_negative_int, help="linear warm-up updates (preset default)")
     g.add_argument("--clip-grad", type=non_negative_float, metavar="NORM",
                    help="clip the global gradient norm to NORM (default 1.0; 0 turns clipping off)")
     g.add_argument("--grad-accum", type=positive_int, metavar="K",
                    help="K micro-batches per update: the update of one K-times-larger batch (default 1)")
     g.add_argument("--ema-decay", type=ema_decay,
-                   help="EMA decay of the sampled weights (preset 0.999; 0 turns EMA off)")
-    g.add_argument("--ema-update-every", type=positive_int, metavar="K", help="average every K updates (default 1)")
+                   help="EMA decay of the sampled weights (preset default; 0 turns EMA off)")
+    g.add_argument("--ema-update-every", type=positive_int, metavar="K",
+                   help="average every K updates (preset default)")
     g.add_argument("--amp", choices=AMP_LEVELS,
                    help="mixed precision: O0 float32 (default), O1 convs/matmuls, O2 all but norms and softmax")
     g.add_argument("--amp-dtype", choices=AMP_DTYPES, help="low-precision type for O1/O2 (default float16)")
@@ -157,6 +164,10 @@ def config_from_args(args) -> Config:
     t.device, t.mode = args.device or t.device, args.mode or t.mode
     if args.objective is not None:
         cfg.diffusion.objective = args.objective
+    if args.p2_gamma is not None:
+        cfg.diffusion.p2_gamma = args.p2_gamma
+    if args.min_snr_gamma is not None:
+        cfg.diffusion.min_snr_gamma = args.min_snr_gamma
     if args.timesteps is not None:
         cfg.diffusion.timesteps = args.timesteps
         if args.sample_steps is None:

@@ -26,14 +26,15 @@ def huber(pred, target, delta=1.0):
 
 
 class GaussianDiffusion(nn.Cell):
-    """Wraps a denoiser; `construct(x0, t, noise)` returns the p2-weighted training loss.
+    """Wraps a denoiser; `construct(x0, t, noise)` returns the weighted training loss.
 
     objective: what the model predicts, "eps" (the noise), "x0" or "v" (Salimans & Ho 2022).
-    loss_type: "l1", "l2" or "huber". p2_gamma = 0 weights every t alike.
+    loss_type: "l1", "l2" or "huber". The weight of timestep t is p2's (k + SNR)^-p2_gamma times
+    Min-SNR's (`NoiseSchedule.loss_weights`); p2_gamma = 0 and min_snr_gamma = 0 weight every t alike.
     """
 
     def __init__(self, model: nn.Cell, schedule: NoiseSchedule, objective="eps", loss_type="huber",
-                 p2_gamma=0.0, p2_k=1.0):
+                 p2_gamma=0.0, p2_k=1.0, min_snr_gamma=0.0):
         super().__init__()
         if objective not in ("eps", "x0", "v"):
             raise ValueError(f"unknown objective {objective!r}; use eps, x0 or v")
@@ -45,7 +46,7 @@ class GaussianDiffusion(nn.Cell):
         self.objective, self.loss_type = objective, loss_type
         self.sqrt_alphas_cumprod = schedule.tensor("sqrt_alphas_cumprod")
         self.sqrt_one_minus_alphas_cumprod = schedule.tensor("sqrt_one_minus_alphas_cumprod")
-        self.loss_weight = ms.Tensor(schedule.p2_weights(p2_gamma, p2_k).astype("float32"))
+        self.loss_weight = ms.Tensor(schedule.loss_weights(objective, p2_gamma, p2_k, min_snr_gamma).astype("float32"))
 
     def q_sample(self, x0, t, noise):
         """x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) noise."""
@@ -67,7 +68,7 @@ class GaussianDiffusion(nn.Cell):
         return huber(pred, target)
 
     def p_losses(self, x0, t, noise):
-        """Per-sample loss: mean over pixels of the elementwise loss, times the p2 weight of t."""
+        """Per-sample loss: mean over pixels of the elementwise loss, times the weight of t."""
         x_t = self.q_sample(x0, t, noise)
         pred = self.model(x_t, t.astype(ms.float32)).astype(ms.float32)  # float32 loss under mixed precision
         loss = self.elementwise_loss(pred, self.target(x0, t, noise))

@@ -84,6 +84,21 @@ class NoiseSchedule:
         """Perception-prioritised weights (Choi et al. 2022): (k + SNR(t))^-gamma; ones for gamma = 0."""
         return (k + self.snr) ** -gamma
 
+    def min_snr_weights(self, gamma: float, objective: str = "eps") -> np.ndarray:
+        """Min-SNR-gamma weights (Hang et al. 2023): the x0-error weight min(SNR, gamma), expressed
+        for the objective's own loss (eps: / SNR, v: / (SNR + 1), x0: as is). Noisy steps keep the
+        weight 1 (eps); the nearly clean ones, whose gradients fight the others', count less.
+        Ones for gamma = 0."""
+        if gamma == 0:
+            return np.ones_like(self.snr)
+        clipped = np.minimum(self.snr, gamma)
+        return {"eps": clipped / self.snr, "v": clipped / (self.snr + 1.0), "x0": clipped}[objective]
+
+    def loss_weights(self, objective: str = "eps", p2_gamma: float = 0.0, p2_k: float = 1.0,
+                     min_snr_gamma: float = 0.0) -> np.ndarray:
+        """The weight of each timestep's loss: p2 times Min-SNR (each one 1 when off)."""
+        return self.p2_weights(p2_gamma, p2_k) * self.min_snr_weights(min_snr_gamma, objective)
+
     def tensor(self, name: str) -> ms.Tensor:
         """One of the constants as a float32 tensor of shape (T,)."""
         return ms.Tensor(getattr(self, name).astype(np.float32))

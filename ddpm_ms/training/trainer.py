@@ -102,7 +102,8 @@ class Trainer:
         self.ema_model = UNet(cfg.model) if t.ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
         d = cfg.diffusion
-        self.diffusion = GaussianDiffusion(self.model, self.schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k)
+        self.diffusion = GaussianDiffusion(self.model, self.schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k,
+                                           d.min_snr_gamma)
         self.lr_schedule = WarmupSchedule(t.lr, t.lr_schedule, t.warmup_steps, self.total_steps)
         self.optimizer = build_optimizer(self.model.trainable_params(), self.lr_schedule, t.optimizer,
                                          t.weight_decay)

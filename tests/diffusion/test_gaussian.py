@@ -1,4 +1,4 @@
-"""Forward process statistics and the loss (each type, p2 weighting) against NumPy."""
+"""Forward process statistics and the loss (each type, p2 and Min-SNR weighting) against NumPy."""
 import mindspore as ms
 import numpy as np
 import pytest
@@ -52,6 +52,39 @@ def test_loss_against_numpy(loss_type, objective, gamma, rng):
     snr = s.alphas_cumprod[t] / (1 - s.alphas_cumprod[t])
     want = (elem.reshape(b, -1).mean(1) * (1 + snr) ** -gamma).mean()
     assert got == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 5.0])
+def test_min_snr_weights_the_x0_error_alike_for_every_objective(gamma, rng):
+    # Min-SNR-gamma: whichever target the model predicts, the weighted L2 loss is
+    # min(SNR, gamma) * |x0_hat - x0|^2 for the same implied clean-image estimate x0_hat.
+    s = NoiseSchedule(50, "cosine")
+    b = 6
+    x0 = rng.uniform(-1, 1, (b, 1, 3, 3))
+    x0_hat = x0 + 0.3 * rng.standard_normal(x0.shape)
+    noise = rng.standard_normal(x0.shape)
+    t = np.array([0, 5, 17, 30, 42, 49], np.int32)
+    a = s.sqrt_alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    sig = s.sqrt_one_minus_alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    eps_hat = (a * x0 + sig * noise - a * x0_hat) / sig   # the noise x0_hat implies for x_t
+    preds = {"eps": eps_hat, "x0": x0_hat, "v": a * eps_hat - sig * x0_hat}
+    snr = s.alphas_cumprod[t] / (1 - s.alphas_cumprod[t])
+    want = (np.minimum(snr, gamma) * ((x0_hat - x0) ** 2).reshape(b, -1).mean(1)).mean()
+    for objective, pred in preds.items():
+        diff = GaussianDiffusion(Fixed(pred.astype(np.float32)), s, objective=objective, loss_type="l2",
+                                 min_snr_gamma=gamma)
+        got = diff(ms.Tensor(x0.astype(np.float32)), ms.Tensor(t), ms.Tensor(noise.astype(np.float32))).asnumpy()
+        assert got == pytest.approx(want, rel=1e-3), objective
+
+
+def test_min_snr_multiplies_p2_and_is_off_at_zero():
+    s = NoiseSchedule(100, "cosine")
+    np.testing.assert_array_equal(s.loss_weights("eps", 0.5, 1.0, 0.0), s.p2_weights(0.5, 1.0))
+    w = s.loss_weights("eps", 0.5, 1.0, 5.0)
+    np.testing.assert_allclose(w, s.p2_weights(0.5, 1.0) * np.minimum(s.snr, 5.0) / s.snr, rtol=1e-12)
+    noisy = s.snr <= 5.0
+    assert noisy.any() and (~noisy).any()
+    np.testing.assert_allclose(w[noisy], s.p2_weights(0.5, 1.0)[noisy], rtol=1e-12)  # eps: weight 1 there
 
 
 def test_bad_objective_and_loss_are_errors():
