@@ -48,8 +48,8 @@ def test_train_variants_report_their_speed_relative_to_the_first():
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     plain, accum = result["plain"]["graph"], result["accum4"]["graph"]
-    assert (plain["variant"], plain["ema"], plain["clip"], plain["grad_accum"]) == ("plain", False, False, 1)
-    assert (accum["variant"], accum["ema"], accum["clip"], accum["grad_accum"]) == ("accum4", True, True, 4)
+    assert (plain["variant"], plain["ema_every"], plain["clip"], plain["grad_accum"]) == ("plain", 0, False, 1)
+    assert (accum["variant"], accum["ema_every"], accum["clip"], accum["grad_accum"]) == ("accum4", 10, True, 4)
     assert result["relative_img_per_s"]["plain"]["graph"] == 1.0
     assert result["relative_img_per_s"]["accum4"]["graph"] == pytest.approx(
         accum["img_per_s"] / plain["img_per_s"], rel=0.01)

@@ -67,7 +67,7 @@ def _build(args):
     model = UNet(cfg.model)
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     d = cfg.diffusion
-    diffusion = GaussianDiffusion(model, schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k)
+    diffusion = GaussianDiffusion(model, schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k, d.min_snr_gamma)
     info = {"device": device, "preset": args.preset, "dim": cfg.model.dim,
             "params": count_parameters(model)}
     return cfg, model, schedule, diffusion, info
@@ -86,11 +86,13 @@ def _timed_loop(run_once, seconds, min_steps=3):
 
 
 TRAIN_VARIANTS = {
-    # name: (clip the gradient norm, keep an EMA, micro-batches per update)
-    "plain": (False, False, 1),    # forward, loss, backward, Adam (the step before EMA existed)
-    "clip": (True, False, 1),      # + global-norm clipping
-    "default": (True, True, 1),    # + the EMA update: what the preset trains with
-    "accum4": (True, True, 4),     # + 4 micro-batches per update (img/s counts every micro-batch)
+    # name: (clip the gradient norm, average the EMA every n updates (0: no EMA; None: as the
+    # preset does, cfg.train.ema_update_every), micro-batches per update)
+    "plain": (False, 0, 1),        # forward, loss, backward, Adam (the step before EMA existed)
+    "clip": (True, 0, 1),          # + global-norm clipping
+    "ema1": (True, 1, 1),          # + the EMA average after every update
+    "default": (True, None, 1),    # + the EMA at the preset's cadence: what the preset trains with
+    "accum4": (True, None, 4),     # + 4 micro-batches per update (img/s counts every micro-batch)
 }
 
 
@@ -103,12 +105,14 @@ def measure_train(args) -> dict:
     from ddpm_ms.training import EMA, TrainStep, WarmupSchedule, build_optimizer
 
     cfg, model, schedule, diffusion, info = _build(args)
-    clip, keep_ema, accum = TRAIN_VARIANTS[args.variant]
+    clip, ema_every, accum = TRAIN_VARIANTS[args.variant]
     t_cfg = cfg.train
+    if ema_every is None:
+        ema_every = t_cfg.ema_update_every if t_cfg.ema_decay else 0
     optimizer = build_optimizer(model.trainable_params(), WarmupSchedule(t_cfg.lr), "adam")
     jit = args.mode == "graph"
     step = TrainStep(diffusion, optimizer, grad_accum=accum, clip_grad=t_cfg.clip_grad if clip else None, jit=jit)
-    ema = EMA(model, UNet(cfg.model), 0.999, jit=jit) if keep_ema else None
+    ema = EMA(model, UNet(cfg.model), t_cfg.ema_decay or 0.999, update_every=ema_every, jit=jit) if ema_every else None
     rng = np.random.default_rng(0)
     shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
     x0 = ms.Tensor(rng.uniform(-1, 1, shape).astype(np.float32))
@@ -136,7 +140,7 @@ def measure_train(args) -> dict:
         return {**info, **profile(run_once, args.profile)}
     times = _timed_loop(run_once, args.seconds)
     return {**_summary(info, times, first, args.batch_size * accum, args.batch_size), "variant": args.variant,
-            "grad_accum": accum, "clip": clip, "ema": keep_ema}
+            "grad_accum": accum, "clip": clip, "ema_every": ema_every}
 
 
 def measure_sample(args) -> dict:
@@ -295,9 +299,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement (default 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first (default 2)")
     p.add_argument("--variants", nargs="+", choices=list(TRAIN_VARIANTS), default=["default"],
-                   help="train steps to time: plain (no clipping, no EMA), clip, default (clipping + EMA, the "
-                        "preset's), accum4 (default with 4 micro-batches per update); several: each one's "
-                        "img/s relative to the first")
+                   help="train steps to time: plain (no clipping, no EMA), clip, ema1 (clipping + the EMA after "
+                        "every update), default (clipping + the EMA every ema_update_every updates, as the "
+                        "preset trains), accum4 (default with 4 micro-batches per update); several: each "
+                        "one's img/s relative to the first")
     p.add_argument("--samplers", nargs="+", choices=SAMPLER_NAMES, default=["ddpm", "ddim", "dpm++"],
                    help="samplers to time (default: ddpm ddim dpm++; dpm++sde costs what dpm++ does)")
     p.add_argument("--sample-steps", type=int,
