@@ -77,6 +77,17 @@ def test_training_flags_of_long_runs_reach_the_config():
     assert (preset.clip_grad, preset.keep_last) == (1.0, 3)
 
 
+def test_a_warmup_that_fills_a_shortened_run_is_pointed_out():
+    from ddpm_ms.cli.train import warmup_note
+    assert warmup_note(cfg_for().train, 7500) is None          # the preset: 500 of 7,500 updates
+    assert warmup_note(cfg_for("--steps", "3000").train, 3000) is None
+    note = warmup_note(cfg_for("--steps", "1200").train, 1200)
+    assert "fills 42% of this 1200-update run" in note and "--warmup-steps 80" in note
+    assert "never reaches" in warmup_note(cfg_for("--steps", "300").train, 300)
+    assert warmup_note(cfg_for("--steps", "300", "--warmup-steps", "20").train, 300) is None
+    assert warmup_note(cfg_for("--steps", "300", "--lr-schedule", "constant", "--warmup-steps", "0").train, 300) is None
+
+
 def test_loss_weighting_flags_reach_the_config():
     d = cfg_for("--p2-gamma", "0", "--min-snr-gamma", "5").diffusion
     assert (d.p2_gamma, d.min_snr_gamma) == (0.0, 5.0)

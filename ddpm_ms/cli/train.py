@@ -141,6 +141,18 @@ def base_config(args) -> Config:
     return preset(args.preset or "fashion_mnist")
 
 
+def warmup_note(t, total_steps: int) -> str | None:
+    """A note when the learning-rate warm-up fills a quarter or more of the run (a preset's
+    500-step warm-up in a run shortened with --steps 300, say), or None."""
+    if t.warmup_steps * 4 < total_steps:
+        return None
+    what = (f"is longer than this {total_steps}-update run, so the rate never reaches its peak {t.lr:g}"
+            if t.warmup_steps >= total_steps else
+            f"fills {100 * t.warmup_steps / total_steps:.0f}% of this {total_steps}-update run")
+    return (f"the learning-rate warm-up ({t.warmup_steps} updates) {what}; "
+            f"--warmup-steps {max(1, total_steps // 15)} keeps the preset's proportion (1/15)")
+
+
 def config_from_args(args) -> Config:
     cfg = base_config(args)
     t = cfg.train
@@ -212,6 +224,8 @@ def main(argv=None) -> int:
               f"steps: {trainer.total_steps} ({trainer.steps_per_epoch} per epoch), {start}")
         if trainer.amp_note:
             print(f"note: {trainer.amp_note}")
+        if (note := warmup_note(cfg.train, trainer.total_steps)) is not None:
+            print(f"note: {note}")
         summary = trainer.fit()
     except (DataError, DeviceUnavailable, FileExistsError, FileNotFoundError, NonFiniteLoss, CheckpointMismatch,
             CheckpointUnreadable, ValueError) as e:
