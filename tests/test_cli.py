@@ -73,7 +73,8 @@ def test_training_flags_of_long_runs_reach_the_config():
     off = cfg_for("--clip-grad", "0", "--ema-decay", "0").train
     assert off.clip_grad is None and off.ema_decay == 0.0
     preset = cfg_for().train
-    assert (preset.lr_schedule, preset.warmup_steps, preset.ema_decay, preset.ema_update_every) == ("cosine", 500, 0.995, 10)
+    recipe = (preset.lr, preset.lr_schedule, preset.warmup_steps, preset.ema_decay, preset.ema_update_every)
+    assert recipe == (2e-3, "cosine", 500, 0.995, 10)
     assert (preset.clip_grad, preset.keep_last) == (1.0, 3)
 
 
