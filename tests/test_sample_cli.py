@@ -64,12 +64,12 @@ def test_default_output_goes_to_the_run(run_dir, capsys):
     assert (run_dir / "samples" / "ddpm-40steps-seed0.png").is_file()
 
 
-def test_compare_puts_three_samplers_side_by_side(run_dir, tmp_path, capsys):
+def test_compare_puts_four_samplers_side_by_side(run_dir, tmp_path, capsys):
     assert sample_cli("--run", run_dir, "--compare", "--num", 4, "--out", tmp_path / "cmp.png") == 0
     out = capsys.readouterr().out
-    assert "40 steps" in out and "DDIM" in out and "DPM-Solver++" in out
+    assert "40 steps" in out and "DDIM" in out and "DPM-Solver++ 2M:" in out and "DPM-Solver++ 2M SDE:" in out
     with Image.open(tmp_path / "cmp.png") as im:
-        assert im.size[0] > 2 * im.size[1]  # three panels in a row
+        assert im.size[0] > 3 * im.size[1]  # four panels in a row
 
 
 @pytest.mark.parametrize("argv,needle", [

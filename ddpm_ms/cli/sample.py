@@ -2,8 +2,8 @@
 
 Writes a grid PNG and, on request, every image as its own PNG (--save-dir), all images as one
 uint8 N x H x W x C array (--npz, key "arr_0", the layout FID tools read) and the denoising GIF
-(--gif). --compare draws the same noise with DDPM (all T steps), DDIM (50) and DPM-Solver++ (20)
-and puts the three grids side by side.
+(--gif). --compare draws the same noise with DDPM (all T steps), DDIM (50), DPM-Solver++ (20) and
+its SDE form (20) and puts the four grids side by side.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int, unit_float
 from ddpm_ms.config import SAMPLER_NAMES
 
-COMPARED = ("ddpm", "ddim", "dpm++")
+COMPARED = ("ddpm", "ddim", "dpm++", "dpm++sde")
 TITLES = {"ddpm": "DDPM", "ddim": "DDIM (eta 0)", "dpm++": "DPM-Solver++ 2M", "dpm++sde": "DPM-Solver++ 2M SDE"}
 
 
@@ -50,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gif-x0", action="store_true", help="show the predicted x0 beside x_t in the GIF")
     p.add_argument("--fps", type=positive_float, default=12.0, help="GIF frames per second (default 12)")
     p.add_argument("--compare", action="store_true",
-                   help="DDPM (T steps), DDIM (50) and DPM-Solver++ (20) on the same noise, side by side")
+                   help="DDPM (T steps), DDIM (50), DPM-Solver++ (20) and its SDE form (20) on the same noise, "
+                        "side by side")
     p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw", "both"],
                    help="auto (default): the EMA weights when the checkpoint has them, else the raw ones; "
                         "both: EMA and raw side by side from the same noise")
@@ -120,7 +121,7 @@ def run(args) -> int:
             images, _ = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps, **common)
             seconds = time.perf_counter() - tic
             grids[f"{TITLES[name]}, {steps} steps\n{seconds:.1f} s for {args.num} images"] = images
-            lines.append(f"{TITLES[name]:>16}: {steps:4d} steps, {seconds:6.1f} s, {args.num / seconds:6.1f} images/s")
+            lines.append(f"{TITLES[name]:>19}: {steps:4d} steps, {seconds:6.1f} s, {args.num / seconds:6.1f} images/s")
         out = viz.save_comparison(grids, args.out or samples_dir / f"compare-seed{args.seed}.png")
         print("\n".join(lines))
         print(f"comparison: {out}")
