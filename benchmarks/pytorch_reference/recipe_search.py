@@ -1,0 +1,353 @@
+"""GPU proxy for the training-recipe search of issue 6 (optional; PyTorch is not a dependency).
+
+A 100-minute CPU run answers one question a session. This script trains the same U-Net
+(unet_torch.py) with the same diffusion recipe as `scripts/train.py` - cosine schedule, Huber
+loss with p2 / Min-SNR weights, Adam with warm-up and cosine decay, global-norm clipping, EMA,
+random flips - on a GPU (each update one replayed CUDA graph), several recipes at once, and writes each recipe's 10,000 samples
+(DPM-Solver++ 2M, 20 steps, leading grid, x0 clipped, as ddpm_ms.sampling does; and its SDE
+form) as uint8 arrays. Score them with the project's own classifier, on the CPU:
+
+    python benchmarks/pytorch_reference/score_npz.py OUT/*.npz
+
+The proxy only ranks recipes; the figures the README reports come from MindSpore runs
+(scripts/train.py, scripts/evaluate.py). A recipe's CPU cost is its steps x batch x the
+model's cost per image on the CPU (dim 28 costs 1.5x dim 16 there), which --plan prints.
+
+    python recipe_search.py --data DIR --out OUT --recipes preset,minsnr5 [--jobs 8]
+    python recipe_search.py ... --classifier W.npz   # score there (classifier_torch.py), JSON only
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# ddpm_ms.config.preset("fashion_mnist") as of issue 6; every recipe is this plus its overrides.
+PRESET = dict(dim=16, dim_mults=(1, 2, 4), batch=32, steps=7500, lr=2e-3, warmup=500, lr_schedule="cosine",
+              ema_decay=0.995, ema_every=10, p2_gamma=0.5, min_snr_gamma=0.0, loss="huber", flip=True,
+              clip_grad=1.0, seed=0, objective="eps", adam_betas=(0.9, 0.999))
+
+RECIPES = {
+    "preset": {},
+    "preset_seed1": dict(seed=1),
+    "preset_seed2": dict(seed=2),
+    "minsnr5": dict(p2_gamma=0.0, min_snr_gamma=5.0),
+    "p2off": dict(p2_gamma=0.0),
+    "l2": dict(loss="l2"),
+    "lr4e-3": dict(lr=4e-3),
+    "lr1e-3": dict(lr=1e-3),
+    "b16": dict(batch=16, steps=15000, warmup=1000),
+    "b64": dict(batch=64, steps=3750, warmup=250, lr=3e-3),
+    "dim28": dict(dim=28, steps=5000, warmup=333),
+    "dim24": dict(dim=24, steps=6000, warmup=400),
+    "noflip": dict(flip=False),
+    "beta2_0.99": dict(adam_betas=(0.9, 0.99)),
+    "x2": dict(steps=15000, warmup=1000),
+    "x4": dict(steps=30000, warmup=2000),
+    "x8": dict(steps=60000, warmup=4000),
+    "smoke": dict(steps=30, warmup=5, ema_every=1),  # checks the script end to end in seconds
+}
+
+# CPU cost per training image relative to dim 16 (docs/performance.md, the preset's comment:
+# dim 28 trains 1.5x slower than dim 16 on the 2-core CPU); other widths interpolated.
+CPU_COST = {16: 1.0, 24: 1.3, 28: 1.5, 32: 1.7}
+
+
+def recipe(name: str) -> dict:
+    base, _, seed = name.partition("@seed")  # "dim28@seed1": a recipe with another seed
+    if base not in RECIPES:
+        raise SystemExit(f"unknown recipe {base!r}; choose from {sorted(RECIPES)}")
+    r = dict(PRESET, **RECIPES[base], name=name)
+    if seed:
+        r["seed"] = int(seed)
+    return r
+
+
+def cpu_cost(r: dict) -> float:
+    """The recipe's CPU training time as a multiple of the preset's."""
+    return r["steps"] * r["batch"] * CPU_COST[r["dim"]] / (PRESET["steps"] * PRESET["batch"])
+
+
+def read_idx_images(path: str) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    n, h, w = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
+    return np.frombuffer(data, np.uint8, offset=16).reshape(n, h, w)
+
+
+def cosine_alphas_cumprod(T=1000, s=0.008, max_beta=0.999) -> np.ndarray:
+    x = np.linspace(0, T, T + 1, dtype=np.float64) / T
+    ac = np.cos((x + s) / (1 + s) * math.pi / 2) ** 2
+    ac = ac / ac[0]
+    betas = np.clip(1 - ac[1:] / ac[:-1], 0, max_beta)
+    return np.cumprod(1.0 - betas)
+
+
+def loss_weights(ab: np.ndarray, r: dict) -> np.ndarray:
+    snr = ab / (1.0 - ab)
+    w = (1.0 + snr) ** -r["p2_gamma"]
+    if r["min_snr_gamma"] > 0:
+        w = w * np.minimum(snr, r["min_snr_gamma"]) / snr
+    return w
+
+
+def lr_at(step: int, r: dict) -> float:
+    """WarmupSchedule.at of ddpm_ms.training.optim."""
+    lr = r["lr"] * min((step + 1) / max(1, r["warmup"]), 1.0)
+    if r["lr_schedule"] == "cosine":
+        progress = min(max((step - r["warmup"]) / max(1, r["steps"] - r["warmup"]), 0.0), 1.0)
+        lr *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    return lr
+
+
+def dpm_solver_pp(model, shape, ab: np.ndarray, n_steps: int, sde: bool, gen, device):
+    """ddpm_ms.sampling.DPMSolverMultistepScheduler, leading grid, order 2, lower_order_final."""
+    import torch
+    T = len(ab)
+    ts = np.unique(np.floor(np.arange(n_steps) * (T / n_steps)).astype(np.int64))[::-1]
+
+    def als(t):
+        a_bar = 1.0 if t < 0 else float(ab[t])
+        alpha, sigma = math.sqrt(a_bar), math.sqrt(1.0 - a_bar)
+        return alpha, sigma, (math.log(alpha) - math.log(sigma)) if sigma > 0 else math.inf
+
+    x = torch.randn(shape, generator=gen, device=device)
+    last = None
+    n = len(ts)
+    for i, t in enumerate(ts):
+        t = int(t)
+        prev = int(ts[i + 1]) if i + 1 < n else -1
+        eps = model(x, torch.full((shape[0],), t, device=device, dtype=torch.long))
+        a_s, s_s, l_s = als(t)
+        x0 = ((x - s_s * eps) / a_s).clamp(-1, 1)
+        order = 1 if (i == 0 or i == n - 1 or (i == n - 2 and (n < 15 or ts[-1] == 0))) else 2
+        if prev < 0:
+            x = x0
+        else:
+            a_t, s_t, l_t = als(prev)
+            h = l_t - l_s
+            decay = math.exp(-h) if sde else 1.0
+            phi = a_t * math.expm1(-2.0 * h if sde else -h)
+            out = (s_t / s_s) * decay * x - phi * x0
+            if order == 2:
+                r_ = (l_s - als(last[0])[2]) / h
+                out = out - (0.5 * phi / r_) * (x0 - last[1])
+            if sde:
+                out = out + s_t * math.sqrt(-math.expm1(-2.0 * h)) * torch.randn(shape, generator=gen, device=device)
+            x = out
+        last = (t, x0)
+    return x
+
+
+def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier: str | None = None,
+              save_npz: bool = True) -> dict:
+    import torch
+    import torch.nn.functional as F
+    sys.path.insert(0, HERE)
+    from unet_torch import UNet, model_config
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(r["seed"])
+    rng = np.random.default_rng(r["seed"])
+    images = read_idx_images(os.path.join(data_dir, "train-images-idx3-ubyte.gz"))
+    x_all = torch.tensor(images, device=device).float().div(127.5).sub(1.0)[:, None]
+    ab = cosine_alphas_cumprod()
+    sqrt_ab = torch.tensor(np.sqrt(ab), device=device, dtype=torch.float32)
+    sqrt_1mab = torch.tensor(np.sqrt(1 - ab), device=device, dtype=torch.float32)
+    weights = torch.tensor(loss_weights(ab, r), device=device, dtype=torch.float32)
+
+    model = UNet(model_config(dim=r["dim"], dim_mults=tuple(r["dim_mults"]))).to(device)
+    ema = UNet(model_config(dim=r["dim"], dim_mults=tuple(r["dim_mults"]))).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    graph = device == "cuda" and not os.environ.get("RECIPE_SEARCH_EAGER")
+    # A tensor lr with capturable=True lets a captured CUDA graph read each step's rate.
+    opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(r["lr"], device=device) if graph else r["lr"],
+                           betas=tuple(r["adam_betas"]), eps=1e-8, capturable=graph)
+    params, ema_params = list(model.parameters()), list(ema.parameters())
+    batch_idx = torch.zeros(r["batch"], dtype=torch.long, device=device)  # refilled every step
+
+    def train_step():
+        """One update on the rows batch_idx names (all on the GPU, no host sync: capturable)."""
+        x0 = x_all[batch_idx]
+        if r["flip"]:
+            flip = torch.rand(r["batch"], device=device) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        t = torch.randint(0, len(ab), (r["batch"],), device=device)
+        noise = torch.randn_like(x0)
+        xt = sqrt_ab[t][:, None, None, None] * x0 + sqrt_1mab[t][:, None, None, None] * noise
+        pred = model(xt, t)
+        if r["loss"] == "huber":
+            per = F.smooth_l1_loss(pred, noise, reduction="none", beta=1.0)
+        else:
+            per = F.mse_loss(pred, noise, reduction="none")
+        loss = (per.flatten(1).mean(1) * weights[t]).mean()
+        loss.backward()
+        if r["clip_grad"]:
+            torch.nn.utils.clip_grad_norm_(params, r["clip_grad"], foreach=True)
+        opt.step()
+        return loss.detach()
+
+    perm, pos = rng.permutation(len(x_all)), 0
+
+    def next_batch(step):
+        nonlocal perm, pos
+        if pos + r["batch"] > len(perm):
+            perm, pos = rng.permutation(len(x_all)), 0
+        batch_idx.copy_(torch.as_tensor(perm[pos:pos + r["batch"]]), non_blocking=False)
+        pos += r["batch"]
+        for g in opt.param_groups:
+            if graph:
+                g["lr"].fill_(lr_at(step, r))
+            else:
+                g["lr"] = lr_at(step, r)
+
+    tic = time.time()
+    step, ema_updates, losses, cuda_graph = 0, 0, [], None
+
+    def after(step, loss):
+        nonlocal ema_updates
+        if r["ema_decay"] and (step + 1) % r["ema_every"] == 0:
+            decay = min(r["ema_decay"], (1.0 + ema_updates) / (10.0 + ema_updates))
+            ema_updates += 1
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        if step % 50 == 0:
+            losses.append(float(loss))
+
+    if graph:  # three eager warm-up updates on a side stream (they count as steps), then capture
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                next_batch(step)
+                opt.zero_grad(set_to_none=True)
+                after(step, train_step())
+                step += 1
+        torch.cuda.current_stream().wait_stream(side)
+        # Grads are None at capture, so the captured backward writes them afresh on every replay.
+        opt.zero_grad(set_to_none=True)
+        try:
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cuda_graph):
+                static_loss = train_step()
+        except RuntimeError as e:  # fall back to eager updates
+            print(f"CUDA graph capture failed ({e}); training eagerly", flush=True)
+            cuda_graph = None
+            opt.zero_grad(set_to_none=True)
+    while step < r["steps"]:
+        next_batch(step)
+        if cuda_graph is not None:
+            cuda_graph.replay()
+            loss = static_loss
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss = train_step()
+        after(step, loss)
+        step += 1
+    train_s = time.time() - tic
+
+    tic = time.time()
+    result = dict(r, cuda_graph=cuda_graph is not None, train_seconds=round(train_s, 1), cpu_cost=round(cpu_cost(r), 3), loss_curve=losses[::10],
+                  final_loss=float(np.mean(losses[-20:])))
+    ema.eval()
+    arrays = {}
+    for sde in (False, True):
+        gen = torch.Generator(device=device).manual_seed(1234)
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, num_samples, 2000):
+                b = min(2000, num_samples - start)
+                x = dpm_solver_pp(ema, (b, 1, 28, 28), ab, 20, sde, gen, device)
+                chunks.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()[:, 0])
+        arrays["dpmpp_sde20" if sde else "dpmpp20"] = np.concatenate(chunks)
+    result["sample_seconds"] = round(time.time() - tic, 1)
+    if classifier:
+        result["scores"] = {k: score(v, classifier, data_dir, device) for k, v in arrays.items()}
+    if save_npz:  # the recipe and its timings travel inside the .npz ("meta", a JSON string)
+        np.savez_compressed(os.path.join(out_dir, f"{r['name']}.npz"), meta=np.array(json.dumps(result)), **arrays)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def score(images: np.ndarray, classifier: str, data_dir: str, device: str = "cpu") -> dict:
+    """FID against the test set, IS and class histogram, with classifier_torch's mirror of the
+    project's classifier and ddpm_ms.metrics' float64 statistics (NumPy only, no MindSpore)."""
+    sys.path.insert(0, HERE)
+    sys.path.insert(0, os.path.join(HERE, "..", ".."))
+    from classifier_torch import build
+    from ddpm_ms.metrics.fid import feature_statistics, frechet_distance
+    from ddpm_ms.metrics.scores import class_histogram, inception_score
+
+    classify = build(classifier, device)
+    real, _ = classify(read_idx_images(os.path.join(data_dir, "t10k-images-idx3-ubyte.gz")))
+    feats, probs = classify(images)
+    fid = frechet_distance(*feature_statistics(feats), *feature_statistics(real))
+    return {"fid": round(fid, 2), "inception_score": round(inception_score(probs), 3),
+            "class_histogram": [round(float(v), 4) for v in class_histogram(probs)], "num": len(images)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="folder with Fashion-MNIST's train-images-idx3-ubyte.gz")
+    p.add_argument("--out", required=True, help="one NAME.npz per recipe goes here")
+    p.add_argument("--logs", help="one NAME.log per recipe goes here (default: --out)")
+    p.add_argument("--recipes", default="preset", help="comma-separated names (NAME@seedS for another seed)")
+    p.add_argument("--jobs", type=int, default=8, help="recipes trained at once, one process each")
+    p.add_argument("--num", type=int, default=10000, help="samples per recipe and sampler")
+    p.add_argument("--classifier", help="classifier_torch.py export's npz: score on this machine and write "
+                                        "OUT/results.jsonl instead of the samples")
+    p.add_argument("--save-npz", action="store_true", help="with --classifier: keep the samples too")
+    p.add_argument("--plan", action="store_true", help="print each recipe's CPU cost and stop")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.logs or args.out, exist_ok=True)
+    if args.worker:
+        train_one(recipe(args.worker), args.data, args.out, args.num, args.classifier,
+                  save_npz=args.save_npz or not args.classifier)
+        return 0
+    names = [n for n in args.recipes.split(",") if n]
+    for n in names:
+        print(f"{n:>16}: {cpu_cost(recipe(n)):.2f}x the preset's CPU time", flush=True)
+    if args.plan:
+        return 0
+    running, pending, tic = [], list(names), time.time()
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            n = pending.pop(0)
+            log = open(os.path.join(args.logs or args.out, f"{n}.log"), "w")
+            cmd = [sys.executable, __file__, "--data", args.data, "--out", args.out, "--num", str(args.num),
+                   "--worker", n] + (["--classifier", args.classifier] if args.classifier else []) + \
+                  (["--save-npz"] if args.save_npz else [])
+            running.append((n, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        time.sleep(2)
+        for item in list(running):
+            n, proc, log = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                print(f"{time.time() - tic:7.1f} s  {n}: exit {proc.returncode}", flush=True)
+                with open(os.path.join(args.logs or args.out, f"{n}.log")) as f:
+                    last = (f.read().strip().splitlines() or [""])[-1]
+                if last.startswith("{"):
+                    row = json.loads(last)
+                    with open(os.path.join(args.out, "results.jsonl"), "a") as f:
+                        f.write(last + "\n")
+                    fids = {k: v["fid"] for k, v in row.get("scores", {}).items()}
+                    print(f"{'':9}{n}: train {row['train_seconds']} s, loss {row['final_loss']:.4f}, FID {fids}",
+                          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
