@@ -109,8 +109,9 @@ def lr_at(step: int, r: dict) -> float:
     return lr
 
 
-def dpm_solver_pp(model, shape, ab: np.ndarray, n_steps: int, sde: bool, gen, device):
-    """ddpm_ms.sampling.DPMSolverMultistepScheduler, leading grid, order 2, lower_order_final."""
+def dpm_solver_pp(model, shape, ab: np.ndarray, n_steps: int, sde: bool, gen, device, x_T=None):
+    """ddpm_ms.sampling.DPMSolverMultistepScheduler, leading grid, order 2, lower_order_final;
+    from x_T when given, else from noise drawn with `gen`."""
     import torch
     T = len(ab)
     ts = np.unique(np.floor(np.arange(n_steps) * (T / n_steps)).astype(np.int64))[::-1]
@@ -120,7 +121,7 @@ def dpm_solver_pp(model, shape, ab: np.ndarray, n_steps: int, sde: bool, gen, de
         alpha, sigma = math.sqrt(a_bar), math.sqrt(1.0 - a_bar)
         return alpha, sigma, (math.log(alpha) - math.log(sigma)) if sigma > 0 else math.inf
 
-    x = torch.randn(shape, generator=gen, device=device)
+    x = torch.randn(shape, generator=gen, device=device) if x_T is None else x_T
     last = None
     n = len(ts)
     for i, t in enumerate(ts):
