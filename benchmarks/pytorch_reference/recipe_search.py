@@ -30,6 +30,8 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_torch import cosine_schedule as cosine_alphas_cumprod  # noqa: E402  (ddpm_ms's cosine schedule)
 
 # ddpm_ms.config.preset("fashion_mnist") as of issue 6; every recipe is this plus its overrides.
 PRESET = dict(dim=16, dim_mults=(1, 2, 4), batch=32, steps=7500, lr=2e-3, warmup=500, lr_schedule="cosine",
@@ -78,18 +80,11 @@ def cpu_cost(r: dict) -> float:
 
 
 def read_idx_images(path: str) -> np.ndarray:
+    """ddpm_ms.data's read_idx without MindSpore (ddpm_ms.data imports mindspore.dataset)."""
     with gzip.open(path, "rb") as f:
         data = f.read()
     n, h, w = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
     return np.frombuffer(data, np.uint8, offset=16).reshape(n, h, w)
-
-
-def cosine_alphas_cumprod(T=1000, s=0.008, max_beta=0.999) -> np.ndarray:
-    x = np.linspace(0, T, T + 1, dtype=np.float64) / T
-    ac = np.cos((x + s) / (1 + s) * math.pi / 2) ** 2
-    ac = ac / ac[0]
-    betas = np.clip(1 - ac[1:] / ac[:-1], 0, max_beta)
-    return np.cumprod(1.0 - betas)
 
 
 def loss_weights(ab: np.ndarray, r: dict) -> np.ndarray:
