@@ -46,13 +46,12 @@ def torch_side(path: str) -> int:
     import torch
 
     from recipe_search import cosine_alphas_cumprod, dpm_solver_pp
-    from unet_torch import UNet, model_config, ms_name_to_torch
+    from unet_torch import UNet, load_ms_weights, model_config
 
     torch.set_num_threads(2)
     data = np.load(path)
     net = UNet(model_config()).eval()
-    net.load_state_dict({ms_name_to_torch(k[2:]): torch.from_numpy(data[k]) for k in data.files
-                         if k.startswith("w:")}, strict=True)
+    load_ms_weights(net, data)
     with torch.no_grad():
         x = dpm_solver_pp(net, SHAPE, cosine_alphas_cumprod(), 20, False, None, "cpu",
                           x_T=torch.from_numpy(data["x_T"])).numpy()

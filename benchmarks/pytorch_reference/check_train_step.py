@@ -78,14 +78,13 @@ def torch_side(path: str) -> int:
     import torch.nn.functional as F
 
     from recipe_search import cosine_alphas_cumprod, loss_weights, lr_at
-    from unet_torch import UNet, model_config, ms_name_to_torch
+    from unet_torch import UNet, load_ms_weights, model_config, ms_name_to_torch
 
     torch.set_num_threads(2)
     data = np.load(path)
     r = json.loads(str(data["meta"]))
     net = UNet(model_config())
-    net.load_state_dict({ms_name_to_torch(k[3:]): torch.from_numpy(data[k]) for k in data.files
-                         if k.startswith("w0:")}, strict=True)
+    load_ms_weights(net, data, prefix="w0:")
     opt = torch.optim.Adam(net.parameters(), lr=r["lr"], betas=(0.9, 0.999), eps=1e-8)
     ab = cosine_alphas_cumprod()
     sqrt_ab, sqrt_1mab = torch.tensor(np.sqrt(ab)).float(), torch.tensor(np.sqrt(1 - ab)).float()
@@ -114,8 +113,9 @@ def torch_side(path: str) -> int:
               f"({ms_norm:.5f}), lr {lr_at(i, r):.3g} ({ms_lr:.3g})")
         ok &= abs(loss.item() - ms_loss) < 1e-4 * max(1, ms_loss) and abs(float(norm) - ms_norm) < 1e-3 * ms_norm
     worst, worst_name, moved, rows = 0.0, None, 0.0, []
+    ms_names = {ms_name_to_torch(k[2:]): k[2:] for k in data.files if k.startswith("w:")}
     for name, p in net.named_parameters():
-        ms_name = next(k[2:] for k in data.files if k.startswith("w:") and ms_name_to_torch(k[2:]) == name)
+        ms_name = ms_names[name]
         step_ms = data["w:" + ms_name] - data["w0:" + ms_name]
         diff = float(np.abs(p.detach().numpy() - data["w:" + ms_name]).max())
         moved = max(moved, float(np.abs(step_ms).max()))

@@ -275,6 +275,9 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
     return result
 
 
+_REAL_STATS = {}
+
+
 def score(images: np.ndarray, classifier: str, data_dir: str, device: str = "cpu") -> dict:
     """FID against the test set, IS and class histogram, with classifier_torch's mirror of the
     project's classifier and ddpm_ms.metrics' float64 statistics (NumPy only, no MindSpore)."""
@@ -284,10 +287,14 @@ def score(images: np.ndarray, classifier: str, data_dir: str, device: str = "cpu
     from ddpm_ms.metrics.fid import feature_statistics, frechet_distance
     from ddpm_ms.metrics.scores import class_histogram, inception_score
 
-    classify = build(classifier, device)
-    real, _ = classify(read_idx_images(os.path.join(data_dir, "t10k-images-idx3-ubyte.gz")))
+    key = (classifier, data_dir, device)
+    if key not in _REAL_STATS:  # the classifier and the test set's statistics, once per process
+        classify = build(classifier, device)
+        real, _ = classify(read_idx_images(os.path.join(data_dir, "t10k-images-idx3-ubyte.gz")))
+        _REAL_STATS[key] = classify, feature_statistics(real)
+    classify, real_stats = _REAL_STATS[key]
     feats, probs = classify(images)
-    fid = frechet_distance(*feature_statistics(feats), *feature_statistics(real))
+    fid = frechet_distance(*feature_statistics(feats), *real_stats)
     return {"fid": round(fid, 2), "inception_score": round(inception_score(probs), 3),
             "class_histogram": [round(float(v), 4) for v in class_histogram(probs)], "num": len(images)}
 

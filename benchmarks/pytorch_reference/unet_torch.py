@@ -241,6 +241,12 @@ def ms_name_to_torch(name: str) -> str:
     return name
 
 
+def load_ms_weights(net: nn.Module, arrays, prefix: str = "w:") -> None:
+    """Load MindSpore weights saved as arrays[prefix + ms_name] (an npz) into `net`, strictly."""
+    net.load_state_dict({ms_name_to_torch(k[len(prefix):]): torch.from_numpy(arrays[k]) for k in arrays.files
+                         if k.startswith(prefix)}, strict=True)
+
+
 if __name__ == "__main__":
     for d in (16, 28):
         print(d, count_parameters(UNet(model_config(dim=d))))
