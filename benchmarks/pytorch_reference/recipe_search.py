@@ -15,6 +15,11 @@ model's cost per image on the CPU (dim 28 costs 1.5x dim 16 there), which --plan
 
     python recipe_search.py --data DIR --out OUT --recipes preset,minsnr5 [--jobs 8]
     python recipe_search.py ... --classifier W.npz   # score there (classifier_torch.py), JSON only
+    python recipe_search.py ... --samplers dpmpp20,dpmpp_sde50,ddpm1000   # other samplers
+
+To tell a training difference from a sampling one, weights cross over (ms_weights_io.py):
+`--score-weights A.npz` samples and scores a ddpm_ms checkpoint's exported EMA weights here,
+and `--save-weights` writes each recipe's EMA weights for scripts/evaluate.py to score.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from bench_torch import cosine_schedule as cosine_alphas_cumprod  # noqa: E402  
 # ddpm_ms.config.preset("fashion_mnist") as of issue 6; every recipe is this plus its overrides.
 PRESET = dict(dim=16, dim_mults=(1, 2, 4), batch=32, steps=7500, lr=2e-3, warmup=500, lr_schedule="cosine",
               ema_decay=0.995, ema_every=10, p2_gamma=0.5, min_snr_gamma=0.0, loss="huber", flip=True,
-              clip_grad=1.0, seed=0, objective="eps", adam_betas=(0.9, 0.999))
+              clip_grad=1.0, seed=0, objective="eps", adam_betas=(0.9, 0.999), tf32=True)
 
 RECIPES = {
     "preset": {},
@@ -56,6 +61,8 @@ RECIPES = {
     "x2": dict(steps=15000, warmup=1000),
     "x4": dict(steps=30000, warmup=2000),
     "x8": dict(steps=60000, warmup=4000),
+    "fp32": dict(tf32=False),  # convolutions in full float32 (cuDNN's TF32 off), as on the CPU
+    "minsnr5_fp32": dict(p2_gamma=0.0, min_snr_gamma=5.0, tf32=False),
     "smoke": dict(steps=30, warmup=5, ema_every=1),  # checks the script end to end in seconds
 }
 
@@ -144,14 +151,80 @@ def dpm_solver_pp(model, shape, ab: np.ndarray, n_steps: int, sde: bool, gen, de
     return x
 
 
+def ddpm_ancestral(model, shape, ab: np.ndarray, gen, device):
+    """ddpm_ms.sampling.DDPMScheduler over all T steps: fixed_small variance, x0 clipped."""
+    import torch
+    x = torch.randn(shape, generator=gen, device=device)
+    for t in range(len(ab) - 1, -1, -1):
+        eps = model(x, torch.full((shape[0],), t, device=device, dtype=torch.long))
+        ab_t, ab_prev = float(ab[t]), (float(ab[t - 1]) if t > 0 else 1.0)
+        beta = 1.0 - ab_t / ab_prev
+        x0 = ((x - math.sqrt(1.0 - ab_t) * eps) / math.sqrt(ab_t)).clamp(-1, 1)
+        x = (math.sqrt(ab_prev) * beta / (1.0 - ab_t)) * x0 + (math.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab_t)) * x
+        if t > 0:
+            x = x + math.sqrt((1.0 - ab_prev) / (1.0 - ab_t) * beta) * torch.randn(shape, generator=gen, device=device)
+    return x
+
+
+# name -> (sampler, steps, stochastic); the default pair is what every proxy row reports.
+SAMPLERS = {"dpmpp20": ("dpm++", 20, False), "dpmpp_sde20": ("dpm++", 20, True),
+            "dpmpp50": ("dpm++", 50, False), "dpmpp_sde50": ("dpm++", 50, True), "ddpm1000": ("ddpm", 1000, True)}
+DEFAULT_SAMPLERS = ("dpmpp20", "dpmpp_sde20")
+
+
+def draw(model, name: str, num: int, ab: np.ndarray, device) -> np.ndarray:
+    """`num` uint8 (N, 28, 28) samples of `name` in SAMPLERS, from seed 1234, 2,000 at a time."""
+    import torch
+    kind, steps, sde = SAMPLERS[name]
+    gen = torch.Generator(device=device).manual_seed(1234)
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, num, 2000):
+            shape = (min(2000, num - start), 1, 28, 28)
+            x = (dpm_solver_pp(model, shape, ab, steps, sde, gen, device) if kind == "dpm++"
+                 else ddpm_ancestral(model, shape, ab, gen, device))
+            chunks.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()[:, 0])
+    return np.concatenate(chunks)
+
+
+def sample_and_score(ema, result: dict, out_dir: str, data_dir: str, num_samples: int, samplers, classifier,
+                     save_npz: bool, device) -> dict:
+    """Draw with each sampler, score (when a classifier is given), write NAME.npz, print the row."""
+    tic = time.time()
+    arrays = {name: draw(ema, name, num_samples, cosine_alphas_cumprod(), device) for name in samplers}
+    result["sample_seconds"] = round(time.time() - tic, 1)
+    if classifier:
+        result["scores"] = {k: score(v, classifier, data_dir, device) for k, v in arrays.items()}
+    if save_npz:  # the recipe and its timings travel inside the .npz ("meta", a JSON string)
+        np.savez_compressed(os.path.join(out_dir, f"{result['name']}.npz"), meta=np.array(json.dumps(result)), **arrays)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def score_weights(path: str, data_dir: str, out_dir: str, num_samples: int, samplers, classifier,
+                  save_npz: bool) -> dict:
+    """Sample and score weights trained elsewhere (ms_weights_io.py export of a ddpm_ms checkpoint)."""
+    import torch
+    from unet_torch import UNet, load_ms_weights, model_config
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ema = UNet(model_config()).to(device).eval()
+    arrays = np.load(path)
+    load_ms_weights(ema, arrays)
+    ema.to(device)
+    result = dict(name="weights:" + os.path.basename(path))
+    return sample_and_score(ema, result, out_dir, data_dir, num_samples, samplers, classifier, save_npz, device)
+
+
 def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier: str | None = None,
-              save_npz: bool = True) -> dict:
+              save_npz: bool = True, samplers=DEFAULT_SAMPLERS, save_weights: bool = False) -> dict:
     import torch
     import torch.nn.functional as F
     sys.path.insert(0, HERE)
     from unet_torch import UNet, model_config
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.allow_tf32 = r["tf32"]  # torch's default: True (convolutions in TF32)
+    torch.backends.cuda.matmul.allow_tf32 = False  # torch's default
     torch.manual_seed(r["seed"])
     rng = np.random.default_rng(r["seed"])
     images = read_idx_images(os.path.join(data_dir, "train-images-idx3-ubyte.gz"))
@@ -252,27 +325,13 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
         step += 1
     train_s = time.time() - tic
 
-    tic = time.time()
-    result = dict(r, cuda_graph=cuda_graph is not None, train_seconds=round(train_s, 1), cpu_cost=round(cpu_cost(r), 3), loss_curve=losses[::10],
-                  final_loss=float(np.mean(losses[-20:])))
+    result = dict(r, cuda_graph=cuda_graph is not None, train_seconds=round(train_s, 1), cpu_cost=round(cpu_cost(r), 3),
+                  loss_curve=losses[::10], final_loss=float(np.mean(losses[-20:])))
     ema.eval()
-    arrays = {}
-    for sde in (False, True):
-        gen = torch.Generator(device=device).manual_seed(1234)
-        chunks = []
-        with torch.no_grad():
-            for start in range(0, num_samples, 2000):
-                b = min(2000, num_samples - start)
-                x = dpm_solver_pp(ema, (b, 1, 28, 28), ab, 20, sde, gen, device)
-                chunks.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()[:, 0])
-        arrays["dpmpp_sde20" if sde else "dpmpp20"] = np.concatenate(chunks)
-    result["sample_seconds"] = round(time.time() - tic, 1)
-    if classifier:
-        result["scores"] = {k: score(v, classifier, data_dir, device) for k, v in arrays.items()}
-    if save_npz:  # the recipe and its timings travel inside the .npz ("meta", a JSON string)
-        np.savez_compressed(os.path.join(out_dir, f"{r['name']}.npz"), meta=np.array(json.dumps(result)), **arrays)
-    print(json.dumps(result), flush=True)
-    return result
+    if save_weights:  # for ms_weights_io.py import: the EMA weights under MindSpore's names
+        from unet_torch import ms_weights
+        np.savez(os.path.join(out_dir, f"{r['name']}.weights.npz"), **ms_weights(ema))
+    return sample_and_score(ema, result, out_dir, data_dir, num_samples, samplers, classifier, save_npz, device)
 
 
 _REAL_STATS = {}
@@ -299,6 +358,11 @@ def score(images: np.ndarray, classifier: str, data_dir: str, device: str = "cpu
             "class_histogram": [round(float(v), 4) for v in class_histogram(probs)], "num": len(images)}
 
 
+def log_name(job: str) -> str:
+    """A recipe's log file name; for a weights file, its base name."""
+    return "weights_" + os.path.basename(job[len("weights:"):]) if job.startswith("weights:") else job
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder with Fashion-MNIST's train-images-idx3-ubyte.gz")
@@ -310,28 +374,45 @@ def main(argv=None) -> int:
     p.add_argument("--classifier", help="classifier_torch.py export's npz: score on this machine and write "
                                         "OUT/results.jsonl instead of the samples")
     p.add_argument("--save-npz", action="store_true", help="with --classifier: keep the samples too")
+    p.add_argument("--samplers", default=",".join(DEFAULT_SAMPLERS),
+                   help=f"comma-separated, from {sorted(SAMPLERS)} (ddpm1000: 1,000-step ancestral)")
+    p.add_argument("--save-weights", action="store_true",
+                   help="also write each recipe's EMA weights, NAME.weights.npz (ms_weights_io.py import)")
+    p.add_argument("--score-weights", default="",
+                   help="comma-separated npz files (ms_weights_io.py export): sample and score them, no training")
     p.add_argument("--plan", action="store_true", help="print each recipe's CPU cost and stop")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.logs or args.out, exist_ok=True)
+    samplers = [n for n in args.samplers.split(",") if n]
+    unknown = sorted(set(samplers) - set(SAMPLERS))
+    if unknown:
+        p.error(f"unknown samplers {unknown}; choose from {sorted(SAMPLERS)}")
+    save_npz = args.save_npz or not args.classifier
     if args.worker:
-        train_one(recipe(args.worker), args.data, args.out, args.num, args.classifier,
-                  save_npz=args.save_npz or not args.classifier)
+        if args.worker.startswith("weights:"):
+            score_weights(args.worker[len("weights:"):], args.data, args.out, args.num, samplers, args.classifier,
+                          save_npz)
+        else:
+            train_one(recipe(args.worker), args.data, args.out, args.num, args.classifier, save_npz, samplers,
+                      args.save_weights)
         return 0
     names = [n for n in args.recipes.split(",") if n]
     for n in names:
         print(f"{n:>16}: {cpu_cost(recipe(n)):.2f}x the preset's CPU time", flush=True)
+    names += ["weights:" + w for w in args.score_weights.split(",") if w]
     if args.plan:
         return 0
     running, pending, tic = [], list(names), time.time()
     while pending or running:
         while pending and len(running) < args.jobs:
             n = pending.pop(0)
-            log = open(os.path.join(args.logs or args.out, f"{n}.log"), "w")
+            log = open(os.path.join(args.logs or args.out, f"{log_name(n)}.log"), "w")
             cmd = [sys.executable, __file__, "--data", args.data, "--out", args.out, "--num", str(args.num),
-                   "--worker", n] + (["--classifier", args.classifier] if args.classifier else []) + \
-                  (["--save-npz"] if args.save_npz else [])
+                   "--worker", n, "--samplers", args.samplers] + \
+                  (["--classifier", args.classifier] if args.classifier else []) + \
+                  (["--save-npz"] if args.save_npz else []) + (["--save-weights"] if args.save_weights else [])
             running.append((n, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
         time.sleep(2)
         for item in list(running):
@@ -340,15 +421,15 @@ def main(argv=None) -> int:
                 log.close()
                 running.remove(item)
                 print(f"{time.time() - tic:7.1f} s  {n}: exit {proc.returncode}", flush=True)
-                with open(os.path.join(args.logs or args.out, f"{n}.log")) as f:
+                with open(os.path.join(args.logs or args.out, f"{log_name(n)}.log")) as f:
                     last = (f.read().strip().splitlines() or [""])[-1]
                 if last.startswith("{"):
                     row = json.loads(last)
                     with open(os.path.join(args.out, "results.jsonl"), "a") as f:
                         f.write(last + "\n")
                     fids = {k: v["fid"] for k, v in row.get("scores", {}).items()}
-                    print(f"{'':9}{n}: train {row['train_seconds']} s, loss {row['final_loss']:.4f}, FID {fids}",
-                          flush=True)
+                    trained = f"train {row['train_seconds']} s, loss {row['final_loss']:.4f}, " if "steps" in row else ""
+                    print(f"{'':9}{n}: {trained}FID {fids}", flush=True)
     return 0
 
 

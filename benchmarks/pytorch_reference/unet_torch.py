@@ -247,6 +247,19 @@ def load_ms_weights(net: nn.Module, arrays, prefix: str = "w:") -> None:
                          if k.startswith(prefix)}, strict=True)
 
 
+def ms_weights(net: nn.Module, prefix: str = "w:") -> dict:
+    """`net`'s weights as load_ms_weights reads them: {prefix + MindSpore name: float32 array}
+    (GroupNorm weight/bias -> gamma/beta), for ms_weights_io.py to put into a checkpoint."""
+    norms = {name for name, m in net.named_modules() if isinstance(m, nn.GroupNorm)}
+    out = {}
+    for key, value in net.state_dict().items():
+        module, _, leaf = key.rpartition(".")
+        if module in norms:
+            leaf = {"weight": "gamma", "bias": "beta"}[leaf]
+        out[f"{prefix}{module}.{leaf}"] = value.detach().float().cpu().numpy()
+    return out
+
+
 if __name__ == "__main__":
     for d in (16, 28):
         print(d, count_parameters(UNet(model_config(dim=d))))
