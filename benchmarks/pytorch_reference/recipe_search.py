@@ -210,7 +210,6 @@ def score_weights(path: str, data_dir: str, out_dir: str, num_samples: int, samp
     ema = UNet(model_config()).to(device).eval()
     arrays = np.load(path)
     load_ms_weights(ema, arrays)
-    ema.to(device)
     result = dict(name="weights:" + os.path.basename(path))
     return sample_and_score(ema, result, out_dir, data_dir, num_samples, samplers, classifier, save_npz, device)
 
