@@ -41,7 +41,7 @@ from bench_torch import cosine_schedule as cosine_alphas_cumprod  # noqa: E402  
 # ddpm_ms.config.preset("fashion_mnist") as of issue 6; every recipe is this plus its overrides.
 PRESET = dict(dim=16, dim_mults=(1, 2, 4), batch=32, steps=7500, lr=2e-3, warmup=500, lr_schedule="cosine",
               ema_decay=0.995, ema_every=10, p2_gamma=0.5, min_snr_gamma=0.0, loss="huber", flip=True,
-              clip_grad=1.0, seed=0, objective="eps", adam_betas=(0.9, 0.999), tf32=True)
+              clip_grad=1.0, seed=0, objective="eps", adam_betas=(0.9, 0.999), tf32=True, ema_sweep=())
 
 RECIPES = {
     "preset": {},
@@ -62,6 +62,8 @@ RECIPES = {
     "x4": dict(steps=30000, warmup=2000),
     "x8": dict(steps=60000, warmup=4000),
     "fp32": dict(tf32=False),  # convolutions in full float32 (cuDNN's TF32 off), as on the CPU
+    # the preset in full float32, with more EMA lengths kept alongside (--save-weights writes each)
+    "fp32_ema_sweep": dict(tf32=False, ema_sweep=(0.98, 0.99, 0.998, 0.999)),
     "minsnr5_fp32": dict(p2_gamma=0.0, min_snr_gamma=5.0, tf32=False),
     "smoke": dict(steps=30, warmup=5, ema_every=1),  # checks the script end to end in seconds
 }
@@ -242,6 +244,8 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
     opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(r["lr"], device=device) if graph else r["lr"],
                            betas=tuple(r["adam_betas"]), eps=1e-8, capturable=graph)
     params, ema_params = list(model.parameters()), list(ema.parameters())
+    # Extra averages with other decays (same cadence and warm-up), to compare EMA lengths in one run.
+    sweep = {d: [p.detach().clone() for p in params] for d in r["ema_sweep"]}
     batch_idx = torch.zeros(r["batch"], dtype=torch.long, device=device)  # refilled every step
 
     def train_step():
@@ -285,10 +289,13 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
     def after(step, loss):
         nonlocal ema_updates
         if r["ema_decay"] and (step + 1) % r["ema_every"] == 0:
-            decay = min(r["ema_decay"], (1.0 + ema_updates) / (10.0 + ema_updates))
+            n = ema_updates
             ema_updates += 1
+            decay = min(r["ema_decay"], (1.0 + n) / (10.0 + n))
             with torch.no_grad():
                 torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+                for d, shadow in sweep.items():
+                    torch._foreach_lerp_(shadow, params, 1.0 - min(d, (1.0 + n) / (10.0 + n)))
         if step % 50 == 0:
             losses.append(float(loss))
 
@@ -330,6 +337,15 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
     if save_weights:  # for ms_weights_io.py import: the EMA weights under MindSpore's names
         from unet_torch import ms_weights
         np.savez(os.path.join(out_dir, f"{r['name']}.weights.npz"), **ms_weights(ema))
+        other = UNet(model_config(dim=r["dim"], dim_mults=tuple(r["dim_mults"]))).to(device)
+        for d, shadow in sweep.items():
+            with torch.no_grad():
+                for p, v in zip(other.parameters(), shadow):
+                    p.copy_(v)
+            np.savez(os.path.join(out_dir, f"{r['name']}.ema{d}.weights.npz"), **ms_weights(other))
+    if not num_samples:  # --num 0: training only (score the weights elsewhere, e.g. with evaluate.py)
+        print(json.dumps(result), flush=True)
+        return result
     return sample_and_score(ema, result, out_dir, data_dir, num_samples, samplers, classifier, save_npz, device)
 
 
@@ -369,7 +385,8 @@ def main(argv=None) -> int:
     p.add_argument("--logs", help="one NAME.log per recipe goes here (default: --out)")
     p.add_argument("--recipes", default="preset", help="comma-separated names (NAME@seedS for another seed)")
     p.add_argument("--jobs", type=int, default=8, help="recipes trained at once, one process each")
-    p.add_argument("--num", type=int, default=10000, help="samples per recipe and sampler")
+    p.add_argument("--num", type=int, default=10000, help="samples per recipe and sampler (0: train only, "
+                                                             "with --save-weights)")
     p.add_argument("--classifier", help="classifier_torch.py export's npz: score on this machine and write "
                                         "OUT/results.jsonl instead of the samples")
     p.add_argument("--save-npz", action="store_true", help="with --classifier: keep the samples too")
