@@ -62,8 +62,11 @@ RECIPES = {
     "x4": dict(steps=30000, warmup=2000),
     "x8": dict(steps=60000, warmup=4000),
     "fp32": dict(tf32=False),  # convolutions in full float32 (cuDNN's TF32 off), as on the CPU
-    # the preset in full float32, with more EMA lengths kept alongside (--save-weights writes each)
-    "fp32_ema_sweep": dict(tf32=False, ema_sweep=(0.98, 0.99, 0.998, 0.999)),
+    # The preset in full float32, with other EMA lengths kept alongside (--save-weights writes each).
+    # The preset's EMA never reaches its cap of 0.995 (the warm-up's (1 + n) / (10 + n) is 0.988 at its
+    # last update), so it averages about the last n / 9 updates. Each sweep value c keeps an average
+    # with decay (1 + n) / (c + n), uncapped: about the last n / (c - 1) updates (c = 2: all of them).
+    "fp32_ema_sweep": dict(tf32=False, ema_sweep=(2, 4, 20, 40)),
     "minsnr5_fp32": dict(p2_gamma=0.0, min_snr_gamma=5.0, tf32=False),
     "smoke": dict(steps=30, warmup=5, ema_every=1),  # checks the script end to end in seconds
 }
@@ -244,7 +247,8 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
     opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(r["lr"], device=device) if graph else r["lr"],
                            betas=tuple(r["adam_betas"]), eps=1e-8, capturable=graph)
     params, ema_params = list(model.parameters()), list(ema.parameters())
-    # Extra averages with other decays (same cadence and warm-up), to compare EMA lengths in one run.
+    # Extra averages with decay (1 + n) / (c + n) for c in ema_sweep (same cadence), to compare EMA
+    # lengths in one run.
     sweep = {d: [p.detach().clone() for p in params] for d in r["ema_sweep"]}
     batch_idx = torch.zeros(r["batch"], dtype=torch.long, device=device)  # refilled every step
 
@@ -295,7 +299,7 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
             with torch.no_grad():
                 torch._foreach_lerp_(ema_params, params, 1.0 - decay)
                 for d, shadow in sweep.items():
-                    torch._foreach_lerp_(shadow, params, 1.0 - min(d, (1.0 + n) / (10.0 + n)))
+                    torch._foreach_lerp_(shadow, params, 1.0 - (1.0 + n) / (d + n))
         if step % 50 == 0:
             losses.append(float(loss))
 
@@ -337,6 +341,8 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
     if save_weights:  # for ms_weights_io.py import: the EMA weights under MindSpore's names
         from unet_torch import ms_weights
         np.savez(os.path.join(out_dir, f"{r['name']}.weights.npz"), **ms_weights(ema))
+        if sweep:  # and the raw weights
+            np.savez(os.path.join(out_dir, f"{r['name']}.raw.weights.npz"), **ms_weights(model))
         other = UNet(model_config(dim=r["dim"], dim_mults=tuple(r["dim_mults"]))).to(device)
         for d, shadow in sweep.items():
             with torch.no_grad():
