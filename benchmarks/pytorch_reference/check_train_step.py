@@ -3,6 +3,7 @@ preset's recipe (p2-weighted Huber loss, global-norm clipping, Adam with the war
 rate) from the same weights on the same batches, t and noise, in MindSpore and in PyTorch:
 
     python benchmarks/pytorch_reference/check_train_step.py [--lr 2e-3 --warmup 0] [--min-snr-gamma 5]
+        [--from-ckpt RUN/checkpoints/final.ckpt]   # from trained weights instead of a fresh init
 
 Run with the system python (MindSpore side); the torch side runs in $TORCH_VENV on the file it
 writes. Prints the loss, the gradient norm and the largest parameter difference after each update.
@@ -42,6 +43,13 @@ def ms_side(args) -> str:
     cfg = preset("fashion_mnist")
     d, t = cfg.diffusion, cfg.train
     model = UNet(cfg.model)
+    if args.from_ckpt:  # a trained model's raw weights: does the update still agree late in a run?
+        from ddpm_ms.training.checkpoint import load_model
+        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(args.from_ckpt)))
+        trained, _ = load_model(run_dir, args.from_ckpt, weights="raw")
+        values = {p.name: p.asnumpy() for p in trained.trainable_params()}
+        for p in model.trainable_params():
+            p.set_data(ms.Tensor(values[p.name]))
     names = [p.name for p in model.trainable_params()]  # before GaussianDiffusion prefixes them
     initial = [p.asnumpy().copy() for p in model.trainable_params()]
     schedule = NoiseSchedule.from_config(d)
@@ -139,6 +147,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=0, help="warm-up steps (0: the full rate from the first update)")
     ap.add_argument("--min-snr-gamma", type=float, default=0.0)
+    ap.add_argument("--from-ckpt", metavar="CKPT", help="start from this checkpoint's raw weights instead of a fresh init")
     ap.add_argument("--torch", metavar="NPZ", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch:
