@@ -341,9 +341,9 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
     if save_weights:  # for ms_weights_io.py import: the EMA weights under MindSpore's names
         from unet_torch import ms_weights
         np.savez(os.path.join(out_dir, f"{r['name']}.weights.npz"), **ms_weights(ema))
-        if sweep:  # and the raw weights
+        if sweep:  # and the raw weights, and each extra average through a spare model
             np.savez(os.path.join(out_dir, f"{r['name']}.raw.weights.npz"), **ms_weights(model))
-        other = UNet(model_config(dim=r["dim"], dim_mults=tuple(r["dim_mults"]))).to(device)
+            other = UNet(model_config(dim=r["dim"], dim_mults=tuple(r["dim_mults"]))).to(device)
         for d, shadow in sweep.items():
             with torch.no_grad():
                 for p, v in zip(other.parameters(), shadow):
