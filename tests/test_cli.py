@@ -20,6 +20,7 @@ def test_overrides_reach_the_config(tmp_path):
     assert (cfg.preset, cfg.train.steps, cfg.train.batch_size, cfg.train.lr) == ("mnist", 10, 8, 0.001)
     assert cfg.diffusion.timesteps == 200 and cfg.data.root == str(tmp_path) and cfg.diffusion.objective == "v"
     assert cfg.train.mode == "pynative" and cfg.train.device == "CPU" and cfg.train.sample_steps == 50
+    assert cfg_for("--random-flip").data.random_flip and not cfg_for("--preset", "cats", "--no-random-flip").data.random_flip
     by_epochs = cfg_for("--epochs", "2").train
     assert by_epochs.steps is None and by_epochs.epochs == 2 and by_epochs.sample_every is None
 

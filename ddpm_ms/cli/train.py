@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="data directory (default: the embedded copy under data/)")
     p.add_argument("--dataset", choices=DATASETS,
                    help="data set kind, overriding the preset's (e.g. image_folder to fine-tune on photos)")
+    p.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror a random half of the training images (preset default: on for photos, off for "
+                        "Fashion-MNIST and MNIST, whose shoes face one way and whose digits are not symmetric)")
     p.add_argument("--device", choices=["auto", "Ascend", "GPU", "CPU"],
                    help="auto (default) picks Ascend, then GPU, then CPU")
     p.add_argument("--mode", choices=["graph", "pynative"],
@@ -192,6 +195,8 @@ def config_from_args(args) -> Config:
             cfg.data.root = None
     if args.data is not None:
         cfg.data.root = str(args.data)
+    if args.random_flip is not None:
+        cfg.data.random_flip = args.random_flip
     if args.strict_data:
         cfg.data.strict = True
     return cfg.validate()
