@@ -259,15 +259,16 @@ def _fashion_like(name: str) -> Config:
     # ninth of the run, the best of six lengths measured) averaged every 10 steps, a tenth of its cost (21 ms
     # an average on the CPU). About 100 minutes at 43 images/s on 2 CPU cores; dim 16
     # trains 1.5x faster than dim 28 there. At 10,000 images (DPM-Solver++ 20) its end scores FID
-    # 206.6, against 234.9 for 5,000 steps at a constant 1e-3 (EMA 0.999 every step) and 281.6 for
-    # the former preset's 3,000 such steps. On an accelerator, train longer: --steps 30000.
+    # 95.8 without flips; with flips 206.6, against 234.9 for 5,000 steps at a constant 1e-3 (EMA
+    # 0.999 every step) and 281.6 for the former preset's 3,000 such steps. On an accelerator, train
+    # longer: --steps 30000.
     return Config(preset=name,
                   model=ModelConfig(image_size=(28, 28), channels=1, dim=16, dim_mults=(1, 2, 4)),
                   diffusion=DiffusionConfig(timesteps=1000, beta_schedule="cosine", loss_type="huber",
                                             p2_gamma=0.5, p2_k=1.0),
                   # No flips: every shoe in Fashion-MNIST points the same way (and a mirrored digit is not a
-                  # digit). Real train images, half of them mirrored, score FID 58 against the test set,
-                  # 50x the floor, with flipped boots called bags (benchmarks/fid_sensitivity.py --num 10000).
+                  # digit). Real train images, half of them mirrored, score FID 60.5 against the test set,
+                  # 53x the floor, with flipped boots called bags (benchmarks/fid_sensitivity.py --num 10000).
                   data=DataConfig(dataset=name, random_flip=False),
                   train=TrainConfig(batch_size=32, lr=2e-3, lr_schedule="cosine", warmup_steps=500,
                                     epochs=4, steps=7500, sample_every=2500,
