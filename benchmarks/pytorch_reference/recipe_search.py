@@ -57,8 +57,11 @@ RECIPES = {
     "dim28": dict(dim=28, steps=5000, warmup=333),
     "dim24": dict(dim=24, steps=6000, warmup=400),
     "noflip": dict(flip=False),
+    "v": dict(objective="v"),  # the network predicts v = sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho 2022)
     "beta2_0.99": dict(adam_betas=(0.9, 0.99)),
+    "x1.5": dict(steps=11250, warmup=750),  # about what 2 hours of the 2-core CPU buy (7,500 steps: 75 min)
     "x2": dict(steps=15000, warmup=1000),
+    "x3": dict(steps=22500, warmup=1500),
     "x4": dict(steps=30000, warmup=2000),
     "x8": dict(steps=60000, warmup=4000),
     "fp32": dict(tf32=False),  # convolutions in full float32 (cuDNN's TF32 off), as on the CPU
@@ -77,10 +80,15 @@ CPU_COST = {16: 1.0, 24: 1.3, 28: 1.5, 32: 1.7}
 
 
 def recipe(name: str) -> dict:
-    base, _, seed = name.partition("@seed")  # "dim28@seed1": a recipe with another seed
-    if base not in RECIPES:
-        raise SystemExit(f"unknown recipe {base!r}; choose from {sorted(RECIPES)}")
-    r = dict(PRESET, **RECIPES[base], name=name)
+    """The preset with a recipe's overrides. "a+b" applies a's, then b's ("noflip+x2");
+    "NAME@seedS" runs it with another seed ("noflip+minsnr5@seed1")."""
+    parts, _, seed = name.partition("@seed")
+    r = dict(PRESET)
+    for base in parts.split("+"):
+        if base not in RECIPES:
+            raise SystemExit(f"unknown recipe {base!r}; choose from {sorted(RECIPES)} (join them with +)")
+        r.update(RECIPES[base])
+    r["name"] = name
     if seed:
         r["seed"] = int(seed)
     return r
@@ -102,8 +110,8 @@ def read_idx_images(path: str) -> np.ndarray:
 def loss_weights(ab: np.ndarray, r: dict) -> np.ndarray:
     snr = ab / (1.0 - ab)
     w = (1.0 + snr) ** -r["p2_gamma"]
-    if r["min_snr_gamma"] > 0:
-        w = w * np.minimum(snr, r["min_snr_gamma"]) / snr
+    if r["min_snr_gamma"] > 0:  # NoiseSchedule.min_snr_weights, for the recipe's objective
+        w = w * np.minimum(snr, r["min_snr_gamma"]) / (snr + 1.0 if r["objective"] == "v" else snr)
     return w
 
 
@@ -262,10 +270,13 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
         noise = torch.randn_like(x0)
         xt = sqrt_ab[t][:, None, None, None] * x0 + sqrt_1mab[t][:, None, None, None] * noise
         pred = model(xt, t)
+        target = noise
+        if r["objective"] == "v":
+            target = sqrt_ab[t][:, None, None, None] * noise - sqrt_1mab[t][:, None, None, None] * x0
         if r["loss"] == "huber":
-            per = F.smooth_l1_loss(pred, noise, reduction="none", beta=1.0)
+            per = F.smooth_l1_loss(pred, target, reduction="none", beta=1.0)
         else:
-            per = F.mse_loss(pred, noise, reduction="none")
+            per = F.mse_loss(pred, target, reduction="none")
         loss = (per.flatten(1).mean(1) * weights[t]).mean()
         loss.backward()
         if r["clip_grad"]:
@@ -302,6 +313,8 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
                     torch._foreach_lerp_(shadow, params, 1.0 - (1.0 + n) / (d + n))
         if step % 50 == 0:
             losses.append(float(loss))
+        if step % 2500 == 0:
+            print(f"step {step}: {time.time() - tic:.1f} s", flush=True)
 
     if graph:  # three eager warm-up updates on a side stream (they count as steps), then capture
         side = torch.cuda.Stream()
@@ -349,10 +362,22 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
                 for p, v in zip(other.parameters(), shadow):
                     p.copy_(v)
             np.savez(os.path.join(out_dir, f"{r['name']}.ema{d}.weights.npz"), **ms_weights(other))
+    if r["objective"] == "v":  # the samplers read eps: eps = sqrt(ab) v + sqrt(1 - ab) x_t
+        ema = EpsFromV(ema, sqrt_ab, sqrt_1mab)
     if not num_samples:  # --num 0: training only (score the weights elsewhere, e.g. with evaluate.py)
         print(json.dumps(result), flush=True)
         return result
     return sample_and_score(ema, result, out_dir, data_dir, num_samples, samplers, classifier, save_npz, device)
+
+
+class EpsFromV:
+    """A v-predicting network seen as an eps-predicting one, for the samplers."""
+
+    def __init__(self, model, sqrt_ab, sqrt_1mab):
+        self.model, self.sqrt_ab, self.sqrt_1mab = model, sqrt_ab, sqrt_1mab
+
+    def __call__(self, x, t):
+        return self.sqrt_ab[t][:, None, None, None] * self.model(x, t) + self.sqrt_1mab[t][:, None, None, None] * x
 
 
 _REAL_STATS = {}
