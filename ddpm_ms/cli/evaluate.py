@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=SAMPLER_NAMES, help="default dpm++ (DPM-Solver++ 2M); dpm++sde: its SDE form")
     p.add_argument("--steps", type=positive_int, help="model calls: default all T for ddpm, 50 ddim, 20 dpm++ and dpm++sde")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
-                   help="the sampler's timestep grid (default leading; see docs/sampling.md)")
+                   help="the sampler's timestep grid (default: trailing for dpm++, leading for the others; "
+                        "see docs/sampling.md)")
     p.add_argument("--num", type=at_least_4, help="images to draw (default 10000)")
     p.add_argument("--seed", type=non_negative_int, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per model call (default 250)")

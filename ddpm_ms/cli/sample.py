@@ -34,8 +34,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int,
                    help="model calls: default all T for ddpm, 50 for ddim, 20 for dpm++ and dpm++sde")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
-                   help="which timesteps the sampler visits: leading (default; starts at t = 950 for 20 steps), "
-                        "trailing (starts at T-1), linspace; see docs/sampling.md")
+                   help="which timesteps the sampler visits: trailing (starts at T-1; the default for dpm++), "
+                        "leading (starts at t = 950 for 20 steps; the default for the others), linspace; "
+                        "see docs/sampling.md")
     p.add_argument("--eta", type=unit_float, help="DDIM noise scale, 0 (deterministic, default) to 1")
     p.add_argument("--num", type=positive_int, default=64, help="images to draw (default 64)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")

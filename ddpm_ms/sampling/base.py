@@ -30,13 +30,13 @@ class SchedulerOutput:
 def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str) -> np.ndarray:
     """`num_inference_steps` distinct training timesteps, descending (Lin et al. 2023, table 2).
 
-    leading (the default, as in diffusers and improved DDPM's respacing): (n-1)T/n, ..., T/n, 0.
-        With fewer steps than T it never visits t = T-1. That is deliberate: where alpha-bar is
-        near 0 (2.4e-9 at t = T-1 for the cosine schedule) an eps-predicting model's x0 estimate is
-        its prediction error times 1/sqrt(alpha-bar); starting there, a deterministic sampler
-        carries that error into the image (see docs/sampling.md);
-    trailing: T-1, T-1-T/n, ..., T/n-1: starts from pure noise (Lin et al. 2023; suits
-        v-prediction and zero-terminal-SNR schedules);
+    leading (the default of DDPM, DDIM and the SDE solver, as of diffusers' DDIM and improved DDPM's
+        respacing): (n-1)T/n, ..., T/n, 0. With fewer steps than T it never visits t = T-1, where
+        alpha-bar is near 0 (2.4e-9 for the cosine schedule) and an eps-predicting model's x0
+        estimate is its prediction error times 1/sqrt(alpha-bar) (see docs/sampling.md);
+    trailing (the default of DPM-Solver++'s ODE): T-1, T-1-T/n, ..., T/n-1: starts from pure
+        noise (Lin et al. 2023). With x0 clipped, the first step's amplified error stays bounded,
+        and on trained models this grid scores the better FID (docs/sampling.md);
     linspace: n points from T-1 down to 0, rounded.
     """
     T, n = num_train_timesteps, num_inference_steps

@@ -24,9 +24,18 @@ class DPMSolverMultistepScheduler(Scheduler):
     when it lands on t = 0 (the leading grid ends there, and the jump in log-SNR from about T/n
     to 0 is many times the previous step's, where the second-order correction overshoots) or when
     there are fewer than 15 steps (as in diffusers). algorithm_type: "dpmsolver++" (the ODE,
-    deterministic) or "sde-dpmsolver++" (the SDE, stochastic)."""
+    deterministic) or "sde-dpmsolver++" (the SDE, stochastic).
+
+    The default grid is "trailing" for the ODE (it starts from t = T-1, like diffusers' default
+    "linspace" for this scheduler) and "leading" for the SDE: on the Fashion-MNIST preset
+    (10,000 images, docs/sampling.md) the ODE at 20 steps scores FID 74.3 trailing against 95.8
+    leading, while the SDE scored better on the leading grid."""
 
     ALGORITHM_TYPES = ("dpmsolver++", "sde-dpmsolver++")
+
+    @property
+    def default_spacing(self) -> str:
+        return "trailing" if self.algorithm_type == "dpmsolver++" else "leading"
 
     def __init__(self, schedule: NoiseSchedule, solver_order=2, prediction_type="eps", clip_sample=True,
                  clip_range=1.0, timestep_spacing=None, lower_order_final=True, algorithm_type="dpmsolver++"):
