@@ -257,9 +257,9 @@ def _fashion_like(name: str) -> Config:
     # (README, "FID of the default preset"): 7,500 updates of batch 32, a 500-step warm-up to 2e-3
     # and a cosine decay to 0, the EMA (0.995, never reached: the warm-up ends at 0.988, about the last
     # ninth of the run, the best of six lengths measured) averaged every 10 steps, a tenth of its cost (21 ms
-    # an average on the CPU). About 100 minutes at 43 images/s on 2 CPU cores; dim 16
+    # an average on the CPU). About 75 minutes of updates at 53 images/s on 2 CPU cores; dim 16
     # trains 1.5x faster than dim 28 there. At 10,000 images (DPM-Solver++ 20) its end scores FID
-    # 95.8 without flips; with flips 206.6, against 234.9 for 5,000 steps at a constant 1e-3 (EMA
+    # 74.3 without flips (95.8 on the leading grid); with flips 206.6, against 234.9 for 5,000 steps at a constant 1e-3 (EMA
     # 0.999 every step) and 281.6 for the former preset's 3,000 such steps. On an accelerator, train
     # longer: --steps 30000.
     return Config(preset=name,
