@@ -259,9 +259,9 @@ def _fashion_like(name: str) -> Config:
     # ninth of the run, the best of six lengths measured) averaged every 10 steps, a tenth of its cost (21 ms
     # an average on the CPU). About 75 minutes of updates at 53 images/s on 2 CPU cores; dim 16
     # trains 1.5x faster than dim 28 there. At 10,000 images (DPM-Solver++ 20) its end scores FID
-    # 74.3 without flips (95.8 on the leading grid); with flips 206.6, against 234.9 for 5,000 steps at a constant 1e-3 (EMA
-    # 0.999 every step) and 281.6 for the former preset's 3,000 such steps. On an accelerator, train
-    # longer: --steps 30000.
+    # 74.3 without flips (95.8 on the leading grid); with flips 206.6, against 234.9 for 5,000 steps
+    # at a constant 1e-3 (EMA 0.999 every step) and 281.6 for the former preset's 3,000 such steps.
+    # On an accelerator, train longer: --steps 30000.
     return Config(preset=name,
                   model=ModelConfig(image_size=(28, 28), channels=1, dim=16, dim_mults=(1, 2, 4)),
                   diffusion=DiffusionConfig(timesteps=1000, beta_schedule="cosine", loss_type="huber",

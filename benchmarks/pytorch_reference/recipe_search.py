@@ -268,11 +268,10 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         t = torch.randint(0, len(ab), (r["batch"],), device=device)
         noise = torch.randn_like(x0)
-        xt = sqrt_ab[t][:, None, None, None] * x0 + sqrt_1mab[t][:, None, None, None] * noise
+        alpha, sigma = sqrt_ab[t][:, None, None, None], sqrt_1mab[t][:, None, None, None]
+        xt = alpha * x0 + sigma * noise
         pred = model(xt, t)
-        target = noise
-        if r["objective"] == "v":
-            target = sqrt_ab[t][:, None, None, None] * noise - sqrt_1mab[t][:, None, None, None] * x0
+        target = alpha * noise - sigma * x0 if r["objective"] == "v" else noise
         if r["loss"] == "huber":
             per = F.smooth_l1_loss(pred, target, reduction="none", beta=1.0)
         else:
