@@ -36,7 +36,9 @@ def _size2(size) -> tuple[int, int]:
 
 @dataclass
 class ModelConfig:
-    """U-Net shape. `image_size` is (height, width) or one int for square images."""
+    """U-Net shape. `image_size` is (height, width) or one int for square images. num_classes > 0
+    makes the model class-conditional on labels 0..num_classes-1, with one more label,
+    `num_classes` itself, for "no class" (classifier-free guidance, Ho & Salimans 2022)."""
     image_size: tuple = (28, 28)
     channels: int = 1
     dim: int = 28
@@ -48,6 +50,7 @@ class ModelConfig:
     dropout: float = 0.0
     attn_heads: int = 4
     attn_dim_head: int = 32
+    num_classes: int = 0
 
     @property
     def out_channels(self) -> int:
@@ -72,12 +75,17 @@ class ModelConfig:
             raise ValueError(f"every level width {widths} must divide by resnet_groups={self.resnet_groups}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if int(self.num_classes) < 0:
+            raise ValueError(f"model.num_classes must be >= 0 (0: unconditional), got {self.num_classes}")
 
 
 @dataclass
 class DiffusionConfig:
     """Forward process and training objective. p2_gamma = 0 turns p2 weighting off;
-    min_snr_gamma > 0 multiplies in Min-SNR weighting (see NoiseSchedule.loss_weights)."""
+    min_snr_gamma > 0 multiplies in Min-SNR weighting (see NoiseSchedule.loss_weights).
+    cond_drop_prob: for a class-conditional model, the share of training images whose label is
+    replaced by "no class", so that one network learns both the conditional and the unconditional
+    model that classifier-free guidance mixes."""
     timesteps: int = 1000
     beta_schedule: str = "cosine"
     beta_start: float | None = None  # linear/quadratic/sigmoid; default 1e-4 * 1000 / T
@@ -87,6 +95,7 @@ class DiffusionConfig:
     p2_gamma: float = 0.5
     p2_k: float = 1.0
     min_snr_gamma: float = 0.0
+    cond_drop_prob: float = 0.1
 
     def validate(self) -> None:
         if self.timesteps < 2:
@@ -100,6 +109,8 @@ class DiffusionConfig:
             raise ValueError(f"p2 weighting needs gamma >= 0 and k > 0, got gamma={self.p2_gamma}, k={self.p2_k}")
         if self.min_snr_gamma < 0:
             raise ValueError(f"diffusion.min_snr_gamma must be >= 0 (0: off), got {self.min_snr_gamma}")
+        if not 0.0 <= self.cond_drop_prob < 1.0:
+            raise ValueError(f"diffusion.cond_drop_prob must be in [0, 1), got {self.cond_drop_prob}")
 
 
 @dataclass
@@ -152,6 +163,9 @@ class TrainConfig:
     eval_num: int = 1000         # images drawn for each evaluation (FID is comparable at equal counts only)
     eval_sampler: str = "dpm++"
     eval_steps: int = 20
+    # Classifier-free guidance weight for a class-conditional model's grids and evaluations, and
+    # the default of sample.py / evaluate.py: out = uncond + w (cond - uncond); 1: no guidance.
+    guidance_scale: float = 1.0
 
     def validate(self) -> None:
         positive = {"batch_size": self.batch_size, "epochs": self.epochs, "save_every": self.save_every,
@@ -194,6 +208,8 @@ class TrainConfig:
         if int(self.eval_every) < 0 or int(self.eval_steps) < 1:
             raise ValueError(f"train.eval_every must be >= 0 and train.eval_steps >= 1, got {self.eval_every} "
                              f"and {self.eval_steps}")
+        if not self.guidance_scale >= 0:
+            raise ValueError(f"train.guidance_scale must be >= 0 (1: no guidance), got {self.guidance_scale}")
         if int(self.eval_num) < 4:
             raise ValueError(f"train.eval_num must be at least 4 (precision and recall use 3 nearest "
                              f"neighbours), got {self.eval_num}")
@@ -213,6 +229,9 @@ class Config:
         if self.train.eval_every and self.train.eval_steps > self.diffusion.timesteps:
             raise ValueError(f"train.eval_steps ({self.train.eval_steps}) cannot exceed "
                              f"diffusion.timesteps ({self.diffusion.timesteps})")
+        if self.model.num_classes and self.data.dataset == "image_folder":
+            raise ValueError("an image folder has no class labels, so the model cannot be class-conditional: "
+                             "set model.num_classes to 0")
         if self.train.sample_steps > self.diffusion.timesteps:
             raise ValueError(f"train.sample_steps ({self.train.sample_steps}) cannot exceed "
                              f"diffusion.timesteps ({self.diffusion.timesteps})")

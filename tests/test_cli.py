@@ -97,6 +97,11 @@ def test_loss_weighting_flags_reach_the_config():
     assert (preset.p2_gamma, preset.min_snr_gamma) == (0.5, 0.0)
 
 
+def test_conditioning_flags_reach_the_config():
+    cfg = cfg_for("--num-classes", "10", "--cond-drop-prob", "0.2", "--guidance-scale", "1.5")
+    assert (cfg.model.num_classes, cfg.diffusion.cond_drop_prob, cfg.train.guidance_scale) == (10, 0.2, 1.5)
+
+
 def test_evaluation_flags_reach_the_config():
     t = cfg_for("--eval-every", "500", "--eval-num", "2000", "--eval-sampler", "ddim", "--eval-steps", "50").train
     assert (t.eval_every, t.eval_num, t.eval_sampler, t.eval_steps) == (500, 2000, "ddim", 50)

@@ -31,6 +31,9 @@ def test_unknown_key_is_named(tmp_path):
     ("train", "batch_size", 0, "batch_size"),
     ("train", "mode", "eager", "mode"),
     ("train", "sample_steps", 5000, "sample_steps"),
+    ("model", "num_classes", -1, "num_classes"),
+    ("diffusion", "cond_drop_prob", 1.0, "cond_drop_prob"),
+    ("train", "guidance_scale", -0.5, "guidance_scale"),
 ])
 def test_validation_names_the_field(section, key, value, match):
     cfg = preset("fashion_mnist")
@@ -57,3 +60,10 @@ def test_command_line_sampler_names_are_the_samplers_the_library_builds():
     from ddpm_ms.sampling import SAMPLERS
 
     assert SAMPLER_NAMES == tuple(SAMPLERS)
+
+
+def test_an_image_folder_model_cannot_be_class_conditional():
+    cfg = preset("cats")
+    cfg.model.num_classes = 2
+    with pytest.raises(ValueError, match="no class labels"):
+        cfg.validate()

@@ -11,8 +11,9 @@ from ddpm_ms.models import UNet
 from ddpm_ms.training import save_checkpoint
 
 
-def make_run(path, timesteps=40, dim=8):
-    cfg = Config(preset="tiny", model=ModelConfig(image_size=(8, 8), channels=1, dim=dim, dim_mults=(1, 2)),
+def make_run(path, timesteps=40, dim=8, num_classes=0):
+    cfg = Config(preset="tiny", model=ModelConfig(image_size=(8, 8), channels=1, dim=dim, dim_mults=(1, 2),
+                                                  num_classes=num_classes),
                  diffusion=DiffusionConfig(timesteps=timesteps), data=DataConfig(), train=TrainConfig(sample_steps=10))
     path.mkdir(parents=True)
     cfg.save(path / "config.json")
@@ -147,3 +148,28 @@ def test_ema_weights_of_a_run_without_ema_are_a_clear_error(run_dir, capsys):
     assert sample_cli("--run", run_dir, "--steps", 3, "--num", 2, "--weights", "ema") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds no EMA weights" in err
+
+
+def test_class_labels_by_number_name_or_none(tmp_path, capsys):
+    run = make_run(tmp_path / "cond", num_classes=10)
+    arrays = {}
+    for label in ("7", "sneaker", "Ankle-boot", "none"):
+        out = tmp_path / f"{label}.npz"
+        assert sample_cli("--run", run, "--steps", 3, "--num", 2, "--class-label", label, "--guidance-scale", 2,
+                          "--npz", out, "--out", tmp_path / f"{label}.png") == 0, capsys.readouterr().err
+        arrays[label] = np.load(out)["arr_0"].astype(int)
+    np.testing.assert_array_equal(arrays["7"], arrays["sneaker"])  # class 7 of Fashion-MNIST is Sneaker
+    assert np.abs(arrays["sneaker"] - arrays["Ankle-boot"]).max() > 0
+    assert np.abs(arrays["sneaker"] - arrays["none"]).max() > 0
+    # By default every class in turn, one per grid column.
+    assert sample_cli("--run", run, "--steps", 2, "--num", 20, "--out", tmp_path / "all.png") == 0
+    with Image.open(tmp_path / "all.png") as im:
+        assert im.size == (10 * 64 + 11 * 2, 2 * 64 + 3 * 2)
+    assert sample_cli("--run", run, "--steps", 2, "--num", 2, "--class-label", "sock") == 2
+    err = capsys.readouterr().err
+    assert "--class-label 'sock' is not one of this model's classes (0 T-shirt/top" in err and "'none'" in err
+
+
+def test_class_label_on_an_unconditional_model_is_a_clear_error(run_dir, capsys):
+    assert sample_cli("--run", run_dir, "--num", 2, "--steps", 2, "--class-label", "3") == 2
+    assert "unconditional (train with --num-classes 10" in capsys.readouterr().err

@@ -18,5 +18,6 @@ def _number(convert, what: str, ok, requirement: str):
 
 positive_int = _number(int, "an integer", lambda v: v >= 1, "a positive integer")
 non_negative_int = _number(int, "an integer", lambda v: v >= 0, "zero or positive")
+non_negative_float = _number(float, "a number", lambda v: v >= 0, "zero or positive")
 positive_float = _number(float, "a number", lambda v: v > 0, "positive")
 unit_float = _number(float, "a number", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")

@@ -3,7 +3,9 @@
 Writes a grid PNG and, on request, every image as its own PNG (--save-dir), all images as one
 uint8 N x H x W x C array (--npz, key "arr_0", the layout FID tools read) and the denoising GIF
 (--gif). --compare draws the same noise with DDPM (all T steps), DDIM (50), DPM-Solver++ (20) and
-its SDE form (20) and puts the four grids side by side.
+its SDE form (20) and puts the four grids side by side. A class-conditional model draws every class
+in turn (one per grid column) or the --class-label given, with classifier-free guidance
+--guidance-scale.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int, unit_float
+from ddpm_ms.cli.args import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
 from ddpm_ms.config import SAMPLER_NAMES
 
 COMPARED = ("ddpm", "ddim", "dpm++", "dpm++sde")
@@ -38,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
                         "leading (starts at t = 950 for 20 steps; the default for the others), linspace; "
                         "see docs/sampling.md")
     p.add_argument("--eta", type=unit_float, help="DDIM noise scale, 0 (deterministic, default) to 1")
+    p.add_argument("--class-label", metavar="LABEL",
+                   help="class-conditional models: draw this class only, by number or name (e.g. 7 or sneaker); "
+                        "'none' draws unconditionally. Default: every class in turn, one per column")
+    p.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
+                   help="classifier-free guidance weight of a class-conditional model (default: the run's "
+                        "train.guidance_scale; 1: no guidance, 0: unconditional)")
     p.add_argument("--num", type=positive_int, default=64, help="images to draw (default 64)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per model call (default 64)")
@@ -81,6 +89,36 @@ def locate_run(args) -> tuple[Path, Path | None]:
                             "their run directory (run/checkpoints/*.ckpt) or pass --run")
 
 
+def class_labels(args, cfg):
+    """(labels for --num images or None, guidance scale) from --class-label and --guidance-scale."""
+    from ddpm_ms.data.datasets import CLASS_NAMES
+    from ddpm_ms.sampling import balanced_labels
+
+    n = cfg.model.num_classes
+    if not n:
+        given = [f for f, v in (("--class-label", args.class_label), ("--guidance-scale", args.guidance_scale))
+                 if v is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to class-conditional "
+                             "models; this one is unconditional (train with --num-classes 10 for one)")
+        return None, 1.0
+    guidance = cfg.train.guidance_scale if args.guidance_scale is None else args.guidance_scale
+    text = args.class_label
+    if text is None:
+        return balanced_labels(args.num, n), guidance
+    if text.lower() == "none":
+        return n, guidance  # "no class": the unconditional model
+    names = CLASS_NAMES.get(cfg.data.dataset, ())
+    key = text.lower().replace("-", " ").replace("_", " ")
+    matches = [i for i, name in enumerate(names) if key in (name.lower(), name.lower().split("/")[0])]
+    if text.isdigit() and int(text) < n:
+        return int(text), guidance
+    if matches:
+        return matches[0], guidance
+    known = ", ".join(f"{i} {name}" for i, name in enumerate(names)) or f"0..{n - 1}"
+    raise UsageError(f"--class-label {text!r} is not one of this model's classes ({known}) or 'none'")
+
+
 def resolve_steps(scheduler, steps, T) -> int:
     """--steps, or the scheduler's own default (all T for DDPM, at most 50 / 20 for DDIM / DPM-Solver++)."""
     steps = steps or scheduler.num_inference_steps
@@ -107,8 +145,11 @@ def run(args) -> int:
     model, cfg = load_model(run_dir, ckpt, weights="ema" if args.weights == "both" else args.weights)
     T = cfg.diffusion.timesteps
     image_shape = (cfg.model.channels, *cfg.model.image_size)
+    labels, guidance = class_labels(args, cfg)
+    if labels is not None and args.class_label is None and args.nrow is None:
+        args.nrow = cfg.model.num_classes  # one class per column
     common = dict(batch_size=args.batch_size, seed=args.seed, jit=args.mode == "graph",
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, class_labels=labels, guidance_scale=guidance)
     samples_dir = run_dir / "samples"
     print(f"model: {run_dir} ({cfg.preset}, T = {T}, {model.loaded_weights} weights)  device: {device}  "
           f"mode: {args.mode}")

@@ -11,22 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int, unit_float
+from ddpm_ms.cli.args import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
 from ddpm_ms.config import (AMP_DTYPES, AMP_LEVELS, DATASETS, LR_SCHEDULES, OPTIMIZERS, PRESETS, SAMPLER_NAMES, Config,
                              preset)
 
 RUNS = Path("runs")
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
-
-
-def non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be zero or positive, got {value}")
-    return value
 
 
 def ema_decay(text):
@@ -56,6 +46,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-snr-gamma", type=non_negative_float,
                    help="Min-SNR-gamma loss weighting, e.g. 5 (Hang et al. 2023; default 0: off); "
                         "multiplies the p2 weight, so pair it with --p2-gamma 0")
+    c = p.add_argument_group("class conditioning (classifier-free guidance)")
+    c.add_argument("--num-classes", type=non_negative_int,
+                   help="condition on the data's labels (10 for fashion_mnist and mnist); 0: unconditional")
+    c.add_argument("--cond-drop-prob", type=unit_float, metavar="P",
+                   help="share of training labels replaced by 'no class' (default 0.1)")
+    c.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
+                   help="guidance weight of the run's grids and evaluations, and the default of sample.py and "
+                        "evaluate.py (1: no guidance)")
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<preset>-<time>)")
     p.add_argument("--data", type=Path, help="data directory (default: the embedded copy under data/)")
     p.add_argument("--dataset", choices=DATASETS,
@@ -183,6 +181,12 @@ def config_from_args(args) -> Config:
         cfg.diffusion.p2_gamma = args.p2_gamma
     if args.min_snr_gamma is not None:
         cfg.diffusion.min_snr_gamma = args.min_snr_gamma
+    if args.num_classes is not None:
+        cfg.model.num_classes = args.num_classes
+    if args.cond_drop_prob is not None:
+        cfg.diffusion.cond_drop_prob = args.cond_drop_prob
+    if args.guidance_scale is not None:
+        t.guidance_scale = args.guidance_scale
     if args.timesteps is not None:
         cfg.diffusion.timesteps = args.timesteps
         if args.sample_steps is None:

@@ -154,13 +154,20 @@ def image_folder_dataset(root=None, image_size=(64, 64), channels=3, batch_size=
 
 
 def build_dataset(data_cfg, model_cfg, batch_size, shuffle=True):
-    """The training pipeline a config asks for."""
+    """The training pipeline a config asks for: columns "image", and "label" for a class-conditional
+    model."""
     if data_cfg.dataset in ("fashion_mnist", "mnist"):
         if tuple(model_cfg.image_size) != (28, 28) or model_cfg.channels != 1:
             raise ValueError(f"{data_cfg.dataset} images are 28x28 grayscale; the model is configured for "
                              f"{model_cfg.image_size} with {model_cfg.channels} channels")
+        num_classes = int(getattr(model_cfg, "num_classes", 0))
+        if num_classes and num_classes < len(CLASS_NAMES[data_cfg.dataset]):
+            raise ValueError(f"{data_cfg.dataset} has {len(CLASS_NAMES[data_cfg.dataset])} classes but the model is "
+                             f"configured for num_classes={num_classes}: set it to "
+                             f"{len(CLASS_NAMES[data_cfg.dataset])} (or 0 for an unconditional model)")
         return idx_dataset(data_cfg.dataset, data_cfg.root, batch_size, shuffle=shuffle,
-                           random_flip=data_cfg.random_flip, num_workers=data_cfg.num_workers)
+                           random_flip=data_cfg.random_flip, num_workers=data_cfg.num_workers,
+                           with_labels=bool(num_classes))
     return image_folder_dataset(data_cfg.root, model_cfg.image_size, model_cfg.channels, batch_size,
                                 shuffle=shuffle, random_flip=data_cfg.random_flip,
                                 num_workers=data_cfg.num_workers, strict=data_cfg.strict,

@@ -26,7 +26,9 @@ def huber(pred, target, delta=1.0):
 
 
 class GaussianDiffusion(nn.Cell):
-    """Wraps a denoiser; `construct(x0, t, noise)` returns the weighted training loss.
+    """Wraps a denoiser; `construct(x0, t, noise[, y])` returns the weighted training loss. `y`,
+    the class labels of a class-conditional denoiser, arrive with the dropped ones already set
+    to "no class" (the trainer draws which, so a seed fixes them like t and the noise).
 
     objective: what the model predicts, "eps" (the noise), "x0" or "v" (Salimans & Ho 2022).
     loss_type: "l1", "l2" or "huber". The weight of timestep t is p2's (k + SNR)^-p2_gamma times
@@ -67,13 +69,15 @@ class GaussianDiffusion(nn.Cell):
             return ops.square(pred - target)
         return huber(pred, target)
 
-    def p_losses(self, x0, t, noise):
+    def p_losses(self, x0, t, noise, y=None):
         """Per-sample loss: mean over pixels of the elementwise loss, times the weight of t."""
         x_t = self.q_sample(x0, t, noise)
-        pred = self.model(x_t, t.astype(ms.float32)).astype(ms.float32)  # float32 loss under mixed precision
+        t_in = t.astype(ms.float32)
+        pred = self.model(x_t, t_in) if y is None else self.model(x_t, t_in, y)
+        pred = pred.astype(ms.float32)  # float32 loss under mixed precision
         loss = self.elementwise_loss(pred, self.target(x0, t, noise))
         loss = loss.reshape(loss.shape[0], -1).mean(axis=1)
         return loss * ops.gather(self.loss_weight, t, 0)
 
-    def construct(self, x0, t, noise):
-        return self.p_losses(x0, t, noise).mean()
+    def construct(self, x0, t, noise, y=None):
+        return self.p_losses(x0, t, noise, y).mean()

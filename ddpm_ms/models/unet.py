@@ -2,9 +2,12 @@
 
 Sinusoidal time embedding + MLP; per level two ResNet (or ConvNeXt) blocks, linear attention
 and a down/up-sampling; full attention in the middle; skip connections between the halves.
+A class-conditional U-Net adds a learned embedding of the class label to the time embedding
+(as the guided-diffusion U-Net does), so every block sees it.
 """
 from __future__ import annotations
 
+import mindspore as ms
 from mindspore import nn, ops
 
 from ddpm_ms.config import ModelConfig
@@ -154,8 +157,10 @@ class Upsample(nn.Cell):
 
 
 class UNet(nn.Cell):
-    """Noise-prediction U-Net: `construct(x, t)` maps images (b, c, h, w) and timesteps (b,)
-    to a tensor of the same shape as `x` (noise, x0 or v, as the diffusion asks)."""
+    """Noise-prediction U-Net: `construct(x, t, y=None)` maps images (b, c, h, w), timesteps (b,)
+    and, for a class-conditional model (config.num_classes > 0), int32 labels (b,) to a tensor of
+    the same shape as `x` (noise, x0 or v, as the diffusion asks). Label `num_classes` means "no
+    class", and so does leaving `y` out; an unconditional model takes no labels."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -179,6 +184,9 @@ class UNet(nn.Cell):
         self.time_mlp = nn.SequentialCell(
             SinusoidalTimeEmbedding(dim), Dense(dim, time_dim), nn.GELU(approximate=False),
             Dense(time_dim, time_dim))
+        self.num_classes = int(config.num_classes)
+        if self.num_classes:
+            self.class_emb = nn.Embedding(self.num_classes + 1, time_dim)
 
         downs, ups = [], []
         for i, (d_in, d_out) in enumerate(in_out):
@@ -200,10 +208,14 @@ class UNet(nn.Cell):
         self.final_res_block = block(init_dim * 2, dim)
         self.final_conv = Conv2d(dim, config.out_channels, 1)
 
-    def construct(self, x, t):
+    def construct(self, x, t, y=None):
+        t_emb = self.time_mlp(t)
+        if self.num_classes:
+            if y is None:
+                y = ops.full((x.shape[0],), self.num_classes, dtype=ms.int32)
+            t_emb = t_emb + self.class_emb(y)
         x = self.init_conv(x)
         r = x
-        t_emb = self.time_mlp(t)
         skips = []
         for block1, block2, attn, down in self.downs:
             x = block1(x, t_emb)

@@ -5,7 +5,8 @@ from ddpm_ms.sampling.base import Scheduler, SchedulerOutput, spaced_timesteps
 from ddpm_ms.sampling.ddim import DDIMScheduler
 from ddpm_ms.sampling.ddpm import DDPMScheduler
 from ddpm_ms.sampling.dpm_solver import DPMSolverMultistepScheduler
-from ddpm_ms.sampling.loop import Frame, compiled, noise_generator, sample, sample_many
+from ddpm_ms.sampling.loop import (Frame, balanced_labels, class_label_array, compiled, noise_generator, sample,
+                                  sample_many)
 
 # Command-line names: "dpm++" is DPM-Solver++ 2M on the ODE, "dpm++sde" the same multistep solver
 # on the SDE (diffusers' algorithm_type="sde-dpmsolver++").
@@ -36,6 +37,6 @@ def scheduler_for(name: str, cfg, eta: float | None = None, clip: bool = True,
     return make_scheduler(name, NoiseSchedule.from_config(cfg.diffusion), **kwargs)
 
 
-__all__ = ["SAMPLERS", "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "Frame", "Scheduler",
+__all__ = ["SAMPLERS", "balanced_labels", "class_label_array", "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "Frame", "Scheduler",
            "SchedulerOutput", "compiled", "make_scheduler", "noise_generator", "sample", "sample_many",
            "scheduler_for", "spaced_timesteps"]

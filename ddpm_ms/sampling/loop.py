@@ -1,7 +1,11 @@
 """The sampling loop shared by every scheduler: noise in, images (and a trajectory) out.
 
 Per step the loop calls the compiled model once and the scheduler's `step` once; the image
-tensors never leave the device until the end. Noise comes from one seeded MindSpore
+tensors never leave the device until the end. A class-conditional model takes one label per
+image; with a guidance scale w != 1 the loop runs the batch twice in one call, with the labels
+and with "no class", and mixes the outputs as classifier-free guidance does (Ho & Salimans 2022):
+out = out_uncond + w (out_cond - out_uncond). w = 1 is the conditional model alone, w = 0 the
+unconditional one. Noise comes from one seeded MindSpore
 `StandardNormal` generator per call, so the same seed gives the same images on the same device.
 """
 from __future__ import annotations
@@ -44,8 +48,34 @@ def noise_generator(seed: int, stream: int = 0):
     return ops.StandardNormal(seed=_SEED_STREAM + int(stream), seed2=int(seed))
 
 
+def class_label_array(model, class_labels, num: int):
+    """`class_labels` (one int, or one per image) as int32 labels for `num` images of `model`;
+    None when not given. Label model.num_classes means "no class"."""
+    if class_labels is None:
+        return None
+    n = int(getattr(model, "num_classes", 0))
+    if not n:
+        raise ValueError("class labels were given, but this model is unconditional (model.num_classes = 0); "
+                         "train with --num-classes to condition on labels")
+    y = np.asarray(class_labels).reshape(-1)
+    if y.size == 1:
+        y = np.full(num, y[0])
+    if y.size != num or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"class labels must be one integer or {num} of them (one per image), got {y.size} "
+                         f"of dtype {y.dtype}")
+    if y.min() < 0 or y.max() > n:
+        raise ValueError(f"class labels must be in 0..{n - 1} ({n}: no class), got {y.min()}..{y.max()}")
+    return y.astype(np.int32)
+
+
+def balanced_labels(num: int, num_classes: int) -> np.ndarray:
+    """0, 1, ..., num_classes - 1, 0, 1, ...: every class drawn equally often (the test sets'
+    mix), for evaluating and showing a class-conditional model."""
+    return (np.arange(num) % num_classes).astype(np.int32)
+
+
 def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory_every=None, jit=True,
-           progress=True, x_T=None, stream=0):
+           progress=True, x_T=None, stream=0, class_labels=None, guidance_scale=1.0):
     """Draw `shape[0]` images with `scheduler` (any of DDPM, DDIM, DPM-Solver++).
 
     num_inference_steps: calls `scheduler.set_timesteps` first (else the scheduler's current grid).
@@ -53,6 +83,8 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     stream: selects an independent noise stream for the same seed (see `noise_generator`).
     trajectory_every: also return a Frame every k steps, starting with the noise and ending with
     the final images (an empty list when None).
+    class_labels: for a class-conditional model, one int or one per image (None: "no class", the
+    unconditional model); guidance_scale: the classifier-free guidance weight w (see above).
     Returns (images as a float32 NumPy array of `shape`, trajectory).
     """
     if num_inference_steps is not None:
@@ -62,6 +94,13 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     if trajectory_every is not None and int(trajectory_every) < 1:
         raise ValueError(f"trajectory_every must be a positive integer, got {trajectory_every}")
     shape = tuple(int(s) for s in shape)
+    if not guidance_scale >= 0:
+        raise ValueError(f"guidance_scale must be >= 0 (1: no guidance), got {guidance_scale}")
+    labels = class_label_array(model, class_labels, shape[0])
+    guided = labels is not None and float(guidance_scale) != 1.0
+    if guided:  # the labels, then "no class", in one batch of twice the size
+        labels = np.concatenate([labels, np.full(shape[0], model.num_classes, np.int32)])
+    y = None if labels is None else ms.Tensor(labels)
     normal = noise_generator(seed, stream)
     if x_T is None:
         x = normal(shape)
@@ -72,13 +111,20 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     was_training = model.training
     model.set_train(False)
     forward = compiled(model) if jit else model
-    ones = ops.ones((shape[0],), ms.float32)
+    ones = ops.ones((2 * shape[0] if guided else shape[0],), ms.float32)
+    w = float(guidance_scale)
     kept = [(scheduler.num_train_timesteps, x, None)] if trajectory_every else []
     steps = scheduler.timesteps
     try:
         for i, t in enumerate(tqdm(steps, desc="sampling", disable=not progress, leave=False)):
             t = int(t)
-            model_output = forward(x, ones * float(t))
+            if guided:
+                cond, uncond = ops.split(forward(ops.cat((x, x)), ones * float(t), y), shape[0])
+                model_output = uncond + w * (cond - uncond)
+            elif y is not None:
+                model_output = forward(x, ones * float(t), y)
+            else:
+                model_output = forward(x, ones * float(t))
             noise = normal(shape) if scheduler.needs_noise(t) else None
             out = scheduler.step(model_output, t, x, noise=noise)
             x = out.prev_sample
@@ -91,18 +137,22 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
 
 
 def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference_steps=None, seed=0,
-                trajectory_every=None, jit=True, progress=True):
+                trajectory_every=None, jit=True, progress=True, class_labels=None, guidance_scale=1.0):
     """`num` images of `image_shape` (C, H, W) in batches of at most `batch_size`; batch b uses
-    noise stream b of `seed`. Returns (images (num, C, H, W), trajectory of the first batch)."""
+    noise stream b of `seed`. class_labels: one int or one per image (see `sample`).
+    Returns (images (num, C, H, W), trajectory of the first batch)."""
     if num < 1 or batch_size < 1:
         raise ValueError(f"num and batch_size must be positive, got {num} and {batch_size}")
     images, trajectory = [], []
+    labels = class_label_array(model, class_labels, num)
     sizes = [min(batch_size, num - start) for start in range(0, num, batch_size)]
     bar = tqdm(total=num, desc="images", unit="img", disable=not progress or len(sizes) == 1)
     for b, size in enumerate(sizes):
+        start = b * batch_size
         batch, traj = sample(model, scheduler, (size, *image_shape), num_inference_steps, seed=seed,
                              trajectory_every=trajectory_every if b == 0 else None, jit=jit, progress=progress,
-                             stream=b)
+                             stream=b, class_labels=None if labels is None else labels[start:start + size],
+                             guidance_scale=guidance_scale)
         images.append(batch)
         trajectory = trajectory or traj
         bar.update(size)

@@ -27,8 +27,9 @@ def global_norm(grads):
 
 
 class TrainStep:
-    """`update(x0, t, noise) -> (loss, grad_norm, lr, finite)` performs one optimizer step;
-    with grad_accum k, call `micro(x0, t, noise) -> loss` k - 1 times before it.
+    """`update(x0, t, noise[, y]) -> (loss, grad_norm, lr, finite)` performs one optimizer step;
+    with grad_accum k, call `micro(x0, t, noise[, y]) -> loss` k - 1 times before it. `y`: the
+    class labels, for a class-conditional model.
 
     loss is the mean over the micro-batch(es) of this call, grad_norm the global norm before
     clipping (of the accumulated, unscaled gradients), lr the rate the update used, finite
@@ -53,12 +54,12 @@ class TrainStep:
         self.update = ms.jit(self._update) if jit else self._update
 
     # Everything below is compiled; Python conditions test construction-time settings only.
-    def _scaled_loss(self, x0, t, noise):
-        loss = self.diffusion(x0, t, noise)
+    def _scaled_loss(self, *batch):
+        loss = self.diffusion(*batch)
         return self.scaler.scale(loss) if self.scaler is not None else loss
 
-    def _grads(self, x0, t, noise):
-        loss, grads = self.grad_fn(x0, t, noise)
+    def _grads(self, *batch):
+        loss, grads = self.grad_fn(*batch)
         if self.scaler is not None:
             loss, grads = self.scaler.unscale(loss), self.scaler.unscale(grads)
         return loss, grads
@@ -66,8 +67,8 @@ class TrainStep:
     def _add_share(self, accumulated, grad):
         return accumulated + grad / self.grad_accum
 
-    def _micro(self, x0, t, noise):
-        loss, grads = self._grads(x0, t, noise)
+    def _micro(self, *batch):
+        loss, grads = self._grads(*batch)
         for a, g in zip(self.accum, grads):
             ops.assign_add(a, g / self.grad_accum)
         return loss
@@ -80,8 +81,8 @@ class TrainStep:
                 ops.assign(p, p * (1.0 - lr * self.weight_decay))
         return self.optimizer(grads)
 
-    def _update(self, x0, t, noise):
-        loss, grads = self._grads(x0, t, noise)
+    def _update(self, *batch):
+        loss, grads = self._grads(*batch)
         if self.accum is not None:
             grads = self.hyper_map(self._add_share, self.accum, grads)
         lr = self.optimizer.get_lr()

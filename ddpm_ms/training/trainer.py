@@ -29,7 +29,7 @@ from ddpm_ms.device import select_device
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
 from ddpm_ms.files import atomic_write
 from ddpm_ms.models import UNet, count_parameters
-from ddpm_ms.sampling import DDPMScheduler, sample
+from ddpm_ms.sampling import DDPMScheduler, balanced_labels, sample
 from ddpm_ms.training import checkpoint as ckpt_io
 from ddpm_ms.training.amp import apply_amp, loss_scaler, resolve_amp
 from ddpm_ms.training.ema import EMA
@@ -40,7 +40,8 @@ LOG_FIELDS = ["step", "epoch", "loss", "lr", "grad_norm", "img_per_s", "ema_deca
 # Settings a resumed run may change: how long it runs and what it writes, not what it learns.
 RESUMABLE_CHANGES = tuple(f"train.{k}" for k in (
     "epochs", "steps", "device", "mode", "save_every", "log_every", "sample_every", "num_samples",
-    "sample_steps", "keep_last", "pin_every", "eval_every", "eval_num", "eval_sampler", "eval_steps")) + (
+    "sample_steps", "keep_last", "pin_every", "eval_every", "eval_num", "eval_sampler", "eval_steps",
+    "guidance_scale")) + (
     "data.num_workers", "data.root", "data.strict")
 
 __all__ = ["LOG_FIELDS", "NonFiniteLoss", "Trainer", "make_train_step", "prepare_run_dir"]
@@ -69,7 +70,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class Trainer:
     """Trains `cfg` into the run directory `out`.
 
-    dataset: overrides the config's pipeline (a batched mindspore.dataset yielding "image").
+    dataset: overrides the config's pipeline (a batched mindspore.dataset yielding "image", and
+    "label" for a class-conditional model).
     resume: continue the run in `out` from its newest readable checkpoint.
     init_from: a checkpoint or run directory whose weights (EMA when it has them) start this
     run; the optimizer, step and data start afresh (fine-tuning).
@@ -135,6 +137,10 @@ class Trainer:
         if not shapes or len(shapes[0]) != 4:
             raise ValueError(f"the data set yields {shapes}; training needs batches of images shaped (B, C, H, W)")
         _, c, h, w = shapes[0]
+        if m.num_classes and (len(shapes) != 2 or len(shapes[1]) != 1):
+            raise ValueError(f"the model is class-conditional (num_classes={m.num_classes}) but the data set yields "
+                             f"{len(shapes)} column(s) {shapes}; it needs (image, label) batches: use a labelled "
+                             "data set (fashion_mnist, mnist) or set model.num_classes to 0")
         if (c, h, w) != (m.channels, *m.image_size):
             raise ValueError(
                 f"the data yields {c}-channel {h}x{w} images but the model is configured for {m.channels}-channel "
@@ -228,8 +234,11 @@ class Trainer:
     def sample_images(self, trajectory_every=None, model=None):
         t = self.cfg.train
         shape = (t.num_samples, self.cfg.model.channels, *self.cfg.model.image_size)
+        n = self.cfg.model.num_classes
         images = sample(model or self.sampling_model, self.scheduler(), shape, t.sample_steps, seed=t.seed,
-                        trajectory_every=trajectory_every, jit=self.jit, progress=self.progress)
+                        trajectory_every=trajectory_every, jit=self.jit, progress=self.progress,
+                        class_labels=balanced_labels(t.num_samples, n) if n else None,
+                        guidance_scale=t.guidance_scale)
         self.model.set_train(True)
         return images
 
@@ -270,6 +279,17 @@ class Trainer:
         noise = self.rng.standard_normal(x0_shape, dtype=np.float32)
         return ms.Tensor(t), ms.Tensor(noise)
 
+    def _drop_labels(self, labels):
+        """The labels with a random `cond_drop_prob` share set to "no class" (label num_classes),
+        drawn from the run's generator after t and the noise."""
+        y = labels.asnumpy().astype(np.int32)
+        n = self.cfg.model.num_classes
+        if y.min() < 0 or y.max() >= n:
+            raise ValueError(f"the data holds labels {y.min()}..{y.max()} but the model knows {n} classes "
+                             f"(0..{n - 1}): set model.num_classes to at least {y.max() + 1}")
+        drop = self.rng.random(y.shape[0]) < self.cfg.diffusion.cond_drop_prob
+        return ms.Tensor(np.where(drop, n, y).astype(np.int32))
+
     def _check_finite(self, loss, grad_norm, skipped):
         """Stop on a NaN/Inf loss, or gradient norm (unless the loss scaler skipped that update)."""
         bad = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm) \
@@ -284,10 +304,10 @@ class Trainer:
         """Yields micro-batches from the current data position, epoch after epoch."""
         while True:
             ds.config.set_seed(epoch_seed(self.cfg.train.seed, self.epoch))
-            for i, (x0,) in enumerate(self.dataset.create_tuple_iterator(num_epochs=1)):
+            for i, batch in enumerate(self.dataset.create_tuple_iterator(num_epochs=1)):
                 if i >= self.batch_in_epoch:  # on resume: the epoch's batches already used are skipped
                     self.batch_in_epoch = i + 1
-                    yield x0
+                    yield batch  # (image,) or (image, label)
             self._end_of_epoch()
             self.epoch += 1
             self.batch_in_epoch = 0
@@ -348,13 +368,15 @@ class Trainer:
                 tic = time.perf_counter()
                 losses, images = [], 0
                 for i in range(k):
-                    x0 = next(batches)
+                    x0, *labels = next(batches)
                     t_, noise = self._batch_noise(x0.shape)
+                    inputs = (x0, t_, noise, self._drop_labels(labels[0])) if self.cfg.model.num_classes \
+                        else (x0, t_, noise)
                     images += x0.shape[0]
                     if i < k - 1:
-                        losses.append(float(self.train_step.micro(x0, t_, noise).asnumpy()))
+                        losses.append(float(self.train_step.micro(*inputs).asnumpy()))
                     else:
-                        loss, norm, lr, finite = self.train_step.update(x0, t_, noise)
+                        loss, norm, lr, finite = self.train_step.update(*inputs)
                         losses.append(float(loss.asnumpy()))
                 self.step += 1
                 loss, norm, lr = float(np.mean(losses)), float(norm.asnumpy()), float(lr.asnumpy())

@@ -132,9 +132,11 @@ def test_npz_from_elsewhere_is_scored(cache, reference, train_images, tmp_path, 
     assert set(record) >= {"fid", "inception_score", "precision", "recall", "class_histogram", "reference"}
 
 
-def make_run(path, image_size=(28, 28), channels=1):
-    cfg = Config(preset="tiny", model=ModelConfig(image_size=image_size, channels=channels, dim=8, dim_mults=(1, 2)),
-                 diffusion=DiffusionConfig(timesteps=20), data=DataConfig(), train=TrainConfig(sample_steps=5))
+def make_run(path, image_size=(28, 28), channels=1, num_classes=0):
+    cfg = Config(preset="tiny", model=ModelConfig(image_size=image_size, channels=channels, dim=8, dim_mults=(1, 2),
+                                                  num_classes=num_classes),
+                 diffusion=DiffusionConfig(timesteps=20), data=DataConfig(),
+                 train=TrainConfig(sample_steps=5, guidance_scale=1.5))
     path.mkdir(parents=True)
     cfg.save(path / "config.json")
     save_checkpoint(UNet(cfg.model), path / "checkpoints" / "step_0000007.ckpt", {"step": 7, "epoch": 0})
@@ -181,6 +183,18 @@ def test_bad_arguments_exit_with_a_message(argv, needle, capsys):
         code = e.code
     assert code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_a_class_conditional_model_is_scored_with_its_guidance(cache, reference, tmp_path, capsys):
+    run = make_run(tmp_path / "cond", num_classes=10)
+    for extra in ((), ("--guidance-scale", "0")):
+        assert evaluate_cli("--run", run, "--steps", 2, "--num", 8, "--no-log", *extra) == 0
+    default, unguided = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
+    assert default["guidance_scale"] == 1.5 and unguided["guidance_scale"] == 0.0  # the run's own, then the flag's
+    assert default["fid"] != unguided["fid"]
+    plain = make_run(tmp_path / "plain")
+    assert evaluate_cli("--run", plain, "--num", 4, "--guidance-scale", "2") == 2
+    assert "--guidance-scale applies to class-conditional models" in capsys.readouterr().err
 
 
 def test_corrupt_npz_and_colour_models_are_refused(tmp_path, capsys):

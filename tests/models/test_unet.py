@@ -103,3 +103,23 @@ def test_graph_mode_equals_pynative_forward(rng):
     eager = net(x, t).asnumpy()
     graph = ms.jit(net.construct)(x, t).asnumpy()
     np.testing.assert_allclose(graph, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_class_conditional_unet(rng):
+    """A class-conditional U-Net has one embedding row per class plus "no class", and its output
+    depends on the label; leaving the label out is the "no class" label."""
+    cfg = ModelConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2), num_classes=3)
+    net = UNet(cfg)
+    assert count_parameters(net) == expected_parameters(cfg) + 4 * cfg.dim * 4
+    x = ms.Tensor(rng.standard_normal((4, 1, 8, 8)).astype(np.float32))
+    t = ms.Tensor(np.full(4, 10.0, np.float32))
+    outs = [net(x, t, ms.Tensor(np.full(4, k, np.int32))).asnumpy() for k in range(4)]
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert np.abs(outs[a] - outs[b]).max() > 1e-4, (a, b)
+    np.testing.assert_allclose(net(x, t).asnumpy(), outs[3], atol=1e-6)
+    mixed = net(x, t, ms.Tensor(np.array([0, 1, 2, 3], np.int32))).asnumpy()
+    for k in range(4):
+        np.testing.assert_allclose(mixed[k], outs[k][k], atol=1e-5)
+    assert not any("class_emb" in p.name for p in UNet(ModelConfig(image_size=8, dim=8, dim_mults=(1, 2)))
+                   .trainable_params()), "an unconditional U-Net has no label embedding"

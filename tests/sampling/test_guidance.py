@@ -1,0 +1,84 @@
+"""Classifier-free guidance in the sampling loop: the guided output is uncond + w (cond - uncond),
+w = 1 is the conditional model and w = 0 the unconditional one, labels reach the right images
+across batches, and bad labels are clear errors."""
+import mindspore as ms
+import numpy as np
+import pytest
+
+from ddpm_ms.config import ModelConfig
+from ddpm_ms.diffusion import NoiseSchedule
+from ddpm_ms.models import UNet
+from ddpm_ms.sampling import DDIMScheduler, balanced_labels, sample, sample_many
+
+SHAPE = (3, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def net():
+    ms.set_seed(0)
+    return UNet(ModelConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2), num_classes=4))
+
+
+@pytest.fixture
+def scheduler():
+    return DDIMScheduler(NoiseSchedule(100, "cosine"), clip_sample=False)
+
+
+def x_T(seed=0):
+    return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
+
+
+def test_guided_step_mixes_conditional_and_unconditional_outputs(net, scheduler):
+    labels, w = np.array([0, 2, 3], np.int32), 2.5
+    got, _ = sample(net, scheduler, SHAPE, num_inference_steps=3, x_T=x_T(), class_labels=labels, guidance_scale=w,
+                    jit=False, progress=False)
+    scheduler.set_timesteps(3)
+    x = ms.Tensor(x_T())
+    for t in scheduler.timesteps:
+        tt = ms.Tensor(np.full(3, float(t), np.float32))
+        cond = net(x, tt, ms.Tensor(labels)).asnumpy()
+        uncond = net(x, tt, ms.Tensor(np.full(3, 4, np.int32))).asnumpy()
+        x = scheduler.step(ms.Tensor(uncond + w * (cond - uncond)), int(t), x).prev_sample
+    np.testing.assert_allclose(got, x.asnumpy(), atol=1e-4)
+
+
+def test_scale_one_is_the_conditional_model_and_zero_the_unconditional(net, scheduler):
+    def draw(labels, w):
+        return sample(net, scheduler, SHAPE, num_inference_steps=3, x_T=x_T(), class_labels=labels,
+                      guidance_scale=w, jit=False, progress=False)[0]
+
+    labels = np.array([1, 1, 2], np.int32)
+    conditional, unconditional = draw(labels, 1.0), draw(None, 1.0)
+    assert np.abs(conditional - unconditional).max() > 1e-3, "the labels change the images"
+    np.testing.assert_allclose(draw(labels, 0.0), unconditional, atol=1e-4)
+    np.testing.assert_allclose(draw(4, 1.0), unconditional, atol=1e-5)  # label 4 = "no class"
+    guided = draw(labels, 3.0)
+    assert np.abs(guided - conditional).max() > 1e-3
+
+
+def test_labels_follow_their_images_across_batches(net, scheduler):
+    labels = np.array([3, 0, 1, 2, 2], np.int32)
+    whole, _ = sample_many(net, scheduler, 5, SHAPE[1:], batch_size=2, num_inference_steps=2, class_labels=labels,
+                           guidance_scale=2.0, jit=False, progress=False)
+    for b, start in enumerate(range(0, 5, 2)):
+        part, _ = sample(net, scheduler, (min(2, 5 - start), *SHAPE[1:]), num_inference_steps=2, stream=b,
+                         class_labels=labels[start:start + 2], guidance_scale=2.0, jit=False, progress=False)
+        np.testing.assert_allclose(whole[start:start + 2], part, atol=1e-6)
+
+
+def test_balanced_labels():
+    labels = balanced_labels(10_000, 10)
+    assert labels.dtype == np.int32 and np.bincount(labels).tolist() == [1000] * 10
+    assert labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_bad_labels_are_clear_errors(net, scheduler):
+    with pytest.raises(ValueError, match="unconditional"):
+        sample(UNet(ModelConfig(image_size=8, dim=8, dim_mults=(1, 2))), scheduler, SHAPE, 2, class_labels=0,
+               jit=False, progress=False)
+    with pytest.raises(ValueError, match=r"0\.\.3 \(4: no class\)"):
+        sample(net, scheduler, SHAPE, 2, class_labels=5, jit=False, progress=False)
+    with pytest.raises(ValueError, match="one integer or 3"):
+        sample(net, scheduler, SHAPE, 2, class_labels=[0, 1], jit=False, progress=False)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        sample(net, scheduler, SHAPE, 2, class_labels=0, guidance_scale=-1.0, jit=False, progress=False)

@@ -1,0 +1,91 @@
+"""Class-conditional training: labels reach the model (only the embedding rows of the batch's
+labels learn), a share cond_drop_prob of them becomes "no class", and data without labels, or
+with more classes than the model knows, is a clear error."""
+import mindspore as ms
+import mindspore.dataset as ds
+import numpy as np
+import pytest
+
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+from ddpm_ms.data import build_dataset, load_idx_dataset
+from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
+from ddpm_ms.models import UNet
+from ddpm_ms.training import Trainer
+from ddpm_ms.training.optim import WarmupSchedule, build_optimizer
+from ddpm_ms.training.step import TrainStep
+
+
+def conditional_config(**train):
+    defaults = dict(batch_size=8, lr=2e-3, steps=4, log_every=1, save_every=4, num_samples=4, sample_steps=3,
+                    sample_every=4, device="CPU", seed=0)
+    defaults.update(train)
+    return Config(preset="tiny", model=ModelConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2),
+                                                   num_classes=10),
+                  diffusion=DiffusionConfig(timesteps=100, beta_schedule="cosine", p2_gamma=0.5, cond_drop_prob=0.25),
+                  data=DataConfig(dataset="fashion_mnist"), train=TrainConfig(**defaults))
+
+
+def labelled_dataset(n=64, batch_size=8, with_labels=True):
+    images, labels = load_idx_dataset("fashion_mnist")
+    columns = {"image": images[:n, None].astype(np.float32) / 127.5 - 1.0}
+    if with_labels:
+        columns["label"] = labels[:n].astype(np.int32)
+    return ds.NumpySlicesDataset(columns, shuffle=False).batch(batch_size, drop_remainder=True)
+
+
+def test_only_the_embeddings_of_the_batch_labels_learn(rng):
+    ms.set_seed(0)
+    model = UNet(ModelConfig(image_size=(16, 16), dim=8, dim_mults=(1, 2), num_classes=5))
+    diffusion = GaussianDiffusion(model, NoiseSchedule(100, "cosine"), "eps", "huber", 0.5, 1.0)
+    opt = build_optimizer(model.trainable_params(), WarmupSchedule(1e-2, "constant", 0, 1), "adam", 0.0)
+    step = TrainStep(diffusion, opt, clip_grad=1.0)
+    table = next(p for p in model.trainable_params() if "class_emb" in p.name)
+    before = table.asnumpy().copy()
+    x0 = ms.Tensor(rng.uniform(-1, 1, (6, 1, 16, 16)).astype(np.float32))
+    t = ms.Tensor(rng.integers(0, 100, 6).astype(np.int32))
+    noise = ms.Tensor(rng.standard_normal((6, 1, 16, 16)).astype(np.float32))
+    step.update(x0, t, noise, ms.Tensor(np.array([1, 1, 3, 5, 3, 1], np.int32)))  # 5: "no class"
+    moved = np.abs(table.asnumpy() - before).max(axis=1)
+    assert (moved[[1, 3, 5]] > 1e-4).all(), moved
+    assert (moved[[0, 2, 4]] == 0).all(), moved
+
+
+@pytest.mark.slow
+def test_conditional_run_drops_labels_and_guides_its_pictures(tmp_path):
+    out = tmp_path / "run"
+    trainer = Trainer(conditional_config(eval_every=4, eval_num=10, eval_steps=2, guidance_scale=2.0), out,
+                      dataset=labelled_dataset(), progress=False)
+    labels = ms.Tensor(np.tile(np.arange(10, dtype=np.int32), 400))
+    dropped = trainer._drop_labels(labels).asnumpy()
+    kept = dropped != 10
+    assert abs((~kept).mean() - 0.25) < 0.03, (~kept).mean()
+    assert (dropped[kept] == labels.asnumpy()[kept]).all()
+    summary = trainer.fit()
+    assert summary["steps"] == 4
+    record = trainer.last_eval
+    assert record["guidance_scale"] == 2.0 and record["num"] == 10
+    assert (out / "samples" / "final.png").is_file()
+
+
+def test_data_without_labels_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"class-conditional .* needs \(image, label\) batches"):
+        Trainer(conditional_config(), tmp_path / "run", dataset=labelled_dataset(with_labels=False), progress=False)
+
+
+def test_labels_beyond_the_model_classes_are_a_clear_error(tmp_path):
+    cfg = conditional_config()
+    cfg.model.num_classes = 3
+    trainer = Trainer(cfg, tmp_path / "run", dataset=labelled_dataset(), progress=False)
+    with pytest.raises(ValueError, match=r"labels 0\.\.9 but the model knows 3 classes"):
+        trainer._drop_labels(ms.Tensor(np.arange(10, dtype=np.int32)))
+
+
+def test_fewer_model_classes_than_the_data_holds_is_a_clear_error():
+    cfg = conditional_config()
+    cfg.model.num_classes = 3
+    with pytest.raises(ValueError, match="fashion_mnist has 10 classes"):
+        build_dataset(cfg.data, cfg.model, 8)
+    cfg.model.num_classes = 10
+    dataset = build_dataset(cfg.data, cfg.model, 8)
+    image, label = next(dataset.create_tuple_iterator(num_epochs=1))
+    assert image.shape == (8, 1, 28, 28) and label.shape == (8,)
