@@ -242,9 +242,15 @@ class Trainer:
         self.model.set_train(True)
         return images
 
+    @property
+    def grid_columns(self):
+        """A class-conditional run's grids hold one class per column; others are square."""
+        n = self.cfg.model.num_classes
+        return n if n and self.cfg.train.num_samples >= n else None
+
     def save_samples(self, name: str) -> Path:
         images, _ = self.sample_images()
-        return viz.save_grid(images, self.out / "samples" / f"{name}.png")
+        return viz.save_grid(images, self.out / "samples" / f"{name}.png", nrow=self.grid_columns)
 
     def _plot_loss(self):
         viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
@@ -423,11 +429,11 @@ class Trainer:
         self.save("final.ckpt")
         self._plot_loss()
         images, trajectory = self.sample_images(trajectory_every=max(1, t.sample_steps // 50))
-        viz.save_grid(images, self.out / "samples" / "final.png")
+        viz.save_grid(images, self.out / "samples" / "final.png", nrow=self.grid_columns)
         # This is also the run's last periodic grid: same model, same seed.
         periodic = f"step_{self.step:07d}" if t.sample_every else f"epoch_{self.epoch:03d}"
-        viz.save_grid(images, self.out / "samples" / f"{periodic}.png")
-        viz.save_denoising_gif(trajectory, self.out / "denoising.gif", nrow=None, max_images=t.num_samples)
+        viz.save_grid(images, self.out / "samples" / f"{periodic}.png", nrow=self.grid_columns)
+        viz.save_denoising_gif(trajectory, self.out / "denoising.gif", nrow=self.grid_columns, max_images=t.num_samples)
         return self._write_summary(compile_s)
 
     def _write_summary(self, compile_s, interrupted=None):

@@ -5,6 +5,7 @@ import mindspore as ms
 import mindspore.dataset as ds
 import numpy as np
 import pytest
+from PIL import Image
 
 from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
 from ddpm_ms.data import build_dataset, load_idx_dataset
@@ -53,7 +54,7 @@ def test_only_the_embeddings_of_the_batch_labels_learn(rng):
 @pytest.mark.slow
 def test_conditional_run_drops_labels_and_guides_its_pictures(tmp_path):
     out = tmp_path / "run"
-    trainer = Trainer(conditional_config(eval_every=4, eval_num=10, eval_steps=2, guidance_scale=2.0), out,
+    trainer = Trainer(conditional_config(eval_every=4, eval_num=10, eval_steps=2, guidance_scale=2.0, num_samples=10), out,
                       dataset=labelled_dataset(), progress=False)
     labels = ms.Tensor(np.tile(np.arange(10, dtype=np.int32), 400))
     dropped = trainer._drop_labels(labels).asnumpy()
@@ -64,7 +65,8 @@ def test_conditional_run_drops_labels_and_guides_its_pictures(tmp_path):
     assert summary["steps"] == 4
     record = trainer.last_eval
     assert record["guidance_scale"] == 2.0 and record["num"] == 10
-    assert (out / "samples" / "final.png").is_file()
+    with Image.open(out / "samples" / "final.png") as im:  # one class per column: 10 images in one row
+        assert im.size[0] > 8 * im.size[1], im.size
 
 
 def test_data_without_labels_is_a_clear_error(tmp_path):
