@@ -77,9 +77,9 @@ def read_npz(path: Path):
 
 
 REPORT_COLUMNS = (("step", "training step"), ("weights", "weights"), ("sampler", "sampler"), ("steps", "steps"),
-                  ("spacing", "grid"), ("guidance_scale", "guidance"),
+                  ("spacing", "grid"),
                   ("num", "images"), ("fid", "FID"), ("inception_score", "IS"), ("precision", "precision"),
-                  ("recall", "recall"), ("seconds", "sampling s"))
+                  ("recall", "recall"), ("seconds", "sampling s"), ("guidance_scale", "guidance"))
 
 
 def report(run_dir: Path) -> str:
