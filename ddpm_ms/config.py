@@ -232,6 +232,10 @@ class Config:
         if self.model.num_classes and self.data.dataset == "image_folder":
             raise ValueError("an image folder has no class labels, so the model cannot be class-conditional: "
                              "set model.num_classes to 0")
+        if not self.model.num_classes and self.train.guidance_scale != 1:
+            raise ValueError(f"train.guidance_scale is {self.train.guidance_scale:g}, but guidance needs a "
+                             "class-conditional model (model.num_classes > 0): set --num-classes, or "
+                             "--guidance-scale 1")
         if self.train.sample_steps > self.diffusion.timesteps:
             raise ValueError(f"train.sample_steps ({self.train.sample_steps}) cannot exceed "
                              f"diffusion.timesteps ({self.diffusion.timesteps})")

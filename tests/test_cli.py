@@ -34,6 +34,7 @@ def test_overrides_reach_the_config(tmp_path):
     (["--device", "TPU"], "invalid choice"),
     (["--epochs", "1", "--steps", "5"], "not allowed with"),
     (["--timesteps", "100", "--sample-steps", "500"], "sample_steps"),
+    (["--num-classes", "0", "--guidance-scale", "2"], "guidance needs a class-conditional model"),
 ])
 def test_bad_arguments_exit_with_a_message(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
@@ -166,6 +167,18 @@ def test_init_from_keeps_the_source_model_unless_a_preset_is_named(tmp_path):
     from_file = cfg_for("--init-from", str(tmp_path / "src" / "checkpoints" / "final.ckpt"))
     assert from_file.model.dim == 24, "a checkpoint path finds the config of its run"
     assert cfg_for("--init-from", str(tmp_path / "src"), "--preset", "fashion_mnist").model.dim == 16
+
+
+def test_a_conditional_source_fine_tunes_on_a_folder_without_labels(tmp_path):
+    source = cfg_for("--num-classes", "10", "--guidance-scale", "2")
+    (tmp_path / "src" / "checkpoints").mkdir(parents=True)
+    source.save(tmp_path / "src" / "config.json")
+    tuned = cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "image_folder", "--data", "photos")
+    assert (tuned.model.num_classes, tuned.train.guidance_scale) == (0, 1.0)
+    labelled = cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "mnist")
+    assert (labelled.model.num_classes, labelled.train.guidance_scale) == (10, 2.0), "labelled data keep them"
+    with pytest.raises(ValueError, match="no class labels"):  # asked for explicitly: refused, not dropped
+        cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "image_folder", "--num-classes", "10")
 
 
 def test_resume_without_a_directory_takes_out_or_the_newest_run(tmp_path, monkeypatch):

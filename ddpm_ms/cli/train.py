@@ -197,6 +197,13 @@ def config_from_args(args) -> Config:
         cfg.data.dataset = args.dataset
         if args.data is None and args.resume is None:
             cfg.data.root = None
+    if cfg.data.dataset == "image_folder" and cfg.model.num_classes and args.num_classes is None:
+        # A folder has no labels: a class-conditional base (the fashion_mnist preset, or a run given to
+        # --init-from) trains unconditionally; the Trainer folds its "no class" embedding into the
+        # time embedding, so fine-tuning starts from the model's unconditional behaviour.
+        cfg.model.num_classes = 0
+        if args.guidance_scale is None:
+            t.guidance_scale = 1.0
     if args.data is not None:
         cfg.data.root = str(args.data)
     if args.random_flip is not None:

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import mindspore as ms
+import numpy as np
 from mindspore import nn
 
 from ddpm_ms.config import Config
@@ -140,10 +141,15 @@ def check_fits(net: nn.Cell, params: dict, source: str) -> None:
                                  + ". Load it with the config.json saved in its run directory.")
 
 
-def load_into(net: nn.Cell, path, weights: str = "raw", saved: dict | None = None) -> dict:
+def load_into(net: nn.Cell, path, weights: str = "raw", saved: dict | None = None,
+              adapt_labels: bool = False) -> dict:
     """Load one set of weights ("raw", "ema", or "auto": EMA when the file has it) from the
     checkpoint at `path` into `net`, after checking every name and shape. Returns the file's
-    state entries (step, epoch, ...) plus "weights": the set that was loaded."""
+    state entries (step, epoch, ...) plus "weights": the set that was loaded, and "labels": what
+    `adapt_label_embedding` did (None when nothing).
+
+    adapt_labels: fine-tuning may change the label set (a class-conditional run fine-tuned on an
+    unlabelled folder, say); see `adapt_label_embedding`."""
     saved = read_checkpoint(path) if saved is None else saved
     if weights == "auto":
         weights = "ema" if has_ema(saved) else "raw"
@@ -153,11 +159,58 @@ def load_into(net: nn.Cell, path, weights: str = "raw", saved: dict | None = Non
     if weights == "ema" and not params:
         raise CheckpointMismatch(f"{path} holds no EMA weights (the run trained with --ema-decay 0 or "
                                  "predates EMA); load the raw weights instead")
+    note = None
+    if adapt_labels:
+        params, note = adapt_label_embedding(params, net)
     check_fits(net, params, str(path))
     own = dict(net.parameters_and_names())
     for name, value in params.items():
         own[name].set_data(value.data if isinstance(value, ms.Parameter) else value)
-    return {**state_of(saved), "weights": weights}
+    return {**state_of(saved), "weights": weights, "labels": note}
+
+
+# The U-Net adds class_emb[label] to the output of the time MLP's last Dense layer (models/unet.py).
+LABEL_TABLE, TIME_OUT_BIAS = "class_emb.embedding_table", "time_mlp.3.bias"
+
+
+def adapt_label_embedding(params: dict, net: nn.Cell) -> tuple[dict, str | None]:
+    """Weights `params` of a U-Net rewritten for `net`'s label set, so that fine-tuning starts from
+    exactly the source model's unconditional behaviour ("no class", or no labels at all):
+
+    - class-conditional -> unconditional (an image folder has no labels): the "no class" row
+      (the table's last) is added to the time MLP's output bias and the table dropped;
+    - unconditional -> class-conditional: a zero table, so every label starts as "no class";
+    - another number of classes: every row, the new labels' too, starts as the source's "no class"
+      row (labels of another data set mean other things).
+
+    Returns (params, a note saying what changed, or None when the label sets agree)."""
+    want = {name: tuple(p.shape) for name, p in net.parameters_and_names()}
+    if LABEL_TABLE not in params and LABEL_TABLE not in want:
+        return params, None
+    if LABEL_TABLE in params and tuple(params[LABEL_TABLE].shape) == want.get(LABEL_TABLE):
+        return params, None
+    params = dict(params)
+    if LABEL_TABLE not in want:
+        table = params.pop(LABEL_TABLE).asnumpy()
+        if TIME_OUT_BIAS not in params:
+            raise CheckpointMismatch(f"the checkpoint has a label embedding but no {TIME_OUT_BIAS} to fold it into")
+        bias = params[TIME_OUT_BIAS].asnumpy()
+        params[TIME_OUT_BIAS] = ms.Tensor(bias + table[-1].astype(bias.dtype))
+        return params, (f"its {table.shape[0] - 1} class labels dropped, the 'no class' embedding folded "
+                        "into the time embedding: this model is unconditional")
+    rows, width = want[LABEL_TABLE]
+    no_class = np.zeros(width, np.float32)
+    if LABEL_TABLE in params:
+        old = params[LABEL_TABLE].asnumpy()
+        if old.shape[1] != width:
+            raise CheckpointMismatch(f"the checkpoint's label embedding is {old.shape[1]} wide, the model's {width}")
+        no_class = old[-1].astype(np.float32)
+        note = f"its {old.shape[0] - 1} class labels replaced by {rows - 1} new ones, each starting as 'no class'"
+    else:
+        note = f"{rows - 1} class labels added to the source's unconditional model, each starting as 'no class'"
+    table = np.tile(no_class, (rows, 1))
+    params[LABEL_TABLE] = ms.Tensor(table)
+    return params, note
 
 
 def load_optimizer_state(optimizer: nn.Optimizer, model_params, saved: dict, path) -> None:

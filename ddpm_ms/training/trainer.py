@@ -181,8 +181,9 @@ class Trainer:
     def _init_weights(self, source):
         source = Path(source)
         path = ckpt_io.latest_checkpoint(source) if source.is_dir() else source
-        info = ckpt_io.load_into(self.model, path, weights="auto")
-        self.initialised_from = f"{path} ({info['weights']} weights)"
+        info = ckpt_io.load_into(self.model, path, weights="auto", adapt_labels=True)
+        labels = f"; {info['labels']}" if info["labels"] else ""
+        self.initialised_from = f"{path} ({info['weights']} weights{labels})"
         self.cfg.train.init_from = str(path)
 
     def _resume(self):

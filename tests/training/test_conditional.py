@@ -1,6 +1,7 @@
 """Class-conditional training: labels reach the model (only the embedding rows of the batch's
-labels learn), a share cond_drop_prob of them becomes "no class", and data without labels, or
-with more classes than the model knows, is a clear error."""
+labels learn), a share cond_drop_prob of them becomes "no class", data without labels, or
+with more classes than the model knows, is a clear error, and fine-tuning across label sets
+starts from the source model's unconditional behaviour."""
 import mindspore as ms
 import mindspore.dataset as ds
 import numpy as np
@@ -11,7 +12,8 @@ from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, Tra
 from ddpm_ms.data import build_dataset, load_idx_dataset
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
 from ddpm_ms.models import UNet
-from ddpm_ms.training import Trainer
+from ddpm_ms.training import CheckpointMismatch, Trainer, load_into
+from ddpm_ms.training.checkpoint import save_checkpoint
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer
 from ddpm_ms.training.step import TrainStep
 
@@ -91,3 +93,63 @@ def test_fewer_model_classes_than_the_data_holds_is_a_clear_error():
     dataset = build_dataset(cfg.data, cfg.model, 8)
     image, label = next(dataset.create_tuple_iterator(num_epochs=1))
     assert image.shape == (8, 1, 28, 28) and label.shape == (8,)
+
+
+def small_unet(num_classes):
+    return UNet(ModelConfig(image_size=(16, 16), dim=8, dim_mults=(1, 2), num_classes=num_classes))
+
+
+@pytest.mark.parametrize("source_classes,target_classes", [(10, 0), (0, 10), (10, 4)])
+def test_fine_tuning_across_label_sets_starts_from_the_unconditional_model(tmp_path, rng, source_classes,
+                                                                           target_classes):
+    ms.set_seed(0)
+    source = small_unet(source_classes)
+    for p in source.trainable_params():  # a trained table: every row, "no class" too, far from zero
+        if "class_emb" in p.name:
+            p.set_data(ms.Tensor(rng.normal(0, 1.0, p.shape).astype(np.float32)))
+    path = save_checkpoint(source, tmp_path / "source.ckpt")
+    target = small_unet(target_classes)
+    with pytest.raises(CheckpointMismatch, match="class_emb"):
+        load_into(target, path)
+    info = load_into(target, path, adapt_labels=True)
+    assert info["labels"] and ("folded" in info["labels"]) == (target_classes == 0)
+    x = ms.Tensor(rng.standard_normal((3, 1, 16, 16)).astype(np.float32))
+    t = ms.Tensor(np.array([5, 500, 990], np.int32))
+    unconditional = source(x, t).asnumpy()  # no labels: "no class"
+    assert np.allclose(target(x, t).asnumpy(), unconditional, atol=1e-5)
+    if target_classes:  # every new label starts as "no class"
+        for label in (0, target_classes - 1):
+            y = ms.Tensor(np.full(3, label, np.int32))
+            assert np.allclose(target(x, t, y).asnumpy(), unconditional, atol=1e-5)
+    if source_classes:  # the test would see a dropped "no class" row
+        y = ms.Tensor(np.zeros(3, np.int32))
+        assert not np.allclose(source(x, t, y).asnumpy(), unconditional, atol=1e-3)
+
+
+def test_same_label_set_loads_unchanged(tmp_path):
+    ms.set_seed(0)
+    source = small_unet(10)
+    path = save_checkpoint(source, tmp_path / "source.ckpt")
+    target = small_unet(10)
+    assert load_into(target, path, adapt_labels=True)["labels"] is None
+    table = next(p for p in target.trainable_params() if "class_emb" in p.name).asnumpy()
+    assert np.array_equal(table, next(p for p in source.trainable_params() if "class_emb" in p.name).asnumpy())
+
+
+def test_a_conditional_run_fine_tunes_on_an_unlabelled_folder(tmp_path, rng):
+    ms.set_seed(0)
+    source_cfg = conditional_config()
+    source = UNet(source_cfg.model)
+    path = save_checkpoint(source, tmp_path / "source.ckpt")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (32, 30), dtype=np.uint8)).save(folder / f"p{i}.png")
+    cfg = conditional_config(batch_size=4, mode="pynative")
+    cfg.model.num_classes = 0
+    cfg.data = DataConfig(dataset="image_folder", root=str(folder), random_flip=False, num_workers=1)
+    trainer = Trainer(cfg, tmp_path / "tuned", progress=False, init_from=path)
+    assert "'no class' embedding folded" in trainer.initialised_from
+    x = ms.Tensor(rng.standard_normal((2, 1, 28, 28)).astype(np.float32))
+    t = ms.Tensor(np.array([10, 90], np.int32))
+    assert np.allclose(trainer.model(x, t).asnumpy(), source(x, t).asnumpy(), atol=1e-5)
