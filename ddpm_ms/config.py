@@ -166,6 +166,8 @@ class TrainConfig:
     # Classifier-free guidance weight for a class-conditional model's grids and evaluations, and
     # the default of sample.py / evaluate.py: out = uncond + w (cond - uncond); 1: no guidance.
     guidance_scale: float = 1.0
+    # Its over-exposure fix (Lin et al. 2024; diffusers' guidance_rescale): 0 off, 1 full.
+    guidance_rescale: float = 0.0
 
     def validate(self) -> None:
         positive = {"batch_size": self.batch_size, "epochs": self.epochs, "save_every": self.save_every,
@@ -210,6 +212,8 @@ class TrainConfig:
                              f"and {self.eval_steps}")
         if not self.guidance_scale >= 0:
             raise ValueError(f"train.guidance_scale must be >= 0 (1: no guidance), got {self.guidance_scale}")
+        if not 0 <= self.guidance_rescale <= 1:
+            raise ValueError(f"train.guidance_rescale must be in [0, 1] (0: off), got {self.guidance_rescale}")
         if int(self.eval_num) < 4:
             raise ValueError(f"train.eval_num must be at least 4 (precision and recall use 3 nearest "
                              f"neighbours), got {self.eval_num}")
@@ -232,10 +236,11 @@ class Config:
         if self.model.num_classes and self.data.dataset == "image_folder":
             raise ValueError("an image folder has no class labels, so the model cannot be class-conditional: "
                              "set model.num_classes to 0")
-        if not self.model.num_classes and self.train.guidance_scale != 1:
-            raise ValueError(f"train.guidance_scale is {self.train.guidance_scale:g}, but guidance needs a "
+        if not self.model.num_classes and (self.train.guidance_scale != 1 or self.train.guidance_rescale):
+            raise ValueError(f"train.guidance_scale is {self.train.guidance_scale:g} and guidance_rescale "
+                             f"{self.train.guidance_rescale:g}, but guidance needs a "
                              "class-conditional model (model.num_classes > 0): set --num-classes, or "
-                             "--guidance-scale 1")
+                             "--guidance-scale 1 --guidance-rescale 0")
         if self.train.sample_steps > self.diffusion.timesteps:
             raise ValueError(f"train.sample_steps ({self.train.sample_steps}) cannot exceed "
                              f"diffusion.timesteps ({self.diffusion.timesteps})")

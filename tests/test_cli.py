@@ -35,6 +35,8 @@ def test_overrides_reach_the_config(tmp_path):
     (["--epochs", "1", "--steps", "5"], "not allowed with"),
     (["--timesteps", "100", "--sample-steps", "500"], "sample_steps"),
     (["--num-classes", "0", "--guidance-scale", "2"], "guidance needs a class-conditional model"),
+    (["--num-classes", "0", "--guidance-rescale", "0.5"], "guidance needs a class-conditional model"),
+    (["--guidance-rescale", "1.5"], "in [0, 1]"),
 ])
 def test_bad_arguments_exit_with_a_message(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
@@ -99,8 +101,10 @@ def test_loss_weighting_flags_reach_the_config():
 
 
 def test_conditioning_flags_reach_the_config():
-    cfg = cfg_for("--num-classes", "10", "--cond-drop-prob", "0.2", "--guidance-scale", "1.5")
+    cfg = cfg_for("--num-classes", "10", "--cond-drop-prob", "0.2", "--guidance-scale", "1.5",
+                  "--guidance-rescale", "0.7")
     assert (cfg.model.num_classes, cfg.diffusion.cond_drop_prob, cfg.train.guidance_scale) == (10, 0.2, 1.5)
+    assert cfg.train.guidance_rescale == 0.7
 
 
 def test_evaluation_flags_reach_the_config():
@@ -173,8 +177,10 @@ def test_a_conditional_source_fine_tunes_on_a_folder_without_labels(tmp_path):
     source = cfg_for("--num-classes", "10", "--guidance-scale", "2")
     (tmp_path / "src" / "checkpoints").mkdir(parents=True)
     source.save(tmp_path / "src" / "config.json")
+    source.train.guidance_rescale = 0.5
+    source.save(tmp_path / "src" / "config.json")
     tuned = cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "image_folder", "--data", "photos")
-    assert (tuned.model.num_classes, tuned.train.guidance_scale) == (0, 1.0)
+    assert (tuned.model.num_classes, tuned.train.guidance_scale, tuned.train.guidance_rescale) == (0, 1.0, 0.0)
     labelled = cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "mnist")
     assert (labelled.model.num_classes, labelled.train.guidance_scale) == (10, 2.0), "labelled data keep them"
     with pytest.raises(ValueError, match="no class labels"):  # asked for explicitly: refused, not dropped

@@ -159,6 +159,9 @@ def test_class_labels_by_number_name_or_none(tmp_path, capsys):
                           "--npz", out, "--out", tmp_path / f"{label}.png") == 0, capsys.readouterr().err
         arrays[label] = np.load(out)["arr_0"].astype(int)
     np.testing.assert_array_equal(arrays["7"], arrays["sneaker"])  # class 7 of Fashion-MNIST is Sneaker
+    assert sample_cli("--run", run, "--steps", 3, "--num", 2, "--class-label", "7", "--guidance-scale", 2,
+                      "--guidance-rescale", 0.7, "--out", tmp_path / "rescaled.png") == 0
+    assert "in 3 steps, guidance w = 2 rescaled 0.7:" in capsys.readouterr().out
     assert np.abs(arrays["sneaker"] - arrays["Ankle-boot"]).max() > 0
     assert np.abs(arrays["sneaker"] - arrays["none"]).max() > 0
     # By default every class in turn, one per grid column.
@@ -173,3 +176,5 @@ def test_class_labels_by_number_name_or_none(tmp_path, capsys):
 def test_class_label_on_an_unconditional_model_is_a_clear_error(run_dir, capsys):
     assert sample_cli("--run", run_dir, "--num", 2, "--steps", 2, "--class-label", "3") == 2
     assert "unconditional (train with --num-classes 10" in capsys.readouterr().err
+    assert sample_cli("--run", run_dir, "--num", 2, "--steps", 2, "--guidance-rescale", "0.7") == 2
+    assert "--guidance-rescale applies to class-conditional models" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ddpm_ms.cli.args import _number, non_negative_float, non_negative_int, positive_int
+from ddpm_ms.cli.args import _number, non_negative_float, non_negative_int, positive_int, unit_float
 from ddpm_ms.config import SAMPLER_NAMES
 
 at_least_4 = _number(int, "an integer", lambda v: v >= 4, "at least 4 (precision and recall use 3 nearest neighbours)")
@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
                    help="class-conditional models (which draw every class equally often): the classifier-free "
                         "guidance weight (default: the run's train.guidance_scale; 1: no guidance)")
+    p.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
+                   help="with guidance: rescale its output toward the conditional one's spread, against "
+                        "over-exposure (Lin et al. 2024; default: the run's train.guidance_rescale; 0: off)")
     p.add_argument("--num", type=at_least_4, help="images to draw (default 10000)")
     p.add_argument("--seed", type=non_negative_int, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per model call (default 250)")
@@ -79,7 +82,8 @@ def read_npz(path: Path):
 REPORT_COLUMNS = (("step", "training step"), ("weights", "weights"), ("sampler", "sampler"), ("steps", "steps"),
                   ("spacing", "grid"),
                   ("num", "images"), ("fid", "FID"), ("inception_score", "IS"), ("precision", "precision"),
-                  ("recall", "recall"), ("seconds", "sampling s"), ("guidance_scale", "guidance"))
+                  ("recall", "recall"), ("seconds", "sampling s"), ("guidance_scale", "guidance"),
+                  ("guidance_rescale", "rescale"))
 
 
 def report(run_dir: Path) -> str:
@@ -94,11 +98,13 @@ def report(run_dir: Path) -> str:
         except ValueError:
             continue
     records.sort(key=lambda r: (r.get("num", 0), r.get("step") or 0, r.get("sampler", ""), r.get("steps", 0)))
-    lines = ["| " + " | ".join(title for _, title in REPORT_COLUMNS) + " |",
-             "|" + " --- |" * len(REPORT_COLUMNS)]
+    columns = [(key, title) for key, title in REPORT_COLUMNS  # guidance: only for class-conditional runs
+               if key not in ("guidance_scale", "guidance_rescale") or any(key in r for r in records)]
+    lines = ["| " + " | ".join(title for _, title in columns) + " |",
+             "|" + " --- |" * len(columns)]
     for r in records:
         cells = ["" if r.get(key) is None else f"{r[key]:.3f}" if key in ("inception_score", "precision", "recall")
-                 else str(r[key]) for key, _ in REPORT_COLUMNS]
+                 else str(r[key]) for key, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -115,7 +121,7 @@ def run(args) -> int:
     if args.npz is not None and args.data is None:
         raise ValueError("--npz needs --data fashion_mnist|mnist: which classifier and test set to score against")
     model_only = {"--sampler": args.sampler, "--steps": args.steps, "--spacing": args.spacing, "--num": args.num,
-                  "--guidance-scale": args.guidance_scale,
+                  "--guidance-scale": args.guidance_scale, "--guidance-rescale": args.guidance_rescale,
                   "--seed": args.seed, "--save-npz": args.save_npz, "--grid": args.grid,
                   "--weights": None if args.weights == "auto" else args.weights}
     given = [flag for flag, value in model_only.items() if value is not None]
@@ -146,8 +152,9 @@ def run(args) -> int:
     if tuple(cfg.model.image_size) != (28, 28) or cfg.model.channels != 1:
         raise ValueError(f"{run_dir} makes {cfg.model.channels}-channel {cfg.model.image_size[0]}x"
                          f"{cfg.model.image_size[1]} images; FID here needs 28x28 grayscale (fashion_mnist, mnist)")
-    if args.guidance_scale is not None and not cfg.model.num_classes:
-        raise ValueError("--guidance-scale applies to class-conditional models; this one is unconditional")
+    for flag, value in (("--guidance-scale", args.guidance_scale), ("--guidance-rescale", args.guidance_rescale)):
+        if value is not None and not cfg.model.num_classes:
+            raise ValueError(f"{flag} applies to class-conditional models; this one is unconditional")
     if args.steps and args.steps > cfg.diffusion.timesteps:
         raise ValueError(f"--steps {args.steps} is more than the model's {cfg.diffusion.timesteps} diffusion "
                          f"timesteps; use 1..{cfg.diffusion.timesteps}")
@@ -157,7 +164,8 @@ def run(args) -> int:
           f"device: {device}  reference: {reference.name}", file=sys.stderr)
     sampler, num, seed = args.sampler or "dpm++", args.num or 10_000, args.seed or 0
     record, images = sample_and_score(model, cfg, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit, progress=not args.no_progress,
-                                      timestep_spacing=args.spacing, guidance_scale=args.guidance_scale)
+                                      timestep_spacing=args.spacing, guidance_scale=args.guidance_scale,
+                                      guidance_rescale=args.guidance_rescale)
     record = {"checkpoint": str(model.checkpoint), "step": model.checkpoint_step, "weights": model.loaded_weights,
               **record, "device": device, "date": started}
     if args.save_npz:

@@ -46,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
                    help="classifier-free guidance weight of a class-conditional model (default: the run's "
                         "train.guidance_scale; 1: no guidance, 0: unconditional)")
+    p.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
+                   help="with guidance: rescale its output toward the conditional one's spread, against "
+                        "over-exposure (Lin et al. 2024; default: the run's train.guidance_rescale; 0: off)")
     p.add_argument("--num", type=positive_int, default=64, help="images to draw (default 64)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per model call (default 64)")
@@ -96,8 +99,8 @@ def class_labels(args, cfg):
 
     n = cfg.model.num_classes
     if not n:
-        given = [f for f, v in (("--class-label", args.class_label), ("--guidance-scale", args.guidance_scale))
-                 if v is not None]
+        given = [f for f, v in (("--class-label", args.class_label), ("--guidance-scale", args.guidance_scale),
+                                ("--guidance-rescale", args.guidance_rescale)) if v is not None]
         if given:
             raise UsageError(f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to class-conditional "
                              "models; this one is unconditional (train with --num-classes 10 for one)")
@@ -149,7 +152,8 @@ def run(args) -> int:
     if labels is not None and args.class_label is None and args.nrow is None:
         args.nrow = cfg.model.num_classes  # one class per column
     common = dict(batch_size=args.batch_size, seed=args.seed, jit=args.mode == "graph",
-                  progress=not args.no_progress, class_labels=labels, guidance_scale=guidance)
+                  progress=not args.no_progress, class_labels=labels, guidance_scale=guidance,
+                  guidance_rescale=cfg.train.guidance_rescale if args.guidance_rescale is None else args.guidance_rescale)
     samples_dir = run_dir / "samples"
     print(f"model: {run_dir} ({cfg.preset}, T = {T}, {model.loaded_weights} weights)  device: {device}  "
           f"mode: {args.mode}")
@@ -181,7 +185,9 @@ def run(args) -> int:
     seconds = time.perf_counter() - tic
     tag = f"{args.sampler.replace('+', 'p')}-{steps}steps-seed{args.seed}"
     grid = viz.save_grid(images, args.out or samples_dir / f"{tag}.png", nrow=args.nrow)
-    print(f"{args.num} images with {TITLES[args.sampler]} in {steps} steps: {seconds:.1f} s "
+    w, phi = common["guidance_scale"], common["guidance_rescale"]
+    guidance = (f", guidance w = {w:g}" + (f" rescaled {phi:g}" if phi else "")) if labels is not None and w != 1 else ""
+    print(f"{args.num} images with {TITLES[args.sampler]} in {steps} steps{guidance}: {seconds:.1f} s "
           f"({args.num / seconds:.1f} images/s, {steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s)")
     print(f"grid: {grid}")
     if args.save_dir:

@@ -54,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
                    help="guidance weight of the run's grids and evaluations, and the default of sample.py and "
                         "evaluate.py (1: no guidance)")
+    c.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
+                   help="rescale the guided output toward the conditional one's spread, against over-exposure "
+                        "(Lin et al. 2024): the run's default for its grids and evaluations (0: off)")
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<preset>-<time>)")
     p.add_argument("--data", type=Path, help="data directory (default: the embedded copy under data/)")
     p.add_argument("--dataset", choices=DATASETS,
@@ -187,6 +190,8 @@ def config_from_args(args) -> Config:
         cfg.diffusion.cond_drop_prob = args.cond_drop_prob
     if args.guidance_scale is not None:
         t.guidance_scale = args.guidance_scale
+    if args.guidance_rescale is not None:
+        t.guidance_rescale = args.guidance_rescale
     if args.timesteps is not None:
         cfg.diffusion.timesteps = args.timesteps
         if args.sample_steps is None:
@@ -204,6 +209,8 @@ def config_from_args(args) -> Config:
         cfg.model.num_classes = 0
         if args.guidance_scale is None:
             t.guidance_scale = 1.0
+        if args.guidance_rescale is None:
+            t.guidance_rescale = 0.0
     if args.data is not None:
         cfg.data.root = str(args.data)
     if args.random_flip is not None:

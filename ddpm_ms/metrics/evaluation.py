@@ -205,26 +205,29 @@ def score_images(images, extractor: FeatureExtractor, reference: Reference) -> d
 def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Reference, sampler: str = "dpm++",
                      steps: int | None = None, num: int = 10_000, seed: int = 0, batch_size: int = 250,
                      jit: bool = True, progress: bool = True, timestep_spacing: str | None = None,
-                     guidance_scale: float | None = None) -> tuple[dict, np.ndarray]:
+                     guidance_scale: float | None = None, guidance_rescale: float | None = None
+                     ) -> tuple[dict, np.ndarray]:
     """Draw `num` images from `model` with `sampler` and score them. Returns (record, images):
     the record holds the scores, the sampler, the steps it took and the sampling seconds.
     A class-conditional model draws every class equally often (as the test set holds them), with
-    classifier-free guidance `guidance_scale` (None: the run's cfg.train.guidance_scale)."""
+    classifier-free guidance `guidance_scale` and `guidance_rescale` (None: the run's
+    cfg.train.guidance_scale / guidance_rescale)."""
     from ddpm_ms.sampling import balanced_labels, sample_many, scheduler_for
 
     scheduler = scheduler_for(sampler, cfg, timestep_spacing=timestep_spacing)
     steps = steps or scheduler.num_inference_steps
     conditional = bool(cfg.model.num_classes)
     w = float(cfg.train.guidance_scale if guidance_scale is None else guidance_scale)
+    phi = float(cfg.train.guidance_rescale if guidance_rescale is None else guidance_rescale)
     tic = time.perf_counter()
     images, _ = sample_many(model, scheduler, num, (cfg.model.channels, *cfg.model.image_size), batch_size=batch_size,
                             num_inference_steps=steps, seed=seed, jit=jit, progress=progress,
                             class_labels=balanced_labels(num, cfg.model.num_classes) if conditional else None,
-                            guidance_scale=w)
+                            guidance_scale=w, guidance_rescale=phi)
     seconds = time.perf_counter() - tic
     record = score_images(images, extractor, reference)
     record.update(sampler=sampler, steps=int(steps), spacing=scheduler.timestep_spacing, seed=int(seed),
                   seconds=round(seconds, 1))
     if conditional:
-        record.update(guidance_scale=w)
+        record.update(guidance_scale=w, **({"guidance_rescale": phi} if phi else {}))
     return record, images

@@ -5,7 +5,9 @@ tensors never leave the device until the end. A class-conditional model takes on
 image; with a guidance scale w != 1 the loop runs the batch twice in one call, with the labels
 and with "no class", and mixes the outputs as classifier-free guidance does (Ho & Salimans 2022):
 out = out_uncond + w (out_cond - out_uncond). w = 1 is the conditional model alone, w = 0 the
-unconditional one. Noise comes from one seeded MindSpore
+unconditional one. Large w over-exposes the images; guidance_rescale phi (Lin et al. 2024, sec. 3.4,
+diffusers' `guidance_rescale`) scales each image's guided output to the standard deviation of its
+conditional one and blends: out = phi out_rescaled + (1 - phi) out. Noise comes from one seeded MindSpore
 `StandardNormal` generator per call, so the same seed gives the same images on the same device.
 """
 from __future__ import annotations
@@ -74,8 +76,16 @@ def balanced_labels(num: int, num_classes: int) -> np.ndarray:
     return (np.arange(num) % num_classes).astype(np.int32)
 
 
+def rescale_guidance(guided, cond, phi: float):
+    """Lin et al. 2024's fix for over-exposure under strong guidance: `guided` rescaled per image to
+    the standard deviation of `cond`, blended with weight phi (0: unchanged, 1: fully rescaled)."""
+    axes = tuple(range(1, guided.ndim))
+    rescaled = guided * (cond.std(axis=axes, keepdims=True) / guided.std(axis=axes, keepdims=True))
+    return phi * rescaled + (1.0 - phi) * guided
+
+
 def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory_every=None, jit=True,
-           progress=True, x_T=None, stream=0, class_labels=None, guidance_scale=1.0):
+           progress=True, x_T=None, stream=0, class_labels=None, guidance_scale=1.0, guidance_rescale=0.0):
     """Draw `shape[0]` images with `scheduler` (any of DDPM, DDIM, DPM-Solver++).
 
     num_inference_steps: calls `scheduler.set_timesteps` first (else the scheduler's current grid).
@@ -84,7 +94,8 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     trajectory_every: also return a Frame every k steps, starting with the noise and ending with
     the final images (an empty list when None).
     class_labels: for a class-conditional model, one int or one per image (None: "no class", the
-    unconditional model); guidance_scale: the classifier-free guidance weight w (see above).
+    unconditional model); guidance_scale: the classifier-free guidance weight w, guidance_rescale its
+    over-exposure fix phi in [0, 1] (see above).
     Returns (images as a float32 NumPy array of `shape`, trajectory).
     """
     if num_inference_steps is not None:
@@ -96,6 +107,8 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     shape = tuple(int(s) for s in shape)
     if not guidance_scale >= 0:
         raise ValueError(f"guidance_scale must be >= 0 (1: no guidance), got {guidance_scale}")
+    if not 0 <= guidance_rescale <= 1:
+        raise ValueError(f"guidance_rescale must be in [0, 1] (0: off), got {guidance_rescale}")
     labels = class_label_array(model, class_labels, shape[0])
     guided = labels is not None and float(guidance_scale) != 1.0
     if guided:  # the labels, then "no class", in one batch of twice the size
@@ -112,7 +125,7 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     model.set_train(False)
     forward = compiled(model) if jit else model
     ones = ops.ones((2 * shape[0] if guided else shape[0],), ms.float32)
-    w = float(guidance_scale)
+    w, phi = float(guidance_scale), float(guidance_rescale)
     kept = [(scheduler.num_train_timesteps, x, None)] if trajectory_every else []
     steps = scheduler.timesteps
     try:
@@ -121,6 +134,8 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
             if guided:
                 cond, uncond = ops.split(forward(ops.cat((x, x)), ones * float(t), y), shape[0])
                 model_output = uncond + w * (cond - uncond)
+                if phi:
+                    model_output = rescale_guidance(model_output, cond, phi)
             elif y is not None:
                 model_output = forward(x, ones * float(t), y)
             else:
@@ -137,7 +152,8 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
 
 
 def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference_steps=None, seed=0,
-                trajectory_every=None, jit=True, progress=True, class_labels=None, guidance_scale=1.0):
+                trajectory_every=None, jit=True, progress=True, class_labels=None, guidance_scale=1.0,
+                guidance_rescale=0.0):
     """`num` images of `image_shape` (C, H, W) in batches of at most `batch_size`; batch b uses
     noise stream b of `seed`. class_labels: one int or one per image (see `sample`).
     Returns (images (num, C, H, W), trajectory of the first batch)."""
@@ -152,7 +168,7 @@ def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference
         batch, traj = sample(model, scheduler, (size, *image_shape), num_inference_steps, seed=seed,
                              trajectory_every=trajectory_every if b == 0 else None, jit=jit, progress=progress,
                              stream=b, class_labels=None if labels is None else labels[start:start + size],
-                             guidance_scale=guidance_scale)
+                             guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
         images.append(batch)
         trajectory = trajectory or traj
         bar.update(size)

@@ -136,7 +136,7 @@ def make_run(path, image_size=(28, 28), channels=1, num_classes=0):
     cfg = Config(preset="tiny", model=ModelConfig(image_size=image_size, channels=channels, dim=8, dim_mults=(1, 2),
                                                   num_classes=num_classes),
                  diffusion=DiffusionConfig(timesteps=20), data=DataConfig(),
-                 train=TrainConfig(sample_steps=5, guidance_scale=1.5))
+                 train=TrainConfig(sample_steps=5, guidance_scale=1.5 if num_classes else 1.0))
     path.mkdir(parents=True)
     cfg.save(path / "config.json")
     save_checkpoint(UNet(cfg.model), path / "checkpoints" / "step_0000007.ckpt", {"step": 7, "epoch": 0})
@@ -165,7 +165,7 @@ def test_model_evaluation_prints_and_logs_one_record_per_call(cache, reference, 
     # --report lays the run's records out as a Markdown table.
     assert evaluate_cli("--report", run) == 0
     table = capsys.readouterr().out.strip().splitlines()
-    assert len(table) == 4 and table[0].startswith("| training step |")
+    assert len(table) == 4 and table[0].startswith("| training step |") and "guidance" not in table[0]
     assert table[2].split(" | ")[2:7] == ["ddim", "3", "leading", "40", str(logged[0]["fid"])]
 
 
@@ -187,14 +187,19 @@ def test_bad_arguments_exit_with_a_message(argv, needle, capsys):
 
 def test_a_class_conditional_model_is_scored_with_its_guidance(cache, reference, tmp_path, capsys):
     run = make_run(tmp_path / "cond", num_classes=10)
-    for extra in ((), ("--guidance-scale", "0")):
-        assert evaluate_cli("--run", run, "--steps", 2, "--num", 8, "--no-log", *extra) == 0
-    default, unguided = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
+    for extra in ((), ("--guidance-scale", "0"), ("--guidance-rescale", "1")):
+        assert evaluate_cli("--run", run, "--steps", 2, "--num", 8, *extra) == 0
+    default, unguided, rescaled = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
     assert default["guidance_scale"] == 1.5 and unguided["guidance_scale"] == 0.0  # the run's own, then the flag's
-    assert default["fid"] != unguided["fid"]
+    assert "guidance_rescale" not in default and rescaled["guidance_rescale"] == 1.0
+    assert len({default["fid"], unguided["fid"], rescaled["fid"]}) == 3
+    assert evaluate_cli("--report", run) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.endswith("| guidance | rescale |"), header
     plain = make_run(tmp_path / "plain")
-    assert evaluate_cli("--run", plain, "--num", 4, "--guidance-scale", "2") == 2
-    assert "--guidance-scale applies to class-conditional models" in capsys.readouterr().err
+    for flag in ("--guidance-scale", "--guidance-rescale"):
+        assert evaluate_cli("--run", plain, "--num", 4, flag, "1") == 2
+        assert f"{flag} applies to class-conditional models" in capsys.readouterr().err
 
 
 def test_corrupt_npz_and_colour_models_are_refused(tmp_path, capsys):

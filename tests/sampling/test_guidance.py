@@ -1,6 +1,7 @@
 """Classifier-free guidance in the sampling loop: the guided output is uncond + w (cond - uncond),
-w = 1 is the conditional model and w = 0 the unconditional one, labels reach the right images
-across batches, and bad labels are clear errors."""
+optionally rescaled to the conditional output's spread, w = 1 is the conditional model and w = 0
+the unconditional one, labels reach the right images across batches, and bad labels are clear
+errors."""
 import mindspore as ms
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from ddpm_ms.config import ModelConfig
 from ddpm_ms.diffusion import NoiseSchedule
 from ddpm_ms.models import UNet
 from ddpm_ms.sampling import DDIMScheduler, balanced_labels, sample, sample_many
+from ddpm_ms.sampling.loop import rescale_guidance
 
 SHAPE = (3, 1, 8, 8)
 
@@ -40,6 +42,39 @@ def test_guided_step_mixes_conditional_and_unconditional_outputs(net, scheduler)
         uncond = net(x, tt, ms.Tensor(np.full(3, 4, np.int32))).asnumpy()
         x = scheduler.step(ms.Tensor(uncond + w * (cond - uncond)), int(t), x).prev_sample
     np.testing.assert_allclose(got, x.asnumpy(), atol=1e-4)
+
+
+def test_rescaled_guidance_matches_the_conditional_spread_per_image(net, scheduler, rng):
+    cond = rng.normal(0.0, 1.0, (2, 1, 4, 4)).astype(np.float32)
+    uncond = rng.normal(0.0, 0.5, (2, 1, 4, 4)).astype(np.float32)
+    guided = uncond + 4.0 * (cond - uncond)
+    full = rescale_guidance(ms.Tensor(guided), ms.Tensor(cond), 1.0).asnumpy()
+    np.testing.assert_allclose(full.reshape(2, -1).std(1), cond.reshape(2, -1).std(1), rtol=1e-5)
+    np.testing.assert_allclose(full / guided, (full / guided).reshape(2, -1)[:, :1, None, None] * np.ones_like(full),
+                               rtol=1e-4)  # one factor per image: the direction is kept
+    blend = rescale_guidance(ms.Tensor(guided), ms.Tensor(cond), 0.7).asnumpy()
+    np.testing.assert_allclose(blend, 0.7 * full + 0.3 * guided, atol=1e-5)
+
+    labels, w, phi = np.array([0, 2, 3], np.int32), 3.0, 0.7
+    got, _ = sample(net, scheduler, SHAPE, num_inference_steps=3, x_T=x_T(), class_labels=labels, guidance_scale=w,
+                    guidance_rescale=phi, jit=False, progress=False)
+    scheduler.set_timesteps(3)
+    x = ms.Tensor(x_T())
+    for t in scheduler.timesteps:  # by hand, with NumPy's std
+        tt = ms.Tensor(np.full(3, float(t), np.float32))
+        c = net(x, tt, ms.Tensor(labels)).asnumpy()
+        u = net(x, tt, ms.Tensor(np.full(3, 4, np.int32))).asnumpy()
+        g = u + w * (c - u)
+        ratio = c.reshape(3, -1).std(1) / g.reshape(3, -1).std(1)
+        out = phi * g * ratio[:, None, None, None] + (1 - phi) * g
+        x = scheduler.step(ms.Tensor(out.astype(np.float32)), int(t), x).prev_sample
+    np.testing.assert_allclose(got, x.asnumpy(), atol=1e-4)
+    plain, _ = sample(net, scheduler, SHAPE, num_inference_steps=3, x_T=x_T(), class_labels=labels, guidance_scale=w,
+                      jit=False, progress=False)
+    assert np.abs(plain - got).max() > 1e-3
+    with pytest.raises(ValueError, match="guidance_rescale"):
+        sample(net, scheduler, SHAPE, 2, class_labels=0, guidance_scale=2.0, guidance_rescale=1.5, jit=False,
+               progress=False)
 
 
 def test_scale_one_is_the_conditional_model_and_zero_the_unconditional(net, scheduler):
