@@ -291,7 +291,10 @@ def _fashion_like(name: str) -> Config:
     # at a constant 1e-3 (EMA 0.999 every step) and 281.6 for the former preset's 3,000 such steps.
     # On an accelerator, train longer: --steps 30000.
     return Config(preset=name,
-                  model=ModelConfig(image_size=(28, 28), channels=1, dim=16, dim_mults=(1, 2, 4)),
+                  # Class-conditional with classifier-free guidance at w = 1.25: with the same recipe, DPM-Solver++ 20
+                  # scores FID 16.4 at 2,000 images (w = 1: 25.5, 1.5: 17.3, 2: 32.2, 3: 71.4) and 74.3 unconditional
+                  # at 10,000 (README, "Class labels and guidance").
+                  model=ModelConfig(image_size=(28, 28), channels=1, dim=16, dim_mults=(1, 2, 4), num_classes=10),
                   diffusion=DiffusionConfig(timesteps=1000, beta_schedule="cosine", loss_type="huber",
                                             p2_gamma=0.5, p2_k=1.0),
                   # No flips: every shoe in Fashion-MNIST points the same way (and a mirrored digit is not a
@@ -299,8 +302,8 @@ def _fashion_like(name: str) -> Config:
                   # 53x the floor, with flipped boots called bags (benchmarks/fid_sensitivity.py --num 10000).
                   data=DataConfig(dataset=name, random_flip=False),
                   train=TrainConfig(batch_size=32, lr=2e-3, lr_schedule="cosine", warmup_steps=500,
-                                    epochs=4, steps=7500, sample_every=2500,
-                                    ema_decay=0.995, ema_update_every=10))
+                                    epochs=4, steps=7500, sample_every=2500, num_samples=20,
+                                    ema_decay=0.995, ema_update_every=10, guidance_scale=1.25))
 
 
 PRESETS = {

@@ -33,6 +33,7 @@ def ms_side(dim: int, block: str) -> str:
     select_device("CPU")
     ms.set_seed(0)
     cfg = preset("fashion_mnist").model
+    cfg.num_classes = 0  # unet_torch.py is the unconditional network
     cfg.dim, cfg.block = dim, block
     net = UNet(cfg)
     net.set_train(False)

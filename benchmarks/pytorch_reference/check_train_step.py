@@ -41,6 +41,7 @@ def ms_side(args) -> str:
     select_device("CPU")
     ms.set_seed(0)
     cfg = preset("fashion_mnist")
+    cfg.model.num_classes = 0  # unet_torch.py is the unconditional network
     d, t = cfg.diffusion, cfg.train
     model = UNet(cfg.model)
     if args.from_ckpt:  # a trained model's raw weights: does the update still agree late in a run?

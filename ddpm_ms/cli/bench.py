@@ -116,6 +116,8 @@ def measure_train(args) -> dict:
     rng = np.random.default_rng(0)
     shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
     x0 = ms.Tensor(rng.uniform(-1, 1, shape).astype(np.float32))
+    n_classes = cfg.model.num_classes  # a class-conditional preset trains on (image, label) batches
+    labels = (ms.Tensor(rng.integers(0, n_classes + 1, (shape[0],), dtype=np.int32)),) if n_classes else ()
     updates = [0]
 
     def run_once():
@@ -123,9 +125,9 @@ def measure_train(args) -> dict:
             t = ms.Tensor(rng.integers(0, schedule.timesteps, (shape[0],), dtype=np.int32))
             noise = ms.Tensor(rng.standard_normal(shape, dtype=np.float32))
             if i < accum - 1:
-                step.micro(x0, t, noise).asnumpy()
+                step.micro(x0, t, noise, *labels).asnumpy()
             else:
-                loss = float(step.update(x0, t, noise)[0].asnumpy())
+                loss = float(step.update(x0, t, noise, *labels)[0].asnumpy())
         updates[0] += 1
         if ema is not None:
             ema.update(updates[0])

@@ -51,9 +51,10 @@ def test_idx_presets_train_on_unmirrored_images(name, request):
     cfg = preset(name)
     if name == "mnist":
         cfg.data.root = str(request.getfixturevalue("mnist_dir"))
-    (x,) = first_batch(build_dataset(cfg.data, cfg.model, 256, shuffle=False))
-    raw = load_idx_dataset(name, cfg.data.root)[0][:256]
-    np.testing.assert_allclose(x[:, 0], raw / 127.5 - 1.0, atol=1e-6)  # a flip would mirror about half
+    x, y = first_batch(build_dataset(cfg.data, cfg.model, 256, shuffle=False))  # class-conditional: labels too
+    raw, labels = load_idx_dataset(name, cfg.data.root)
+    np.testing.assert_allclose(x[:, 0], raw[:256] / 127.5 - 1.0, atol=1e-6)  # a flip would mirror about half
+    np.testing.assert_array_equal(y, labels[:256])
 
 
 def test_mnist_from_a_given_folder(mnist_dir):

@@ -72,7 +72,8 @@ def test_output_shape_and_parameter_count(cfg, rng):
 
 def test_default_preset_size():
     cfg = preset("fashion_mnist").model
-    assert count_parameters(UNet(cfg)) == expected_parameters(cfg) == 715_521
+    label_embedding = (cfg.num_classes + 1) * cfg.dim * 4  # 10 classes and "no class"
+    assert count_parameters(UNet(cfg)) == expected_parameters(cfg) + label_embedding == 716_225
 
 
 def test_output_depends_on_time(rng):
