@@ -27,6 +27,7 @@ import numpy as np
 from mindspore import nn
 
 from ddpm_ms.config import Config
+from ddpm_ms.models.unet import LABEL_TABLE, TIME_OUT_BIAS
 from ddpm_ms.files import atomic_write
 
 FORMAT = 2
@@ -167,10 +168,6 @@ def load_into(net: nn.Cell, path, weights: str = "raw", saved: dict | None = Non
     for name, value in params.items():
         own[name].set_data(value.data if isinstance(value, ms.Parameter) else value)
     return {**state_of(saved), "weights": weights, "labels": note}
-
-
-# The U-Net adds class_emb[label] to the output of the time MLP's last Dense layer (models/unet.py).
-LABEL_TABLE, TIME_OUT_BIAS = "class_emb.embedding_table", "time_mlp.3.bias"
 
 
 def adapt_label_embedding(params: dict, net: nn.Cell) -> tuple[dict, str | None]:
