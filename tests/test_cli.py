@@ -37,6 +37,10 @@ def test_overrides_reach_the_config(tmp_path):
     (["--num-classes", "0", "--guidance-scale", "2"], "guidance needs a class-conditional model"),
     (["--num-classes", "0", "--guidance-rescale", "0.5"], "guidance needs a class-conditional model"),
     (["--guidance-rescale", "1.5"], "in [0, 1]"),
+    (["--num-classes", "0", "--guidance-scale", "1", "--guidance-interval", "0,500"],
+     "guidance needs a class-conditional model"),
+    (["--guidance-interval", "700,0"], "0 <= LO <= HI"),
+    (["--guidance-interval", "0-700"], "is not LO,HI"),
 ])
 def test_bad_arguments_exit_with_a_message(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
@@ -105,6 +109,9 @@ def test_conditioning_flags_reach_the_config():
                   "--guidance-rescale", "0.7")
     assert (cfg.model.num_classes, cfg.diffusion.cond_drop_prob, cfg.train.guidance_scale) == (10, 0.2, 1.5)
     assert cfg.train.guidance_rescale == 0.7
+    assert cfg_for().train.guidance_interval == (0, 700), "the preset guides the steps at t <= 700"
+    assert cfg_for("--guidance-interval", "100,800").train.guidance_interval == (100, 800)
+    assert cfg_for("--guidance-interval", "all").train.guidance_interval is None
 
 
 def test_evaluation_flags_reach_the_config():
@@ -181,6 +188,7 @@ def test_a_conditional_source_fine_tunes_on_a_folder_without_labels(tmp_path):
     source.save(tmp_path / "src" / "config.json")
     tuned = cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "image_folder", "--data", "photos")
     assert (tuned.model.num_classes, tuned.train.guidance_scale, tuned.train.guidance_rescale) == (0, 1.0, 0.0)
+    assert tuned.train.guidance_interval is None
     labelled = cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "mnist")
     assert (labelled.model.num_classes, labelled.train.guidance_scale) == (10, 2.0), "labelled data keep them"
     with pytest.raises(ValueError, match="no class labels"):  # asked for explicitly: refused, not dropped

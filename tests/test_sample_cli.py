@@ -168,6 +168,12 @@ def test_class_labels_by_number_name_or_none(tmp_path, capsys):
     assert sample_cli("--run", run, "--steps", 3, "--num", 2, "--class-label", "7", "--guidance-scale", 2,
                       "--guidance-rescale", 0.7, "--out", tmp_path / "rescaled.png") == 0
     assert "in 3 steps, guidance w = 2 rescaled 0.7:" in capsys.readouterr().out
+    out = tmp_path / "interval.npz"
+    assert sample_cli("--run", run, "--steps", 3, "--num", 2, "--class-label", "7", "--guidance-scale", 2,
+                      "--guidance-interval", "0,20", "--npz", out, "--out", tmp_path / "interval.png") == 0
+    assert "in 3 steps, guidance w = 2 at 0 <= t <= 20:" in capsys.readouterr().out
+    interval = np.load(out)["arr_0"].astype(int)
+    assert np.abs(interval - arrays["7"]).max() > 0, "guiding fewer steps changes the images"
     assert np.abs(arrays["sneaker"] - arrays["Ankle-boot"]).max() > 0
     assert np.abs(arrays["sneaker"] - arrays["none"]).max() > 0
     # By default every class in turn, one per grid column.
@@ -184,3 +190,5 @@ def test_class_label_on_an_unconditional_model_is_a_clear_error(run_dir, capsys)
     assert "unconditional (train with --num-classes 10" in capsys.readouterr().err
     assert sample_cli("--run", run_dir, "--num", 2, "--steps", 2, "--guidance-rescale", "0.7") == 2
     assert "--guidance-rescale applies to class-conditional models" in capsys.readouterr().err
+    assert sample_cli("--run", run_dir, "--num", 2, "--steps", 2, "--guidance-interval", "0,10") == 2
+    assert "--guidance-interval applies to class-conditional models" in capsys.readouterr().err

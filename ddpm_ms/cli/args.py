@@ -21,3 +21,23 @@ non_negative_int = _number(int, "an integer", lambda v: v >= 0, "zero or positiv
 non_negative_float = _number(float, "a number", lambda v: v >= 0, "zero or positive")
 positive_float = _number(float, "a number", lambda v: v > 0, "positive")
 unit_float = _number(float, "a number", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+
+
+def guidance_interval(text):
+    """--guidance-interval LO,HI (guide at timesteps LO <= t <= HI only) or all (every step, returned
+    as an empty tuple, so that "not given" stays None)."""
+    if text.strip().lower() == "all":
+        return ()
+    lo, sep, hi = text.partition(",")
+    try:
+        lo, hi = int(lo), int(hi)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO,HI (two timesteps, e.g. 0,700) or all") from None
+    if not (sep and 0 <= lo <= hi):
+        raise argparse.ArgumentTypeError(f"must be LO,HI with 0 <= LO <= HI (e.g. 0,700) or all, got {text!r}")
+    return lo, hi
+
+
+GUIDANCE_INTERVAL_HELP = ("guide only the sampling steps at timesteps LO <= t <= HI, the conditional model alone "
+                          "elsewhere (Kynkaenniemi et al. 2024; e.g. 0,700 leaves the noisiest steps unguided); "
+                          "all: every step")

@@ -15,7 +15,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ddpm_ms.cli.args import _number, non_negative_float, non_negative_int, positive_int, unit_float
+from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, _number, guidance_interval, non_negative_float, non_negative_int,
+                               positive_int, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
 
 at_least_4 = _number(int, "an integer", lambda v: v >= 4, "at least 4 (precision and recall use 3 nearest neighbours)")
@@ -44,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
                    help="with guidance: rescale its output toward the conditional one's spread, against "
                         "over-exposure (Lin et al. 2024; default: the run's train.guidance_rescale; 0: off)")
+    p.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
+                   help=GUIDANCE_INTERVAL_HELP + " (default: the run's train.guidance_interval)")
     p.add_argument("--num", type=at_least_4, help="images to draw (default 10000)")
     p.add_argument("--seed", type=non_negative_int, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per model call (default 250)")
@@ -83,7 +86,10 @@ REPORT_COLUMNS = (("step", "training step"), ("weights", "weights"), ("sampler",
                   ("spacing", "grid"),
                   ("num", "images"), ("fid", "FID"), ("inception_score", "IS"), ("precision", "precision"),
                   ("recall", "recall"), ("seconds", "sampling s"), ("guidance_scale", "guidance"),
-                  ("guidance_rescale", "rescale"))
+                  ("guidance_rescale", "rescale"), ("guidance_interval", "guided t"))
+
+
+GUIDANCE_KEYS = ("guidance_scale", "guidance_rescale", "guidance_interval")
 
 
 def report(run_dir: Path) -> str:
@@ -99,12 +105,12 @@ def report(run_dir: Path) -> str:
             continue
     records.sort(key=lambda r: (r.get("num", 0), r.get("step") or 0, r.get("sampler", ""), r.get("steps", 0)))
     columns = [(key, title) for key, title in REPORT_COLUMNS  # guidance: only for class-conditional runs
-               if key not in ("guidance_scale", "guidance_rescale") or any(key in r for r in records)]
+               if key not in GUIDANCE_KEYS or any(key in r for r in records)]
     lines = ["| " + " | ".join(title for _, title in columns) + " |",
              "|" + " --- |" * len(columns)]
     for r in records:
         cells = ["" if r.get(key) is None else f"{r[key]:.3f}" if key in ("inception_score", "precision", "recall")
-                 else str(r[key]) for key, _ in columns]
+                 else "{}-{}".format(*r[key]) if key == "guidance_interval" else str(r[key]) for key, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -122,6 +128,7 @@ def run(args) -> int:
         raise ValueError("--npz needs --data fashion_mnist|mnist: which classifier and test set to score against")
     model_only = {"--sampler": args.sampler, "--steps": args.steps, "--spacing": args.spacing, "--num": args.num,
                   "--guidance-scale": args.guidance_scale, "--guidance-rescale": args.guidance_rescale,
+                  "--guidance-interval": args.guidance_interval,
                   "--seed": args.seed, "--save-npz": args.save_npz, "--grid": args.grid,
                   "--weights": None if args.weights == "auto" else args.weights}
     given = [flag for flag, value in model_only.items() if value is not None]
@@ -152,7 +159,8 @@ def run(args) -> int:
     if tuple(cfg.model.image_size) != (28, 28) or cfg.model.channels != 1:
         raise ValueError(f"{run_dir} makes {cfg.model.channels}-channel {cfg.model.image_size[0]}x"
                          f"{cfg.model.image_size[1]} images; FID here needs 28x28 grayscale (fashion_mnist, mnist)")
-    for flag, value in (("--guidance-scale", args.guidance_scale), ("--guidance-rescale", args.guidance_rescale)):
+    for flag, value in (("--guidance-scale", args.guidance_scale), ("--guidance-rescale", args.guidance_rescale),
+                        ("--guidance-interval", args.guidance_interval)):
         if value is not None and not cfg.model.num_classes:
             raise ValueError(f"{flag} applies to class-conditional models; this one is unconditional")
     if args.steps and args.steps > cfg.diffusion.timesteps:
@@ -165,7 +173,9 @@ def run(args) -> int:
     sampler, num, seed = args.sampler or "dpm++", args.num or 10_000, args.seed or 0
     record, images = sample_and_score(model, cfg, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit, progress=not args.no_progress,
                                       timestep_spacing=args.spacing, guidance_scale=args.guidance_scale,
-                                      guidance_rescale=args.guidance_rescale)
+                                      guidance_rescale=args.guidance_rescale,
+                                      guidance_interval=(None if args.guidance_interval is None
+                                                         else args.guidance_interval or "all"))
     record = {"checkpoint": str(model.checkpoint), "step": model.checkpoint_step, "weights": model.loaded_weights,
               **record, "device": device, "date": started}
     if args.save_npz:

@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from ddpm_ms.cli.args import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
+from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, guidance_interval, non_negative_float, non_negative_int,
+                               positive_float, positive_int, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
 
 COMPARED = ("ddpm", "ddim", "dpm++", "dpm++sde")
@@ -49,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
                    help="with guidance: rescale its output toward the conditional one's spread, against "
                         "over-exposure (Lin et al. 2024; default: the run's train.guidance_rescale; 0: off)")
+    p.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
+                   help=GUIDANCE_INTERVAL_HELP + " (default: the run's train.guidance_interval)")
     p.add_argument("--num", type=positive_int, default=64, help="images to draw (default 64)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per model call (default 64)")
@@ -100,7 +103,8 @@ def class_labels(args, cfg):
     n = cfg.model.num_classes
     if not n:
         given = [f for f, v in (("--class-label", args.class_label), ("--guidance-scale", args.guidance_scale),
-                                ("--guidance-rescale", args.guidance_rescale)) if v is not None]
+                                ("--guidance-rescale", args.guidance_rescale),
+                                ("--guidance-interval", args.guidance_interval)) if v is not None]
         if given:
             raise UsageError(f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to class-conditional "
                              "models; this one is unconditional (train with --num-classes 10 for one)")
@@ -153,7 +157,9 @@ def run(args) -> int:
         args.nrow = cfg.model.num_classes  # one class per column
     common = dict(batch_size=args.batch_size, seed=args.seed, jit=args.mode == "graph",
                   progress=not args.no_progress, class_labels=labels, guidance_scale=guidance,
-                  guidance_rescale=cfg.train.guidance_rescale if args.guidance_rescale is None else args.guidance_rescale)
+                  guidance_rescale=cfg.train.guidance_rescale if args.guidance_rescale is None else args.guidance_rescale,
+                  guidance_interval=(cfg.train.guidance_interval if args.guidance_interval is None
+                                     else args.guidance_interval or None))
     samples_dir = run_dir / "samples"
     print(f"model: {run_dir} ({cfg.preset}, T = {T}, {model.loaded_weights} weights)  device: {device}  "
           f"mode: {args.mode}")
@@ -185,8 +191,9 @@ def run(args) -> int:
     seconds = time.perf_counter() - tic
     tag = f"{args.sampler.replace('+', 'p')}-{steps}steps-seed{args.seed}"
     grid = viz.save_grid(images, args.out or samples_dir / f"{tag}.png", nrow=args.nrow)
-    w, phi = common["guidance_scale"], common["guidance_rescale"]
-    guidance = (f", guidance w = {w:g}" + (f" rescaled {phi:g}" if phi else "")) if labels is not None and w != 1 else ""
+    w, phi, interval = common["guidance_scale"], common["guidance_rescale"], common["guidance_interval"]
+    guidance = (f", guidance w = {w:g}" + (f" rescaled {phi:g}" if phi else "")
+                + (f" at {interval[0]} <= t <= {interval[1]}" if interval else "")) if labels is not None and w != 1 else ""
     print(f"{args.num} images with {TITLES[args.sampler]} in {steps} steps{guidance}: {seconds:.1f} s "
           f"({args.num / seconds:.1f} images/s, {steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s)")
     print(f"grid: {grid}")

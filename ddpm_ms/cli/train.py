@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from ddpm_ms.cli.args import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
+from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, guidance_interval, non_negative_float, non_negative_int,
+                               positive_float, positive_int, unit_float)
 from ddpm_ms.config import (AMP_DTYPES, AMP_LEVELS, DATASETS, LR_SCHEDULES, OPTIMIZERS, PRESETS, SAMPLER_NAMES, Config,
                              preset)
 
@@ -57,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
                    help="rescale the guided output toward the conditional one's spread, against over-exposure "
                         "(Lin et al. 2024): the run's default for its grids and evaluations (0: off)")
+    c.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
+                   help=GUIDANCE_INTERVAL_HELP + ": the run's default for its grids and evaluations")
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<preset>-<time>)")
     p.add_argument("--data", type=Path, help="data directory (default: the embedded copy under data/)")
     p.add_argument("--dataset", choices=DATASETS,
@@ -192,6 +195,8 @@ def config_from_args(args) -> Config:
         t.guidance_scale = args.guidance_scale
     if args.guidance_rescale is not None:
         t.guidance_rescale = args.guidance_rescale
+    if args.guidance_interval is not None:
+        t.guidance_interval = args.guidance_interval or None
     if args.timesteps is not None:
         cfg.diffusion.timesteps = args.timesteps
         if args.sample_steps is None:
@@ -211,6 +216,8 @@ def config_from_args(args) -> Config:
             t.guidance_scale = 1.0
         if args.guidance_rescale is None:
             t.guidance_rescale = 0.0
+        if args.guidance_interval is None:
+            t.guidance_interval = None
     if args.data is not None:
         cfg.data.root = str(args.data)
     if args.random_flip is not None:

@@ -205,13 +205,14 @@ def score_images(images, extractor: FeatureExtractor, reference: Reference) -> d
 def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Reference, sampler: str = "dpm++",
                      steps: int | None = None, num: int = 10_000, seed: int = 0, batch_size: int = 250,
                      jit: bool = True, progress: bool = True, timestep_spacing: str | None = None,
-                     guidance_scale: float | None = None, guidance_rescale: float | None = None
-                     ) -> tuple[dict, np.ndarray]:
+                     guidance_scale: float | None = None, guidance_rescale: float | None = None,
+                     guidance_interval=None) -> tuple[dict, np.ndarray]:
     """Draw `num` images from `model` with `sampler` and score them. Returns (record, images):
     the record holds the scores, the sampler, the steps it took and the sampling seconds.
     A class-conditional model draws every class equally often (as the test set holds them), with
-    classifier-free guidance `guidance_scale` and `guidance_rescale` (None: the run's
-    cfg.train.guidance_scale / guidance_rescale)."""
+    classifier-free guidance `guidance_scale`, `guidance_rescale` and `guidance_interval` (None: the
+    run's cfg.train.guidance_scale / guidance_rescale / guidance_interval; "all" for the interval:
+    every step)."""
     from ddpm_ms.sampling import balanced_labels, sample_many, scheduler_for
 
     scheduler = scheduler_for(sampler, cfg, timestep_spacing=timestep_spacing)
@@ -219,15 +220,18 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
     conditional = bool(cfg.model.num_classes)
     w = float(cfg.train.guidance_scale if guidance_scale is None else guidance_scale)
     phi = float(cfg.train.guidance_rescale if guidance_rescale is None else guidance_rescale)
+    interval = (cfg.train.guidance_interval if guidance_interval is None
+                else None if guidance_interval == "all" else tuple(guidance_interval))
     tic = time.perf_counter()
     images, _ = sample_many(model, scheduler, num, (cfg.model.channels, *cfg.model.image_size), batch_size=batch_size,
                             num_inference_steps=steps, seed=seed, jit=jit, progress=progress,
                             class_labels=balanced_labels(num, cfg.model.num_classes) if conditional else None,
-                            guidance_scale=w, guidance_rescale=phi)
+                            guidance_scale=w, guidance_rescale=phi, guidance_interval=interval)
     seconds = time.perf_counter() - tic
     record = score_images(images, extractor, reference)
     record.update(sampler=sampler, steps=int(steps), spacing=scheduler.timestep_spacing, seed=int(seed),
                   seconds=round(seconds, 1))
     if conditional:
-        record.update(guidance_scale=w, **({"guidance_rescale": phi} if phi else {}))
+        record.update(guidance_scale=w, **({"guidance_rescale": phi} if phi else {}),
+                      **({"guidance_interval": list(interval)} if interval and w != 1 else {}))
     return record, images

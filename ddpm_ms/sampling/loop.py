@@ -5,7 +5,11 @@ tensors never leave the device until the end. A class-conditional model takes on
 image; with a guidance scale w != 1 the loop runs the batch twice in one call, with the labels
 and with "no class", and mixes the outputs as classifier-free guidance does (Ho & Salimans 2022):
 out = out_uncond + w (out_cond - out_uncond). w = 1 is the conditional model alone, w = 0 the
-unconditional one. Large w over-exposes the images; guidance_rescale phi (Lin et al. 2024, sec. 3.4,
+unconditional one. guidance_interval (lo, hi) guides only the steps at timesteps lo <= t <= hi and
+runs the conditional model alone elsewhere (Kynkaenniemi et al. 2024, "Applying guidance in a limited
+interval"): guidance at high noise pulls every image of a class toward the same layout and costs
+variety, guidance at low noise does little; the steps outside the interval also cost half as much.
+Large w over-exposes the images; guidance_rescale phi (Lin et al. 2024, sec. 3.4,
 diffusers' `guidance_rescale`) scales each image's guided output to the standard deviation of its
 conditional one and blends: out = phi out_rescaled + (1 - phi) out. Noise comes from one seeded MindSpore
 `StandardNormal` generator per call, so the same seed gives the same images on the same device.
@@ -18,6 +22,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import ops
 from tqdm.auto import tqdm
+
+from ddpm_ms.config import check_guidance_interval
 
 _COMPILED = {}
 _SEED_STREAM = 20_200_619  # StandardNormal treats seed = seed2 = 0 as "random": keep the first one fixed
@@ -85,7 +91,8 @@ def rescale_guidance(guided, cond, phi: float):
 
 
 def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory_every=None, jit=True,
-           progress=True, x_T=None, stream=0, class_labels=None, guidance_scale=1.0, guidance_rescale=0.0):
+           progress=True, x_T=None, stream=0, class_labels=None, guidance_scale=1.0, guidance_rescale=0.0,
+           guidance_interval=None):
     """Draw `shape[0]` images with `scheduler` (any of DDPM, DDIM, DPM-Solver++).
 
     num_inference_steps: calls `scheduler.set_timesteps` first (else the scheduler's current grid).
@@ -95,7 +102,8 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     the final images (an empty list when None).
     class_labels: for a class-conditional model, one int or one per image (None: "no class", the
     unconditional model); guidance_scale: the classifier-free guidance weight w, guidance_rescale its
-    over-exposure fix phi in [0, 1] (see above).
+    over-exposure fix phi in [0, 1], guidance_interval (lo, hi): guide only at timesteps lo <= t <= hi
+    (None: every step; see above).
     Returns (images as a float32 NumPy array of `shape`, trajectory).
     """
     if num_inference_steps is not None:
@@ -109,11 +117,12 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
         raise ValueError(f"guidance_scale must be >= 0 (1: no guidance), got {guidance_scale}")
     if not 0 <= guidance_rescale <= 1:
         raise ValueError(f"guidance_rescale must be in [0, 1] (0: off), got {guidance_rescale}")
+    lo, hi = check_guidance_interval(guidance_interval) or (0, scheduler.num_train_timesteps)
     labels = class_label_array(model, class_labels, shape[0])
     guided = labels is not None and float(guidance_scale) != 1.0
-    if guided:  # the labels, then "no class", in one batch of twice the size
-        labels = np.concatenate([labels, np.full(shape[0], model.num_classes, np.int32)])
     y = None if labels is None else ms.Tensor(labels)
+    if guided:  # the labels, then "no class", in one batch of twice the size
+        y_pair = ms.Tensor(np.concatenate([labels, np.full(shape[0], model.num_classes, np.int32)]))
     normal = noise_generator(seed, stream)
     if x_T is None:
         x = normal(shape)
@@ -124,15 +133,16 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     was_training = model.training
     model.set_train(False)
     forward = compiled(model) if jit else model
-    ones = ops.ones((2 * shape[0] if guided else shape[0],), ms.float32)
+    ones = ops.ones((shape[0],), ms.float32)
+    ones_pair = ops.ones((2 * shape[0],), ms.float32)
     w, phi = float(guidance_scale), float(guidance_rescale)
     kept = [(scheduler.num_train_timesteps, x, None)] if trajectory_every else []
     steps = scheduler.timesteps
     try:
         for i, t in enumerate(tqdm(steps, desc="sampling", disable=not progress, leave=False)):
             t = int(t)
-            if guided:
-                cond, uncond = ops.split(forward(ops.cat((x, x)), ones * float(t), y), shape[0])
+            if guided and lo <= t <= hi:
+                cond, uncond = ops.split(forward(ops.cat((x, x)), ones_pair * float(t), y_pair), shape[0])
                 model_output = uncond + w * (cond - uncond)
                 if phi:
                     model_output = rescale_guidance(model_output, cond, phi)
@@ -153,9 +163,9 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
 
 def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference_steps=None, seed=0,
                 trajectory_every=None, jit=True, progress=True, class_labels=None, guidance_scale=1.0,
-                guidance_rescale=0.0):
+                guidance_rescale=0.0, guidance_interval=None):
     """`num` images of `image_shape` (C, H, W) in batches of at most `batch_size`; batch b uses
-    noise stream b of `seed`. class_labels: one int or one per image (see `sample`).
+    noise stream b of `seed`. class_labels: one int or one per image; guidance: see `sample`.
     Returns (images (num, C, H, W), trajectory of the first batch)."""
     if num < 1 or batch_size < 1:
         raise ValueError(f"num and batch_size must be positive, got {num} and {batch_size}")
@@ -168,7 +178,8 @@ def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference
         batch, traj = sample(model, scheduler, (size, *image_shape), num_inference_steps, seed=seed,
                              trajectory_every=trajectory_every if b == 0 else None, jit=jit, progress=progress,
                              stream=b, class_labels=None if labels is None else labels[start:start + size],
-                             guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
+                             guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+                             guidance_interval=guidance_interval)
         images.append(batch)
         trajectory = trajectory or traj
         bar.update(size)

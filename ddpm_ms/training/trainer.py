@@ -41,7 +41,7 @@ LOG_FIELDS = ["step", "epoch", "loss", "lr", "grad_norm", "img_per_s", "ema_deca
 RESUMABLE_CHANGES = tuple(f"train.{k}" for k in (
     "epochs", "steps", "device", "mode", "save_every", "log_every", "sample_every", "num_samples",
     "sample_steps", "keep_last", "pin_every", "eval_every", "eval_num", "eval_sampler", "eval_steps",
-    "guidance_scale", "guidance_rescale")) + (
+    "guidance_scale", "guidance_rescale", "guidance_interval")) + (
     "data.num_workers", "data.root", "data.strict")
 
 __all__ = ["LOG_FIELDS", "NonFiniteLoss", "Trainer", "make_train_step", "prepare_run_dir"]
@@ -239,7 +239,8 @@ class Trainer:
         images = sample(model or self.sampling_model, self.scheduler(), shape, t.sample_steps, seed=t.seed,
                         trajectory_every=trajectory_every, jit=self.jit, progress=self.progress,
                         class_labels=balanced_labels(t.num_samples, n) if n else None,
-                        guidance_scale=t.guidance_scale, guidance_rescale=t.guidance_rescale)
+                        guidance_scale=t.guidance_scale, guidance_rescale=t.guidance_rescale,
+                        guidance_interval=t.guidance_interval)
         self.model.set_train(True)
         return images
 

@@ -187,15 +187,17 @@ def test_bad_arguments_exit_with_a_message(argv, needle, capsys):
 
 def test_a_class_conditional_model_is_scored_with_its_guidance(cache, reference, tmp_path, capsys):
     run = make_run(tmp_path / "cond", num_classes=10)
-    for extra in ((), ("--guidance-scale", "0"), ("--guidance-rescale", "1")):
+    for extra in ((), ("--guidance-scale", "0"), ("--guidance-rescale", "1"), ("--guidance-interval", "0,10")):
         assert evaluate_cli("--run", run, "--steps", 2, "--num", 8, *extra) == 0
-    default, unguided, rescaled = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
+    default, unguided, rescaled, limited = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
     assert default["guidance_scale"] == 1.5 and unguided["guidance_scale"] == 0.0  # the run's own, then the flag's
     assert "guidance_rescale" not in default and rescaled["guidance_rescale"] == 1.0
-    assert len({default["fid"], unguided["fid"], rescaled["fid"]}) == 3
+    assert "guidance_interval" not in default and limited["guidance_interval"] == [0, 10]
+    assert len({default["fid"], unguided["fid"], rescaled["fid"], limited["fid"]}) == 4
     assert evaluate_cli("--report", run) == 0
-    header = capsys.readouterr().out.splitlines()[0]
-    assert header.endswith("| guidance | rescale |"), header
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("| guidance | rescale | guided t |"), lines[0]
+    assert lines[-1].endswith("| 1.5 |  | 0-10 |"), lines[-1]
     plain = make_run(tmp_path / "plain")
     for flag in ("--guidance-scale", "--guidance-rescale"):
         assert evaluate_cli("--run", plain, "--num", 4, flag, "1") == 2

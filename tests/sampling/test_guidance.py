@@ -1,6 +1,6 @@
 """Classifier-free guidance in the sampling loop: the guided output is uncond + w (cond - uncond),
-optionally rescaled to the conditional output's spread, w = 1 is the conditional model and w = 0
-the unconditional one, labels reach the right images across batches, and bad labels are clear
+optionally rescaled to the conditional output's spread and limited to an interval of timesteps,
+w = 1 is the conditional model and w = 0 the unconditional one, labels reach the right images across batches, and bad labels are clear
 errors."""
 import mindspore as ms
 import numpy as np
@@ -75,6 +75,36 @@ def test_rescaled_guidance_matches_the_conditional_spread_per_image(net, schedul
     with pytest.raises(ValueError, match="guidance_rescale"):
         sample(net, scheduler, SHAPE, 2, class_labels=0, guidance_scale=2.0, guidance_rescale=1.5, jit=False,
                progress=False)
+
+
+def test_guidance_interval_guides_only_the_steps_inside_it(net, scheduler):
+    labels, w = np.array([0, 2, 3], np.int32), 3.0
+    scheduler.set_timesteps(4)
+    steps = [int(t) for t in scheduler.timesteps]  # 75, 50, 25, 0
+    lo, hi = steps[2], steps[1]  # the middle two steps only
+
+    def draw(interval, scale=w):
+        return sample(net, scheduler, SHAPE, num_inference_steps=4, x_T=x_T(), class_labels=labels,
+                      guidance_scale=scale, guidance_interval=interval, jit=False, progress=False)[0]
+
+    got = draw((lo, hi))
+    scheduler.set_timesteps(4)
+    x = ms.Tensor(x_T())
+    for t in steps:  # by hand: guided inside [lo, hi], the conditional model alone outside
+        tt = ms.Tensor(np.full(3, float(t), np.float32))
+        out = net(x, tt, ms.Tensor(labels)).asnumpy()
+        if lo <= t <= hi:
+            uncond = net(x, tt, ms.Tensor(np.full(3, 4, np.int32))).asnumpy()
+            out = uncond + w * (out - uncond)
+        x = scheduler.step(ms.Tensor(out), t, x).prev_sample
+    np.testing.assert_allclose(got, x.asnumpy(), atol=1e-4)
+    everywhere, conditional = draw(None), draw(None, 1.0)
+    assert np.abs(got - everywhere).max() > 1e-3 and np.abs(got - conditional).max() > 1e-3
+    np.testing.assert_allclose(draw((0, 99)), everywhere, atol=1e-6)  # every timestep of T = 100
+    np.testing.assert_allclose(draw((76, 99)), conditional, atol=1e-6)  # above every step: no guidance
+    for bad in ((5, 2), (-1, 10), (1.5, 3), "0,700", (1, 2, 3)):
+        with pytest.raises(ValueError, match="guidance_interval"):
+            draw(bad)
 
 
 def test_scale_one_is_the_conditional_model_and_zero_the_unconditional(net, scheduler):
