@@ -4,7 +4,10 @@ Run with the system python (MindSpore side); it writes ref_dim{D}_{block}.npz in
 MindSpore weights, a fixed input, the output and the gradients of sum(out * g) w.r.t. every
 parameter, then runs the torch side in the venv on that file:
 
-    python benchmarks/pytorch_reference/check_equal.py [--dim 16] [--block resnet]
+    python benchmarks/pytorch_reference/check_equal.py [--dim 16] [--block resnet] [--num-classes 10]
+
+With --num-classes the networks are class-conditional and the input carries labels, "no class"
+among them (their label embeddings are scaled to unit size first, so that a wrong label shows).
 
 The torch side alone:  $TORCH_VENV/bin/python benchmarks/pytorch_reference/check_equal.py --torch FILE.npz
 """
@@ -23,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_PY = os.path.join(os.environ.get("TORCH_VENV", os.path.join(HERE, "venv")), "bin", "python")
 
 
-def ms_side(dim: int, block: str) -> str:
+def ms_side(dim: int, block: str, num_classes: int = 0) -> str:
     sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root
     import mindspore as ms
     from ddpm_ms.device import select_device
@@ -33,24 +36,28 @@ def ms_side(dim: int, block: str) -> str:
     select_device("CPU")
     ms.set_seed(0)
     cfg = preset("fashion_mnist").model
-    cfg.num_classes = 0  # unet_torch.py is the unconditional network
+    cfg.num_classes = num_classes
     cfg.dim, cfg.block = dim, block
     net = UNet(cfg)
     net.set_train(False)
     rng = np.random.default_rng(123)
+    if num_classes:  # unit-scale labels, so that a wrong row would change the output visibly
+        net.class_emb.embedding_table.set_data(ms.Tensor(
+            rng.standard_normal(net.class_emb.embedding_table.shape).astype(np.float32)))
     x = rng.uniform(-1, 1, size=(4, 1, 28, 28)).astype(np.float32)
     t = np.array([0, 17, 500, 999], dtype=np.int32)
+    y = np.array([3, num_classes, 0, num_classes - 1] if num_classes else [0, 0, 0, 0], dtype=np.int32)
     g = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
-    xt, tt, gt = ms.Tensor(x), ms.Tensor(t.astype(np.float32)), ms.Tensor(g)
-    out = net(xt, tt).asnumpy()
+    xt, tt, gt, yt = ms.Tensor(x), ms.Tensor(t.astype(np.float32)), ms.Tensor(g), ms.Tensor(y)
+    out = (net(xt, tt, yt) if num_classes else net(xt, tt)).asnumpy()
 
     params = net.trainable_params()
 
     def fn(a, b):
-        return (net(a, b) * gt).sum()
+        return ((net(a, b, yt) if num_classes else net(a, b)) * gt).sum()
 
     _, grads = ms.value_and_grad(fn, None, params)(xt, tt)
-    arrays = {"x": x, "t": t, "out": out}
+    arrays = {"x": x, "t": t, "y": y, "out": out}
     for p, gr in zip(params, grads):
         arrays["w:" + p.name] = p.asnumpy()
         arrays["g:" + p.name] = gr.asnumpy()
@@ -89,7 +96,8 @@ def torch_side(path: str) -> dict:
 
     x = torch.from_numpy(data["x"])
     t = torch.from_numpy(data["t"]).float()
-    out = net(x, t)
+    y = torch.from_numpy(data["y"]).long() if meta["model_config"].get("num_classes") else None
+    out = net(x, t, y)
     (out * torch.from_numpy(data["gout"])).sum().backward()
     ref = data["out"]
     diff = float(np.abs(out.detach().numpy() - ref).max())
@@ -117,12 +125,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--block", default="resnet", choices=["resnet", "convnext"])
+    ap.add_argument("--num-classes", type=int, default=0, help="class-conditional networks (0: unconditional)")
     ap.add_argument("--torch", metavar="NPZ", help="run only the torch side on this file")
     a = ap.parse_args()
     if a.torch:
         res = torch_side(a.torch)
         sys.exit(0 if res["pass"] else 1)
-    path = ms_side(a.dim, a.block)
+    path = ms_side(a.dim, a.block, a.num_classes)
     sys.exit(subprocess.call([VENV_PY, os.path.abspath(__file__), "--torch", path]))
 
 

@@ -28,6 +28,7 @@ import gzip
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,10 +42,16 @@ from bench_torch import cosine_schedule as cosine_alphas_cumprod  # noqa: E402  
 # ddpm_ms.config.preset("fashion_mnist") as of issue 6; every recipe is this plus its overrides.
 PRESET = dict(dim=16, dim_mults=(1, 2, 4), batch=32, steps=7500, lr=2e-3, warmup=500, lr_schedule="cosine",
               ema_decay=0.995, ema_every=10, p2_gamma=0.5, min_snr_gamma=0.0, loss="huber", flip=True,
-              clip_grad=1.0, seed=0, objective="eps", adam_betas=(0.9, 0.999), tf32=True, ema_sweep=())
+              clip_grad=1.0, seed=0, objective="eps", adam_betas=(0.9, 0.999), tf32=True, ema_sweep=(),
+              num_classes=0, cond_drop=0.1)
 
 RECIPES = {
     "preset": {},
+    # The preset since 2026-11-27 (b4d7048): no flips, class labels (10% dropped to "no class").
+    # Sample it with guided samplers, e.g. dpmpp20tr-w1.25 (see parse_sampler).
+    "cond": dict(flip=False, num_classes=10),
+    "drop0.2": dict(cond_drop=0.2),
+    "s10k": dict(steps=10000),  # `scripts/train.py --steps 10000`: about 2 hours on the CPU, warm-up unchanged
     "preset_seed1": dict(seed=1),
     "preset_seed2": dict(seed=2),
     "minsnr5": dict(p2_gamma=0.0, min_snr_gamma=5.0),
@@ -107,6 +114,12 @@ def read_idx_images(path: str) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=16).reshape(n, h, w)
 
 
+def read_idx_labels(path: str) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    return np.frombuffer(data, np.uint8, offset=8)
+
+
 def loss_weights(ab: np.ndarray, r: dict) -> np.ndarray:
     snr = ab / (1.0 - ab)
     w = (1.0 + snr) ** -r["p2_gamma"]
@@ -124,12 +137,20 @@ def lr_at(step: int, r: dict) -> float:
     return lr
 
 
-def dpm_solver_pp(model, shape, ab: np.ndarray, n_steps: int, sde: bool, gen, device, x_T=None):
-    """ddpm_ms.sampling.DPMSolverMultistepScheduler, leading grid, order 2, lower_order_final;
-    from x_T when given, else from noise drawn with `gen`."""
+def timestep_grid(T: int, n: int, trailing: bool) -> np.ndarray:
+    """ddpm_ms.sampling.base.spaced_timesteps, descending: leading or trailing."""
+    if trailing:
+        return (np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1)
+    return np.unique(np.floor(np.arange(n) * (T / n)).astype(np.int64))[::-1]
+
+
+def dpm_solver_pp(model, shape, ab: np.ndarray, n_steps: int, sde: bool, gen, device, x_T=None, trailing=False):
+    """ddpm_ms.sampling.DPMSolverMultistepScheduler, order 2, lower_order_final, on the leading
+    (or trailing) grid; from x_T when given, else from noise drawn with `gen`. model(x, t) takes
+    an int t (guided_eps makes one of a network)."""
     import torch
     T = len(ab)
-    ts = np.unique(np.floor(np.arange(n_steps) * (T / n_steps)).astype(np.int64))[::-1]
+    ts = timestep_grid(T, n_steps, trailing)
 
     def als(t):
         a_bar = 1.0 if t < 0 else float(ab[t])
@@ -142,7 +163,7 @@ def dpm_solver_pp(model, shape, ab: np.ndarray, n_steps: int, sde: bool, gen, de
     for i, t in enumerate(ts):
         t = int(t)
         prev = int(ts[i + 1]) if i + 1 < n else -1
-        eps = model(x, torch.full((shape[0],), t, device=device, dtype=torch.long))
+        eps = model(x, t)
         a_s, s_s, l_s = als(t)
         x0 = ((x - s_s * eps) / a_s).clamp(-1, 1)
         order = 1 if (i == 0 or i == n - 1 or (i == n - 2 and (n < 15 or ts[-1] == 0))) else 2
@@ -169,7 +190,7 @@ def ddpm_ancestral(model, shape, ab: np.ndarray, gen, device):
     import torch
     x = torch.randn(shape, generator=gen, device=device)
     for t in range(len(ab) - 1, -1, -1):
-        eps = model(x, torch.full((shape[0],), t, device=device, dtype=torch.long))
+        eps = model(x, t)
         ab_t, ab_prev = float(ab[t]), (float(ab[t - 1]) if t > 0 else 1.0)
         beta = 1.0 - ab_t / ab_prev
         x0 = ((x - math.sqrt(1.0 - ab_t) * eps) / math.sqrt(ab_t)).clamp(-1, 1)
@@ -179,23 +200,67 @@ def ddpm_ancestral(model, shape, ab: np.ndarray, gen, device):
     return x
 
 
-# name -> (sampler, steps, stochastic); the default pair is what every proxy row reports.
-SAMPLERS = {"dpmpp20": ("dpm++", 20, False), "dpmpp_sde20": ("dpm++", 20, True),
-            "dpmpp50": ("dpm++", 50, False), "dpmpp_sde50": ("dpm++", 50, True), "ddpm1000": ("ddpm", 1000, True)}
+# The default pair is what every unconditional proxy row reports.
 DEFAULT_SAMPLERS = ("dpmpp20", "dpmpp_sde20")
+SAMPLER_RE = re.compile(r"^(dpmpp|dpmpp_sde|ddpm)(\d+)(tr)?((?:-[wi][0-9._]+)*)$")
+
+
+def parse_sampler(name: str) -> dict:
+    """A sampler name: KIND STEPS [tr] [-wW] [-iLO_HI].
+
+    KIND: dpmpp (DPM-Solver++ 2M), dpmpp_sde (its SDE form) or ddpm (ancestral, all 1,000 steps);
+    tr: the trailing grid (else leading); -wW: classifier-free guidance at w = W (class-conditional
+    models; default 1, the conditional model alone); -iLO_HI: guidance only at timesteps LO <= t <= HI
+    (Kynkaenniemi et al. 2024), the conditional model alone elsewhere.
+    E.g. dpmpp20 (the unconditional rows), dpmpp20tr-w1.25 (the preset's), dpmpp20tr-w2-i200_800."""
+    m = SAMPLER_RE.match(name)
+    if not m:
+        raise ValueError(f"bad sampler name {name!r}: KIND STEPS [tr] [-wW] [-iLO_HI], e.g. dpmpp20tr-w1.25")
+    spec = dict(kind=m.group(1), steps=int(m.group(2)), trailing=bool(m.group(3)), w=1.0, lo=0, hi=10 ** 9)
+    for mod in filter(None, m.group(4).split("-")):
+        if mod[0] == "w":
+            spec["w"] = float(mod[1:])
+        else:
+            lo, _, hi = mod[1:].partition("_")
+            spec["lo"], spec["hi"] = int(lo), int(hi)
+    if spec["kind"] == "ddpm" and spec["steps"] != 1000:
+        raise ValueError(f"{name}: ddpm runs all 1,000 steps (ddpm1000)")
+    return spec
+
+
+def guided_eps(model, spec: dict, labels):
+    """model as eps(x, int t): unconditional when labels is None; else with the labels, mixed with
+    "no class" at w = spec["w"] where spec's interval holds t (ddpm_ms.sampling.loop)."""
+    import torch
+
+    def eps(x, t):
+        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        if labels is None:
+            return model(x, tt)
+        if spec["w"] == 1.0 or not spec["lo"] <= t <= spec["hi"]:
+            return model(x, tt, labels)
+        null = torch.full_like(labels, model.num_classes)
+        cond, uncond = model(torch.cat((x, x)), torch.cat((tt, tt)), torch.cat((labels, null))).chunk(2)
+        return uncond + spec["w"] * (cond - uncond)
+    return eps
 
 
 def draw(model, name: str, num: int, ab: np.ndarray, device) -> np.ndarray:
-    """`num` uint8 (N, 28, 28) samples of `name` in SAMPLERS, from seed 1234, 2,000 at a time."""
+    """`num` uint8 (N, 28, 28) samples of sampler `name` (parse_sampler), from seed 1234, 2,000 at a
+    time; a class-conditional model draws every class equally often (0, 1, ..., 9, 0, ...)."""
     import torch
-    kind, steps, sde = SAMPLERS[name]
+    spec = parse_sampler(name)
+    n_classes = getattr(model, "num_classes", 0)
     gen = torch.Generator(device=device).manual_seed(1234)
     chunks = []
     with torch.no_grad():
         for start in range(0, num, 2000):
             shape = (min(2000, num - start), 1, 28, 28)
-            x = (dpm_solver_pp(model, shape, ab, steps, sde, gen, device) if kind == "dpm++"
-                 else ddpm_ancestral(model, shape, ab, gen, device))
+            labels = (torch.arange(start, start + shape[0], device=device) % n_classes) if n_classes else None
+            eps = guided_eps(model, spec, labels)
+            x = (dpm_solver_pp(eps, shape, ab, spec["steps"], spec["kind"] == "dpmpp_sde", gen, device,
+                               trailing=spec["trailing"]) if spec["kind"] != "ddpm"
+                 else ddpm_ancestral(eps, shape, ab, gen, device))
             chunks.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()[:, 0])
     return np.concatenate(chunks)
 
@@ -220,8 +285,10 @@ def score_weights(path: str, data_dir: str, out_dir: str, num_samples: int, samp
     import torch
     from unet_torch import UNet, load_ms_weights, model_config
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    ema = UNet(model_config()).to(device).eval()
     arrays = np.load(path)
+    table = "w:class_emb.embedding_table"  # a class-conditional checkpoint's label embedding
+    n_classes = arrays[table].shape[0] - 1 if table in arrays.files else 0
+    ema = UNet(model_config(num_classes=n_classes)).to(device).eval()
     load_ms_weights(ema, arrays)
     result = dict(name="weights:" + os.path.basename(path))
     return sample_and_score(ema, result, out_dir, data_dir, num_samples, samplers, classifier, save_npz, device)
@@ -241,13 +308,15 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
     rng = np.random.default_rng(r["seed"])
     images = read_idx_images(os.path.join(data_dir, "train-images-idx3-ubyte.gz"))
     x_all = torch.tensor(images, device=device).float().div(127.5).sub(1.0)[:, None]
+    y_all = torch.tensor(read_idx_labels(os.path.join(data_dir, "train-labels-idx1-ubyte.gz")), device=device).long()
+    n_classes = r["num_classes"]
     ab = cosine_alphas_cumprod()
     sqrt_ab = torch.tensor(np.sqrt(ab), device=device, dtype=torch.float32)
     sqrt_1mab = torch.tensor(np.sqrt(1 - ab), device=device, dtype=torch.float32)
     weights = torch.tensor(loss_weights(ab, r), device=device, dtype=torch.float32)
 
-    model = UNet(model_config(dim=r["dim"], dim_mults=tuple(r["dim_mults"]))).to(device)
-    ema = UNet(model_config(dim=r["dim"], dim_mults=tuple(r["dim_mults"]))).to(device)
+    net_config = model_config(dim=r["dim"], dim_mults=tuple(r["dim_mults"]), num_classes=n_classes)
+    model, ema = UNet(net_config).to(device), UNet(net_config).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     graph = device == "cuda" and not os.environ.get("RECIPE_SEARCH_EAGER")
@@ -270,7 +339,12 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
         noise = torch.randn_like(x0)
         alpha, sigma = sqrt_ab[t][:, None, None, None], sqrt_1mab[t][:, None, None, None]
         xt = alpha * x0 + sigma * noise
-        pred = model(xt, t)
+        if n_classes:  # labels, a cond_drop share of them replaced by "no class" (ddpm_ms.diffusion)
+            y = y_all[batch_idx]
+            y = torch.where(torch.rand(r["batch"], device=device) < r["cond_drop"], n_classes, y)
+            pred = model(xt, t, y)
+        else:
+            pred = model(xt, t)
         target = alpha * noise - sigma * x0 if r["objective"] == "v" else noise
         if r["loss"] == "huber":
             per = F.smooth_l1_loss(pred, target, reduction="none", beta=1.0)
@@ -355,7 +429,7 @@ def train_one(r: dict, data_dir: str, out_dir: str, num_samples: int, classifier
         np.savez(os.path.join(out_dir, f"{r['name']}.weights.npz"), **ms_weights(ema))
         if sweep:  # and the raw weights, and each extra average through a spare model
             np.savez(os.path.join(out_dir, f"{r['name']}.raw.weights.npz"), **ms_weights(model))
-            other = UNet(model_config(dim=r["dim"], dim_mults=tuple(r["dim_mults"]))).to(device)
+            other = UNet(net_config).to(device)
         for d, shadow in sweep.items():
             with torch.no_grad():
                 for p, v in zip(other.parameters(), shadow):
@@ -374,9 +448,11 @@ class EpsFromV:
 
     def __init__(self, model, sqrt_ab, sqrt_1mab):
         self.model, self.sqrt_ab, self.sqrt_1mab = model, sqrt_ab, sqrt_1mab
+        self.num_classes = getattr(model, "num_classes", 0)
 
-    def __call__(self, x, t):
-        return self.sqrt_ab[t][:, None, None, None] * self.model(x, t) + self.sqrt_1mab[t][:, None, None, None] * x
+    def __call__(self, x, t, y=None):
+        v = self.model(x, t) if y is None else self.model(x, t, y)
+        return self.sqrt_ab[t][:, None, None, None] * v + self.sqrt_1mab[t][:, None, None, None] * x
 
 
 _REAL_STATS = {}
@@ -421,7 +497,9 @@ def main(argv=None) -> int:
                                         "OUT/results.jsonl instead of the samples")
     p.add_argument("--save-npz", action="store_true", help="with --classifier: keep the samples too")
     p.add_argument("--samplers", default=",".join(DEFAULT_SAMPLERS),
-                   help=f"comma-separated, from {sorted(SAMPLERS)} (ddpm1000: 1,000-step ancestral)")
+                   help="comma-separated sampler names (parse_sampler): dpmpp20, dpmpp_sde20, ddpm1000, "
+                        "dpmpp20tr-w1.25 (trailing grid, guidance 1.25), dpmpp20tr-w2-i200_800 (guidance at "
+                        "200 <= t <= 800 only)")
     p.add_argument("--save-weights", action="store_true",
                    help="also write each recipe's EMA weights, NAME.weights.npz (ms_weights_io.py import)")
     p.add_argument("--score-weights", default="",
@@ -432,9 +510,11 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.logs or args.out, exist_ok=True)
     samplers = [n for n in args.samplers.split(",") if n]
-    unknown = sorted(set(samplers) - set(SAMPLERS))
-    if unknown:
-        p.error(f"unknown samplers {unknown}; choose from {sorted(SAMPLERS)}")
+    for n in samplers:
+        try:
+            parse_sampler(n)
+        except ValueError as e:
+            p.error(str(e))
     save_npz = args.save_npz or not args.classifier
     if args.worker:
         if args.worker.startswith("weights:"):

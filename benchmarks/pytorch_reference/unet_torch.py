@@ -17,7 +17,7 @@ from torch import nn
 # ddpm_ms.config.preset('fashion_mnist').model
 FASHION_MNIST = dict(image_size=(28, 28), channels=1, dim=16, init_dim=None, dim_mults=(1, 2, 4),
                      block="resnet", resnet_groups=4, convnext_mult=2, dropout=0.0,
-                     attn_heads=4, attn_dim_head=32)
+                     attn_heads=4, attn_dim_head=32, num_classes=0)
 
 GN_EPS = 1e-5  # mindspore.nn.GroupNorm default eps (same as torch's default)
 
@@ -188,6 +188,12 @@ class UNet(nn.Module):
         self.init_conv = nn.Conv2d(c["channels"], init_dim, 7, padding=3)
         self.time_mlp = nn.Sequential(
             SinusoidalTimeEmbedding(dim), nn.Linear(dim, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim))
+        # A class-conditional model adds a learned label embedding to the time embedding; row
+        # num_classes is "no class" (MindSpore's nn.Embedding starts from N(0, 0.01)).
+        self.num_classes = int(c["num_classes"])
+        if self.num_classes:
+            self.class_emb = nn.Embedding(self.num_classes + 1, time_dim)
+            nn.init.normal_(self.class_emb.weight, std=0.01)
 
         self.downs = nn.ModuleList()
         for i, (d_in, d_out) in enumerate(in_out):
@@ -208,10 +214,14 @@ class UNet(nn.Module):
         self.final_res_block = block(init_dim * 2, dim)
         self.final_conv = nn.Conv2d(dim, c["channels"], 1)
 
-    def forward(self, x, t):
+    def forward(self, x, t, y=None):
+        t_emb = self.time_mlp(t)
+        if self.num_classes:
+            if y is None:
+                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            t_emb = t_emb + self.class_emb(y)
         x = self.init_conv(x)
         r = x
-        t_emb = self.time_mlp(t)
         skips = []
         for block1, block2, attn, down in self.downs:
             x = block1(x, t_emb)
@@ -233,7 +243,10 @@ def count_parameters(net: nn.Module) -> int:
 
 
 def ms_name_to_torch(name: str) -> str:
-    """MindSpore parameter name -> torch state_dict key (GroupNorm gamma/beta -> weight/bias)."""
+    """MindSpore parameter name -> torch state_dict key (GroupNorm gamma/beta -> weight/bias,
+    Embedding embedding_table -> weight)."""
+    if name.endswith(".embedding_table"):
+        return name[: -len("embedding_table")] + "weight"
     if name.endswith(".gamma"):
         return name[: -len("gamma")] + "weight"
     if name.endswith(".beta"):
@@ -249,17 +262,21 @@ def load_ms_weights(net: nn.Module, arrays, prefix: str = "w:") -> None:
 
 def ms_weights(net: nn.Module, prefix: str = "w:") -> dict:
     """`net`'s weights as load_ms_weights reads them: {prefix + MindSpore name: float32 array}
-    (GroupNorm weight/bias -> gamma/beta), for ms_weights_io.py to put into a checkpoint."""
+    (GroupNorm weight/bias -> gamma/beta, Embedding weight -> embedding_table), for ms_weights_io.py
+    to put into a checkpoint."""
     norms = {name for name, m in net.named_modules() if isinstance(m, nn.GroupNorm)}
+    tables = {name for name, m in net.named_modules() if isinstance(m, nn.Embedding)}
     out = {}
     for key, value in net.state_dict().items():
         module, _, leaf = key.rpartition(".")
         if module in norms:
             leaf = {"weight": "gamma", "bias": "beta"}[leaf]
+        elif module in tables:
+            leaf = "embedding_table"
         out[f"{prefix}{module}.{leaf}"] = value.detach().float().cpu().numpy()
     return out
 
 
 if __name__ == "__main__":
     for d in (16, 28):
-        print(d, count_parameters(UNet(model_config(dim=d))))
+        print(d, count_parameters(UNet(model_config(dim=d))), count_parameters(UNet(model_config(dim=d, num_classes=10))))
