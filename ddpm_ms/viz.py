@@ -25,16 +25,23 @@ def to_uint8(images) -> np.ndarray:
     return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+def grid_width(n: int) -> int:
+    """Images per row for a grid of n: square-ish, and as few empty slots as a width between
+    ceil(sqrt(n)) and twice that allows (10 images: 2 rows of 5, not 3 rows of 4 with 2 empty)."""
+    side = math.ceil(math.sqrt(n))
+    return min(range(side, 2 * side + 1), key=lambda k: (k * math.ceil(n / k) - n, k))
+
+
 def make_grid(images, nrow: int | None = None, padding: int = 2, min_tile: int = 64) -> np.ndarray:
     """(N, C, H, W) images in [-1, 1] -> one (H', W', C) uint8 grid, `nrow` images per row
-    (default: square-ish), each tile enlarged by an integer factor to at least `min_tile` px."""
+    (default: `grid_width`), each tile enlarged by an integer factor to at least `min_tile` px."""
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"make_grid expects (N, C, H, W) images, got shape {images.shape}")
     n, c, h, w = images.shape
     scale = max(1, math.ceil(min_tile / max(h, w)))
     tiles = to_uint8(images).transpose(0, 2, 3, 1).repeat(scale, axis=1).repeat(scale, axis=2)
-    nrow = nrow or math.ceil(math.sqrt(n))
+    nrow = nrow or grid_width(n)
     ncol = math.ceil(n / nrow)
     th, tw = h * scale, w * scale
     grid = np.full((ncol * (th + padding) + padding, nrow * (tw + padding) + padding, c), 255, np.uint8)

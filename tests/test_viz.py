@@ -15,6 +15,14 @@ def test_grid_places_tiles_in_order():
     assert grid[0, 0, 0] == 255  # padding is white
 
 
+def test_default_grid_width_is_square_ish_without_empty_slots():
+    widths = {n: viz.grid_width(n) for n in (1, 4, 8, 9, 10, 16, 20, 64)}
+    assert widths == {1: 1, 4: 2, 8: 4, 9: 3, 10: 5, 16: 4, 20: 5, 64: 8}
+    assert viz.grid_width(7) == 4, "a prime count takes the width with the fewest empty slots (1), not 7 in a row"
+    grid = viz.make_grid(np.zeros((10, 1, 4, 4), np.float32), padding=1, min_tile=4)
+    assert grid.shape == (2 * 5 + 1, 5 * 5 + 1, 1)  # 2 rows of 5
+
+
 def test_grid_enlarges_small_images(tmp_path):
     images = np.zeros((4, 3, 8, 8), np.float32)
     path = viz.save_grid(images, tmp_path / "g.png")
