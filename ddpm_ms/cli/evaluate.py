@@ -174,8 +174,7 @@ def run(args) -> int:
     record, images = sample_and_score(model, cfg, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit, progress=not args.no_progress,
                                       timestep_spacing=args.spacing, guidance_scale=args.guidance_scale,
                                       guidance_rescale=args.guidance_rescale,
-                                      guidance_interval=(None if args.guidance_interval is None
-                                                         else args.guidance_interval or "all"))
+                                      guidance_interval=args.guidance_interval)
     record = {"checkpoint": str(model.checkpoint), "step": model.checkpoint_step, "weights": model.loaded_weights,
               **record, "device": device, "date": started}
     if args.save_npz:

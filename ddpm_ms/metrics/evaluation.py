@@ -211,8 +211,8 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
     the record holds the scores, the sampler, the steps it took and the sampling seconds.
     A class-conditional model draws every class equally often (as the test set holds them), with
     classifier-free guidance `guidance_scale`, `guidance_rescale` and `guidance_interval` (None: the
-    run's cfg.train.guidance_scale / guidance_rescale / guidance_interval; "all" for the interval:
-    every step)."""
+    run's cfg.train.guidance_scale / guidance_rescale / guidance_interval; an empty interval, as
+    `--guidance-interval all` parses: every step)."""
     from ddpm_ms.sampling import balanced_labels, sample_many, scheduler_for
 
     scheduler = scheduler_for(sampler, cfg, timestep_spacing=timestep_spacing)
@@ -220,8 +220,7 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
     conditional = bool(cfg.model.num_classes)
     w = float(cfg.train.guidance_scale if guidance_scale is None else guidance_scale)
     phi = float(cfg.train.guidance_rescale if guidance_rescale is None else guidance_rescale)
-    interval = (cfg.train.guidance_interval if guidance_interval is None
-                else None if guidance_interval == "all" else tuple(guidance_interval))
+    interval = cfg.train.guidance_interval if guidance_interval is None else tuple(guidance_interval) or None
     tic = time.perf_counter()
     images, _ = sample_many(model, scheduler, num, (cfg.model.channels, *cfg.model.image_size), batch_size=batch_size,
                             num_inference_steps=steps, seed=seed, jit=jit, progress=progress,

@@ -123,6 +123,7 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     y = None if labels is None else ms.Tensor(labels)
     if guided:  # the labels, then "no class", in one batch of twice the size
         y_pair = ms.Tensor(np.concatenate([labels, np.full(shape[0], model.num_classes, np.int32)]))
+        ones_pair = ops.ones((2 * shape[0],), ms.float32)
     normal = noise_generator(seed, stream)
     if x_T is None:
         x = normal(shape)
@@ -134,7 +135,6 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     model.set_train(False)
     forward = compiled(model) if jit else model
     ones = ops.ones((shape[0],), ms.float32)
-    ones_pair = ops.ones((2 * shape[0],), ms.float32)
     w, phi = float(guidance_scale), float(guidance_rescale)
     kept = [(scheduler.num_train_timesteps, x, None)] if trajectory_every else []
     steps = scheduler.timesteps
