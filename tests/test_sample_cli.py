@@ -192,3 +192,22 @@ def test_class_label_on_an_unconditional_model_is_a_clear_error(run_dir, capsys)
     assert "--guidance-rescale applies to class-conditional models" in capsys.readouterr().err
     assert sample_cli("--run", run_dir, "--num", 2, "--steps", 2, "--guidance-interval", "0,10") == 2
     assert "--guidance-interval applies to class-conditional models" in capsys.readouterr().err
+
+
+def test_lambda_min_clipped_moves_the_start_of_dpm_solver(run_dir, tmp_path, capsys):
+    # The default (-4.3) starts the 40-step cosine model's trailing grid below t = 39; none starts at 39.
+    arrays = {}
+    for name, flags in (("default", []), ("same", ["--lambda-min-clipped", "-4.3"]),
+                        ("none", ["--lambda-min-clipped", "none"]), ("inf", ["--lambda-min-clipped=-inf"])):
+        out = tmp_path / f"{name}.npz"
+        assert sample_cli("--run", run_dir, "--steps", 4, "--num", 2, *flags, "--npz", out,
+                          "--out", tmp_path / f"{name}.png") == 0, capsys.readouterr().err
+        arrays[name] = np.load(out)["arr_0"].astype(int)
+    np.testing.assert_array_equal(arrays["default"], arrays["same"])
+    np.testing.assert_array_equal(arrays["none"], arrays["inf"])
+    assert np.abs(arrays["default"] - arrays["none"]).max() > 0
+    assert sample_cli("--run", run_dir, "--num", 2, "--sampler", "ddim", "--lambda-min-clipped", "-4") == 2
+    assert "--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not ddim" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sample_cli("--run", run_dir, "--lambda-min-clipped", "low")
+    assert "'low' is not a log-SNR (a number such as -4.3) or none" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Does recipe_search.py's DPM-Solver++ draw what ddpm_ms's does? Both sample 16 images with 20
 steps from the same starting noise and the same trained weights (a checkpoint's EMA weights), on
-ddpm_ms's default grid for the sampler; a class-conditional checkpoint draws labels 0..9, 0..5 with
+ddpm_ms's default grid for the sampler started at T-1 (--lambda-min-clipped none); a class-conditional checkpoint draws labels 0..9, 0..5 with
 its run's guidance scale (or --guidance-scale):
 
     python benchmarks/pytorch_reference/check_sampler.py --ckpt RUN/checkpoints/final.ckpt [--guidance-scale W]
@@ -36,7 +36,9 @@ def ms_side(ckpt: str, guidance_scale=None) -> str:
     run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt)))
     model, cfg = load_model(run_dir, ckpt, weights="ema")
     x_T = np.random.default_rng(7).standard_normal(SHAPE).astype(np.float32)
-    scheduler = scheduler_for("dpm++", cfg)
+    # The proxy's grids start at T-1 (leading or trailing): compare on those, without ddpm_ms's
+    # default cut at log-SNR -4.3.
+    scheduler = scheduler_for("dpm++", cfg, lambda_min_clipped=-np.inf)
     n = cfg.model.num_classes
     labels = np.arange(SHAPE[0]) % n if n else None
     w = (cfg.train.guidance_scale if guidance_scale is None else guidance_scale) if n else 1.0

@@ -41,3 +41,21 @@ def guidance_interval(text):
 GUIDANCE_INTERVAL_HELP = ("guide only the sampling steps at timesteps LO <= t <= HI, the conditional model alone "
                           "elsewhere (Kynkaenniemi et al. 2024; e.g. 0,700 leaves the noisiest steps unguided); "
                           "all: every step")
+
+
+LAMBDA_MIN_CLIPPED_HELP = ("dpm++ and dpm++sde: visit only timesteps whose log-SNR is at least this (diffusers' "
+                           "lambda_min_clipped; default -4.3 for dpm++, where its trailing grid starts at t = 990 "
+                           "of the cosine schedule, none for dpm++sde); none: start at T-1")
+
+
+def log_snr_limit(text):
+    """--lambda-min-clipped: a log-SNR (negative numbers are fine: -4.3) or none (-inf: no limit)."""
+    if text.strip().lower() in ("none", "-inf"):
+        return float("-inf")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log-SNR (a number such as -4.3) or none") from None
+    if value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite log-SNR or none, got {text!r}")
+    return value

@@ -15,8 +15,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, _number, guidance_interval, non_negative_float, non_negative_int,
-                               positive_int, unit_float)
+from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, log_snr_limit, _number,
+                              guidance_interval, non_negative_float, non_negative_int, positive_int, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
 
 at_least_4 = _number(int, "an integer", lambda v: v >= 4, "at least 4 (precision and recall use 3 nearest neighbours)")
@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
                    help="the sampler's timestep grid (default: trailing for dpm++, leading for the others; "
                         "see docs/sampling.md)")
+    p.add_argument("--lambda-min-clipped", type=log_snr_limit, metavar="LOGSNR|none", help=LAMBDA_MIN_CLIPPED_HELP)
     p.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
                    help="class-conditional models (which draw every class equally often): the classifier-free "
                         "guidance weight (default: the run's train.guidance_scale; 1: no guidance)")
@@ -83,7 +84,7 @@ def read_npz(path: Path):
 
 
 REPORT_COLUMNS = (("step", "training step"), ("weights", "weights"), ("sampler", "sampler"), ("steps", "steps"),
-                  ("spacing", "grid"),
+                  ("spacing", "grid"), ("first_timestep", "first t"),
                   ("num", "images"), ("fid", "FID"), ("inception_score", "IS"), ("precision", "precision"),
                   ("recall", "recall"), ("seconds", "sampling s"), ("guidance_scale", "guidance"),
                   ("guidance_rescale", "rescale"), ("guidance_interval", "guided t"))
@@ -126,7 +127,8 @@ def run(args) -> int:
 
     if args.npz is not None and args.data is None:
         raise ValueError("--npz needs --data fashion_mnist|mnist: which classifier and test set to score against")
-    model_only = {"--sampler": args.sampler, "--steps": args.steps, "--spacing": args.spacing, "--num": args.num,
+    model_only = {"--sampler": args.sampler, "--steps": args.steps, "--spacing": args.spacing,
+                  "--lambda-min-clipped": args.lambda_min_clipped, "--num": args.num,
                   "--guidance-scale": args.guidance_scale, "--guidance-rescale": args.guidance_rescale,
                   "--guidance-interval": args.guidance_interval,
                   "--seed": args.seed, "--save-npz": args.save_npz, "--grid": args.grid,
@@ -163,6 +165,8 @@ def run(args) -> int:
                         ("--guidance-interval", args.guidance_interval)):
         if value is not None and not cfg.model.num_classes:
             raise ValueError(f"{flag} applies to class-conditional models; this one is unconditional")
+    if args.lambda_min_clipped is not None and not (args.sampler or "dpm++").startswith("dpm++"):
+        raise ValueError(f"--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not {args.sampler}")
     if args.steps and args.steps > cfg.diffusion.timesteps:
         raise ValueError(f"--steps {args.steps} is more than the model's {cfg.diffusion.timesteps} diffusion "
                          f"timesteps; use 1..{cfg.diffusion.timesteps}")
@@ -174,7 +178,8 @@ def run(args) -> int:
     record, images = sample_and_score(model, cfg, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit, progress=not args.no_progress,
                                       timestep_spacing=args.spacing, guidance_scale=args.guidance_scale,
                                       guidance_rescale=args.guidance_rescale,
-                                      guidance_interval=args.guidance_interval)
+                                      guidance_interval=args.guidance_interval,
+                                      lambda_min_clipped=args.lambda_min_clipped)
     record = {"checkpoint": str(model.checkpoint), "step": model.checkpoint_step, "weights": model.loaded_weights,
               **record, "device": device, "date": started}
     if args.save_npz:

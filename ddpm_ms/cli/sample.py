@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, guidance_interval, non_negative_float, non_negative_int,
-                               positive_float, positive_int, unit_float)
+from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, log_snr_limit, guidance_interval,
+                              non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
 
 COMPARED = ("ddpm", "ddim", "dpm++", "dpm++sde")
@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
                    help="which timesteps the sampler visits: trailing (starts at T-1; the default for dpm++), "
                         "leading (starts at t = 950 for 20 steps; the default for the others), linspace; "
                         "see docs/sampling.md")
+    p.add_argument("--lambda-min-clipped", type=log_snr_limit, metavar="LOGSNR|none", help=LAMBDA_MIN_CLIPPED_HELP)
     p.add_argument("--eta", type=unit_float, help="DDIM noise scale, 0 (deterministic, default) to 1")
     p.add_argument("--class-label", metavar="LABEL",
                    help="class-conditional models: draw this class only, by number or name (e.g. 7 or sneaker); "
@@ -167,7 +168,8 @@ def run(args) -> int:
     if args.compare:
         grids, lines = {}, []
         for name in COMPARED:
-            scheduler = scheduler_for(name, cfg, clip=not args.no_clip, timestep_spacing=args.spacing)
+            scheduler = scheduler_for(name, cfg, clip=not args.no_clip, timestep_spacing=args.spacing,
+                                      lambda_min_clipped=args.lambda_min_clipped if name.startswith("dpm++") else None)
             steps = scheduler.num_inference_steps
             tic = time.perf_counter()
             images, _ = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps, **common)
@@ -179,8 +181,10 @@ def run(args) -> int:
         print(f"comparison: {out}")
         return 0
 
+    if args.lambda_min_clipped is not None and not args.compare and not args.sampler.startswith("dpm++"):
+        raise UsageError(f"--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not {args.sampler}")
     scheduler = scheduler_for(args.sampler, cfg, args.eta, clip=not args.no_clip,
-                              timestep_spacing=args.spacing)
+                              timestep_spacing=args.spacing, lambda_min_clipped=args.lambda_min_clipped)
     steps = resolve_steps(scheduler, args.steps, T)
     if args.weights == "both":
         return compare_weights(args, run_dir, ckpt, model, scheduler, steps, image_shape, common)

@@ -206,7 +206,7 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
                      steps: int | None = None, num: int = 10_000, seed: int = 0, batch_size: int = 250,
                      jit: bool = True, progress: bool = True, timestep_spacing: str | None = None,
                      guidance_scale: float | None = None, guidance_rescale: float | None = None,
-                     guidance_interval=None) -> tuple[dict, np.ndarray]:
+                     guidance_interval=None, lambda_min_clipped: float | None = None) -> tuple[dict, np.ndarray]:
     """Draw `num` images from `model` with `sampler` and score them. Returns (record, images):
     the record holds the scores, the sampler, the steps it took and the sampling seconds.
     A class-conditional model draws every class equally often (as the test set holds them), with
@@ -215,7 +215,7 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
     `--guidance-interval all` parses: every step)."""
     from ddpm_ms.sampling import balanced_labels, sample_many, scheduler_for
 
-    scheduler = scheduler_for(sampler, cfg, timestep_spacing=timestep_spacing)
+    scheduler = scheduler_for(sampler, cfg, timestep_spacing=timestep_spacing, lambda_min_clipped=lambda_min_clipped)
     steps = steps or scheduler.num_inference_steps
     conditional = bool(cfg.model.num_classes)
     w = float(cfg.train.guidance_scale if guidance_scale is None else guidance_scale)
@@ -228,8 +228,11 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
                             guidance_scale=w, guidance_rescale=phi, guidance_interval=interval)
     seconds = time.perf_counter() - tic
     record = score_images(images, extractor, reference)
-    record.update(sampler=sampler, steps=int(steps), spacing=scheduler.timestep_spacing, seed=int(seed),
-                  seconds=round(seconds, 1))
+    record.update(sampler=sampler, steps=int(steps), spacing=scheduler.timestep_spacing)
+    clipped = getattr(scheduler, "lambda_min_clipped", -np.inf)  # DPM-Solver++ only
+    if np.isfinite(clipped):
+        record["lambda_min_clipped"] = clipped
+    record.update(first_timestep=int(scheduler.timesteps[0]), seed=int(seed), seconds=round(seconds, 1))
     if conditional:
         record.update(guidance_scale=w, **({"guidance_rescale": phi} if phi else {}),
                       **({"guidance_interval": list(interval)} if interval and w != 1 else {}))

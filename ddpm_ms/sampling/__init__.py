@@ -23,13 +23,18 @@ def make_scheduler(name: str, schedule, **kwargs) -> Scheduler:
 
 
 def scheduler_for(name: str, cfg, eta: float | None = None, clip: bool = True,
-                  timestep_spacing: str | None = None) -> Scheduler:
+                  timestep_spacing: str | None = None, lambda_min_clipped: float | None = None) -> Scheduler:
     """The scheduler `name` for a model trained with config `cfg`: its schedule, its prediction
     target and (DDPM) its posterior variance; DDIM is deterministic unless `eta` is given.
-    timestep_spacing: None for the scheduler's default grid, or leading / trailing / linspace."""
+    timestep_spacing: None for the scheduler's default grid, or leading / trailing / linspace;
+    lambda_min_clipped (DPM-Solver++ only): None for its default, else the lowest log-SNR visited."""
     from ddpm_ms.diffusion import NoiseSchedule
 
     kwargs = {"prediction_type": cfg.diffusion.objective, "clip_sample": clip, "timestep_spacing": timestep_spacing}
+    if lambda_min_clipped is not None:
+        if not name.startswith("dpm++"):
+            raise ValueError(f"lambda_min_clipped applies to the DPM-Solver++ samplers, not {name!r}")
+        kwargs["lambda_min_clipped"] = lambda_min_clipped
     if name == "ddpm":
         kwargs["variance_type"] = cfg.train.variance
     if name == "ddim":

@@ -80,10 +80,22 @@ class Scheduler:
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Run the chain on `num_inference_steps` timesteps (see `spaced_timesteps`) and forget any
         state of an earlier chain."""
-        self.timesteps = spaced_timesteps(self.num_train_timesteps, int(num_inference_steps), self.timestep_spacing)
+        n, span = int(num_inference_steps), self.grid_span()
+        self.timesteps = spaced_timesteps(self.num_train_timesteps, n, self.timestep_spacing)
+        if self.timesteps[0] >= span:  # the grid would start too noisy: lay it over t < span instead,
+            try:                       # unless n distinct steps do not fit there (n close to T)
+                self.timesteps = spaced_timesteps(span, n, self.timestep_spacing)
+            except ValueError:
+                pass
         self.num_inference_steps = len(self.timesteps)
         self._index = {int(t): i for i, t in enumerate(self.timesteps)}
         self.reset()
+
+    def grid_span(self) -> int:
+        """How many training timesteps, from t = 0 up, the grid may visit (all T here; DPM-Solver++
+        leaves out the noisiest few, see `lambda_min_clipped`). A grid that would start above them is
+        laid over these instead (the trailing grid then starts at span - 1), if its n steps fit there."""
+        return self.num_train_timesteps
 
     def reset(self) -> None:
         """Clear per-chain state (multistep solvers keep earlier model outputs)."""

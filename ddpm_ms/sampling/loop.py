@@ -31,8 +31,9 @@ _SEED_STREAM = 20_200_619  # StandardNormal treats seed = seed2 = 0 as "random":
 
 class Frame(NamedTuple):
     """One trajectory entry: x_t after a step and the model's x0 estimate at that step (None for
-    the starting noise). t counts as the DDPM paper does, 1-based: T for the starting noise, 0 for
-    the final images, and t = k + 1 for a sample at the scheduler's 0-based timestep k."""
+    the starting noise). t counts as the DDPM paper does, 1-based: 0 for the final images and
+    t = k + 1 for a sample at the scheduler's 0-based timestep k, the starting noise included (T when
+    the chain starts at T-1, 991 when DPM-Solver++ starts at 990)."""
     t: int
     sample: np.ndarray
     pred_x0: np.ndarray | None
@@ -136,8 +137,8 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     forward = compiled(model) if jit else model
     ones = ops.ones((shape[0],), ms.float32)
     w, phi = float(guidance_scale), float(guidance_rescale)
-    kept = [(scheduler.num_train_timesteps, x, None)] if trajectory_every else []
     steps = scheduler.timesteps
+    kept = [(int(steps[0]) + 1, x, None)] if trajectory_every else []  # the noise the chain starts from
     try:
         for i, t in enumerate(tqdm(steps, desc="sampling", disable=not progress, leave=False)):
             t = int(t)

@@ -156,6 +156,8 @@ def test_model_evaluation_prints_and_logs_one_record_per_call(cache, reference, 
                                                                                   ("dpm++sde", "trailing")]
     first = logged[0]
     assert first["steps"] == 3 and first["num"] == 40 and first["step"] == 7 and first["seconds"] > 0
+    # Where each chain started: DDIM's leading grid at 2T/3; the SDE's trailing grid at T-1, unclipped.
+    assert [(r["first_timestep"], "lambda_min_clipped" in r) for r in logged] == [(13, False), (19, False)]
     assert first["fid"] > 100, first  # an untrained model's samples are far from clothes
     assert (tmp_path / "ddim.png").is_file()
     # The saved images score exactly as the model's own record (the SDE's noise included).
@@ -166,7 +168,7 @@ def test_model_evaluation_prints_and_logs_one_record_per_call(cache, reference, 
     assert evaluate_cli("--report", run) == 0
     table = capsys.readouterr().out.strip().splitlines()
     assert len(table) == 4 and table[0].startswith("| training step |") and "guidance" not in table[0]
-    assert table[2].split(" | ")[2:7] == ["ddim", "3", "leading", "40", str(logged[0]["fid"])]
+    assert table[2].split(" | ")[2:8] == ["ddim", "3", "leading", "13", "40", str(logged[0]["fid"])]
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -193,6 +195,8 @@ def test_a_class_conditional_model_is_scored_with_its_guidance(cache, reference,
     assert default["guidance_scale"] == 1.5 and unguided["guidance_scale"] == 0.0  # the run's own, then the flag's
     assert "guidance_rescale" not in default and rescaled["guidance_rescale"] == 1.0
     assert "guidance_interval" not in default and limited["guidance_interval"] == [0, 10]
+    # DPM-Solver++ cuts its grid at log-SNR -4.3: t = 19 of this 20-step cosine schedule lies below.
+    assert default["lambda_min_clipped"] == -4.3 and default["first_timestep"] == 18
     assert len({default["fid"], unguided["fid"], rescaled["fid"], limited["fid"]}) == 4
     assert evaluate_cli("--report", run) == 0
     lines = capsys.readouterr().out.splitlines()

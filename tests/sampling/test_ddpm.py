@@ -89,10 +89,11 @@ def test_seeded_sampling_is_reproducible_and_returns_trajectory(oracle):
     c, _ = sample(denoiser, DDPMScheduler(sched), (2, 1, 4, 4), seed=8, **kwargs)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3
-    # the noise (t = T), then x after every 5th step, labelled in the paper's 1-based counting
+    # the noise at the first timestep (95 on the leading grid), then x after every 5th step, labelled
+    # in the paper's 1-based counting
     steps = DDPMScheduler(sched)
     steps.set_timesteps(20)
-    assert [f.t for f in traj] == [100] + [int(t) + 1 for t in steps.timesteps[5::5]] + [0]
+    assert [f.t for f in traj] == [96] + [int(t) + 1 for t in steps.timesteps[5::5]] + [0]
     np.testing.assert_array_equal(traj[-1].sample, a)
     assert traj[0].sample.std() == pytest.approx(1.0, abs=0.5)  # starts from noise
     assert traj[0].pred_x0 is None and all(f.pred_x0.shape == a.shape for f in traj[1:])
