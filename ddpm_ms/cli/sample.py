@@ -181,7 +181,7 @@ def run(args) -> int:
         print(f"comparison: {out}")
         return 0
 
-    if args.lambda_min_clipped is not None and not args.compare and not args.sampler.startswith("dpm++"):
+    if args.lambda_min_clipped is not None and not args.sampler.startswith("dpm++"):
         raise UsageError(f"--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not {args.sampler}")
     scheduler = scheduler_for(args.sampler, cfg, args.eta, clip=not args.no_clip,
                               timestep_spacing=args.spacing, lambda_min_clipped=args.lambda_min_clipped)

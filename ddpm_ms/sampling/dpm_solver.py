@@ -72,8 +72,7 @@ class DPMSolverMultistepScheduler(Scheduler):
 
     def grid_span(self) -> int:
         """1 + the noisiest timestep whose log-SNR is at least `lambda_min_clipped`."""
-        ab = self.schedule.alphas_cumprod
-        log_snr = 0.5 * (np.log(ab) - np.log1p(-ab))  # falls with t
+        log_snr = 0.5 * np.log(self.schedule.snr)  # falls with t
         span = int(np.count_nonzero(log_snr >= self.lambda_min_clipped))
         if span == 0:
             raise ValueError(f"lambda_min_clipped = {self.lambda_min_clipped:g} leaves no timestep: this schedule's "
