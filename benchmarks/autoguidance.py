@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("evaluate_args", nargs=argparse.REMAINDER, help="after --: evaluate.py's arguments")
     args = ap.parse_args(argv)
     rest = [a for a in args.evaluate_args if a != "--"]
+    if "pynative" in rest or "--npz" in rest:
+        ap.error("the guide enters through the compiled sampling loop: leave out --mode pynative and --npz")
     if not args.guide_ckpt.is_file():
         ap.error(f"--guide-ckpt {args.guide_ckpt}: no such checkpoint file")
 
