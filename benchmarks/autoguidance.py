@@ -18,7 +18,6 @@ The results on the preset are in docs/sampling.md ("Guiding with an earlier chec
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -42,8 +41,8 @@ def main(argv=None) -> int:
 
     import ddpm_ms.sampling.loop as loop
     import ddpm_ms.training as training
-    from ddpm_ms.cli import evaluate
     from ddpm_ms.training.checkpoint import load_model
+    from evaluate_hook import evaluate_with_amended_record
 
     guide_info = {}
 
@@ -76,16 +75,7 @@ def main(argv=None) -> int:
 
     loop.compiled = compiled  # sample() looks it up here at every call
     training.load_model = load_with_guide  # evaluate.run imports it from here
-    real_print = print
-
-    def keep(*values, **kwargs):  # add the guide to the JSON record evaluate.py prints
-        if len(values) == 1 and isinstance(values[0], str) and values[0].startswith("{"):
-            values = (json.dumps({**json.loads(values[0]), "guide": guide_info}),)
-        real_print(*values, **kwargs)
-
-    evaluate.print = keep
-    # --no-log: the run's eval.jsonl would get the record without its guide, as if classifier-free.
-    return evaluate.main([*rest, *([] if "--no-log" in rest else ["--no-log"])])
+    return evaluate_with_amended_record(rest, lambda record: record.update(guide=guide_info))
 
 
 if __name__ == "__main__":

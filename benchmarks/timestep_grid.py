@@ -16,7 +16,6 @@ eval.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -45,7 +44,7 @@ def main(argv=None) -> int:
         ap.error("this sweeps DPM-Solver++'s grid: leave --sampler out or give dpm++")
 
     import ddpm_ms.sampling.base as base
-    from ddpm_ms.cli import evaluate
+    from evaluate_hook import evaluate_with_amended_record
 
     grid = args.grid
 
@@ -55,20 +54,13 @@ def main(argv=None) -> int:
         return grid.copy()
 
     base.spaced_timesteps = custom_grid  # Scheduler.set_timesteps looks it up here at every call
-    real_print = print
 
-    def keep(*values, **kwargs):  # relabel the JSON record evaluate.py prints
-        if len(values) == 1 and isinstance(values[0], str) and values[0].startswith("{"):
-            record = json.loads(values[0])
-            record.update(spacing="custom", grid=grid.tolist())
-            record.pop("lambda_min_clipped", None)
-            values = (json.dumps(record),)
-        real_print(*values, **kwargs)
+    def relabel(record):
+        record.update(spacing="custom", grid=grid.tolist())
+        record.pop("lambda_min_clipped", None)
 
-    evaluate.print = keep
-    # --no-log: the run's eval.jsonl would get the record before its relabelling, as if on a standard grid.
-    return evaluate.main([*rest, "--sampler", "dpm++", "--steps", str(grid.size), "--lambda-min-clipped", "none",
-                          *([] if "--no-log" in rest else ["--no-log"])])
+    return evaluate_with_amended_record([*rest, "--sampler", "dpm++", "--steps", str(grid.size),
+                                         "--lambda-min-clipped", "none"], relabel)
 
 
 if __name__ == "__main__":
