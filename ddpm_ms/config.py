@@ -87,7 +87,8 @@ class ModelConfig:
         init_dim = self.init_dim or self.dim
         widths = [init_dim] + [self.dim * m for m in self.dim_mults]
         if self.block == "resnet" and any(c % self.resnet_groups for c in widths):
-            raise ValueError(f"every level width {widths} must divide by resnet_groups={self.resnet_groups}")
+            raise ValueError(f"every level width {widths} must divide by resnet_groups={self.resnet_groups}: "
+                             f"choose a dim (train.py --dim) that is a multiple of {self.resnet_groups}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if int(self.num_classes) < 0:

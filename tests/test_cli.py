@@ -16,7 +16,8 @@ def test_defaults_are_the_fashion_mnist_preset():
 def test_overrides_reach_the_config(tmp_path):
     cfg = cfg_for("--preset", "mnist", "--steps", "10", "--batch-size", "8", "--lr", "0.001", "--timesteps", "200",
                   "--data", str(tmp_path), "--device", "CPU", "--mode", "pynative", "--sample-steps", "50",
-                  "--objective", "v")
+                  "--objective", "v", "--dim", "24")
+    assert cfg.model.dim == 24
     assert (cfg.preset, cfg.train.steps, cfg.train.batch_size, cfg.train.lr) == ("mnist", 10, 8, 0.001)
     assert cfg.diffusion.timesteps == 200 and cfg.data.root == str(tmp_path) and cfg.diffusion.objective == "v"
     assert cfg.train.mode == "pynative" and cfg.train.device == "CPU" and cfg.train.sample_steps == 50
@@ -31,6 +32,8 @@ def test_overrides_reach_the_config(tmp_path):
     (["--epochs", "two"], "not an integer"),
     (["--preset", "imagenet"], "invalid choice"),
     (["--objective", "noise"], "invalid choice"),
+    (["--dim", "0"], "positive integer"),
+    (["--dim", "18"], "must divide by resnet_groups"),
     (["--device", "TPU"], "invalid choice"),
     (["--epochs", "1", "--steps", "5"], "not allowed with"),
     (["--timesteps", "100", "--sample-steps", "500"], "sample_steps"),

@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-snr-gamma", type=non_negative_float,
                    help="Min-SNR-gamma loss weighting, e.g. 5 (Hang et al. 2023; default 0: off); "
                         "multiplies the p2 weight, so pair it with --p2-gamma 0")
+    p.add_argument("--dim", type=positive_int,
+                   help="U-Net base width: channels of its first level (fashion_mnist/mnist presets: 16)")
     c = p.add_argument_group("class conditioning (classifier-free guidance)")
     c.add_argument("--num-classes", type=non_negative_int,
                    help="condition on the data's labels (10 for fashion_mnist and mnist); 0: unconditional")
@@ -187,6 +189,8 @@ def config_from_args(args) -> Config:
         cfg.diffusion.p2_gamma = args.p2_gamma
     if args.min_snr_gamma is not None:
         cfg.diffusion.min_snr_gamma = args.min_snr_gamma
+    if args.dim is not None:
+        cfg.model.dim = args.dim
     if args.num_classes is not None:
         cfg.model.num_classes = args.num_classes
     if args.cond_drop_prob is not None:
