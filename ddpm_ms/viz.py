@@ -65,12 +65,14 @@ def save_images(images, directory, prefix: str) -> list[Path]:
     return paths
 
 
-def save_npz(images, path) -> Path:
+def save_npz(images, path, labels=None) -> Path:
     """An (N, C, H, W) batch in [-1, 1] as one uint8 (N, H, W, C) array under the key arr_0, the
-    layout FID tools read."""
+    layout FID tools read; the classes the images were drawn for, if any, under `labels`."""
+    extra = {} if labels is None else {"labels": np.asarray(labels, np.int64)}
+
     def write(tmp):
         with open(tmp, "wb") as f:
-            np.savez(f, to_uint8(images).transpose(0, 2, 3, 1))
+            np.savez(f, to_uint8(images).transpose(0, 2, 3, 1), **extra)
     return _write(path, write)
 
 

@@ -2,8 +2,9 @@
 
 Draws --num images with --sampler in --steps model calls (or reads them from --npz), scores them
 against the real test set in the committed classifier's feature space and prints one JSON object:
-FID, Inception Score, precision, recall, class histogram, sampler, steps, num, seconds. For a
-model the record is also appended to <run>/eval.jsonl, so runs, samplers and step counts can be
+FID, Inception Score, precision, recall, class histogram, sampler, steps, num, seconds; for a
+class-conditional model (or an .npz with `labels`) also class_accuracy and the FID of each class
+(class_fid). For a model the record is also appended to <run>/eval.jsonl, so runs, samplers and step counts can be
 compared later. FID falls as the sample count grows: compare figures at the same --num only.
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ def parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="run directory: its config.json and latest checkpoint")
     src.add_argument("--ckpt", type=Path, help="a checkpoint inside a run directory")
-    src.add_argument("--npz", type=Path, help="score images made elsewhere: uint8 N x 28 x 28 [x 1] under arr_0")
+    src.add_argument("--npz", type=Path, help="score images made elsewhere: uint8 N x 28 x 28 [x 1] under arr_0 "
+                     "(and, if they were drawn for classes, those N classes under labels)")
     src.add_argument("--report", type=Path, metavar="RUN",
                      help="print a run's eval.jsonl as a Markdown table (nothing is sampled)")
     p.add_argument("--data", choices=["fashion_mnist", "mnist"],
@@ -63,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def read_npz(path: Path):
-    """The image array of an .npz (arr_0, or its only array)."""
+    """(images, labels) of an .npz: arr_0 (or its only array), and `labels` or None."""
     import zipfile
 
     import numpy as np
@@ -80,17 +82,22 @@ def read_npz(path: Path):
         key = "arr_0" if "arr_0" in f.files else (f.files[0] if len(f.files) == 1 else None)
         if key is None:
             raise ValueError(f"{path} holds {', '.join(f.files)}; put the images under arr_0")
-        return f[key]
+        images, labels = f[key], f["labels"] if "labels" in f.files and key != "labels" else None
+    if labels is not None and labels.shape != (len(images),):
+        raise ValueError(f"{path} holds {len(images)} images but labels of shape {labels.shape}; "
+                         "save one class per image (np.savez(path, images, labels=labels))")
+    return images, labels
 
 
 REPORT_COLUMNS = (("step", "training step"), ("weights", "weights"), ("sampler", "sampler"), ("steps", "steps"),
                   ("spacing", "grid"), ("first_timestep", "first t"),
                   ("num", "images"), ("fid", "FID"), ("inception_score", "IS"), ("precision", "precision"),
-                  ("recall", "recall"), ("seconds", "sampling s"), ("guidance_scale", "guidance"),
+                  ("recall", "recall"), ("class_accuracy", "class acc."), ("seconds", "sampling s"), ("guidance_scale", "guidance"),
                   ("guidance_rescale", "rescale"), ("guidance_interval", "guided t"))
 
 
-GUIDANCE_KEYS = ("guidance_scale", "guidance_rescale", "guidance_interval")
+# Columns of class-conditional runs only, shown when some record has them.
+CONDITIONAL_KEYS = ("guidance_scale", "guidance_rescale", "guidance_interval", "class_accuracy")
 
 
 def report(run_dir: Path) -> str:
@@ -105,12 +112,12 @@ def report(run_dir: Path) -> str:
         except ValueError:
             continue
     records.sort(key=lambda r: (r.get("num", 0), r.get("step") or 0, r.get("sampler", ""), r.get("steps", 0)))
-    columns = [(key, title) for key, title in REPORT_COLUMNS  # guidance: only for class-conditional runs
-               if key not in GUIDANCE_KEYS or any(key in r for r in records)]
+    columns = [(key, title) for key, title in REPORT_COLUMNS
+               if key not in CONDITIONAL_KEYS or any(key in r for r in records)]
     lines = ["| " + " | ".join(title for _, title in columns) + " |",
              "|" + " --- |" * len(columns)]
     for r in records:
-        cells = ["" if r.get(key) is None else f"{r[key]:.3f}" if key in ("inception_score", "precision", "recall")
+        cells = ["" if r.get(key) is None else f"{r[key]:.3f}" if key in ("inception_score", "precision", "recall", "class_accuracy")
                  else "{}-{}".format(*r[key]) if key == "guidance_interval" else str(r[key]) for key, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -141,11 +148,11 @@ def run(args) -> int:
     jit = args.mode == "graph"
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if args.npz is not None:
-        images = read_npz(args.npz)
+        images, labels = read_npz(args.npz)
         extractor = FeatureExtractor(args.data, jit=jit)
         reference = Reference.load(args.data, extractor, args.data_root)
         tic = time.perf_counter()
-        record = {"npz": str(args.npz), **score_images(images, extractor, reference)}
+        record = {"npz": str(args.npz), **score_images(images, extractor, reference, labels)}
         record.update(score_seconds=round(time.perf_counter() - tic, 1), date=started)
         print(json.dumps(record))
         return 0
@@ -175,7 +182,7 @@ def run(args) -> int:
     print(f"model: {model.checkpoint} (step {model.checkpoint_step}, {model.loaded_weights} weights)  "
           f"device: {device}  reference: {reference.name}", file=sys.stderr)
     sampler, num, seed = args.sampler or "dpm++", args.num or 10_000, args.seed or 0
-    record, images = sample_and_score(model, cfg, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit, progress=not args.no_progress,
+    record, images, labels = sample_and_score(model, cfg, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit, progress=not args.no_progress,
                                       timestep_spacing=args.spacing, guidance_scale=args.guidance_scale,
                                       guidance_rescale=args.guidance_rescale,
                                       guidance_interval=args.guidance_interval,
@@ -183,7 +190,7 @@ def run(args) -> int:
     record = {"checkpoint": str(model.checkpoint), "step": model.checkpoint_step, "weights": model.loaded_weights,
               **record, "device": device, "date": started}
     if args.save_npz:
-        viz.save_npz(images, args.save_npz)
+        viz.save_npz(images, args.save_npz, labels)
     if args.grid:
         viz.save_grid(images[:64], args.grid)
     print(json.dumps(record))

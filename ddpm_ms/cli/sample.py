@@ -206,7 +206,7 @@ def run(args) -> int:
         print(f"{count} PNGs: {args.save_dir}/{tag}_*.png")
     if args.npz:
         print(f"array {images.shape[0]}x{images.shape[2]}x{images.shape[3]}x{images.shape[1]} uint8: "
-              f"{viz.save_npz(images, args.npz)}")
+              f"{viz.save_npz(images, args.npz, labels)}")
     if args.gif:
         gif = viz.save_denoising_gif(trajectory, args.gif, fps=args.fps, show_x0=args.gif_x0,
                                      max_images=args.gif_num)

@@ -1,9 +1,12 @@
 """Score images against a real data set in the feature space of the committed classifier:
-FID, classifier Inception Score, class histogram and k-NN precision / recall.
+FID, classifier Inception Score, class histogram and k-NN precision / recall; for images drawn
+for given classes also the share the classifier assigns to their class and the FID of each class
+against that class's real images.
 
     extractor = FeatureExtractor("fashion_mnist")
     reference = Reference.load("fashion_mnist", extractor)        # test set, cached on disk
     scores = score_images(images, extractor, reference)           # images in [-1, 1] or uint8
+    scores = score_images(images, extractor, reference, labels)   # + class_accuracy, class_fid
 
 Samples are quantised to uint8 before scoring, as the real images are and as an .npz written
 by sample.py is, so scoring a model directly or through its .npz gives the same figures.
@@ -126,17 +129,30 @@ class FeatureExtractor:
 
 @dataclass
 class Reference:
-    """Features of a real split and what scoring needs from them, computed once."""
+    """Features (and labels) of a real split and what scoring needs from them, computed once."""
     data: str
     split: str
     features: np.ndarray
+    labels: np.ndarray | None = None
     mu: np.ndarray = field(init=False)
     sigma: np.ndarray = field(init=False)
     _subsets: dict = field(init=False, repr=False)
+    _classes: dict = field(init=False, repr=False)
 
     def __post_init__(self):
         self.mu, self.sigma = feature_statistics(self.features)
-        self._subsets = {}
+        self._subsets, self._classes = {}, {}
+        if self.labels is not None and len(self.labels) != len(self.features):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.features)} real images")
+
+    def class_statistics(self, label: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, covariance) of the real images of one class; None without labels or images of it."""
+        if self.labels is None:
+            return None
+        if label not in self._classes:
+            members = self.features[self.labels == label]
+            self._classes[label] = feature_statistics(members) if len(members) > 1 else None
+        return self._classes[label]
 
     def manifold(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(features, k-NN radii) of a fixed random subset of n real images (all of them when n is
@@ -166,23 +182,30 @@ class Reference:
         if cached is not None and cached.is_file():
             try:
                 with np.load(cached) as f:
-                    return cls(data, split, f["features"])
+                    return cls(data, split, f["features"], f["labels"])
             except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error):
-                pass  # a damaged cache is recomputed below
-        images, _ = load_idx_dataset(data, root, split)
+                pass  # a damaged cache (or one from before labels were kept) is recomputed below
+        images, labels = load_idx_dataset(data, root, split)
         features, _ = extractor(images)
+        labels = np.asarray(labels, np.int64)
         if cached is not None:
             def write(tmp):
                 with open(tmp, "wb") as out:
-                    np.savez(out, features=features)
+                    np.savez(out, features=features, labels=labels)
             cached.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(cached, write, durable=False)
-        return cls(data, split, features)
+        return cls(data, split, features, labels)
 
 
-def score_features(features, probs, reference: Reference) -> dict:
+def score_features(features, probs, reference: Reference, labels=None) -> dict:
     """FID (against all the real images), Inception Score (one split over all samples), precision,
-    recall (against as many real images as samples) and class histogram of sample features."""
+    recall (against as many real images as samples) and class histogram of sample features.
+
+    With `labels`, the class each sample was drawn for, also class_accuracy (the share that the
+    classifier assigns to that class) and class_fid (per class, the FID of its samples against the
+    real images of that class; None for a class with fewer than 2 samples): where a
+    class-conditional model's FID comes from. Per-class FIDs rest on fewer images, so they sit
+    higher than the overall one and compare only at equal counts."""
     mu, sigma = feature_statistics(features)
     if len(features) <= PR_K:
         raise ValueError(f"scoring needs more than {PR_K} images (precision and recall use {PR_K} nearest "
@@ -193,22 +216,45 @@ def score_features(features, probs, reference: Reference) -> dict:
             "inception_score": round(inception_score(probs), 4),
             "precision": round(precision, 4), "recall": round(recall, 4),
             "class_histogram": [round(float(v), 4) for v in class_histogram(probs)],
-            "num": int(len(features)), "reference": reference.name}
+            "num": int(len(features)), "reference": reference.name,
+            **({} if labels is None else class_scores(features, probs, reference, labels))}
 
 
-def score_images(images, extractor: FeatureExtractor, reference: Reference) -> dict:
-    """score_features of images in [-1, 1] (N, 1, 28, 28) or uint8."""
+def class_scores(features, probs, reference: Reference, labels) -> dict:
+    """class_accuracy and (when the reference has labels) class_fid of samples drawn for `labels`."""
+    labels = np.asarray(labels)
+    if labels.shape != (len(features),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be one integer class per image: got shape {labels.shape} "
+                         f"({labels.dtype}) for {len(features)} images")
+    num_classes = probs.shape[1]
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
+    scores = {"class_accuracy": round(float(np.mean(np.argmax(probs, axis=1) == labels)), 4)}
+    if reference.labels is not None:
+        fids = []
+        for c in range(num_classes):
+            real, members = reference.class_statistics(c), features[labels == c]
+            fids.append(None if real is None or len(members) < 2
+                        else round(frechet_distance(*feature_statistics(members), *real), 3))
+        scores["class_fid"] = fids
+    return scores
+
+
+def score_images(images, extractor: FeatureExtractor, reference: Reference, labels=None) -> dict:
+    """score_features of images in [-1, 1] (N, 1, 28, 28) or uint8 (drawn for classes `labels`)."""
     features, probs = extractor(images)
-    return score_features(features, probs, reference)
+    return score_features(features, probs, reference, labels)
 
 
 def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Reference, sampler: str = "dpm++",
                      steps: int | None = None, num: int = 10_000, seed: int = 0, batch_size: int = 250,
                      jit: bool = True, progress: bool = True, timestep_spacing: str | None = None,
                      guidance_scale: float | None = None, guidance_rescale: float | None = None,
-                     guidance_interval=None, lambda_min_clipped: float | None = None) -> tuple[dict, np.ndarray]:
-    """Draw `num` images from `model` with `sampler` and score them. Returns (record, images):
-    the record holds the scores, the sampler, the steps it took and the sampling seconds.
+                     guidance_interval=None, lambda_min_clipped: float | None = None
+                     ) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """Draw `num` images from `model` with `sampler` and score them. Returns (record, images, labels):
+    the record holds the scores, the sampler, the steps it took and the sampling seconds; labels
+    are the classes the images were drawn for (None for an unconditional model).
     A class-conditional model draws every class equally often (as the test set holds them), with
     classifier-free guidance `guidance_scale`, `guidance_rescale` and `guidance_interval` (None: the
     run's cfg.train.guidance_scale / guidance_rescale / guidance_interval; an empty interval, as
@@ -221,13 +267,13 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
     w = float(cfg.train.guidance_scale if guidance_scale is None else guidance_scale)
     phi = float(cfg.train.guidance_rescale if guidance_rescale is None else guidance_rescale)
     interval = cfg.train.guidance_interval if guidance_interval is None else tuple(guidance_interval) or None
+    labels = balanced_labels(num, cfg.model.num_classes) if conditional else None
     tic = time.perf_counter()
     images, _ = sample_many(model, scheduler, num, (cfg.model.channels, *cfg.model.image_size), batch_size=batch_size,
-                            num_inference_steps=steps, seed=seed, jit=jit, progress=progress,
-                            class_labels=balanced_labels(num, cfg.model.num_classes) if conditional else None,
+                            num_inference_steps=steps, seed=seed, jit=jit, progress=progress, class_labels=labels,
                             guidance_scale=w, guidance_rescale=phi, guidance_interval=interval)
     seconds = time.perf_counter() - tic
-    record = score_images(images, extractor, reference)
+    record = score_images(images, extractor, reference, labels)
     record.update(sampler=sampler, steps=int(steps), spacing=scheduler.timestep_spacing)
     clipped = getattr(scheduler, "lambda_min_clipped", -np.inf)  # DPM-Solver++ only
     if np.isfinite(clipped):
@@ -236,4 +282,4 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
     if conditional:
         record.update(guidance_scale=w, **({"guidance_rescale": phi} if phi else {}),
                       **({"guidance_interval": list(interval)} if interval and w != 1 else {}))
-    return record, images
+    return record, images, labels

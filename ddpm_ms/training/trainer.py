@@ -168,9 +168,9 @@ class Trainer:
 
         t = self.cfg.train
         extractor, reference = self._evaluator
-        record, _ = sample_and_score(self.sampling_model, self.cfg, extractor, reference, t.eval_sampler,
-                                     t.eval_steps, t.eval_num, seed=t.seed, batch_size=min(250, t.eval_num),
-                                     jit=self.jit, progress=False)
+        record, _, _ = sample_and_score(self.sampling_model, self.cfg, extractor, reference, t.eval_sampler,
+                                        t.eval_steps, t.eval_num, seed=t.seed, batch_size=min(250, t.eval_num),
+                                        jit=self.jit, progress=False)
         self.model.set_train(True)
         record = {"checkpoint": None, "step": self.step, "weights": "ema" if self.ema is not None else "raw",
                   **record, "during_training": True}

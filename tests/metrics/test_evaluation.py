@@ -2,10 +2,12 @@
 images score near the floor, noise and blur far above), the feature cache, input checks and
 the evaluate.py command line."""
 import json
+import re
 
 import numpy as np
 import pytest
 
+from ddpm_ms import viz
 from ddpm_ms.cli.evaluate import main
 from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
 from ddpm_ms.data.datasets import load_idx_dataset
@@ -46,8 +48,14 @@ def reference(cache, extractor):
 
 
 @pytest.fixture(scope="module")
-def train_images():
-    return load_idx_dataset("fashion_mnist", None, "train")[0][:2000]
+def train_set():
+    images, labels = load_idx_dataset("fashion_mnist", None, "train")
+    return images[:2000], np.asarray(labels[:2000], np.int64)
+
+
+@pytest.fixture(scope="module")
+def train_images(train_set):
+    return train_set[0]
 
 
 def test_real_images_score_near_the_floor_and_noise_and_blur_far_above(extractor, reference, train_images):
@@ -80,6 +88,38 @@ def test_reference_features_are_cached_under_the_classifier_and_data_digests(cac
         redone = Reference.load("fashion_mnist", extractor)
         np.testing.assert_allclose(redone.features, reference.features, rtol=1e-5, atol=1e-5)
         assert np.load(files[0])["features"].shape == reference.features.shape
+    np.savez(files[0], features=reference.features)  # a cache from before labels were kept is redone
+    assert np.array_equal(Reference.load("fashion_mnist", extractor).labels, reference.labels)
+    assert np.bincount(reference.labels).tolist() == [1000] * 10  # the test set's labels, 1,000 per class
+
+
+def test_class_scores_point_at_the_class_that_is_wrong(extractor, reference, train_set):
+    images, labels = train_set
+    clean = score_images(images, extractor, reference, labels)
+    # Measured: class accuracy 0.957, class FIDs 6.5-26.9 at about 200 images per class.
+    assert clean["class_accuracy"] > 0.9 and len(clean["class_fid"]) == 10, clean
+    assert max(clean["class_fid"]) < 60, clean["class_fid"]
+    # Draws "for" class 9 (ankle boot) that are really sneakers (class 7): that class alone goes wrong.
+    swapped = images.copy()
+    swapped[labels == 9] = images[labels == 7][:int(np.sum(labels == 9))]
+    wrong = score_images(swapped, extractor, reference, labels)
+    assert wrong["class_fid"][9] > 10 * clean["class_fid"][9], (clean["class_fid"], wrong["class_fid"])  # 2339
+    assert wrong["class_fid"][:9] == clean["class_fid"][:9]
+    share9 = np.mean(labels == 9)
+    assert wrong["class_accuracy"] < clean["class_accuracy"] - 0.8 * share9, (clean, wrong)
+    assert "class_fid" not in score_images(images, extractor, reference)  # no labels, no class scores
+    one_class = score_images(images[:50], extractor, reference, np.zeros(50, np.int64))
+    assert one_class["class_fid"][1:] == [None] * 9 and one_class["class_fid"][0] > 0
+
+
+@pytest.mark.parametrize("labels, needle", [
+    (np.zeros(3, np.int64), "one integer class per image"),
+    (np.zeros(20, np.float32), "one integer class per image"),
+    (np.full(20, 10), "0..9"),
+])
+def test_wrong_labels_are_named(extractor, reference, train_images, labels, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        score_images(train_images[:20], extractor, reference, labels)
 
 
 def test_precision_and_recall_compare_equal_sized_sets(reference):
@@ -123,13 +163,21 @@ def evaluate_cli(*argv):
     return main([*map(str, argv), "--device", "CPU", "--no-progress"])
 
 
-def test_npz_from_elsewhere_is_scored(cache, reference, train_images, tmp_path, capsys):
+def test_npz_from_elsewhere_is_scored(cache, reference, train_images, train_set, tmp_path, capsys):
     path = tmp_path / "samples.npz"
     np.savez(path, train_images[:500, :, :, None])
     assert evaluate_cli("--npz", path, "--data", "fashion_mnist") == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["num"] == 500 and record["npz"] == str(path) and record["fid"] < 25, record
     assert set(record) >= {"fid", "inception_score", "precision", "recall", "class_histogram", "reference"}
+    assert "class_accuracy" not in record
+    viz.save_npz(train_images[:500, None] / 127.5 - 1.0, path, labels=train_set[1][:500])  # as evaluate.py writes
+    assert evaluate_cli("--npz", path, "--data", "fashion_mnist") == 0
+    labelled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert labelled["fid"] == record["fid"] and labelled["class_accuracy"] > 0.9 and len(labelled["class_fid"]) == 10
+    np.savez(path, train_images[:500], labels=np.zeros(499, np.int64))
+    assert evaluate_cli("--npz", path, "--data", "fashion_mnist") == 2
+    assert "500 images but labels of shape (499,)" in capsys.readouterr().err
 
 
 def make_run(path, image_size=(28, 28), channels=1, num_classes=0):
@@ -195,12 +243,14 @@ def test_a_class_conditional_model_is_scored_with_its_guidance(cache, reference,
     assert default["guidance_scale"] == 1.5 and unguided["guidance_scale"] == 0.0  # the run's own, then the flag's
     assert "guidance_rescale" not in default and rescaled["guidance_rescale"] == 1.0
     assert "guidance_interval" not in default and limited["guidance_interval"] == [0, 10]
+    # 8 images, one each of classes 0-7: a class needs 2 for a covariance, so no class FID yet.
+    assert 0 <= default["class_accuracy"] <= 1 and default["class_fid"] == [None] * 10
     # DPM-Solver++ cuts its grid at log-SNR -4.3: t = 19 of this 20-step cosine schedule lies below.
     assert default["lambda_min_clipped"] == -4.3 and default["first_timestep"] == 18
     assert len({default["fid"], unguided["fid"], rescaled["fid"], limited["fid"]}) == 4
     assert evaluate_cli("--report", run) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("| guidance | rescale | guided t |"), lines[0]
+    assert lines[0].endswith("| class acc. | sampling s | guidance | rescale | guided t |"), lines[0]
     assert lines[-1].endswith("| 1.5 |  | 0-10 |"), lines[-1]
     plain = make_run(tmp_path / "plain")
     for flag in ("--guidance-scale", "--guidance-rescale"):
