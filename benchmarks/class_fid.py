@@ -3,10 +3,12 @@
 Each class's samples are scored against that class's 1,000 real test images, next to the floor:
 as many real train images of that class, drawn at random, scored the same way (a per-class FID
 rests on few images, so it sits well above the overall one; compare it only with this floor).
+The classifier was trained on the train split, so the floor's class accuracy is its training
+accuracy, a little above its test accuracy. Every file must hold as many images of each class.
 The samples are .npz files written by `scripts/evaluate.py --save-npz` (or `sample.py --npz`)
 from a class-conditional model, which keep the class of every image under `labels`:
 
-    python benchmarks/class_fid.py RUN_A.npz [RUN_B.npz ...] [--data fashion_mnist]
+    python benchmarks/class_fid.py RUN_A.npz [RUN_B.npz ...] [--data mnist --data-root DIR]
 """
 from __future__ import annotations
 
@@ -20,15 +22,18 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def balanced_real(data: str, per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def balanced_real(data: str, per_class: int, root=None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`per_class` random train images of every class, in train-set order, with their labels."""
     from ddpm_ms.data.datasets import load_idx_dataset
 
-    images, labels = load_idx_dataset(data, split="train")
+    images, labels = load_idx_dataset(data, root, "train")
     labels = np.asarray(labels, np.int64)
     rng = np.random.default_rng(seed)
-    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class]
-                                   for c in range(int(labels.max()) + 1)]))
+    members = [np.flatnonzero(labels == c) for c in range(int(labels.max()) + 1)]
+    if per_class > min(map(len, members)):
+        raise ValueError(f"the train split holds only {min(map(len, members))} images of some class, "
+                         f"fewer than the samples' {per_class}")
+    keep = np.sort(np.concatenate([rng.permutation(m)[:per_class] for m in members]))
     return images[keep], labels[keep]
 
 
@@ -36,6 +41,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("samples", nargs="+", help=".npz files with images (arr_0) and their classes (labels)")
     ap.add_argument("--data", default="fashion_mnist", choices=["fashion_mnist", "mnist"])
+    ap.add_argument("--data-root", type=Path, help="folder with the IDX files (default: the embedded copy)")
     args = ap.parse_args(argv)
 
     from ddpm_ms.cli.evaluate import read_npz
@@ -43,9 +49,29 @@ def main(argv=None) -> int:
     from ddpm_ms.device import select_device
     from ddpm_ms.metrics.evaluation import FeatureExtractor, Reference, score_features
 
+    samples = []
+    for path in args.samples:
+        try:
+            images, labels = read_npz(Path(path))
+        except (ValueError, FileNotFoundError) as e:
+            ap.error(str(e))
+        if labels is None:
+            ap.error(f"{path} has no labels: write it with evaluate.py --save-npz from a class-conditional model")
+        if labels.min() < 0:
+            ap.error(f"{path} holds negative labels ({labels.min()})")
+        counts = np.bincount(labels, minlength=len(CLASS_NAMES[args.data]))
+        if len(counts) > len(CLASS_NAMES[args.data]) or counts.min() != counts.max():
+            ap.error(f"{path} holds {counts.tolist()} images of the classes 0..{len(counts) - 1}; "
+                     f"per-class FIDs compare at equal counts: draw every class equally often")
+        samples.append((os.path.basename(path), int(counts[0]), images, labels))
+    per_class = {n for _, n, _, _ in samples}
+    if len(per_class) > 1:
+        ap.error(f"the files hold {sorted(per_class)} images per class; compare files of one size")
+    per_class = per_class.pop()
+
     select_device("CPU")
     extractor = FeatureExtractor(args.data)
-    reference = Reference.load(args.data, extractor)
+    reference = Reference.load(args.data, extractor, args.data_root)
 
     def scored(images, labels) -> dict:
         """score_features with labels, plus the class accuracy of each class."""
@@ -55,23 +81,19 @@ def main(argv=None) -> int:
         scores["accuracy_by_class"] = [float(np.mean(hits[labels == c])) for c in range(probs.shape[1])]
         return scores
 
-    columns = []
-    for path in args.samples:
-        images, labels = read_npz(Path(path))
-        if labels is None:
-            ap.error(f"{path} has no labels: write it with evaluate.py --save-npz from a class-conditional model")
-        columns.append((os.path.basename(path), np.bincount(labels).max(), scored(images, labels)))
-    per_class = max(n for _, n, _ in columns)
-    floor = scored(*balanced_real(args.data, per_class))
-    names = CLASS_NAMES[args.data]
+    try:
+        columns = [scored(*balanced_real(args.data, per_class, args.data_root))]  # the floor first
+    except ValueError as e:
+        ap.error(str(e))
+    columns += [scored(images, labels) for _, _, images, labels in samples]
     head = f"| class | floor: FID ({per_class:,} train images) | class acc. | " + " | ".join(
-        f"{name}: FID | class acc." for name, _, _ in columns)
-    print(head + " |\n|" + " --- |" * (3 + 2 * len(columns)))
-    for c, name in enumerate(names):
-        cells = [f"{s['class_fid'][c]:.2f} | {s['accuracy_by_class'][c]:.1%}" for _, _, s in [("", 0, floor), *columns]]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    cells = [f"{s['fid']:.2f} | {s['class_accuracy']:.1%}" for _, _, s in [("", 0, floor), *columns]]
-    print("| all classes | " + " | ".join(cells) + " |")
+        f"{name}: FID | class acc." for name, _, _, _ in samples)
+    print(head + " |\n|" + " --- |" * (1 + 2 * len(columns)))
+    fid = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731  (fewer than 2 images of a class)
+    for c, name in enumerate(CLASS_NAMES[args.data]):
+        print(f"| {name} | " + " | ".join(f"{fid(s['class_fid'][c])} | {s['accuracy_by_class'][c]:.1%}"
+                                         for s in columns) + " |")
+    print("| all classes | " + " | ".join(f"{s['fid']:.2f} | {s['class_accuracy']:.1%}" for s in columns) + " |")
     return 0
 
 

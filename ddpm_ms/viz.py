@@ -66,13 +66,16 @@ def save_images(images, directory, prefix: str) -> list[Path]:
 
 
 def save_npz(images, path, labels=None) -> Path:
-    """An (N, C, H, W) batch in [-1, 1] as one uint8 (N, H, W, C) array under the key arr_0, the
-    layout FID tools read; the classes the images were drawn for, if any, under `labels`."""
-    extra = {} if labels is None else {"labels": np.asarray(labels, np.int64)}
+    """An (N, C, H, W) batch in [-1, 1] as one uint8 (N, H, W, C) array under the key arr_0 (the
+    first entry: the layout FID tools read) and, when given, the N classes the images were drawn
+    for under `labels` (one int broadcast to all)."""
+    arrays = {"arr_0": to_uint8(images).transpose(0, 2, 3, 1)}
+    if labels is not None:
+        arrays["labels"] = np.broadcast_to(np.asarray(labels, np.int64), (len(arrays["arr_0"]),))
 
     def write(tmp):
         with open(tmp, "wb") as f:
-            np.savez(f, to_uint8(images).transpose(0, 2, 3, 1), **extra)
+            np.savez(f, **arrays)
     return _write(path, write)
 
 

@@ -163,7 +163,11 @@ def test_class_labels_by_number_name_or_none(tmp_path, capsys):
         out = tmp_path / f"{label}.npz"
         assert sample_cli("--run", run, "--steps", 3, "--num", 2, "--class-label", label, "--guidance-scale", 2,
                           "--npz", out, "--out", tmp_path / f"{label}.png") == 0, capsys.readouterr().err
-        arrays[label] = np.load(out)["arr_0"].astype(int)
+        with np.load(out) as f:
+            arrays[label] = f["arr_0"].astype(int)
+            # The class of every image travels with it (none for "no class", the unconditional model).
+            expected = {"7": [7, 7], "sneaker": [7, 7], "Ankle-boot": [9, 9]}.get(label)
+            assert f["labels"].tolist() == expected if expected else "labels" not in f.files
     np.testing.assert_array_equal(arrays["7"], arrays["sneaker"])  # class 7 of Fashion-MNIST is Sneaker
     assert sample_cli("--run", run, "--steps", 3, "--num", 2, "--class-label", "7", "--guidance-scale", 2,
                       "--guidance-rescale", 0.7, "--out", tmp_path / "rescaled.png") == 0

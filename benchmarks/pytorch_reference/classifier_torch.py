@@ -23,7 +23,7 @@ def export(out_path: str, data: str = "fashion_mnist", features_of: str | None =
     arrays = {k: v.asnumpy() for k, v in ms.load_checkpoint(str(classifier_weights(data))).items()}
     if features_of:
         with np.load(features_of) as f:
-            images = f[[k for k in f.files if k != "meta"][0]][:2000]
+            images = f[[k for k in f.files if k not in ("meta", "labels")][0]][:2000]
         feats, probs = FeatureExtractor(data)(images)
         arrays.update(check_images=images, check_features=feats, check_probs=probs)
     np.savez(out_path, **arrays)

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     for path in args.npz:
         with np.load(path) as arrays:
             meta = json.loads(str(arrays["meta"])) if "meta" in arrays.files else {}
-            for key in (k for k in arrays.files if k != "meta"):
+            for key in (k for k in arrays.files if k not in ("meta", "labels")):
                 images = arrays[key][:args.num] if args.num else arrays[key]
                 s = score_images(images, extractor, reference)
                 hist = np.asarray(s.get("class_histogram", [0]))

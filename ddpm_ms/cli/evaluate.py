@@ -55,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per model call (default 250)")
     p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
                    help="auto (default): the EMA weights when the checkpoint has them")
-    p.add_argument("--save-npz", type=Path, help="also keep the drawn images (uint8 N x H x W x C, arr_0)")
+    p.add_argument("--save-npz", type=Path, help="also keep the drawn images (uint8 N x H x W x C, arr_0; "
+                   "a class-conditional model's classes under labels)")
     p.add_argument("--grid", type=Path, help="also write the first 64 images as a PNG grid")
     p.add_argument("--no-log", action="store_true", help="do not append to the run's eval.jsonl")
     p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"])
@@ -79,13 +80,17 @@ def read_npz(path: Path):
     if isinstance(f, np.ndarray):
         raise ValueError(f"{path} is a .npy array, not an .npz; save it with np.savez(path, images)")
     with f:
-        key = "arr_0" if "arr_0" in f.files else (f.files[0] if len(f.files) == 1 else None)
+        others = [k for k in f.files if k != "labels"]
+        key = "arr_0" if "arr_0" in others else (others[0] if len(others) == 1 else None)
         if key is None:
-            raise ValueError(f"{path} holds {', '.join(f.files)}; put the images under arr_0")
-        images, labels = f[key], f["labels"] if "labels" in f.files and key != "labels" else None
-    if labels is not None and labels.shape != (len(images),):
-        raise ValueError(f"{path} holds {len(images)} images but labels of shape {labels.shape}; "
-                         "save one class per image (np.savez(path, images, labels=labels))")
+            raise ValueError(f"{path} holds {', '.join(f.files) or 'nothing'}; put the images under arr_0")
+        images, labels = f[key], f["labels"] if "labels" in f.files else None
+    if labels is not None:
+        if labels.shape != (len(images),):
+            raise ValueError(f"{path} holds {len(images)} images but labels of shape {labels.shape}; "
+                             "save one class per image (np.savez(path, images, labels=labels))")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{path} holds {labels.dtype} labels; save the classes as integers")
     return images, labels
 
 

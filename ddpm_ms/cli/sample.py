@@ -1,7 +1,8 @@
 """python scripts/sample.py --run DIR [flags]: draw images from a trained model.
 
 Writes a grid PNG and, on request, every image as its own PNG (--save-dir), all images as one
-uint8 N x H x W x C array (--npz, key "arr_0", the layout FID tools read) and the denoising GIF
+uint8 N x H x W x C array (--npz, key "arr_0", the layout FID tools read, with the class of each
+image under "labels" for a class-conditional model) and the denoising GIF
 (--gif). --compare draws the same noise with DDPM (all T steps), DDIM (50), DPM-Solver++ (20) and
 its SDE form (20) and puts the four grids side by side. A class-conditional model draws every class
 in turn (one per grid column) or the --class-label given, with classifier-free guidance
@@ -59,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="grid PNG (default: <run>/samples/<sampler>-<steps>steps-seed<S>.png)")
     p.add_argument("--nrow", type=positive_int, help="images per grid row (default: square)")
     p.add_argument("--save-dir", type=Path, help="also write every image as its own PNG here")
-    p.add_argument("--npz", type=Path, help="also write all images as one uint8 N x H x W x C array")
+    p.add_argument("--npz", type=Path, help="also write all images as one uint8 N x H x W x C array "
+                   "(arr_0; a class-conditional model's classes under labels)")
     p.add_argument("--gif", type=Path, help="also write the denoising GIF of the first batch here")
     p.add_argument("--gif-every", type=positive_int, help="steps between GIF frames (default: about 50 frames)")
     p.add_argument("--gif-num", type=positive_int, default=16, help="images shown in the GIF (default 16)")
@@ -206,7 +208,7 @@ def run(args) -> int:
         print(f"{count} PNGs: {args.save_dir}/{tag}_*.png")
     if args.npz:
         print(f"array {images.shape[0]}x{images.shape[2]}x{images.shape[3]}x{images.shape[1]} uint8: "
-              f"{viz.save_npz(images, args.npz, labels)}")
+              f"{viz.save_npz(images, args.npz, None if labels is None or labels == cfg.model.num_classes else labels)}")
     if args.gif:
         gif = viz.save_denoising_gif(trajectory, args.gif, fps=args.fps, show_x0=args.gif_x0,
                                      max_images=args.gif_num)

@@ -146,7 +146,7 @@ class Reference:
             raise ValueError(f"{len(self.labels)} labels for {len(self.features)} real images")
 
     def class_statistics(self, label: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(mean, covariance) of the real images of one class; None without labels or images of it."""
+        """(mean, covariance) of the real images of one class; None without labels or with fewer than 2."""
         if self.labels is None:
             return None
         if label not in self._classes:
@@ -203,9 +203,10 @@ def score_features(features, probs, reference: Reference, labels=None) -> dict:
 
     With `labels`, the class each sample was drawn for, also class_accuracy (the share that the
     classifier assigns to that class) and class_fid (per class, the FID of its samples against the
-    real images of that class; None for a class with fewer than 2 samples): where a
-    class-conditional model's FID comes from. Per-class FIDs rest on fewer images, so they sit
-    higher than the overall one and compare only at equal counts."""
+    real images of that class; None for a class with fewer than 2 samples or real images: where a
+    class-conditional model's FID comes from; the key is absent when the reference has no labels).
+    Per-class FIDs rest on fewer images, so they sit higher than the overall one and compare only
+    at equal counts."""
     mu, sigma = feature_statistics(features)
     if len(features) <= PR_K:
         raise ValueError(f"scoring needs more than {PR_K} images (precision and recall use {PR_K} nearest "
@@ -223,9 +224,10 @@ def score_features(features, probs, reference: Reference, labels=None) -> dict:
 def class_scores(features, probs, reference: Reference, labels) -> dict:
     """class_accuracy and (when the reference has labels) class_fid of samples drawn for `labels`."""
     labels = np.asarray(labels)
-    if labels.shape != (len(features),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be one integer class per image: got shape {labels.shape} "
-                         f"({labels.dtype}) for {len(features)} images")
+    if labels.shape != (len(features),):
+        raise ValueError(f"labels must be one class per image: got shape {labels.shape} for {len(features)} images")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer classes, got {labels.dtype}")
     num_classes = probs.shape[1]
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
@@ -259,6 +261,7 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
     classifier-free guidance `guidance_scale`, `guidance_rescale` and `guidance_interval` (None: the
     run's cfg.train.guidance_scale / guidance_rescale / guidance_interval; an empty interval, as
     `--guidance-interval all` parses: every step)."""
+    from ddpm_ms.metrics.classifier import NUM_CLASSES
     from ddpm_ms.sampling import balanced_labels, sample_many, scheduler_for
 
     scheduler = scheduler_for(sampler, cfg, timestep_spacing=timestep_spacing, lambda_min_clipped=lambda_min_clipped)
@@ -268,12 +271,14 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
     phi = float(cfg.train.guidance_rescale if guidance_rescale is None else guidance_rescale)
     interval = cfg.train.guidance_interval if guidance_interval is None else tuple(guidance_interval) or None
     labels = balanced_labels(num, cfg.model.num_classes) if conditional else None
+    # Per-class scores need the model's classes to be the classifier's (a model may hold more).
+    scored_labels = labels if conditional and cfg.model.num_classes <= NUM_CLASSES else None
     tic = time.perf_counter()
     images, _ = sample_many(model, scheduler, num, (cfg.model.channels, *cfg.model.image_size), batch_size=batch_size,
                             num_inference_steps=steps, seed=seed, jit=jit, progress=progress, class_labels=labels,
                             guidance_scale=w, guidance_rescale=phi, guidance_interval=interval)
     seconds = time.perf_counter() - tic
-    record = score_images(images, extractor, reference, labels)
+    record = score_images(images, extractor, reference, scored_labels)
     record.update(sampler=sampler, steps=int(steps), spacing=scheduler.timestep_spacing)
     clipped = getattr(scheduler, "lambda_min_clipped", -np.inf)  # DPM-Solver++ only
     if np.isfinite(clipped):

@@ -90,6 +90,7 @@ def test_reference_features_are_cached_under_the_classifier_and_data_digests(cac
         assert np.load(files[0])["features"].shape == reference.features.shape
     np.savez(files[0], features=reference.features)  # a cache from before labels were kept is redone
     assert np.array_equal(Reference.load("fashion_mnist", extractor).labels, reference.labels)
+    assert "labels" in np.load(files[0]).files
     assert np.bincount(reference.labels).tolist() == [1000] * 10  # the test set's labels, 1,000 per class
 
 
@@ -107,14 +108,16 @@ def test_class_scores_point_at_the_class_that_is_wrong(extractor, reference, tra
     assert wrong["class_fid"][:9] == clean["class_fid"][:9]
     share9 = np.mean(labels == 9)
     assert wrong["class_accuracy"] < clean["class_accuracy"] - 0.8 * share9, (clean, wrong)
+    assert score_images(images, extractor, reference, labels.astype(np.uint8)) == clean  # IDX labels are uint8
     assert "class_fid" not in score_images(images, extractor, reference)  # no labels, no class scores
     one_class = score_images(images[:50], extractor, reference, np.zeros(50, np.int64))
-    assert one_class["class_fid"][1:] == [None] * 9 and one_class["class_fid"][0] > 0
+    # 50 images of all classes "drawn for" T-shirts: only class 0 is scored, and badly.
+    assert one_class["class_fid"][1:] == [None] * 9 and one_class["class_fid"][0] > 5 * clean["class_fid"][0]
 
 
 @pytest.mark.parametrize("labels, needle", [
-    (np.zeros(3, np.int64), "one integer class per image"),
-    (np.zeros(20, np.float32), "one integer class per image"),
+    (np.zeros(3, np.int64), "one class per image: got shape (3,) for 20 images"),
+    (np.zeros(20, np.float32), "integer classes, got float32"),
     (np.full(20, 10), "0..9"),
 ])
 def test_wrong_labels_are_named(extractor, reference, train_images, labels, needle):
@@ -244,7 +247,7 @@ def test_a_class_conditional_model_is_scored_with_its_guidance(cache, reference,
     assert "guidance_rescale" not in default and rescaled["guidance_rescale"] == 1.0
     assert "guidance_interval" not in default and limited["guidance_interval"] == [0, 10]
     # 8 images, one each of classes 0-7: a class needs 2 for a covariance, so no class FID yet.
-    assert 0 <= default["class_accuracy"] <= 1 and default["class_fid"] == [None] * 10
+    assert "class_accuracy" in default and default["class_fid"] == [None] * 10
     # DPM-Solver++ cuts its grid at log-SNR -4.3: t = 19 of this 20-step cosine schedule lies below.
     assert default["lambda_min_clipped"] == -4.3 and default["first_timestep"] == 18
     assert len({default["fid"], unguided["fid"], rescaled["fid"], limited["fid"]}) == 4
@@ -266,6 +269,12 @@ def test_corrupt_npz_and_colour_models_are_refused(tmp_path, capsys):
     np.save(tmp_path / "plain.npy", np.zeros((5, 28, 28), np.uint8))
     assert evaluate_cli("--npz", tmp_path / "plain.npy", "--data", "fashion_mnist") == 2
     assert "is a .npy array, not an .npz" in capsys.readouterr().err
+    np.savez(bad, labels=np.zeros(5, np.int64))
+    assert evaluate_cli("--npz", bad, "--data", "fashion_mnist") == 2
+    assert "holds labels; put the images under arr_0" in capsys.readouterr().err
+    np.savez(bad, np.zeros((5, 28, 28), np.uint8), labels=np.zeros(5))
+    assert evaluate_cli("--npz", bad, "--data", "fashion_mnist") == 2
+    assert "holds float64 labels" in capsys.readouterr().err
     run = make_run(tmp_path / "rgb", image_size=(16, 16), channels=3)
     assert evaluate_cli("--run", run, "--num", 4) == 2
     assert "needs 28x28 grayscale" in capsys.readouterr().err
@@ -290,3 +299,34 @@ def test_the_runs_own_data_folder_is_the_reference(tmp_path, capsys):
     assert evaluate_cli("--run", run, "--num", 4) == 2
     err = capsys.readouterr().err
     assert "my_fashion" in err and "--data-root DIR" in err and "--data DIR" not in err, err
+
+
+def run_class_fid(*argv):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "class_fid.py"
+    spec = importlib.util.spec_from_file_location("class_fid", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main([str(a) for a in argv])
+
+
+def test_class_fid_table_sets_each_class_against_its_floor(cache, reference, tmp_path, capsys):
+    test, labels = load_idx_dataset("fashion_mnist", None, "test")
+    keep = np.concatenate([np.flatnonzero(labels == c)[:30] for c in range(10)])
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    viz.save_npz(test[keep, None] / 127.5 - 1.0, good, labels=labels[keep])
+    swapped = test[keep].copy()
+    swapped[labels[keep] == 9] = test[keep][labels[keep] == 7]  # "ankle boots" that are sneakers
+    viz.save_npz(swapped[:, None] / 127.5 - 1.0, bad, labels=labels[keep])
+    assert list(np.load(good).files) == ["arr_0", "labels"]  # images first, as FID tools read them
+    assert run_class_fid(good, bad) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.strip().splitlines()]
+    assert rows[0][1] == "floor: FID (30 train images)" and len(rows) == 13, rows
+    sneaker, boot = rows[2 + 7], rows[2 + 9]
+    assert boot[0] == "| Ankle boot" and float(boot[5]) > 10 * float(boot[3]), boot  # bad vs good
+    assert sneaker[3] == sneaker[5] and float(boot[6].rstrip(" |%")) < 10  # bad's boots are called sneakers
+    np.savez(bad, test[:25, :, :, None], labels=labels[:25])  # classes drawn unequally often
+    with pytest.raises(SystemExit):
+        run_class_fid(bad)
+    assert "per-class FIDs compare at equal counts" in capsys.readouterr().err
