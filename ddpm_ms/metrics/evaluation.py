@@ -11,8 +11,8 @@ against that class's real images.
 Samples are quantised to uint8 before scoring, as the real images are and as an .npz written
 by sample.py is, so scoring a model directly or through its .npz gives the same figures.
 The real test set's features are cached under $DDPM_MS_CACHE (default ~/.cache/ddpm_ms),
-keyed by the classifier's weights and the data file, so a retrained classifier or another
-copy of the data never reuses stale statistics.
+keyed by the classifier's weights and the data files (images and labels), so a retrained
+classifier or another copy of the data never reuses stale statistics.
 """
 from __future__ import annotations
 
@@ -176,8 +176,10 @@ class Reference:
         from ddpm_ms.data.datasets import DEFAULT_ROOTS, IDX_FILES, load_idx_dataset
         from ddpm_ms.files import atomic_write
 
-        image_file = Path(root if root is not None else DEFAULT_ROOTS[data]) / IDX_FILES[split][0]
-        key = f"{data}-{split}-clf{extractor.fingerprint}-data{_file_digest(image_file)}" if image_file.is_file() else None
+        files = [Path(root if root is not None else DEFAULT_ROOTS[data]) / name for name in IDX_FILES[split]]
+        key = None  # the cache is keyed by the classifier and by both files, images and labels
+        if all(f.is_file() for f in files):
+            key = f"{data}-{split}-clf{extractor.fingerprint}-data{'-'.join(_file_digest(f) for f in files)}"
         cached = cache_dir() / f"{key}.npz" if key else None
         if cached is not None and cached.is_file():
             try:

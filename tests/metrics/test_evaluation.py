@@ -1,8 +1,10 @@
 """Scoring images with the committed Fashion-MNIST classifier: the sanity figures (real train
 images score near the floor, noise and blur far above), the feature cache, input checks and
 the evaluate.py command line."""
+import gzip
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ import pytest
 from ddpm_ms import viz
 from ddpm_ms.cli.evaluate import main
 from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
-from ddpm_ms.data.datasets import load_idx_dataset
+from ddpm_ms.data.datasets import IDX_FILES, load_idx_dataset
+from ddpm_ms.data.paths import DEFAULT_ROOTS
 from ddpm_ms.metrics.evaluation import (FeatureExtractor, MetricsUnavailable, Reference, cache_dir,
                                         classifier_weights, score_features, score_images, to_uint8_gray)
 from ddpm_ms.models import UNet
@@ -92,6 +95,21 @@ def test_reference_features_are_cached_under_the_classifier_and_data_digests(cac
     assert np.array_equal(Reference.load("fashion_mnist", extractor).labels, reference.labels)
     assert "labels" in np.load(files[0]).files
     assert np.bincount(reference.labels).tolist() == [1000] * 10  # the test set's labels, 1,000 per class
+
+
+def test_a_copy_with_other_labels_gets_its_own_cache_entry(cache, extractor, reference, tmp_path):
+    """The same test images with relabelled classes must not reuse the cached labels (the per-class
+    scores read them), while the images' features come out the same."""
+    image_name, label_name = IDX_FILES["test"]
+    shutil.copy(DEFAULT_ROOTS["fashion_mnist"] / image_name, tmp_path / image_name)
+    relabelled = (reference.labels + 1) % 10
+    with gzip.open(tmp_path / label_name, "wb") as f:
+        f.write(b"\x00\x00\x08\x01" + len(relabelled).to_bytes(4, "big") + relabelled.astype(np.uint8).tobytes())
+    copy = Reference.load("fashion_mnist", extractor, root=tmp_path)
+    np.testing.assert_array_equal(copy.labels, relabelled)
+    np.testing.assert_allclose(copy.features, reference.features, rtol=1e-5, atol=1e-5)
+    assert len(list(cache_dir().glob("fashion_mnist-test-*.npz"))) == 2
+    np.testing.assert_array_equal(Reference.load("fashion_mnist", extractor).labels, reference.labels)
 
 
 def test_class_scores_point_at_the_class_that_is_wrong(extractor, reference, train_set):
