@@ -181,9 +181,12 @@ def test_class_labels_by_number_name_or_none(tmp_path, capsys):
     assert np.abs(arrays["sneaker"] - arrays["Ankle-boot"]).max() > 0
     assert np.abs(arrays["sneaker"] - arrays["none"]).max() > 0
     # By default every class in turn, one per grid column.
-    assert sample_cli("--run", run, "--steps", 2, "--num", 20, "--out", tmp_path / "all.png") == 0
+    assert sample_cli("--run", run, "--steps", 2, "--num", 20, "--out", tmp_path / "all.png",
+                      "--npz", tmp_path / "all.npz") == 0, capsys.readouterr().err
     with Image.open(tmp_path / "all.png") as im:
         assert im.size == (10 * 64 + 11 * 2, 2 * 64 + 3 * 2)
+    with np.load(tmp_path / "all.npz") as f:  # and the .npz keeps each image's class
+        assert f["arr_0"].shape == (20, 8, 8, 1) and f["labels"].tolist() == list(range(10)) * 2
     assert sample_cli("--run", run, "--steps", 2, "--num", 2, "--class-label", "sock") == 2
     err = capsys.readouterr().err
     assert "--class-label 'sock' is not one of this model's classes (0 T-shirt/top" in err and "'none'" in err

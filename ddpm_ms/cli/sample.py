@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, log_snr_limit, guidance_interval,
                               non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
@@ -96,6 +98,13 @@ def locate_run(args) -> tuple[Path, Path | None]:
             return run, ckpt
     raise FileNotFoundError(f"no config.json beside {ckpt} or in {ckpt.parent.parent}: keep checkpoints inside "
                             "their run directory (run/checkpoints/*.ckpt) or pass --run")
+
+
+def npz_labels(labels, num_classes):
+    """The labels an .npz keeps: one per image, none for unconditional samples or "no class" (label num_classes)."""
+    if labels is None or (np.ndim(labels) == 0 and int(labels) == num_classes):
+        return None
+    return labels
 
 
 def class_labels(args, cfg):
@@ -208,7 +217,7 @@ def run(args) -> int:
         print(f"{count} PNGs: {args.save_dir}/{tag}_*.png")
     if args.npz:
         print(f"array {images.shape[0]}x{images.shape[2]}x{images.shape[3]}x{images.shape[1]} uint8: "
-              f"{viz.save_npz(images, args.npz, None if labels is None or labels == cfg.model.num_classes else labels)}")
+              f"{viz.save_npz(images, args.npz, npz_labels(labels, cfg.model.num_classes))}")
     if args.gif:
         gif = viz.save_denoising_gif(trajectory, args.gif, fps=args.fps, show_x0=args.gif_x0,
                                      max_images=args.gif_num)
