@@ -1,6 +1,6 @@
 """Where does a class-conditional model's FID come from? A table of FID by class, against the floor.
 
-Each class's samples are scored against that class's 1,000 real test images, next to the floor:
+Each class's samples are scored against that class's real test images (1,000 in Fashion-MNIST), next to the floor:
 as many real train images of that class, drawn at random, scored the same way (a per-class FID
 rests on few images, so it sits well above the overall one; compare it only with this floor).
 The classifier was trained on the train split, so the floor's class accuracy is its training
@@ -45,23 +45,30 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from ddpm_ms.cli.evaluate import read_npz
+    from ddpm_ms.data import DataError
     from ddpm_ms.data.datasets import CLASS_NAMES
     from ddpm_ms.device import select_device
-    from ddpm_ms.metrics.evaluation import FeatureExtractor, Reference, score_features
+    from ddpm_ms.metrics.evaluation import FeatureExtractor, MetricsUnavailable, Reference, score_features, to_uint8_gray
 
+    classes = len(CLASS_NAMES[args.data])
     samples = []
-    for path in args.samples:
+    for path in args.samples:  # every file is checked before anything is loaded or scored
         try:
             images, labels = read_npz(Path(path))
+            images = to_uint8_gray(images)
         except (ValueError, FileNotFoundError) as e:
-            ap.error(str(e))
+            ap.error(f"{path}: {e}" if path not in str(e) else str(e))
         if labels is None:
             ap.error(f"{path} has no labels: write it with evaluate.py --save-npz from a class-conditional model")
-        if labels.min() < 0:
-            ap.error(f"{path} holds negative labels ({labels.min()})")
-        counts = np.bincount(labels, minlength=len(CLASS_NAMES[args.data]))
-        if len(counts) > len(CLASS_NAMES[args.data]) or counts.min() != counts.max():
-            ap.error(f"{path} holds {counts.tolist()} images of the classes 0..{len(counts) - 1}; "
+        if len(labels) == 0:
+            ap.error(f"{path} holds no images")
+        labels = labels.astype(np.int64)
+        if labels.min() < 0 or labels.max() >= classes:
+            ap.error(f"{path} holds labels {labels.min()}..{labels.max()}; {args.data} has the classes 0..{classes - 1}"
+                     " (a model with more classes is scored without them: see evaluate.py)")
+        counts = np.bincount(labels, minlength=classes)
+        if counts.min() != counts.max():
+            ap.error(f"{path} holds {counts.tolist()} images of the classes 0..{classes - 1}; "
                      f"per-class FIDs compare at equal counts: draw every class equally often")
         samples.append((os.path.basename(path), int(counts[0]), images, labels))
     per_class = {n for _, n, _, _ in samples}
@@ -69,9 +76,15 @@ def main(argv=None) -> int:
         ap.error(f"the files hold {sorted(per_class)} images per class; compare files of one size")
     per_class = per_class.pop()
 
-    select_device("CPU")
-    extractor = FeatureExtractor(args.data)
-    reference = Reference.load(args.data, extractor, args.data_root)
+    try:
+        real = balanced_real(args.data, per_class, args.data_root)  # the floor's images, before the classifier
+        select_device("CPU")
+        extractor = FeatureExtractor(args.data)
+        reference = Reference.load(args.data, extractor, args.data_root)
+    except DataError as e:  # its message names train.py's --data DIR; here the folder is --data-root
+        ap.error(str(e).replace("--data DIR", "--data-root DIR"))
+    except (ValueError, MetricsUnavailable) as e:
+        ap.error(str(e))
 
     def scored(images, labels) -> dict:
         """score_features with labels, plus the class accuracy of each class."""
@@ -81,11 +94,7 @@ def main(argv=None) -> int:
         scores["accuracy_by_class"] = [float(np.mean(hits[labels == c])) for c in range(probs.shape[1])]
         return scores
 
-    try:
-        columns = [scored(*balanced_real(args.data, per_class, args.data_root))]  # the floor first
-    except ValueError as e:
-        ap.error(str(e))
-    columns += [scored(images, labels) for _, _, images, labels in samples]
+    columns = [scored(*real)] + [scored(images, labels) for _, _, images, labels in samples]  # the floor first
     head = f"| class | floor: FID ({per_class:,} train images) | class acc. | " + " | ".join(
         f"{name}: FID | class acc." for name, _, _, _ in samples)
     print(head + " |\n|" + " --- |" * (1 + 2 * len(columns)))

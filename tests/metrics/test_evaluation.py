@@ -350,3 +350,28 @@ def test_class_fid_table_sets_each_class_against_its_floor(cache, reference, tmp
     with pytest.raises(SystemExit):
         run_class_fid(bad)
     assert "per-class FIDs compare at equal counts" in capsys.readouterr().err
+
+
+def test_class_fid_names_bad_files_before_it_loads_the_classifier(tmp_path, capsys, monkeypatch):
+    import ddpm_ms.metrics.evaluation as evaluation
+
+    def no_classifier(*args, **kwargs):
+        raise AssertionError("the classifier was loaded before the files were checked")
+
+    monkeypatch.setattr(evaluation, "FeatureExtractor", no_classifier)
+    images, labels = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 10
+    cases = {"empty": (images[:0], labels[:0], "holds no images"),
+             "range": (images, labels + 5, "holds labels 5..14; fashion_mnist has the classes 0..9"),
+             "unit": (images.astype(np.float32)[:, None] + 0.5, labels, "no negative values"),
+             "shape": (np.zeros((20, 32, 32), np.uint8), labels, "must be 28x28 grayscale")}
+    for name, (x, y, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", x, labels=y)
+        with pytest.raises(SystemExit):
+            run_class_fid(tmp_path / f"{name}.npz")
+        err = capsys.readouterr().err
+        assert message in err and f"{name}.npz" in err, (name, err)
+    np.savez(tmp_path / "ok.npz", images, labels=labels)  # a good file and a data folder without the train split
+    with pytest.raises(SystemExit):
+        run_class_fid(tmp_path / "ok.npz", "--data-root", tmp_path)
+    err = capsys.readouterr().err
+    assert "--data-root DIR" in err and "--data DIR" not in err and "Traceback" not in err, err
