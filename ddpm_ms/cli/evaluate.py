@@ -136,6 +136,7 @@ def run(args) -> int:
     from ddpm_ms.files import append_jsonl
     from ddpm_ms.device import select_device
     from ddpm_ms.metrics.evaluation import FeatureExtractor, Reference, sample_and_score, score_images
+    from ddpm_ms.metrics.classifier import NUM_CLASSES
 
     if args.npz is not None and args.data is None:
         raise ValueError("--npz needs --data fashion_mnist|mnist: which classifier and test set to score against")
@@ -154,6 +155,11 @@ def run(args) -> int:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if args.npz is not None:
         images, labels = read_npz(args.npz)
+        if labels is not None and len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+            # As for a model with more classes than the classifier: the overall scores only.
+            print(f"{args.npz}: labels {labels.min()}..{labels.max()} are not the classifier's classes "
+                  f"0..{NUM_CLASSES - 1}; scoring without per-class scores", file=sys.stderr)
+            labels = None
         extractor = FeatureExtractor(args.data, jit=jit)
         reference = Reference.load(args.data, extractor, args.data_root)
         tic = time.perf_counter()

@@ -198,6 +198,14 @@ def test_npz_from_elsewhere_is_scored(cache, reference, train_images, train_set,
     assert evaluate_cli("--npz", path, "--data", "fashion_mnist") == 0
     labelled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert labelled["fid"] == record["fid"] and labelled["class_accuracy"] > 0.9 and len(labelled["class_fid"]) == 10
+    # Drawn by a model with more classes than the classifier (as evaluate.py --save-npz writes them): scored
+    # like that model itself, without per-class scores.
+    viz.save_npz(train_images[:500, None] / 127.5 - 1.0, path, labels=np.arange(500) % 12)
+    assert evaluate_cli("--npz", path, "--data", "fashion_mnist") == 0
+    captured = capsys.readouterr()
+    wide = json.loads(captured.out.strip().splitlines()[-1])
+    assert wide["fid"] == record["fid"] and "class_accuracy" not in wide, wide
+    assert "labels 0..11 are not the classifier's classes 0..9" in captured.err
     np.savez(path, train_images[:500], labels=np.zeros(499, np.int64))
     assert evaluate_cli("--npz", path, "--data", "fashion_mnist") == 2
     assert "500 images but labels of shape (499,)" in capsys.readouterr().err
