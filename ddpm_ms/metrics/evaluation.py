@@ -170,17 +170,24 @@ class Reference:
     def name(self) -> str:
         return f"{self.data} {self.split} ({len(self.features)} images)"
 
+    @staticmethod
+    def cache_file(data: str, extractor: FeatureExtractor, root=None, split: str = "test") -> Path | None:
+        """Where load caches the features: keyed by the classifier and by both files, images and labels
+        (None when a file is missing, and load's own error names it)."""
+        from ddpm_ms.data.datasets import DEFAULT_ROOTS, IDX_FILES
+
+        files = [Path(root if root is not None else DEFAULT_ROOTS[data]) / name for name in IDX_FILES[split]]
+        if not all(f.is_file() for f in files):
+            return None
+        return cache_dir() / f"{data}-{split}-clf{extractor.fingerprint}-data{'-'.join(map(_file_digest, files))}.npz"
+
     @classmethod
     def load(cls, data: str, extractor: FeatureExtractor, root=None, split: str = "test") -> "Reference":
         """The real `split` of `data` (from `root`, default the embedded copy), its features cached."""
-        from ddpm_ms.data.datasets import DEFAULT_ROOTS, IDX_FILES, load_idx_dataset
+        from ddpm_ms.data.datasets import load_idx_dataset
         from ddpm_ms.files import atomic_write
 
-        files = [Path(root if root is not None else DEFAULT_ROOTS[data]) / name for name in IDX_FILES[split]]
-        key = None  # the cache is keyed by the classifier and by both files, images and labels
-        if all(f.is_file() for f in files):
-            key = f"{data}-{split}-clf{extractor.fingerprint}-data{'-'.join(_file_digest(f) for f in files)}"
-        cached = cache_dir() / f"{key}.npz" if key else None
+        cached = cls.cache_file(data, extractor, root, split)
         if cached is not None and cached.is_file():
             try:
                 with np.load(cached) as f:
