@@ -81,8 +81,8 @@ def main(argv=None) -> int:
         select_device("CPU")
         extractor = FeatureExtractor(args.data)
         reference = Reference.load(args.data, extractor, args.data_root)
-    except DataError as e:  # its message names train.py's --data DIR; here the folder is --data-root
-        ap.error(str(e).replace("--data DIR", "--data-root DIR"))
+    except DataError as e:
+        ap.error(e.for_flag("--data-root"))
     except (ValueError, MetricsUnavailable) as e:
         ap.error(str(e))
 

@@ -219,8 +219,8 @@ def main(argv=None) -> int:
 
     try:
         return run(args)
-    except DataError as e:  # its message names train.py's --data DIR; here the folder is --data-root
-        print(f"evaluate.py: error: {e}".replace("--data DIR", "--data-root DIR"), file=sys.stderr)
+    except DataError as e:
+        print(f"evaluate.py: error: {e.for_flag('--data-root')}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, MetricsUnavailable, CheckpointMismatch, CheckpointUnreadable,
             DeviceUnavailable) as e:

@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     try:
         train = idx_dataset(args.data, args.root, args.batch_size, "train", shuffle=True, with_labels=True)
         test = idx_dataset(args.data, args.root, 500, "test", shuffle=False, with_labels=True)
-    except DataError as e:  # its message names train.py's --data DIR; here the folder is --root
-        print(f"error: {e}".replace("--data DIR", "--root DIR"), file=sys.stderr)
+    except DataError as e:
+        print(f"error: {e.for_flag('--root')}", file=sys.stderr)
         return 2
     from ddpm_ms.training.optim import WarmupSchedule
 

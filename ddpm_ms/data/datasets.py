@@ -32,7 +32,21 @@ CLASS_NAMES = {
 
 
 class DataError(RuntimeError):
-    """The data is missing or unreadable; the message says where and what to do."""
+    """The data is missing or unreadable; the message says where and what to do.
+
+    A message that tells the user to point at another folder names the command's folder flag
+    as FOLDER_FLAG: train.py's `--data` by default, and `for_flag` words it for a command whose
+    flag is another (`--data-root`, `--root`)."""
+
+    FOLDER_FLAG = "{folder_flag}"
+
+    def __init__(self, message: str, flag: str = "--data"):
+        self.template = message
+        super().__init__(self.for_flag(flag))
+
+    def for_flag(self, flag: str) -> str:
+        """The message with `flag` as the flag that names the data folder."""
+        return self.template.replace(self.FOLDER_FLAG, flag)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -63,7 +77,7 @@ def load_idx_dataset(name: str, root=None, split: str = "train") -> tuple[np.nda
         raise DataError(
             f"{name}: {', '.join(missing)} not found in {root}. Get the files with "
             f"`python -m ddpm_ms.data.download {_DOWNLOAD_NAME[name]} --to {root}` "
-            f"or pass --data DIR pointing to a folder that holds them.")
+            f"or pass {DataError.FOLDER_FLAG} DIR pointing to a folder that holds them.")
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or labels.shape != images.shape[:1]:
         raise DataError(f"{root}: images {images.shape} and labels {labels.shape} do not match")
@@ -97,7 +111,7 @@ def scan_image_folder(root, strict: bool = False) -> list[Path]:
     not decode is named in a warning and left out (an error when strict)."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass --data DIR with your images "
+        raise DataError(f"image folder {root} does not exist; pass {DataError.FOLDER_FLAG} DIR with your images "
                         "(PNG, JPEG, BMP, GIF, WebP, TIFF)")
     candidates = sorted(p for p in root.rglob("*")
                         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))

@@ -69,6 +69,10 @@ def test_missing_data_says_where_and_how(tmp_path):
         idx_dataset("mnist", root=tmp_path / "nowhere")
     msg = str(e.value)
     assert str(tmp_path / "nowhere") in msg and "python -m ddpm_ms.data.download mnist" in msg
+    assert "pass --data DIR" in msg  # train.py's flag, unless a command words it for its own
+    reworded = e.value.for_flag("--data-root")
+    assert "pass --data-root DIR" in reworded and "--data DIR" not in reworded
+    assert reworded.replace("--data-root", "--data") == msg  # nothing else in the message changes
 
 
 def test_truncated_idx_is_named(tmp_path):

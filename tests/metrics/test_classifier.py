@@ -37,3 +37,9 @@ def test_bad_data_name_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--data", "cifar10"])
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_missing_data_names_this_commands_folder_flag(tmp_path, capsys):
+    assert main(["--data", "mnist", "--root", str(tmp_path / "nowhere"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "pass --root DIR" in err and "--data DIR" not in err, err
