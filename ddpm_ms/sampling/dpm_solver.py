@@ -3,8 +3,10 @@
 The solver integrates the probability-flow ODE in log-SNR time lambda = log(alpha / sigma)
 using the model's x0 estimate ("data prediction"). Order 1 is DDIM with eta = 0; order 2 ("2M")
 reuses the previous step's x0 estimate for a second-order correction at no extra model call
-(the midpoint form of the paper's algorithm 2). The last step lands on the clean image
-(sigma = 0, diffusers' final_sigmas_type="zero"), where only the first-order update is defined.
+(the midpoint form of the paper's algorithm 2); order 3 ("3M", the ODE only) reuses the two
+previous ones (the paper's multistep third-order update, as diffusers' solver_order=3). The last
+step lands on the clean image (sigma = 0, diffusers' final_sigmas_type="zero"), where only the
+first-order update is defined.
 
 algorithm_type="sde-dpmsolver++" solves the reverse SDE instead (the paper's SDE-DPM-Solver++,
 diffusers' algorithm of that name, "DPM++ 2M SDE" in image tools): the same multistep x0
@@ -31,7 +33,8 @@ DEFAULT_LAMBDA_MIN_CLIPPED = -4.3
 
 
 class DPMSolverMultistepScheduler(Scheduler):
-    """solver_order: 1 or 2. lower_order_final: take the second-to-last step at first order too
+    """solver_order: 1, 2 or 3 (3: the ODE only; the steps with fewer earlier outputs take the
+    order they allow). lower_order_final: take the second-to-last step at first order too
     when it lands on t = 0 (the leading grid ends there, and the jump in log-SNR from about T/n
     to 0 is many times the previous step's, where the second-order correction overshoots) or when
     there are fewer than 15 steps (as in diffusers). algorithm_type: "dpmsolver++" (the ODE,
@@ -54,10 +57,13 @@ class DPMSolverMultistepScheduler(Scheduler):
     def __init__(self, schedule: NoiseSchedule, solver_order=2, prediction_type="eps", clip_sample=True,
                  clip_range=1.0, timestep_spacing=None, lower_order_final=True, algorithm_type="dpmsolver++",
                  lambda_min_clipped=None):
-        if solver_order not in (1, 2):
-            raise ValueError(f"solver_order must be 1 or 2, got {solver_order}")
+        if solver_order not in (1, 2, 3):
+            raise ValueError(f"solver_order must be 1, 2 or 3, got {solver_order}")
         if algorithm_type not in self.ALGORITHM_TYPES:
             raise ValueError(f"algorithm_type must be one of {self.ALGORITHM_TYPES}, got {algorithm_type!r}")
+        if solver_order == 3 and algorithm_type != "dpmsolver++":
+            raise ValueError("solver_order 3 is defined for the ODE (algorithm_type='dpmsolver++'); "
+                             "the SDE solver takes order 1 or 2")
         self.solver_order, self.lower_order_final = int(solver_order), bool(lower_order_final)
         self.algorithm_type = algorithm_type
         if lambda_min_clipped is None:
@@ -80,7 +86,7 @@ class DPMSolverMultistepScheduler(Scheduler):
         return span
 
     def reset(self) -> None:
-        self._last = None  # (timestep, x0 estimate) of the previous step
+        self._history = []  # (timestep, x0 estimate) of the previous steps, newest last
 
     def _alpha_sigma_lambda(self, t: int):
         ab = self.alpha_bar(t)
@@ -88,13 +94,14 @@ class DPMSolverMultistepScheduler(Scheduler):
         return alpha, sigma, (np.log(alpha) - np.log(sigma)) if sigma > 0 else np.inf
 
     def order_at(self, t: int) -> int:
-        """The order the step from t uses: 1 on the first step (no history) and the last (to sigma 0)."""
+        """The order the step from t uses: 1 on the first step (no history) and the last (to sigma 0),
+        at most 2 on the second (one earlier output)."""
         i, n = self.step_index(t), self.num_inference_steps
         if self.solver_order == 1 or i == 0 or i == n - 1:
             return 1
         if self.lower_order_final and i == n - 2 and (n < 15 or self.timesteps[-1] == 0):
             return 1
-        return 2
+        return min(self.solver_order, i + 1)
 
     @property
     def stochastic(self) -> bool:
@@ -110,8 +117,10 @@ class DPMSolverMultistepScheduler(Scheduler):
         x0 = self.predict_x0(model_output, t, sample)
         order = self.order_at(t)
         i = self.step_index(t)
-        if order == 2 and (self._last is None or self._last[0] != int(self.timesteps[i - 1])):
-            raise ValueError(f"second-order step from t={t} needs the previous step's output: step through "
+        needed = [int(self.timesteps[i - k]) for k in range(order - 1, 0, -1)]  # oldest first
+        kept = [done for done, _ in self._history]
+        if needed and kept[-len(needed):] != needed:
+            raise ValueError(f"order-{order} step from t={t} needs the previous steps' outputs: step through "
                              "`timesteps` in order after set_timesteps")
         alpha_s, sigma_s, lambda_s = self._alpha_sigma_lambda(t)
         alpha_t, sigma_t, lambda_t = self._alpha_sigma_lambda(prev)
@@ -125,12 +134,21 @@ class DPMSolverMultistepScheduler(Scheduler):
             phi = float(alpha_t * np.expm1(-2.0 * h if self.stochastic else -h))
             out = float(sigma_t / sigma_s) * decay * sample - phi * x0
             if order == 2:
-                t_last, x0_last = self._last
+                t_last, x0_last = self._history[-1]
                 r = (lambda_s - self._alpha_sigma_lambda(t_last)[2]) / h
                 out = out - float(0.5 * phi / r) * (x0 - x0_last)
+            elif order == 3:  # Lu et al. 2022, multistep third order: first and second divided differences
+                (t_2, x0_2), (t_1, x0_1) = self._history[-2:]
+                lambda_1, lambda_2 = self._alpha_sigma_lambda(t_1)[2], self._alpha_sigma_lambda(t_2)[2]
+                r0, r1 = (lambda_s - lambda_1) / h, (lambda_1 - lambda_2) / h
+                d1_0, d1_1 = (x0 - x0_1) / float(r0), (x0_1 - x0_2) / float(r1)
+                d1 = d1_0 + float(r0 / (r0 + r1)) * (d1_0 - d1_1)
+                d2 = float(1.0 / (r0 + r1)) * (d1_0 - d1_1)
+                out = (out + float(alpha_t * (np.expm1(-h) / h + 1.0)) * d1
+                       - float(alpha_t * ((np.expm1(-h) + h) / h ** 2 - 0.5)) * d2)
             if self.stochastic:
                 if noise is None:
                     raise ValueError(f"the SDE solver's step from t={t} adds noise: pass `noise`")
                 out = out + float(sigma_t * np.sqrt(-np.expm1(-2.0 * h))) * noise
-        self._last = (t, x0)
+        self._history = [*self._history[-1:], (t, x0)]
         return SchedulerOutput(prev_sample=out, pred_original_sample=x0)
