@@ -40,9 +40,9 @@ class DataError(RuntimeError):
 
     FOLDER_FLAG = "{folder_flag}"
 
-    def __init__(self, message: str, flag: str = "--data"):
+    def __init__(self, message: str):
         self.template = message
-        super().__init__(self.for_flag(flag))
+        super().__init__(self.for_flag("--data"))
 
     def for_flag(self, flag: str) -> str:
         """The message with `flag` as the flag that names the data folder."""

@@ -97,7 +97,7 @@ class DPMSolverMultistepScheduler(Scheduler):
         """The order the step from t uses: 1 on the first step (no history) and the last (to sigma 0),
         at most 2 on the second (one earlier output)."""
         i, n = self.step_index(t), self.num_inference_steps
-        if self.solver_order == 1 or i == 0 or i == n - 1:
+        if i == 0 or i == n - 1:
             return 1
         if self.lower_order_final and i == n - 2 and (n < 15 or self.timesteps[-1] == 0):
             return 1
