@@ -201,6 +201,31 @@ def test_class_label_on_an_unconditional_model_is_a_clear_error(run_dir, capsys)
     assert "--guidance-interval applies to class-conditional models" in capsys.readouterr().err
 
 
+def test_solver_order_changes_dpm_solver_and_refuses_what_it_cannot_do(run_dir, tmp_path, capsys):
+    # Order 2 is the default; 1 and 3 take other updates from the same noise (8 steps: 3M acts from step 3).
+    arrays = {}
+    for name, flags in (("default", []), ("2", ["--solver-order", "2"]), ("1", ["--solver-order", "1"]),
+                        ("3", ["--solver-order", "3"])):
+        out = tmp_path / f"{name}.npz"
+        assert sample_cli("--run", run_dir, "--steps", 8, "--num", 2, *flags, "--npz", out,
+                          "--out", tmp_path / f"{name}.png") == 0, capsys.readouterr().err
+        arrays[name] = np.load(out)["arr_0"].astype(int)
+    assert "DPM-Solver++ 3M in 8 steps" in capsys.readouterr().out
+    np.testing.assert_array_equal(arrays["default"], arrays["2"])
+    assert np.abs(arrays["default"] - arrays["1"]).max() > 0 and np.abs(arrays["default"] - arrays["3"]).max() > 0
+    assert sample_cli("--run", run_dir, "--steps", 2, "--num", 2, "--solver-order", "3") == 0
+    assert (run_dir / "samples" / "dpmpp-3M-2steps-seed0.png").is_file()  # the default name says the order
+    for flags, needle in ((["--sampler", "ddim"], "--solver-order applies to --sampler dpm++ and dpm++sde, not ddim"),
+                          (["--sampler", "dpm++sde"], "--solver-order 3 solves the ODE only: use --sampler dpm++"),
+                          (["--compare"], "drop --solver-order")):
+        assert sample_cli("--run", run_dir, "--num", 2, "--solver-order", "3", *flags) == 2
+        assert needle in capsys.readouterr().err
+    assert sample_cli("--run", run_dir, "--steps", 2, "--num", 2, "--sampler", "dpm++sde", "--solver-order", "1",
+                      "--out", tmp_path / "sde1.png") == 0
+    with pytest.raises(SystemExit):
+        sample_cli("--run", run_dir, "--solver-order", "4")
+
+
 def test_lambda_min_clipped_moves_the_start_of_dpm_solver(run_dir, tmp_path, capsys):
     # The default (-4.3) starts the 40-step cosine model's trailing grid below t = 39; none starts at 39.
     arrays = {}

@@ -59,3 +59,18 @@ def log_snr_limit(text):
     if value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite log-SNR or none, got {text!r}")
     return value
+
+
+SOLVER_ORDER_HELP = ("DPM-Solver++'s order: 2 (2M, the default), 1 (first order) or 3 (3M, --sampler dpm++ only; "
+                     "see docs/sampling.md)")
+
+
+def solver_order_problem(sampler: str, order: int | None) -> str | None:
+    """Why --solver-order ORDER does not go with --sampler SAMPLER, or None when it does."""
+    if order is None:
+        return None
+    if not sampler.startswith("dpm++"):
+        return f"--solver-order applies to --sampler dpm++ and dpm++sde, not {sampler}"
+    if order == 3 and sampler != "dpm++":
+        return f"--solver-order 3 solves the ODE only: use --sampler dpm++, or order 1 or 2 with {sampler}"
+    return None

@@ -16,8 +16,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, log_snr_limit, _number,
-                              guidance_interval, non_negative_float, non_negative_int, positive_int, unit_float)
+from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit, _number,
+                              guidance_interval, non_negative_float, non_negative_int, positive_int,
+                              solver_order_problem, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
 
 at_least_4 = _number(int, "an integer", lambda v: v >= 4, "at least 4 (precision and recall use 3 nearest neighbours)")
@@ -42,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the sampler's timestep grid (default: trailing for dpm++, leading for the others; "
                         "see docs/sampling.md)")
     p.add_argument("--lambda-min-clipped", type=log_snr_limit, metavar="LOGSNR|none", help=LAMBDA_MIN_CLIPPED_HELP)
+    p.add_argument("--solver-order", type=int, choices=[1, 2, 3], help=SOLVER_ORDER_HELP)
     p.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
                    help="class-conditional models (which draw every class equally often): the classifier-free "
                         "guidance weight (default: the run's train.guidance_scale; 1: no guidance)")
@@ -123,7 +125,9 @@ def report(run_dir: Path) -> str:
              "|" + " --- |" * len(columns)]
     for r in records:
         cells = ["" if r.get(key) is None else f"{r[key]:.3f}" if key in ("inception_score", "precision", "recall", "class_accuracy")
-                 else "{}-{}".format(*r[key]) if key == "guidance_interval" else str(r[key]) for key, _ in columns]
+                 else "{}-{}".format(*r[key]) if key == "guidance_interval"
+                 else f"{r[key]} {r['solver_order']}M" if key == "sampler" and "solver_order" in r
+                 else str(r[key]) for key, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -141,7 +145,8 @@ def run(args) -> int:
     if args.npz is not None and args.data is None:
         raise ValueError("--npz needs --data fashion_mnist|mnist: which classifier and test set to score against")
     model_only = {"--sampler": args.sampler, "--steps": args.steps, "--spacing": args.spacing,
-                  "--lambda-min-clipped": args.lambda_min_clipped, "--num": args.num,
+                  "--lambda-min-clipped": args.lambda_min_clipped, "--solver-order": args.solver_order,
+                  "--num": args.num,
                   "--guidance-scale": args.guidance_scale, "--guidance-rescale": args.guidance_rescale,
                   "--guidance-interval": args.guidance_interval,
                   "--seed": args.seed, "--save-npz": args.save_npz, "--grid": args.grid,
@@ -185,6 +190,8 @@ def run(args) -> int:
             raise ValueError(f"{flag} applies to class-conditional models; this one is unconditional")
     if args.lambda_min_clipped is not None and not (args.sampler or "dpm++").startswith("dpm++"):
         raise ValueError(f"--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not {args.sampler}")
+    if problem := solver_order_problem(args.sampler or "dpm++", args.solver_order):
+        raise ValueError(problem)
     if args.steps and args.steps > cfg.diffusion.timesteps:
         raise ValueError(f"--steps {args.steps} is more than the model's {cfg.diffusion.timesteps} diffusion "
                          f"timesteps; use 1..{cfg.diffusion.timesteps}")
@@ -197,7 +204,7 @@ def run(args) -> int:
                                       timestep_spacing=args.spacing, guidance_scale=args.guidance_scale,
                                       guidance_rescale=args.guidance_rescale,
                                       guidance_interval=args.guidance_interval,
-                                      lambda_min_clipped=args.lambda_min_clipped)
+                                      lambda_min_clipped=args.lambda_min_clipped, solver_order=args.solver_order)
     record = {"checkpoint": str(model.checkpoint), "step": model.checkpoint_step, "weights": model.loaded_weights,
               **record, "device": device, "date": started}
     if args.save_npz:

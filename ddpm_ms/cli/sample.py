@@ -17,12 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, log_snr_limit, guidance_interval,
+from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit,
+                              guidance_interval, solver_order_problem,
                               non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
 
 COMPARED = ("ddpm", "ddim", "dpm++", "dpm++sde")
 TITLES = {"ddpm": "DDPM", "ddim": "DDIM (eta 0)", "dpm++": "DPM-Solver++ 2M", "dpm++sde": "DPM-Solver++ 2M SDE"}
+
+
+def sampler_title(name: str, solver_order: int | None = None) -> str:
+    """The sampler's name for people, with DPM-Solver++'s order when it is not 2 ("DPM-Solver++ 3M")."""
+    return TITLES[name].replace("2M", f"{solver_order}M") if solver_order else TITLES[name]
+
+
+def sampler_tag(args, steps: int) -> str:
+    """The file-name part that says how images were drawn: dpmpp-20steps-seed0, dpmpp-3M-20steps-seed0."""
+    order = f"-{args.solver_order}M" if args.solver_order else ""
+    return f"{args.sampler.replace('+', 'p')}{order}-{steps}steps-seed{args.seed}"
 
 
 class UsageError(ValueError):
@@ -44,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
                         "leading (starts at t = 950 for 20 steps; the default for the others), linspace; "
                         "see docs/sampling.md")
     p.add_argument("--lambda-min-clipped", type=log_snr_limit, metavar="LOGSNR|none", help=LAMBDA_MIN_CLIPPED_HELP)
+    p.add_argument("--solver-order", type=int, choices=[1, 2, 3], help=SOLVER_ORDER_HELP)
     p.add_argument("--eta", type=unit_float, help="DDIM noise scale, 0 (deterministic, default) to 1")
     p.add_argument("--class-label", metavar="LABEL",
                    help="class-conditional models: draw this class only, by number or name (e.g. 7 or sneaker); "
@@ -154,6 +167,10 @@ def run(args) -> int:
 
     if args.eta is not None and (args.sampler != "ddim" or args.compare):
         raise UsageError("--eta applies to --sampler ddim only")
+    if args.solver_order is not None and args.compare:
+        raise UsageError("--compare draws each sampler at its default order: drop --solver-order")
+    if problem := solver_order_problem(args.sampler, args.solver_order):
+        raise UsageError(problem)
     if args.compare and (args.steps or args.save_dir or args.npz or args.gif):
         raise UsageError("--compare uses fixed step counts and writes one figure: drop --steps, --save-dir, "
                          "--npz and --gif")
@@ -195,7 +212,8 @@ def run(args) -> int:
     if args.lambda_min_clipped is not None and not args.sampler.startswith("dpm++"):
         raise UsageError(f"--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not {args.sampler}")
     scheduler = scheduler_for(args.sampler, cfg, args.eta, clip=not args.no_clip,
-                              timestep_spacing=args.spacing, lambda_min_clipped=args.lambda_min_clipped)
+                              timestep_spacing=args.spacing, lambda_min_clipped=args.lambda_min_clipped,
+                              solver_order=args.solver_order)
     steps = resolve_steps(scheduler, args.steps, T)
     if args.weights == "both":
         return compare_weights(args, run_dir, ckpt, model, scheduler, steps, image_shape, common)
@@ -204,12 +222,12 @@ def run(args) -> int:
     images, trajectory = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps,
                                      trajectory_every=gif_every if args.gif else None, **common)
     seconds = time.perf_counter() - tic
-    tag = f"{args.sampler.replace('+', 'p')}-{steps}steps-seed{args.seed}"
+    tag = sampler_tag(args, steps)
     grid = viz.save_grid(images, args.out or samples_dir / f"{tag}.png", nrow=args.nrow)
     w, phi, interval = common["guidance_scale"], common["guidance_rescale"], common["guidance_interval"]
     guidance = (f", guidance w = {w:g}" + (f" rescaled {phi:g}" if phi else "")
                 + (f" at {interval[0]} <= t <= {interval[1]}" if interval else "")) if labels is not None and w != 1 else ""
-    print(f"{args.num} images with {TITLES[args.sampler]} in {steps} steps{guidance}: {seconds:.1f} s "
+    print(f"{args.num} images with {sampler_title(args.sampler, args.solver_order)} in {steps} steps{guidance}: {seconds:.1f} s "
           f"({args.num / seconds:.1f} images/s, {steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s)")
     print(f"grid: {grid}")
     if args.save_dir:
@@ -236,8 +254,8 @@ def compare_weights(args, run_dir, ckpt, ema_model, scheduler, steps, image_shap
     grids = {}
     for name, model in (("EMA weights", ema_model), ("raw weights", raw_model)):
         images, _ = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps, **common)
-        grids[f"{name}\n{path.name}, {TITLES[args.sampler]} {steps} steps"] = images
-    tag = f"ema-vs-raw-{path.stem}-{args.sampler.replace('+', 'p')}-{steps}steps-seed{args.seed}"
+        grids[f"{name}\n{path.name}, {sampler_title(args.sampler, args.solver_order)} {steps} steps"] = images
+    tag = f"ema-vs-raw-{path.stem}-{sampler_tag(args, steps)}"
     out = viz.save_comparison(grids, args.out or run_dir / "samples" / f"{tag}.png")
     print(f"EMA and raw weights of {path}: {out}")
     return 0

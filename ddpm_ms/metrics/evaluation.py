@@ -261,19 +261,21 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
                      steps: int | None = None, num: int = 10_000, seed: int = 0, batch_size: int = 250,
                      jit: bool = True, progress: bool = True, timestep_spacing: str | None = None,
                      guidance_scale: float | None = None, guidance_rescale: float | None = None,
-                     guidance_interval=None, lambda_min_clipped: float | None = None
-                     ) -> tuple[dict, np.ndarray, np.ndarray | None]:
+                     guidance_interval=None, lambda_min_clipped: float | None = None,
+                     solver_order: int | None = None) -> tuple[dict, np.ndarray, np.ndarray | None]:
     """Draw `num` images from `model` with `sampler` and score them. Returns (record, images, labels):
     the record holds the scores, the sampler, the steps it took and the sampling seconds; labels
     are the classes the images were drawn for (None for an unconditional model).
     A class-conditional model draws every class equally often (as the test set holds them), with
     classifier-free guidance `guidance_scale`, `guidance_rescale` and `guidance_interval` (None: the
     run's cfg.train.guidance_scale / guidance_rescale / guidance_interval; an empty interval, as
-    `--guidance-interval all` parses: every step)."""
+    `--guidance-interval all` parses: every step). solver_order: DPM-Solver++'s (None: 2); the record
+    names it when it is not 2."""
     from ddpm_ms.metrics.classifier import NUM_CLASSES
     from ddpm_ms.sampling import balanced_labels, sample_many, scheduler_for
 
-    scheduler = scheduler_for(sampler, cfg, timestep_spacing=timestep_spacing, lambda_min_clipped=lambda_min_clipped)
+    scheduler = scheduler_for(sampler, cfg, timestep_spacing=timestep_spacing, lambda_min_clipped=lambda_min_clipped,
+                              solver_order=solver_order)
     steps = steps or scheduler.num_inference_steps
     conditional = bool(cfg.model.num_classes)
     w = float(cfg.train.guidance_scale if guidance_scale is None else guidance_scale)
@@ -292,6 +294,8 @@ def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Referen
     clipped = getattr(scheduler, "lambda_min_clipped", -np.inf)  # DPM-Solver++ only
     if np.isfinite(clipped):
         record["lambda_min_clipped"] = clipped
+    if getattr(scheduler, "solver_order", 2) != 2:  # DPM-Solver++ at another order than its default 2M
+        record["solver_order"] = scheduler.solver_order
     record.update(first_timestep=int(scheduler.timesteps[0]), seed=int(seed), seconds=round(seconds, 1))
     if conditional:
         record.update(guidance_scale=w, **({"guidance_rescale": phi} if phi else {}),

@@ -23,11 +23,13 @@ def make_scheduler(name: str, schedule, **kwargs) -> Scheduler:
 
 
 def scheduler_for(name: str, cfg, eta: float | None = None, clip: bool = True,
-                  timestep_spacing: str | None = None, lambda_min_clipped: float | None = None) -> Scheduler:
+                  timestep_spacing: str | None = None, lambda_min_clipped: float | None = None,
+                  solver_order: int | None = None) -> Scheduler:
     """The scheduler `name` for a model trained with config `cfg`: its schedule, its prediction
     target and (DDPM) its posterior variance; DDIM is deterministic unless `eta` is given.
     timestep_spacing: None for the scheduler's default grid, or leading / trailing / linspace;
-    lambda_min_clipped (DPM-Solver++ only): None for its default, else the lowest log-SNR visited."""
+    lambda_min_clipped (DPM-Solver++ only): None for its default, else the lowest log-SNR visited;
+    solver_order (DPM-Solver++ only): None for 2 (2M), or 1 or 3 (3M, the ODE only)."""
     from ddpm_ms.diffusion import NoiseSchedule
 
     kwargs = {"prediction_type": cfg.diffusion.objective, "clip_sample": clip, "timestep_spacing": timestep_spacing}
@@ -35,6 +37,10 @@ def scheduler_for(name: str, cfg, eta: float | None = None, clip: bool = True,
         if not name.startswith("dpm++"):
             raise ValueError(f"lambda_min_clipped applies to the DPM-Solver++ samplers, not {name!r}")
         kwargs["lambda_min_clipped"] = lambda_min_clipped
+    if solver_order is not None:
+        if not name.startswith("dpm++"):
+            raise ValueError(f"solver_order applies to the DPM-Solver++ samplers, not {name!r}")
+        kwargs["solver_order"] = solver_order
     if name == "ddpm":
         kwargs["variance_type"] = cfg.train.variance
     if name == "ddim":

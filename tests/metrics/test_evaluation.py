@@ -250,6 +250,22 @@ def test_model_evaluation_prints_and_logs_one_record_per_call(cache, reference, 
     assert table[2].split(" | ")[2:8] == ["ddim", "3", "leading", "13", "40", str(logged[0]["fid"])]
 
 
+def test_a_solver_order_other_than_2_is_recorded_and_reported(cache, reference, tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    for extra in ((), ("--solver-order", "2"), ("--solver-order", "3")):
+        assert evaluate_cli("--run", run, "--steps", 6, "--num", 8, *extra) == 0
+    default, two, three = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
+    assert "solver_order" not in default and default["fid"] == two["fid"]  # 2 is the default and is not named
+    assert three["solver_order"] == 3 and three["fid"] != default["fid"]
+    assert evaluate_cli("--report", run) == 0
+    samplers = [line.split(" | ")[2] for line in capsys.readouterr().out.strip().splitlines()[2:]]
+    assert sorted(samplers) == ["dpm++", "dpm++", "dpm++ 3M"]
+    assert evaluate_cli("--run", run, "--num", 8, "--sampler", "ddim", "--solver-order", "1") == 2
+    assert "--solver-order applies to --sampler dpm++ and dpm++sde, not ddim" in capsys.readouterr().err
+    assert evaluate_cli("--npz", tmp_path / "x.npz", "--data", "fashion_mnist", "--solver-order", "3") == 2
+    assert "--solver-order applies to a model" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["--npz", "x.npz"], "--npz needs --data"),
     (["--npz", "missing.npz", "--data", "mnist"], "does not exist"),
