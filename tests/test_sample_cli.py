@@ -215,6 +215,9 @@ def test_solver_order_changes_dpm_solver_and_refuses_what_it_cannot_do(run_dir, 
     assert np.abs(arrays["default"] - arrays["1"]).max() > 0 and np.abs(arrays["default"] - arrays["3"]).max() > 0
     assert sample_cli("--run", run_dir, "--steps", 2, "--num", 2, "--solver-order", "3") == 0
     assert (run_dir / "samples" / "dpmpp-3M-2steps-seed0.png").is_file()  # the default name says the order
+    assert sample_cli("--run", run_dir, "--steps", 3, "--num", 2, "--solver-order", "2") == 0
+    assert (run_dir / "samples" / "dpmpp-3steps-seed0.png").is_file()  # order 2 is the default's: its name
+    assert not (run_dir / "samples" / "dpmpp-2M-3steps-seed0.png").exists()
     for flags, needle in ((["--sampler", "ddim"], "--solver-order applies to --sampler dpm++ and dpm++sde, not ddim"),
                           (["--sampler", "dpm++sde"], "--solver-order 3 solves the ODE only: use --sampler dpm++"),
                           (["--compare"], "drop --solver-order")):
@@ -238,8 +241,9 @@ def test_lambda_min_clipped_moves_the_start_of_dpm_solver(run_dir, tmp_path, cap
     np.testing.assert_array_equal(arrays["default"], arrays["same"])
     np.testing.assert_array_equal(arrays["none"], arrays["inf"])
     assert np.abs(arrays["default"] - arrays["none"]).max() > 0
-    assert sample_cli("--run", run_dir, "--num", 2, "--sampler", "ddim", "--lambda-min-clipped", "-4") == 2
-    assert "--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not ddim" in capsys.readouterr().err
+    for sampler in ("ddim", "ddpm"):
+        assert sample_cli("--run", run_dir, "--num", 2, "--sampler", sampler, "--lambda-min-clipped", "-4") == 2
+        assert f"--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not {sampler}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         sample_cli("--run", run_dir, "--lambda-min-clipped", "low")
     assert "'low' is not a log-SNR (a number such as -4.3) or none" in capsys.readouterr().err

@@ -65,10 +65,17 @@ SOLVER_ORDER_HELP = ("DPM-Solver++'s order: 2 (2M, the default), 1 (first order)
                      "see docs/sampling.md)")
 
 
-def solver_order_problem(sampler: str, order: int | None) -> str | None:
-    """Why --solver-order ORDER does not go with --sampler SAMPLER, or None when it does."""
-    if order is None:
-        return None
+def dpm_solver_flag_problem(sampler: str, solver_order: int | None = None,
+                            lambda_min_clipped: float | None = None) -> str | None:
+    """Why --solver-order / --lambda-min-clipped do not go with --sampler SAMPLER (both belong to
+    DPM-Solver++), or None when they do."""
+    given = [flag for flag, value in (("--solver-order", solver_order), ("--lambda-min-clipped", lambda_min_clipped))
+             if value is not None]
+    if given and not sampler.startswith("dpm++"):
+        return f"{given[0]} applies to --sampler dpm++ and dpm++sde, not {sampler}"
+    if solver_order == 3 and sampler != "dpm++":
+        return f"--solver-order 3 solves the ODE only: use --sampler dpm++, or order 1 or 2 with {sampler}"
+    return None
     if not sampler.startswith("dpm++"):
         return f"--solver-order applies to --sampler dpm++ and dpm++sde, not {sampler}"
     if order == 3 and sampler != "dpm++":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit, _number,
                               guidance_interval, non_negative_float, non_negative_int, positive_int,
-                              solver_order_problem, unit_float)
+                              dpm_solver_flag_problem, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
 
 at_least_4 = _number(int, "an integer", lambda v: v >= 4, "at least 4 (precision and recall use 3 nearest neighbours)")
@@ -188,9 +188,7 @@ def run(args) -> int:
                         ("--guidance-interval", args.guidance_interval)):
         if value is not None and not cfg.model.num_classes:
             raise ValueError(f"{flag} applies to class-conditional models; this one is unconditional")
-    if args.lambda_min_clipped is not None and not (args.sampler or "dpm++").startswith("dpm++"):
-        raise ValueError(f"--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not {args.sampler}")
-    if problem := solver_order_problem(args.sampler or "dpm++", args.solver_order):
+    if problem := dpm_solver_flag_problem(args.sampler or "dpm++", args.solver_order, args.lambda_min_clipped):
         raise ValueError(problem)
     if args.steps and args.steps > cfg.diffusion.timesteps:
         raise ValueError(f"--steps {args.steps} is more than the model's {cfg.diffusion.timesteps} diffusion "

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit,
-                              guidance_interval, solver_order_problem,
+                              guidance_interval, dpm_solver_flag_problem,
                               non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
 
@@ -32,8 +32,9 @@ def sampler_title(name: str, solver_order: int | None = None) -> str:
 
 
 def sampler_tag(args, steps: int) -> str:
-    """The file-name part that says how images were drawn: dpmpp-20steps-seed0, dpmpp-3M-20steps-seed0."""
-    order = f"-{args.solver_order}M" if args.solver_order else ""
+    """The file-name part that says how images were drawn: dpmpp-20steps-seed0, dpmpp-3M-20steps-seed0.
+    Order 2 is the default's, so `--solver-order 2` names its (identical) images as the default does."""
+    order = f"-{args.solver_order}M" if args.solver_order not in (None, 2) else ""
     return f"{args.sampler.replace('+', 'p')}{order}-{steps}steps-seed{args.seed}"
 
 
@@ -169,7 +170,8 @@ def run(args) -> int:
         raise UsageError("--eta applies to --sampler ddim only")
     if args.solver_order is not None and args.compare:
         raise UsageError("--compare draws each sampler at its default order: drop --solver-order")
-    if problem := solver_order_problem(args.sampler, args.solver_order):
+    if problem := dpm_solver_flag_problem(args.sampler, args.solver_order,
+                                          None if args.compare else args.lambda_min_clipped):
         raise UsageError(problem)
     if args.compare and (args.steps or args.save_dir or args.npz or args.gif):
         raise UsageError("--compare uses fixed step counts and writes one figure: drop --steps, --save-dir, "
@@ -209,8 +211,6 @@ def run(args) -> int:
         print(f"comparison: {out}")
         return 0
 
-    if args.lambda_min_clipped is not None and not args.sampler.startswith("dpm++"):
-        raise UsageError(f"--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not {args.sampler}")
     scheduler = scheduler_for(args.sampler, cfg, args.eta, clip=not args.no_clip,
                               timestep_spacing=args.spacing, lambda_min_clipped=args.lambda_min_clipped,
                               solver_order=args.solver_order)

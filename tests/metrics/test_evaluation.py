@@ -262,6 +262,8 @@ def test_a_solver_order_other_than_2_is_recorded_and_reported(cache, reference, 
     assert sorted(samplers) == ["dpm++", "dpm++", "dpm++ 3M"]
     assert evaluate_cli("--run", run, "--num", 8, "--sampler", "ddim", "--solver-order", "1") == 2
     assert "--solver-order applies to --sampler dpm++ and dpm++sde, not ddim" in capsys.readouterr().err
+    assert evaluate_cli("--run", run, "--num", 8, "--sampler", "ddpm", "--lambda-min-clipped", "-4") == 2
+    assert "--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not ddpm" in capsys.readouterr().err
     assert evaluate_cli("--npz", tmp_path / "x.npz", "--data", "fashion_mnist", "--solver-order", "3") == 2
     assert "--solver-order applies to a model" in capsys.readouterr().err
 
