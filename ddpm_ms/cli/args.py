@@ -76,8 +76,3 @@ def dpm_solver_flag_problem(sampler: str, solver_order: int | None = None,
     if solver_order == 3 and sampler != "dpm++":
         return f"--solver-order 3 solves the ODE only: use --sampler dpm++, or order 1 or 2 with {sampler}"
     return None
-    if not sampler.startswith("dpm++"):
-        return f"--solver-order applies to --sampler dpm++ and dpm++sde, not {sampler}"
-    if order == 3 and sampler != "dpm++":
-        return f"--solver-order 3 solves the ODE only: use --sampler dpm++, or order 1 or 2 with {sampler}"
-    return None
