@@ -13,7 +13,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 # The longest files (pytest --durations on the 2-core CPU: 70-280 s each), handed to the xdist
 # workers first so that the workers finish together instead of one waiting on a late long file.
-LONGEST_FIRST = ("test_notebook.py", "training/test_resume.py", "training/test_trainer.py", "test_bench.py",
+LONGEST_FIRST = ("test_notebook.py", "training/test_resume.py", "training/test_trainer.py", "cli/test_bench.py",
                  "training/test_kill_safety.py", "training/test_step.py")
 
 

@@ -1,11 +1,7 @@
-"""The FID feature extractor: shapes, the feature layer it exposes, and the command that trains it."""
-import json
-
+"""The FID feature extractor: shapes and the feature layer it exposes."""
 import mindspore as ms
 import numpy as np
-import pytest
 
-from ddpm_ms.cli.train_classifier import main
 from ddpm_ms.metrics.classifier import FEATURE_DIM, NUM_CLASSES, FeatureClassifier
 
 
@@ -20,26 +16,3 @@ def test_logits_come_from_the_features():
     assert logits.shape == (5, NUM_CLASSES)
     expected = feats @ model.head.weight.asnumpy().T + model.head.bias.asnumpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.slow
-def test_training_command_writes_weights_and_accuracy(tmp_path):
-    out = tmp_path / "cls.ckpt"
-    assert main(["--data", "fashion_mnist", "--max-steps", "40", "--out", str(out), "--no-progress"]) == 0
-    info = json.loads(out.with_suffix(".json").read_text())
-    assert info["steps"] == 40 and info["test_accuracy"] > 0.5, info  # 40 steps already beat chance (0.1) by far
-    assert "--max-steps 40" in info["command"]
-    model = FeatureClassifier()
-    ms.load_param_into_net(model, ms.load_checkpoint(str(out)))
-
-
-def test_bad_data_name_is_refused(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--data", "cifar10"])
-    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
-
-
-def test_missing_data_names_this_commands_folder_flag(tmp_path, capsys):
-    assert main(["--data", "mnist", "--root", str(tmp_path / "nowhere"), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "nowhere" in err and "pass --root DIR" in err and "--data DIR" not in err, err

@@ -9,7 +9,7 @@ import pytest
 
 from ddpm_ms.cli import bench
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args):
