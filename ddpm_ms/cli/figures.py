@@ -11,16 +11,26 @@ from pathlib import Path
 
 from ddpm_ms.cli.args import positive_int
 from ddpm_ms.config import BETA_SCHEDULES
-from ddpm_ms.data.paths import REPO_DATA
+from ddpm_ms.data.paths import DATA_ENV, FOLDERS, data_root
 
-CAT = REPO_DATA / "cats" / "skimage_chelsea.png"
+CAT = Path(FOLDERS["image_folder"]) / "skimage_chelsea.png"  # under the data root
+
+
+def default_image() -> Path:
+    """The embedded cat photo under the data root (an error saying what to pass when there is none)."""
+    root = data_root()
+    if root is None:
+        raise FileNotFoundError(f"no --image given and no embedded cat photo: {DATA_ENV} is not set and ddpm_ms runs "
+                                f"from an installed package, not a checkout with data/; pass --image PHOTO "
+                                f"(or set {DATA_ENV} to a folder that holds {CAT})")
+    return root / CAT
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="figures.py", description="Draw the forward process or the noise schedules.")
     sub = p.add_subparsers(dest="figure", required=True)
     fwd = sub.add_parser("forward", help="a photo noised at several timesteps")
-    fwd.add_argument("--image", type=Path, default=CAT, help="photo to noise (default: the embedded cat)")
+    fwd.add_argument("--image", type=Path, help=f"photo to noise (default: the embedded cat, data/{CAT})")
     fwd.add_argument("--size", type=positive_int, default=64, help="side of the resized centre crop in pixels")
     fwd.add_argument("--t", type=int, nargs="+", default=[0, 50, 100, 200, 400, 700, 999], help="timesteps")
     fwd.add_argument("--schedule", default="cosine", choices=BETA_SCHEDULES)
@@ -42,9 +52,10 @@ def main(argv=None) -> int:
 
     try:
         if args.figure == "forward":
-            if not args.image.is_file():
-                raise FileNotFoundError(f"image {args.image} does not exist")
-            image = viz.load_image(args.image, args.size)
+            path = args.image or default_image()
+            if not path.is_file():
+                raise FileNotFoundError(f"image {path} does not exist")
+            image = viz.load_image(path, args.size)
             out = viz.plot_forward_process(image, NoiseSchedule(args.timesteps, args.schedule), args.out,
                                            timesteps=args.t, seed=args.seed)
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import mindspore.dataset.vision as vision
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ddpm_ms.data.paths import DEFAULT_ROOTS
+from ddpm_ms.data.paths import DATA_ENV, DEFAULT_ROOTS, FOLDERS
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -68,15 +69,23 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
+def _default_note(name: str) -> str:
+    """Where the default folder of `name` comes from, and the other way to choose it."""
+    if os.environ.get(DATA_ENV):
+        return f" (the default: {FOLDERS[name]}/ under {DATA_ENV}={os.environ[DATA_ENV]})"
+    return f" (the checkout's embedded copy; {DATA_ENV} names another folder that holds {FOLDERS[name]}/)"
+
+
 def load_idx_dataset(name: str, root=None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 28, 28) uint8 and labels (N,) of Fashion-MNIST or MNIST from `root`."""
-    root = Path(root) if root is not None else DEFAULT_ROOTS[name]
+    default = root is None
+    root = DEFAULT_ROOTS[name] if default else Path(root)
     image_file, label_file = (root / f for f in IDX_FILES[split])
     missing = [p.name for p in (image_file, label_file) if not p.is_file()]
     if missing:
         raise DataError(
-            f"{name}: {', '.join(missing)} not found in {root}. Get the files with "
-            f"`python -m ddpm_ms.data.download {_DOWNLOAD_NAME[name]} --to {root}` "
+            f"{name}: {', '.join(missing)} not found in {root}{_default_note(name) if default else ''}. Get the "
+            f"files with `python -m ddpm_ms.data.download {_DOWNLOAD_NAME[name]} --to {root}` "
             f"or pass {DataError.FOLDER_FLAG} DIR pointing to a folder that holds them.")
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or labels.shape != images.shape[:1]:
@@ -106,13 +115,14 @@ def idx_dataset(name: str, root=None, batch_size=32, split="train", shuffle=True
     return _finish(dataset, batch_size, random_flip, num_workers, ["image", "label"] if with_labels else ["image"], 1)
 
 
-def scan_image_folder(root, strict: bool = False) -> list[Path]:
-    """Every decodable image under `root`, sorted. A file with an image extension that does
-    not decode is named in a warning and left out (an error when strict)."""
-    root = Path(root)
+def scan_image_folder(root=None, strict: bool = False) -> list[Path]:
+    """Every decodable image under `root` (default: the embedded cats), sorted. A file with an image
+    extension that does not decode is named in a warning and left out (an error when strict)."""
+    default = root is None
+    root = DEFAULT_ROOTS["image_folder"] if default else Path(root)
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass {DataError.FOLDER_FLAG} DIR with your images "
-                        "(PNG, JPEG, BMP, GIF, WebP, TIFF)")
+        raise DataError(f"image folder {root}{_default_note('image_folder') if default else ''} does not exist; "
+                        f"pass {DataError.FOLDER_FLAG} DIR with your images (PNG, JPEG, BMP, GIF, WebP, TIFF)")
     candidates = sorted(p for p in root.rglob("*")
                         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
     good, bad = [], []
@@ -157,7 +167,7 @@ def image_folder_dataset(root=None, image_size=(64, 64), channels=3, batch_size=
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    paths = scan_image_folder(root if root is not None else DEFAULT_ROOTS["image_folder"], strict)
+    paths = scan_image_folder(root, strict)
     repeat = max(1, math.ceil((min_images_per_epoch or batch_size) / len(paths)))
     dataset = ds.GeneratorDataset(_ImageFiles(paths, channels, repeat), column_names=["image"], shuffle=shuffle,
                                   num_parallel_workers=1)

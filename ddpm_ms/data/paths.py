@@ -1,9 +1,22 @@
-"""Where the data sets live: the embedded copies under <repo>/data and their official files."""
+"""Where the data sets live: the default data root and the official files of the IDX data sets.
+
+The default data root is `$DDPM_MS_DATA` when it is set, else the `data/` folder of the checkout
+when the package runs from one (the embedded copies). An installed package has no such folder:
+there the data comes from `--data DIR` (or `$DDPM_MS_DATA`), and a command that needs the default
+says where it looked and what to pass.
+"""
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
-REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+DATA_ENV = "DDPM_MS_DATA"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+CHECKOUT = PACKAGE_DIR.parent
+REPO_DATA = CHECKOUT / "data"  # the embedded copies; exists only in a checkout
+# What each data set's folder under the data root is called.
+FOLDERS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "image_folder": "cats"}
 
 # name -> (base URLs tried in order: the official site first, then its usual mirror, {file: md5})
 OFFICIAL = {
@@ -21,8 +34,52 @@ OFFICIAL = {
     }),
 }
 
-DEFAULT_ROOTS = {
-    "fashion_mnist": REPO_DATA / "fashion-mnist",
-    "mnist": REPO_DATA / "mnist",
-    "image_folder": REPO_DATA / "cats",
-}
+
+def running_from_checkout() -> bool:
+    """True when ddpm_ms is imported from a source checkout (pyproject.toml and data/ beside the package),
+    False for an installed copy in site-packages."""
+    return (CHECKOUT / "pyproject.toml").is_file() and REPO_DATA.is_dir()
+
+
+def data_root() -> Path | None:
+    """The default data root: $DDPM_MS_DATA, else the checkout's data/ folder, else None (installed package)."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    return REPO_DATA if running_from_checkout() else None
+
+
+def default_root(name: str) -> Path:
+    """The default folder of data set `name` ("fashion_mnist", "mnist", "image_folder"): a DataError
+    saying where it looked and what to pass when there is no data root."""
+    root = data_root()
+    if root is None:
+        from ddpm_ms.data.datasets import DataError  # datasets imports this module
+
+        what = "your images" if name == "image_folder" else "its IDX files"
+        raise DataError(
+            f"{name}: no data folder given and no default one: {DATA_ENV} is not set and ddpm_ms runs from an "
+            f"installed package ({PACKAGE_DIR}), not from a checkout with a data/ folder (looked for {REPO_DATA}); "
+            f"pass {DataError.FOLDER_FLAG} DIR with a folder that holds {what}, or set {DATA_ENV} to a folder "
+            f"that holds {FOLDERS[name]}/"
+            + ("" if name == "image_folder" else
+               f" (get the files with `python -m ddpm_ms.data.download {FOLDERS[name]} --to DIR`)"))
+    return root / FOLDERS[name]
+
+
+class _DefaultRoots(Mapping):
+    """name -> default folder, resolved when read (so $DDPM_MS_DATA set after import counts)."""
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in FOLDERS:
+            raise KeyError(name)
+        return default_root(name)
+
+    def __iter__(self):
+        return iter(FOLDERS)
+
+    def __len__(self) -> int:
+        return len(FOLDERS)
+
+
+DEFAULT_ROOTS = _DefaultRoots()
