@@ -1,19 +1,29 @@
 """python scripts/train_classifier.py --data fashion_mnist|mnist: train the FID feature extractor.
 
-Writes ddpm_ms/metrics/weights/<data>_classifier.ckpt (atomically) and a JSON beside it with the
-test accuracy, the command and the time it took.
+Writes <data>_classifier.ckpt (atomically) and a JSON beside it with the test accuracy, the command
+and the time it took, into $DDPM_MS_CLASSIFIER_DIR or else ./classifiers/: never into the package.
+The evaluation uses it once $DDPM_MS_CLASSIFIER_DIR names its folder (else the committed classifier);
+to replace a committed classifier, pass --out ddpm_ms/metrics/weights/<data>_classifier.ckpt in a checkout.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from ddpm_ms.cli.args import positive_float, positive_int
+from ddpm_ms.metrics.evaluation import CLASSIFIER_ENV  # numpy only: --help stays fast
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "metrics" / "weights"
+USER_DIR = Path("classifiers")  # relative to the working directory, as train.py's runs/
+
+
+def default_out(data: str) -> Path:
+    """Where the checkpoint goes without --out: $DDPM_MS_CLASSIFIER_DIR, else ./classifiers/."""
+    env = os.environ.get(CLASSIFIER_ENV)
+    return (Path(env).expanduser() if env else USER_DIR) / f"{data}_classifier.ckpt"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--max-steps", type=positive_int, help="stop early (smoke tests)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="checkpoint (default: ddpm_ms/metrics/weights/<data>_classifier.ckpt)")
+    p.add_argument("--out", type=Path, help=f"checkpoint (default: ${CLASSIFIER_ENV}/<data>_classifier.ckpt, else "
+                   f"{USER_DIR}/<data>_classifier.ckpt)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -97,7 +108,7 @@ def main(argv=None) -> int:
                 break
     accuracy = evaluate(model, test)
     seconds = time.time() - start
-    out = args.out or WEIGHTS / f"{args.data}_classifier.ckpt"
+    out = args.out or default_out(args.data)
     atomic_write(out, lambda tmp: ms.save_checkpoint(model, str(tmp)))
     info = {"data": args.data, "test_accuracy": round(accuracy, 4), "steps": steps, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": "cosine", "seconds": round(seconds, 1),
@@ -105,4 +116,6 @@ def main(argv=None) -> int:
     text = json.dumps(info, indent=2) + "\n"
     atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
     print(f"test accuracy {accuracy:.4f} after {steps} steps ({seconds / 60:.1f} min): {out}")
+    if out.name == f"{args.data}_classifier.ckpt":
+        print(f"the evaluation uses it with {CLASSIFIER_ENV}={out.resolve().parent}")
     return 0

@@ -29,7 +29,8 @@ import numpy as np
 from ddpm_ms.metrics.fid import feature_statistics, frechet_distance
 from ddpm_ms.metrics.scores import class_histogram, inception_score, knn_radii, precision_recall
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # the committed classifiers (read only)
+CLASSIFIER_ENV = "DDPM_MS_CLASSIFIER_DIR"  # a folder of <data>_classifier.ckpt looked in before WEIGHTS_DIR
 SUPPORTED_DATA = ("fashion_mnist", "mnist")
 IMAGE_SHAPE = (1, 28, 28)
 PR_K = 3
@@ -39,18 +40,27 @@ class MetricsUnavailable(ValueError):
     """No feature extractor for this kind of data, or its weights are missing."""
 
 
-def classifier_weights(data: str) -> Path:
-    """The committed classifier checkpoint for `data` (an error naming the fix when absent)."""
+def classifier_weights(data: str, weights=None) -> Path:
+    """The classifier checkpoint for `data`: `weights` (a .ckpt, or a folder holding <data>_classifier.ckpt)
+    when given, else the first of $DDPM_MS_CLASSIFIER_DIR/<data>_classifier.ckpt and the committed one
+    in the package; an error naming where it looked and the fix when there is none."""
     if data not in SUPPORTED_DATA:
         raise MetricsUnavailable(
             f"FID here is measured with a classifier trained on 28x28 grayscale {' or '.join(SUPPORTED_DATA)}; "
             f"there is none for {data!r}. Score such samples with a general-purpose tool from the .npz that "
             "`sample.py --npz` writes")
-    path = WEIGHTS_DIR / f"{data}_classifier.ckpt"
-    if not path.is_file():
-        raise MetricsUnavailable(f"classifier weights {path} are missing; make them with "
-                                 f"`python scripts/train_classifier.py --data {data}`")
-    return path
+    name = f"{data}_classifier.ckpt"
+    if weights is not None:
+        candidates = [Path(weights) / name if Path(weights).is_dir() else Path(weights)]
+    else:
+        env = os.environ.get(CLASSIFIER_ENV)
+        candidates = ([Path(env).expanduser() / name] if env else []) + [WEIGHTS_DIR / name]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise MetricsUnavailable(f"no classifier weights for {data} (looked for {', '.join(map(str, candidates))}); make "
+                             f"them with `python scripts/train_classifier.py --data {data}` and set {CLASSIFIER_ENV} "
+                             "to the folder it writes to")
 
 
 def _file_digest(path: Path) -> str:
@@ -87,15 +97,16 @@ def to_uint8_gray(images) -> np.ndarray:
 
 
 class FeatureExtractor:
-    """The committed classifier for `data`: images -> (penultimate features, class probabilities)."""
+    """The classifier for `data` (its weights found by classifier_weights: `weights`, $DDPM_MS_CLASSIFIER_DIR,
+    then the committed ones): images -> (penultimate features, class probabilities)."""
 
-    def __init__(self, data: str, batch_size: int = 500, jit: bool = True):
+    def __init__(self, data: str, batch_size: int = 500, jit: bool = True, weights=None):
         import mindspore as ms
         from mindspore import ops
 
         from ddpm_ms.metrics.classifier import FeatureClassifier
 
-        path = classifier_weights(data)
+        path = classifier_weights(data, weights)
         self.data, self.batch_size, self.fingerprint = data, batch_size, _file_digest(path)
         self.model = FeatureClassifier()
         missing, _ = ms.load_param_into_net(self.model, ms.load_checkpoint(str(path)), strict_load=True)
