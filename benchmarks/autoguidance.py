@@ -13,7 +13,7 @@ whose unconditional half comes from the earlier checkpoint:
 
 Everything after `--` goes to evaluate.py as it is. The printed record gains "guide" (the
 checkpoint, its step and which label it was given); it is not appended to the run's eval.jsonl.
-The results on the preset are in docs/sampling.md ("Guiding with an earlier checkpoint").
+The results on the preset are in docs/experiments/guidance.md ("Guiding with an earlier checkpoint").
 """
 from __future__ import annotations
 

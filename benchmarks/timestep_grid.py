@@ -2,7 +2,7 @@
 
 `scripts/evaluate.py` samples on the grids the schedulers make (leading / trailing / linspace, cut at
 --lambda-min-clipped). This runs the same evaluation on any descending list of training timesteps,
-to ask where the steps of a 20-step chain should go; it is how docs/sampling.md ("Where the ODE
+to ask where the steps of a 20-step chain should go; it is how docs/experiments/samplers.md ("Where the ODE
 starts") compared the starts t = 999, 995, 990, 985 and 975 and grids uniform in log-SNR or
 quadratic in t:
 

@@ -81,7 +81,7 @@ RECIPES = {
     "smoke": dict(steps=30, warmup=5, ema_every=1),  # checks the script end to end in seconds
 }
 
-# CPU cost per training image relative to dim 16 (docs/performance.md, the preset's comment:
+# CPU cost per training image relative to dim 16 (docs/experiments/recipe_search.md, "Results":
 # dim 28 trains 1.5x slower than dim 16 on the 2-core CPU); other widths interpolated.
 CPU_COST = {16: 1.0, 24: 1.3, 28: 1.5, 32: 1.7}
 

@@ -14,7 +14,7 @@ on slow hosts); the decay then applies per update, so k = 10 with 0.995 (lucidra
 averages over about as many steps as 0.9995 every step, once the cap is reached (after 1,790
 updates). A shorter run stays on the warm-up, which averages about the last n / 9 updates: the
 Fashion-MNIST preset's 750 updates end at 0.988, and that length beat four other lengths and the raw weights in
-docs/recipe_search.md.
+docs/experiments/recipe_search.md.
 """
 from __future__ import annotations
 

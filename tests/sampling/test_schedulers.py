@@ -187,7 +187,7 @@ def test_dpm_solver_orders():
 def test_default_grids():
     # The ODE solver starts from pure noise on the trailing grid, stretched over the timesteps of
     # log-SNR >= -4.3 (t <= 990): FID 74.3 against 95.8 on the leading grid for the Fashion-MNIST
-    # preset, and lower still from t = 990 than from 999 (docs/sampling.md). The SDE solver and DDIM
+    # preset, and lower still from t = 990 than from 999 (docs/experiments/samplers.md). The SDE solver and DDIM
     # keep the leading grid (t = 950 for 20 steps).
     sched = NoiseSchedule(1000, "cosine")
     firsts = {}
