@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ddpm_ms import viz
@@ -38,14 +39,50 @@ def test_gif_has_one_frame_per_step(tmp_path):
     assert not list(tmp_path.glob(".*"))
 
 
-def test_loss_plot_from_log(tmp_path):
+def drawn_figures(monkeypatch):
+    """The matplotlib figures the viz functions save, kept for a look at what they plot."""
+    figures, save = [], viz._save_figure
+
+    def keep(fig, png_path, **kwargs):
+        figures.append(fig)
+        return save(fig, png_path, **kwargs)
+
+    monkeypatch.setattr(viz, "_save_figure", keep)
+    return figures
+
+
+def test_loss_plot_draws_the_logged_losses(tmp_path, monkeypatch):
+    figures = drawn_figures(monkeypatch)
+    steps = [10 * i for i in range(30)]
+    losses = [float(f"{1.0 / (i + 1):.4f}") for i in range(30)]
     log = tmp_path / "log.csv"
     log.write_text("step,epoch,loss,img_per_s,elapsed_s\n" + "".join(
-        f"{i * 10},1,{1.0 / (i + 1):.4f},10,{i}\n" for i in range(30)))
-    assert viz.read_log(log)["loss"][0] == 1.0
+        f"{s},1,{v:.4f},10,{i}\n" for i, (s, v) in enumerate(zip(steps, losses))))
+    assert viz.read_log(log)["loss"].tolist() == losses
     path = viz.plot_loss(log, tmp_path / "loss.png")
     with Image.open(path) as im:
-        assert im.size == (700, 400)
+        assert im.format == "PNG"
+    (ax,) = figures[0].axes  # no lr column: one panel
+    raw, smooth = ax.get_lines()
+    assert raw.get_xdata().tolist() == steps and raw.get_ydata().tolist() == losses
+    # 30 points: a moving average of 3, drawn at the last step of each window
+    assert smooth.get_xdata().tolist() == steps[2:]
+    np.testing.assert_allclose(smooth.get_ydata(), [sum(losses[i - 2:i + 1]) / 3 for i in range(2, 30)], rtol=1e-12)
+    assert ax.get_yscale() == "log"
+
+
+def test_loss_plot_adds_fid_and_the_learning_rate_when_logged(tmp_path, monkeypatch):
+    figures = drawn_figures(monkeypatch)
+    log = tmp_path / "log.csv"
+    rows = [(1, 0.9, 1e-3, 2.0, ""), (2, 0.8, 2e-3, 1.5, "80.5"), (3, 0.7, 2e-3, 1.2, ""), (4, 0.6, 1e-3, 1.0, "40.25")]
+    log.write_text("step,loss,lr,grad_norm,fid\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    viz.plot_loss(log, tmp_path / "loss.png")
+    top, low, fid_axis, grad_axis = figures[0].axes  # the two panels, then their right-hand axes
+    assert top.get_lines()[0].get_ydata().tolist() == [0.9, 0.8, 0.7, 0.6]
+    (fid,) = fid_axis.get_lines()  # only the rows that evaluated
+    assert fid.get_xdata().tolist() == [2, 4] and fid.get_ydata().tolist() == [80.5, 40.25]
+    assert low.get_lines()[0].get_ydata().tolist() == [1e-3, 2e-3, 2e-3, 1e-3]
+    assert grad_axis.get_lines()[0].get_ydata().tolist() == [2.0, 1.5, 1.2, 1.0]
 
 
 def _trajectory(n_frames=4, n=6, size=8):
@@ -110,12 +147,40 @@ def test_forward_process_is_the_closed_form(tmp_path):
         raise AssertionError("t = T must be refused")
 
 
-def test_comparison_and_schedule_figures_are_written_atomically(tmp_path):
+def test_a_writer_that_fails_halfway_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
     from ddpm_ms.diffusion import NoiseSchedule
 
-    viz.plot_schedules([NoiseSchedule(100, "linear"), NoiseSchedule(100, "cosine")], tmp_path / "s.png")
+    def half_then_fail(self, fp, *args, **kwargs):
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG half a picture")
+        raise OSError("disk full")
+
+    schedules = [NoiseSchedule(100, "linear"), NoiseSchedule(100, "cosine")]
+    figure, grid = tmp_path / "s.png", tmp_path / "g.png"
+    figure.write_bytes(b"the previous figure")
+    grid.write_bytes(b"the previous grid")
+    with monkeypatch.context() as m:
+        m.setattr(Figure, "savefig", half_then_fail)  # matplotlib figures
+        m.setattr(Image.Image, "save", half_then_fail)  # PIL grids
+        with pytest.raises(OSError, match="disk full"):
+            viz.plot_schedules(schedules, figure)
+        with pytest.raises(OSError, match="disk full"):
+            viz.save_grid(np.zeros((4, 1, 8, 8)), grid)
+    assert figure.read_bytes() == b"the previous figure" and grid.read_bytes() == b"the previous grid"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "s.png"], "no temporary file is left"
+    viz.plot_schedules(schedules, figure)  # a write that succeeds replaces the file whole
+    with Image.open(figure) as im:
+        assert im.format == "PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "s.png"]
+
+
+def test_comparison_titles_each_grid_with_its_name(tmp_path, monkeypatch):
+    figures = drawn_figures(monkeypatch)
     grids = {"a": np.zeros((4, 1, 8, 8)), "b": np.ones((4, 1, 8, 8))}
     viz.save_comparison(grids, tmp_path / "c.png")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "s.png"]
-    with Image.open(tmp_path / "c.png") as im:
-        assert im.size[0] > 1.5 * im.size[1]
+    axes = figures[0].axes
+    assert [ax.get_title() for ax in axes] == ["a", "b"]
+    # each panel shows its own images: 0 is mid-gray (128), 1 white (255), on white padding
+    assert [int(ax.get_images()[0].get_array().min()) for ax in axes] == [128, 255]

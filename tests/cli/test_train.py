@@ -150,17 +150,21 @@ def test_config_file_and_run_directory_are_starting_points(tmp_path):
     (["--resume", "runs/x", "--init-from", "runs/y"], "use one"),
     (["--resume", "runs/x", "--preset", "mnist"], "drop --preset"),
 ])
-def test_bad_long_run_arguments_exit_with_a_message(argv, needle, capsys, tmp_path):
-    Path = type(tmp_path)
+def test_bad_long_run_arguments_exit_with_a_message(argv, needle, capsys, tmp_path, monkeypatch):
     (tmp_path / "x").mkdir()
     from ddpm_ms.config import preset as make_preset
     make_preset("fashion_mnist").save(tmp_path / "x" / "config.json")
+    before = (tmp_path / "x" / "config.json").read_bytes()
+    monkeypatch.chdir(tmp_path)  # where a default run directory would be made
     argv = [a.replace("runs/x", str(tmp_path / "x")) for a in argv]
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
     assert needle in capsys.readouterr().err
-    assert Path(tmp_path / "x").is_dir()
+    # refused before anything is written: the named run is untouched and no new run appears
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["config.json"]
+    assert (tmp_path / "x" / "config.json").read_bytes() == before
 
 
 def test_resume_of_a_directory_without_a_run_is_reported(tmp_path, capsys):

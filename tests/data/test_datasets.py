@@ -127,6 +127,20 @@ def test_grayscale_folder_and_the_embedded_cats():
     assert x.std() > 0.1  # real photos, not blank
 
 
+def test_image_folder_scales_the_short_side_then_crops_the_centre(tmp_path):
+    # 20 x 60: black | white | black thirds. Scaled to 16 x 48 and centre-cropped to 16 x 16, only the
+    # white third is left; squashing the whole photo to 16 x 16 would keep the black bands.
+    bands = np.zeros((20, 60, 3), np.uint8)
+    bands[:, 20:40] = 255
+    Image.fromarray(bands).save(tmp_path / "bands.png")
+    ds = image_folder_dataset(tmp_path, image_size=16, channels=3, batch_size=1, shuffle=False, random_flip=False,
+                              num_workers=1)
+    (x,) = first_batch(ds)
+    assert x.shape == (1, 3, 16, 16)
+    np.testing.assert_allclose(x[0, :, :, 2:14], 1.0, atol=0.05)  # inside: white ([-1, 1] scale)
+    assert x.min() > 0.5, "no black band at the edges"
+
+
 def test_empty_or_missing_folder(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         scan_image_folder(tmp_path / "missing")

@@ -49,10 +49,17 @@ def test_distance_is_symmetric_and_grows_with_the_difference(rng):
 
 
 def test_statistics_are_float64_unbiased_and_refuse_bad_input(rng):
+    # Known answers. A float32 feature at 2^24 and 2^24 + 2: its mean 2^24 + 1 has no float32 value and
+    # its unbiased variance is ((-1)^2 + 1^2) / (2 - 1) = 2 (the biased one would be 1).
+    mu, sigma = feature_statistics(np.array([[2.0 ** 24, 0.0], [2.0 ** 24 + 2, 0.0]], np.float32))
+    assert mu.dtype == sigma.dtype == np.float64
+    assert mu.tolist() == [2.0 ** 24 + 1, 0.0] and sigma.tolist() == [[2.0, 0.0], [0.0, 0.0]]
+    # Points (1, 2), (-1, -2), (3, 6), (-3, -6): mean 0, sums of products 20, 40 and 80 over N - 1 = 3.
+    mu, sigma = feature_statistics(np.array([[1, 2], [-1, -2], [3, 6], [-3, -6]], np.float32))
+    np.testing.assert_allclose(mu, [0.0, 0.0], atol=1e-15)
+    np.testing.assert_allclose(sigma, np.array([[20.0, 40.0], [40.0, 80.0]]) / 3, rtol=1e-15)
     x = rng.standard_normal((50, 3)).astype(np.float32)
     mu, sigma = feature_statistics(x)
-    assert mu.dtype == sigma.dtype == np.float64
-    np.testing.assert_allclose(sigma, np.cov(x.astype(np.float64), rowvar=False, ddof=1))
     with pytest.raises(ValueError, match="N >= 2"):
         feature_statistics(x[:1])
     with pytest.raises(ValueError, match="NaN or Inf"):

@@ -48,12 +48,17 @@ def test_step_matches_posterior_formula(rng):
     np.testing.assert_allclose(out.prev_sample.asnumpy(), want, rtol=1e-4, atol=1e-5)
 
 
-def test_clipping_bounds_predicted_x0(rng):
+def test_clipping_bounds_predicted_x0_and_the_step_uses_the_clipped_value():
     sched = NoiseSchedule(100, "linear")
     scheduler = DDPMScheduler(sched, clip_sample=True)
-    out = scheduler.step(ms.Tensor(np.full((1, 1, 2, 2), -50.0, np.float32)), 99,
-                         ms.Tensor(np.ones((1, 1, 2, 2), np.float32)), noise=ms.Tensor(np.zeros((1, 1, 2, 2), np.float32)))
-    assert out.pred_original_sample.asnumpy().max() <= 1.0 and out.pred_original_sample.asnumpy().min() >= -1.0
+    x = np.ones((1, 1, 2, 2), np.float32)
+    out = scheduler.step(ms.Tensor(np.full((1, 1, 2, 2), -50.0, np.float32)), 99, ms.Tensor(x),
+                         noise=ms.Tensor(np.zeros((1, 1, 2, 2), np.float32)))
+    # unclipped, x0 = (1 + 50 sqrt(1 - ab)) / sqrt(ab) lies far above 1: clipped, it is exactly 1
+    np.testing.assert_array_equal(out.pred_original_sample.asnumpy(), np.ones_like(x))
+    ab, ab_prev, beta = sched.alphas_cumprod[99], sched.alphas_cumprod[98], sched.betas[99]
+    mean = np.sqrt(ab_prev) * beta / (1 - ab) * 1.0 + np.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab) * x
+    np.testing.assert_allclose(out.prev_sample.asnumpy(), mean, rtol=1e-5)  # the posterior mean from x0 = 1
 
 
 def test_set_timesteps_spacing():
