@@ -76,7 +76,7 @@ def test_real_images_score_near_the_floor_and_noise_and_blur_far_above(extractor
     blur = score_images(blurred, extractor, reference)
     # Measured: noise 1309, blur (sigma 1 px) 316.
     assert noise["fid"] > 100 * real["fid"] and blur["fid"] > 20 * real["fid"], (real, noise, blur)
-    assert noise["recall"] < 0.05 and blur["recall"] < 0.2, (noise, blur)  # (noise precision is 0.98: see README)
+    assert noise["recall"] < 0.05 and blur["recall"] < 0.2, (noise, blur)  # (noise precision is 0.98: see docs/evaluation.md)
     assert noise["inception_score"] < 2, noise
 
 
