@@ -26,9 +26,8 @@ from ddpm_ms.sampling.base import Scheduler, SchedulerOutput
 # is clipped to +-1 on 99.7% of the pixels: a binary pattern that the first step writes into every
 # image at the strength of real signal. From log-SNR -4.3 (t = 990 of the cosine schedule's 1,000,
 # alpha-bar 2e-4) the estimate is a blurred garment instead (37% clipped), and the starting noise
-# still lacks only 1.4% of the data. The Fashion-MNIST preset, DPM-Solver++ 20, same noise: FID 9.40
-# against 11.31 from t = 999 at 2,000 images, 6.99 against 8.36 at 10,000 with the preset's guidance
-# (docs/sampling.md, "Where the ODE starts").
+# still lacks only 1.4% of the data. Why: docs/sampling.md ("Where the ODE starts"); what it is worth
+# on trained models: docs/experiments/samplers.md.
 DEFAULT_LAMBDA_MIN_CLIPPED = -4.3
 
 
@@ -44,9 +43,9 @@ class DPMSolverMultistepScheduler(Scheduler):
     for the SDE (its leading grid starts at 950 anyway); -inf: no limit.
 
     The default grid is "trailing" for the ODE (it starts from t = T-1, like diffusers' default
-    "linspace" for this scheduler) and "leading" for the SDE: on the Fashion-MNIST preset
-    (10,000 images, docs/sampling.md) the ODE at 20 steps scores FID 74.3 trailing against 95.8
-    leading, while the SDE scored better on the leading grid."""
+    "linspace" for this scheduler) and "leading" for the SDE: on trained eps-predicting models the
+    ODE scores the better FID on the trailing grid and the SDE on the leading one
+    (docs/experiments/samplers.md)."""
 
     ALGORITHM_TYPES = ("dpmsolver++", "sde-dpmsolver++")
 
