@@ -1,7 +1,8 @@
 """Small dataclasses that configure a run, one preset per data set, and their JSON form.
 
 Every run directory holds the `config.json` written by `Config.save`; checkpoints are loaded
-with the config saved beside them.
+with the config saved beside them. A config says what it is (`format_version`); one written by
+an older ddpm_ms is migrated when read (`migrate_config`), one from a newer one is refused.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 from ddpm_ms.files import atomic_write
 
+CONFIG_FORMAT = 2  # 1 (no format_version): guidance and the DDPM variance lived in the train section
+ARCHS = ("unet",)  # ddpm_ms.models.build_model's backbones
 BLOCKS = ("resnet", "convnext")
 BETA_SCHEDULES = ("linear", "cosine", "quadratic", "sigmoid")
 OBJECTIVES = ("eps", "x0", "v")
@@ -51,9 +54,11 @@ def check_guidance_interval(interval):
 
 @dataclass
 class ModelConfig:
-    """U-Net shape. `image_size` is (height, width) or one int for square images. num_classes > 0
+    """The denoiser: `arch` picks the backbone (ddpm_ms.models.build_model), the rest its shape.
+    `image_size` is (height, width) or one int for square images. num_classes > 0
     makes the model class-conditional on labels 0..num_classes-1, with one more label,
     `num_classes` itself, for "no class" (classifier-free guidance, Ho & Salimans 2022)."""
+    arch: str = "unet"
     image_size: tuple = (28, 28)
     channels: int = 1
     dim: int = 28
@@ -74,6 +79,8 @@ class ModelConfig:
     def validate(self) -> None:
         self.image_size = _size2(self.image_size)
         self.dim_mults = tuple(self.dim_mults)
+        if self.arch not in ARCHS:
+            raise ValueError(f"model.arch must be one of {ARCHS}, got {self.arch!r}")
         if self.block not in BLOCKS:
             raise ValueError(f"model.block must be one of {BLOCKS}, got {self.block!r}")
         if not self.dim_mults or any(m < 1 for m in self.dim_mults):
@@ -174,19 +181,10 @@ class TrainConfig:
     sample_every: int | None = None  # steps between sample grids; None: once per epoch
     num_samples: int = 16        # images in each grid and in the GIF
     sample_steps: int = 250      # DDPM steps used for grids and the GIF (respaced from T)
-    variance: str = "fixed_small"
     eval_every: int = 0          # steps between FID evaluations while training (0: none); see evaluate.py
     eval_num: int = 1000         # images drawn for each evaluation (FID is comparable at equal counts only)
     eval_sampler: str = "dpm++"
     eval_steps: int = 20
-    # Classifier-free guidance weight for a class-conditional model's grids and evaluations, and
-    # the default of sample.py / evaluate.py: out = uncond + w (cond - uncond); 1: no guidance.
-    guidance_scale: float = 1.0
-    # Its over-exposure fix (Lin et al. 2024; diffusers' guidance_rescale): 0 off, 1 full.
-    guidance_rescale: float = 0.0
-    # (lo, hi): guide only the sampling steps at timesteps lo <= t <= hi, the conditional model alone
-    # elsewhere (Kynkaenniemi et al. 2024); None: every step.
-    guidance_interval: tuple | None = None
 
     def validate(self) -> None:
         positive = {"batch_size": self.batch_size, "epochs": self.epochs, "save_every": self.save_every,
@@ -207,8 +205,6 @@ class TrainConfig:
             raise ValueError(f"train.seed must be a non-negative integer, got {self.seed}")
         if self.mode not in MODES:
             raise ValueError(f"train.mode must be one of {MODES}, got {self.mode!r}")
-        if self.variance not in VARIANCES:
-            raise ValueError(f"train.variance must be one of {VARIANCES}, got {self.variance!r}")
         for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
                                      ("amp", self.amp, AMP_LEVELS), ("amp_dtype", self.amp_dtype, AMP_DTYPES),
@@ -229,18 +225,69 @@ class TrainConfig:
         if int(self.eval_every) < 0 or int(self.eval_steps) < 1:
             raise ValueError(f"train.eval_every must be >= 0 and train.eval_steps >= 1, got {self.eval_every} "
                              f"and {self.eval_steps}")
-        if not self.guidance_scale >= 0:
-            raise ValueError(f"train.guidance_scale must be >= 0 (1: no guidance), got {self.guidance_scale}")
-        if not 0 <= self.guidance_rescale <= 1:
-            raise ValueError(f"train.guidance_rescale must be in [0, 1] (0: off), got {self.guidance_rescale}")
-        try:
-            interval = check_guidance_interval(self.guidance_interval)
-        except ValueError as e:
-            raise ValueError(f"train.{e}") from None
-        self.guidance_interval = interval
         if int(self.eval_num) < 4:
             raise ValueError(f"train.eval_num must be at least 4 (precision and recall use 3 nearest "
                              f"neighbours), got {self.eval_num}")
+
+
+@dataclass
+class SamplingConfig:
+    """How a trained model is sampled by default: the pipeline's call, sample.py and evaluate.py
+    start from these (their arguments override them). sampler: a ddpm_ms.sampling.SAMPLERS name;
+    steps: model calls (None: the sampler's own default, 20 for DPM-Solver++).
+    guidance_scale: classifier-free guidance weight w of a class-conditional model,
+    out = uncond + w (cond - uncond); 1: no guidance. guidance_rescale: its over-exposure fix
+    (Lin et al. 2024; diffusers' guidance_rescale), 0 off, 1 full. guidance_interval (lo, hi): guide
+    only the steps at timesteps lo <= t <= hi, the conditional model alone elsewhere (Kynkaenniemi
+    et al. 2024); None: every step. variance: DDPM's posterior variance (fixed_small: beta-tilde)."""
+    sampler: str = "dpm++"
+    steps: int | None = None
+    guidance_scale: float = 1.0
+    guidance_rescale: float = 0.0
+    guidance_interval: tuple | None = None
+    variance: str = "fixed_small"
+
+    def validate(self) -> None:
+        if self.sampler not in SAMPLER_NAMES:
+            raise ValueError(f"sampling.sampler must be one of {SAMPLER_NAMES}, got {self.sampler!r}")
+        if self.steps is not None and int(self.steps) < 1:
+            raise ValueError(f"sampling.steps must be a positive integer or None (the sampler's default), "
+                             f"got {self.steps}")
+        if self.variance not in VARIANCES:
+            raise ValueError(f"sampling.variance must be one of {VARIANCES}, got {self.variance!r}")
+        if not self.guidance_scale >= 0:
+            raise ValueError(f"sampling.guidance_scale must be >= 0 (1: no guidance), got {self.guidance_scale}")
+        if not 0 <= self.guidance_rescale <= 1:
+            raise ValueError(f"sampling.guidance_rescale must be in [0, 1] (0: off), got {self.guidance_rescale}")
+        try:
+            self.guidance_interval = check_guidance_interval(self.guidance_interval)
+        except ValueError as e:
+            raise ValueError(f"sampling.{e}") from None
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale != 1 or bool(self.guidance_rescale) or self.guidance_interval is not None
+
+
+# Settings that moved between sections, by config format: {format: {(old section, key): new section}}.
+_MOVED = {2: {("train", "guidance_scale"): "sampling", ("train", "guidance_rescale"): "sampling",
+              ("train", "guidance_interval"): "sampling", ("train", "variance"): "sampling"}}
+
+
+def migrate_config(d: dict, source: str = "config") -> dict:
+    """A config dict of any known format as the current one (a new dict). A newer format than
+    this code knows is an error naming `source` and the fix."""
+    version = int(d.get("format_version", 1))
+    if version > CONFIG_FORMAT:
+        raise ValueError(f"{source} has config format_version {version}, newer than this ddpm_ms knows "
+                         f"({CONFIG_FORMAT}): upgrade ddpm_ms (pip install -U ddpm_ms) to read it")
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    for target in range(version + 1, CONFIG_FORMAT + 1):
+        for (section, key), new_section in _MOVED.get(target, {}).items():
+            if key in d.get(section, {}):
+                d.setdefault(new_section, {})[key] = d[section].pop(key)
+    d["format_version"] = CONFIG_FORMAT
+    return d
 
 
 @dataclass
@@ -250,9 +297,13 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    SECTIONS = {"model": ModelConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
+                "sampling": SamplingConfig}
 
     def validate(self) -> "Config":
-        for part in (self.model, self.diffusion, self.data, self.train):
+        for part in (self.model, self.diffusion, self.data, self.train, self.sampling):
             part.validate()
         if self.train.eval_every and self.train.eval_steps > self.diffusion.timesteps:
             raise ValueError(f"train.eval_steps ({self.train.eval_steps}) cannot exceed "
@@ -260,30 +311,37 @@ class Config:
         if self.model.num_classes and self.data.dataset == "image_folder":
             raise ValueError("an image folder has no class labels, so the model cannot be class-conditional: "
                              "set model.num_classes to 0")
-        t = self.train
-        if not self.model.num_classes and (t.guidance_scale != 1 or t.guidance_rescale or t.guidance_interval):
-            raise ValueError(f"train.guidance_scale is {t.guidance_scale:g}, guidance_rescale "
+        t = self.sampling
+        if not self.model.num_classes and t.guided:
+            raise ValueError(f"sampling.guidance_scale is {t.guidance_scale:g}, guidance_rescale "
                              f"{t.guidance_rescale:g} and guidance_interval {t.guidance_interval}, but guidance "
                              "needs a class-conditional model (model.num_classes > 0): set --num-classes, or "
                              "--guidance-scale 1 --guidance-rescale 0 --guidance-interval all")
         if self.train.sample_steps > self.diffusion.timesteps:
             raise ValueError(f"train.sample_steps ({self.train.sample_steps}) cannot exceed "
                              f"diffusion.timesteps ({self.diffusion.timesteps})")
+        if self.sampling.steps is not None and self.sampling.steps > self.diffusion.timesteps:
+            raise ValueError(f"sampling.steps ({self.sampling.steps}) cannot exceed "
+                             f"diffusion.timesteps ({self.diffusion.timesteps})")
         return self
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"format_version": CONFIG_FORMAT, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        parts = {"model": ModelConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig}
+    def from_dict(cls, d: dict, source: str = "config") -> "Config":
+        """The config of a dict in any known format (see `migrate_config`)."""
+        d = migrate_config(d, source)
+        unknown = set(d) - set(cls.SECTIONS) - {"preset", "format_version"}
+        if unknown:
+            raise ValueError(f"{source} has unknown sections {sorted(unknown)}")
         kwargs = {"preset": d.get("preset", "custom")}
-        for name, klass in parts.items():
+        for name, klass in cls.SECTIONS.items():
             known = {f.name for f in dataclasses.fields(klass)}
             given = d.get(name, {})
             unknown = set(given) - known
             if unknown:
-                raise ValueError(f"config section {name!r} has unknown keys {sorted(unknown)}")
+                raise ValueError(f"{source}: section {name!r} has unknown keys {sorted(unknown)}")
             kwargs[name] = klass(**given)
         cfg = cls(**kwargs)
         cfg.model.image_size = _size2(cfg.model.image_size)
@@ -302,36 +360,30 @@ class Config:
             path = path / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"no config at {path}: a run directory holds the config.json written by training")
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            d = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); it may be cut short: restore it from the run's "
+                             "checkpoints (each holds its config)") from None
+        return cls.from_dict(d, source=str(path))
 
 
 def _fashion_like(name: str) -> Config:
-    # The recipe that scored best on Fashion-MNIST within the 2-hour CPU budget of issue 6
-    # (README, "FID of the default preset"): 7,500 updates of batch 32, a 500-step warm-up to 2e-3
-    # and a cosine decay to 0, the EMA (0.995, never reached: the warm-up ends at 0.988, about the last
-    # ninth of the run, the best of six lengths measured) averaged every 10 steps, a tenth of its cost (21 ms
-    # an average on the CPU). About 75 minutes of updates at 53 images/s on 2 CPU cores; dim 16
-    # trains 1.5x faster than dim 28 there. At 10,000 images (DPM-Solver++ 20) its end scores FID
-    # 74.3 without flips (95.8 on the leading grid); with flips 206.6, against 234.9 for 5,000 steps
-    # at a constant 1e-3 (EMA 0.999 every step) and 281.6 for the former preset's 3,000 such steps.
+    # The recipe chosen for Fashion-MNIST within a 2-hour budget on a 2-core CPU (the study and its
+    # figures: docs/experiments/recipe_search.md): 7,500 updates of batch 32, a 500-step warm-up to
+    # 2e-3 and a cosine decay to 0, an EMA of 0.995 updated every 10 steps, class labels with
+    # classifier-free guidance at w = 2 on the steps at t <= 700 only (Kynkaenniemi et al. 2024), and
+    # no flips (every shoe in Fashion-MNIST points the same way; a mirrored digit is not a digit).
     # On an accelerator, train longer: --steps 30000.
     return Config(preset=name,
-                  # Class-conditional with classifier-free guidance at w = 2 on the steps at t <= 700 only: the
-                  # noisiest steps run the conditional model alone (Kynkaenniemi et al. 2024). Same weights, DPM-Solver++
-                  # 20, 10,000 images (the GPU proxy's sampling): 9.1 against 13.0 at w = 1.25 on every step (the
-                  # preset until 2026-11-27; 12.2 in MindSpore), 30.9 at w = 2 on every step and 20.7 at w = 1;
-                  # unconditional 74.3 (README, "Class labels and guidance").
                   model=ModelConfig(image_size=(28, 28), channels=1, dim=16, dim_mults=(1, 2, 4), num_classes=10),
                   diffusion=DiffusionConfig(timesteps=1000, beta_schedule="cosine", loss_type="huber",
                                             p2_gamma=0.5, p2_k=1.0),
-                  # No flips: every shoe in Fashion-MNIST points the same way (and a mirrored digit is not a
-                  # digit). Real train images, half of them mirrored, score FID 60.5 against the test set,
-                  # 53x the floor, with flipped boots called bags (benchmarks/fid_sensitivity.py --num 10000).
                   data=DataConfig(dataset=name, random_flip=False),
                   train=TrainConfig(batch_size=32, lr=2e-3, lr_schedule="cosine", warmup_steps=500,
                                     epochs=4, steps=7500, sample_every=2500, num_samples=20,
-                                    ema_decay=0.995, ema_update_every=10, guidance_scale=2.0,
-                                    guidance_interval=(0, 700)))
+                                    ema_decay=0.995, ema_update_every=10),
+                  sampling=SamplingConfig(sampler="dpm++", guidance_scale=2.0, guidance_interval=(0, 700)))
 
 
 PRESETS = {

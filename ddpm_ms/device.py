@@ -123,3 +123,20 @@ def _warn_fallback(reason: str) -> None:
     _warned_fallback = True
     warnings.warn(f"ddpm_ms: fast CPU kernels unavailable ({reason}); using pure MindSpore ops, "
                   "about 3x slower. See docs/performance.md.", RuntimeWarning, stacklevel=3)
+
+
+def machine() -> str:
+    """CPU model and core count, plus the framework versions: enough to tell two machines apart
+    (benchmarks, evaluation records and model cards name it)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import mindspore as ms
+    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+            f"MindSpore {ms.__version__}, {platform.system()}")

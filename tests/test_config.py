@@ -33,7 +33,9 @@ def test_unknown_key_is_named(tmp_path):
     ("train", "sample_steps", 5000, "sample_steps"),
     ("model", "num_classes", -1, "num_classes"),
     ("diffusion", "cond_drop_prob", 1.0, "cond_drop_prob"),
-    ("train", "guidance_scale", -0.5, "guidance_scale"),
+    ("sampling", "guidance_scale", -0.5, "guidance_scale"),
+    ("sampling", "sampler", "euler", "sampler"),
+    ("model", "arch", "vit", "arch"),
 ])
 def test_validation_names_the_field(section, key, value, match):
     cfg = preset("fashion_mnist")

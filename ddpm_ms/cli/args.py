@@ -76,3 +76,14 @@ def dpm_solver_flag_problem(sampler: str, solver_order: int | None = None,
     if solver_order == 3 and sampler != "dpm++":
         return f"--solver-order 3 solves the ODE only: use --sampler dpm++, or order 1 or 2 with {sampler}"
     return None
+
+
+def timestep_list(text):
+    """--timesteps T1,T2,...: a custom sampling grid (the scheduler checks that it descends and fits T)."""
+    try:
+        steps = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of timesteps (e.g. 990,700,400,100)")
+    if not steps:
+        raise argparse.ArgumentTypeError("give at least one timestep")
+    return steps

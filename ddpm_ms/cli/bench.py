@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,19 +27,6 @@ from ddpm_ms.config import SAMPLER_NAMES
 
 MODES = ("graph", "pynative")
 DEFAULT_BATCH = {"train": 32, "sample": 64}
-
-
-def machine() -> str:
-    """CPU model and core count, plus the framework versions: enough to tell two machines apart."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import mindspore as ms
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-            f"MindSpore {ms.__version__}, {platform.system()}")
 
 
 def peak_rss_mb() -> float:
@@ -55,7 +41,7 @@ def _build(args):
     from ddpm_ms.config import preset
     from ddpm_ms.device import select_device
     from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
-    from ddpm_ms.models import UNet, count_parameters
+    from ddpm_ms.models import build_model, count_parameters
 
     device = select_device(args.device)
     if args.mode == "pynative":
@@ -64,7 +50,7 @@ def _build(args):
     if args.dim:
         cfg.model.dim = args.dim
     ms.set_seed(0)
-    model = UNet(cfg.model)
+    model = build_model(cfg.model)
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     d = cfg.diffusion
     diffusion = GaussianDiffusion(model, schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k, d.min_snr_gamma)
@@ -101,7 +87,7 @@ def measure_train(args) -> dict:
     the update) and the EMA's compiled average, with host-drawn timesteps and noise."""
     import mindspore as ms
     import numpy as np
-    from ddpm_ms.models import UNet
+    from ddpm_ms.models import build_model
     from ddpm_ms.training import EMA, TrainStep, WarmupSchedule, build_optimizer
 
     cfg, model, schedule, diffusion, info = _build(args)
@@ -112,7 +98,7 @@ def measure_train(args) -> dict:
     optimizer = build_optimizer(model.trainable_params(), WarmupSchedule(t_cfg.lr), "adam")
     jit = args.mode == "graph"
     step = TrainStep(diffusion, optimizer, grad_accum=accum, clip_grad=t_cfg.clip_grad if clip else None, jit=jit)
-    ema = EMA(model, UNet(cfg.model), t_cfg.ema_decay or 0.999, update_every=ema_every, jit=jit) if ema_every else None
+    ema = EMA(model, build_model(cfg.model), t_cfg.ema_decay or 0.999, update_every=ema_every, jit=jit) if ema_every else None
     rng = np.random.default_rng(0)
     shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
     x0 = ms.Tensor(rng.uniform(-1, 1, shape).astype(np.float32))
@@ -151,20 +137,26 @@ def measure_sample(args) -> dict:
     loop without the model (scheduler updates, noise, timestep tensors) for the loop's overhead."""
     import mindspore as ms
     import numpy as np
-    from ddpm_ms.sampling import compiled, make_scheduler, noise_generator, sample
+    from ddpm_ms.pipeline import DiffusionPipeline
+    from ddpm_ms.sampling import compiled, noise_generator
 
     cfg, model, schedule, diffusion, info = _build(args)
-    scheduler = make_scheduler(args.sampler, schedule, prediction_type=cfg.diffusion.objective)
+    pipe = DiffusionPipeline.from_config(cfg, model)
+    scheduler = pipe.scheduler(args.sampler)
     shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
     jit = args.mode == "graph"
     steps = args.sample_steps or scheduler.num_inference_steps  # the scheduler's default: what a user runs
     timed_steps = min(steps, 50 if args.sample_steps else 20 if steps > 50 else steps)
 
+    unguided = {"class_labels": "none", "guidance_scale": 1.0} if pipe.num_classes else {}  # one model call a step
+
     def run_once():
-        sample(model, scheduler, shape, timed_steps, seed=0, jit=jit, progress=False)
+        pipe(args.batch_size, scheduler=scheduler, num_inference_steps=timed_steps, batch_size=args.batch_size,
+             jit=jit, progress=False, **unguided)
 
     tic = time.perf_counter()
-    sample(model, scheduler, shape, 2, seed=0, jit=jit, progress=False)
+    pipe(args.batch_size, scheduler=scheduler, num_inference_steps=2, batch_size=args.batch_size, jit=jit,
+         progress=False, **unguided)
     first = time.perf_counter() - tic
     if args.profile:
         return {**info, **profile(run_once, args.profile)}
@@ -287,6 +279,8 @@ def bench(args, task, batch_size) -> dict:
             for v in args.variants}
     else:
         result = {s: _by_mode(args, task, batch_size, s) for s in args.samplers}
+    from ddpm_ms.device import machine
+
     result.update(task=task, batch_size=batch_size, machine=machine())
     return result
 

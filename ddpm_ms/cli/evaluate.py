@@ -1,11 +1,12 @@
-"""python scripts/evaluate.py --run DIR | --ckpt PATH | --npz FILE [flags]: measure sample quality.
+"""python scripts/evaluate.py --model DIR | --run DIR | --ckpt PATH | --npz FILE [flags]: measure sample quality.
 
 Draws --num images with --sampler in --steps model calls (or reads them from --npz), scores them
 against the real test set in the committed classifier's feature space and prints one JSON object:
-FID, Inception Score, precision, recall, class histogram, sampler, steps, num, seconds; for a
+FID with its floor (the same number of real train images against the same test set), Inception
+Score, precision, recall, class histogram, sampler, steps, num, seconds; for a
 class-conditional model (or an .npz with `labels`) also class_accuracy and the FID of each class
-(class_fid). For a model the record is also appended to <run>/eval.jsonl, so runs, samplers and step counts can be
-compared later. FID falls as the sample count grows: compare figures at the same --num only.
+(class_fid). For a run the record is also appended to <run>/eval.jsonl, so runs, samplers and step
+counts can be compared later; export.py puts the newest one into a pipeline's model card. FID falls as the sample count grows: compare figures at the same --num only.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit, _number,
+                              timestep_list,
                               guidance_interval, non_negative_float, non_negative_int, positive_int,
                               dpm_solver_flag_problem, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
@@ -28,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate.py", description="FID, Inception Score, precision and recall of "
                                 "samples, against the real test set.")
     src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="DIR_OR_NAME", help="a pipeline directory or a shipped pipeline's name")
     src.add_argument("--run", type=Path, help="run directory: its config.json and latest checkpoint")
     src.add_argument("--ckpt", type=Path, help="a checkpoint inside a run directory")
     src.add_argument("--npz", type=Path, help="score images made elsewhere: uint8 N x 28 x 28 [x 1] under arr_0 "
@@ -42,16 +45,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
                    help="the sampler's timestep grid (default: trailing for dpm++, leading for the others; "
                         "see docs/sampling.md)")
+    p.add_argument("--timesteps", type=timestep_list, metavar="T1,T2,...",
+                   help="a custom grid instead of --steps/--spacing: training timesteps, descending (e.g. "
+                        "990,900,700,500,300,100,0)")
     p.add_argument("--lambda-min-clipped", type=log_snr_limit, metavar="LOGSNR|none", help=LAMBDA_MIN_CLIPPED_HELP)
     p.add_argument("--solver-order", type=int, choices=[1, 2, 3], help=SOLVER_ORDER_HELP)
     p.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
                    help="class-conditional models (which draw every class equally often): the classifier-free "
-                        "guidance weight (default: the run's train.guidance_scale; 1: no guidance)")
+                        "guidance weight (default: the model's sampling.guidance_scale; 1: no guidance)")
     p.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
                    help="with guidance: rescale its output toward the conditional one's spread, against "
-                        "over-exposure (Lin et al. 2024; default: the run's train.guidance_rescale; 0: off)")
+                        "over-exposure (Lin et al. 2024; default: the model's sampling.guidance_rescale; 0: off)")
     p.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
-                   help=GUIDANCE_INTERVAL_HELP + " (default: the run's train.guidance_interval)")
+                   help=GUIDANCE_INTERVAL_HELP + " (default: the model's sampling.guidance_interval)")
     p.add_argument("--num", type=at_least_4, help="images to draw (default 10000)")
     p.add_argument("--seed", type=non_negative_int, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per model call (default 250)")
@@ -61,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
                    "a class-conditional model's classes under labels)")
     p.add_argument("--grid", type=Path, help="also write the first 64 images as a PNG grid")
     p.add_argument("--no-log", action="store_true", help="do not append to the run's eval.jsonl")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the floor (the FID of as many real train images; their features are cached)")
     p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"])
     p.add_argument("--mode", default="graph", choices=["graph", "pynative"])
     p.add_argument("--no-progress", action="store_true")
@@ -98,7 +106,7 @@ def read_npz(path: Path):
 
 REPORT_COLUMNS = (("step", "training step"), ("weights", "weights"), ("sampler", "sampler"), ("steps", "steps"),
                   ("spacing", "grid"), ("first_timestep", "first t"),
-                  ("num", "images"), ("fid", "FID"), ("inception_score", "IS"), ("precision", "precision"),
+                  ("num", "images"), ("fid", "FID"), ("fid_floor", "floor"), ("inception_score", "IS"), ("precision", "precision"),
                   ("recall", "recall"), ("class_accuracy", "class acc."), ("seconds", "sampling s"), ("guidance_scale", "guidance"),
                   ("guidance_rescale", "rescale"), ("guidance_interval", "guided t"))
 
@@ -136,7 +144,7 @@ def run(args) -> int:
     if args.report is not None:
         print(report(args.report))
         return 0
-    from ddpm_ms.cli.sample import locate_run
+    from ddpm_ms.config import Config
     from ddpm_ms.files import append_jsonl
     from ddpm_ms.device import select_device
     from ddpm_ms.metrics.evaluation import FeatureExtractor, Reference, sample_and_score, score_images
@@ -145,6 +153,7 @@ def run(args) -> int:
     if args.npz is not None and args.data is None:
         raise ValueError("--npz needs --data fashion_mnist|mnist: which classifier and test set to score against")
     model_only = {"--sampler": args.sampler, "--steps": args.steps, "--spacing": args.spacing,
+                  "--timesteps": args.timesteps,
                   "--lambda-min-clipped": args.lambda_min_clipped, "--solver-order": args.solver_order,
                   "--num": args.num,
                   "--guidance-scale": args.guidance_scale, "--guidance-rescale": args.guidance_rescale,
@@ -153,7 +162,7 @@ def run(args) -> int:
                   "--weights": None if args.weights == "auto" else args.weights}
     given = [flag for flag, value in model_only.items() if value is not None]
     if args.npz is not None and given:
-        raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to a model (--run/--ckpt), "
+        raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to a model (--model/--run/--ckpt), "
                          "not to --npz: the images are already drawn")
     device = select_device(args.device)
     jit = args.mode == "graph"
@@ -174,43 +183,58 @@ def run(args) -> int:
         return 0
 
     from ddpm_ms import viz
-    from ddpm_ms.training import load_model
+    from ddpm_ms.metrics.evaluation import fid_floor
+    from ddpm_ms.pipeline import DiffusionPipeline
 
-    run_dir, ckpt = locate_run(args)
-    model, cfg = load_model(run_dir, ckpt, weights=args.weights)
-    data = args.data or cfg.data.dataset
-    # The run's own data folder holds its test split too (MNIST is not embedded).
-    data_root = args.data_root or (cfg.data.root if data == cfg.data.dataset else None)
-    if tuple(cfg.model.image_size) != (28, 28) or cfg.model.channels != 1:
-        raise ValueError(f"{run_dir} makes {cfg.model.channels}-channel {cfg.model.image_size[0]}x"
-                         f"{cfg.model.image_size[1]} images; FID here needs 28x28 grayscale (fashion_mnist, mnist)")
+    if args.model is not None and args.weights != "auto":
+        raise ValueError("--weights chooses between a run's EMA and raw weights; a pipeline holds one set")
+    for flag, path in (("--run", args.run), ("--ckpt", args.ckpt)):
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"{flag} {path} does not exist")
+    pipe = DiffusionPipeline.from_pretrained(args.model or args.run or args.ckpt, weights=args.weights)
+    run_dir = None if args.model is not None else (args.run or pipe.checkpoint.parent.parent)
+    data = args.data or pipe.dataset
+    # A run's own data folder holds its test split too (MNIST is not embedded).
+    run_root = Config.load(run_dir).data.root if run_dir is not None and (run_dir / "config.json").is_file() else None
+    data_root = args.data_root or (run_root if data == pipe.dataset else None)
+    if pipe.image_shape != (1, 28, 28):
+        raise ValueError(f"{pipe.source} makes {pipe.image_shape[0]}-channel {pipe.image_shape[1]}x{pipe.image_shape[2]} "
+                         "images; FID here needs 28x28 grayscale (fashion_mnist, mnist)")
     for flag, value in (("--guidance-scale", args.guidance_scale), ("--guidance-rescale", args.guidance_rescale),
                         ("--guidance-interval", args.guidance_interval)):
-        if value is not None and not cfg.model.num_classes:
+        if value is not None and not pipe.num_classes:
             raise ValueError(f"{flag} applies to class-conditional models; this one is unconditional")
-    if problem := dpm_solver_flag_problem(args.sampler or "dpm++", args.solver_order, args.lambda_min_clipped):
+    sampler = args.sampler or pipe.sampling.sampler
+    if problem := dpm_solver_flag_problem(sampler, args.solver_order, args.lambda_min_clipped):
         raise ValueError(problem)
-    if args.steps and args.steps > cfg.diffusion.timesteps:
-        raise ValueError(f"--steps {args.steps} is more than the model's {cfg.diffusion.timesteps} diffusion "
-                         f"timesteps; use 1..{cfg.diffusion.timesteps}")
+    if args.timesteps is not None and (args.steps or args.spacing):
+        raise ValueError("--timesteps is the whole grid: drop --steps and --spacing")
+    T = pipe.diffusion.timesteps
+    if args.steps and args.steps > T:
+        raise ValueError(f"--steps {args.steps} is more than the model's {T} diffusion timesteps; use 1..{T}")
     extractor = FeatureExtractor(data, jit=jit)
     reference = Reference.load(data, extractor, data_root)
-    print(f"model: {model.checkpoint} (step {model.checkpoint_step}, {model.loaded_weights} weights)  "
-          f"device: {device}  reference: {reference.name}", file=sys.stderr)
-    sampler, num, seed = args.sampler or "dpm++", args.num or 10_000, args.seed or 0
-    record, images, labels = sample_and_score(model, cfg, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit, progress=not args.no_progress,
-                                      timestep_spacing=args.spacing, guidance_scale=args.guidance_scale,
-                                      guidance_rescale=args.guidance_rescale,
-                                      guidance_interval=args.guidance_interval,
-                                      lambda_min_clipped=args.lambda_min_clipped, solver_order=args.solver_order)
-    record = {"checkpoint": str(model.checkpoint), "step": model.checkpoint_step, "weights": model.loaded_weights,
-              **record, "device": device, "date": started}
+    step = f"step {pipe.checkpoint_step}, {pipe.loaded_weights} weights" if pipe.checkpoint else "pipeline"
+    print(f"model: {pipe.checkpoint or pipe.source} ({step})  device: {device}  reference: {reference.name}",
+          file=sys.stderr)
+    num, seed = args.num or 10_000, args.seed or 0
+    record, images, labels = sample_and_score(
+        pipe, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit,
+        progress=not args.no_progress, timesteps=args.timesteps, timestep_spacing=args.spacing,
+        guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale,
+        guidance_interval=args.guidance_interval, lambda_min_clipped=args.lambda_min_clipped,
+        solver_order=args.solver_order)
+    source = {"checkpoint": str(pipe.checkpoint), "step": pipe.checkpoint_step, "weights": pipe.loaded_weights} \
+        if pipe.checkpoint else {"model": str(pipe.source)}
+    if not args.no_floor:
+        record["fid_floor"] = fid_floor(extractor, reference, num, data_root)
+    record = {**source, **record, "device": device, "date": started}
     if args.save_npz:
         viz.save_npz(images, args.save_npz, labels)
     if args.grid:
         viz.save_grid(images[:64], args.grid)
     print(json.dumps(record))
-    if not args.no_log:
+    if not args.no_log and run_dir is not None:
         append_jsonl(run_dir / "eval.jsonl", record)
     return 0
 
@@ -220,7 +244,7 @@ def main(argv=None) -> int:
     from ddpm_ms.data import DataError
     from ddpm_ms.device import DeviceUnavailable
     from ddpm_ms.metrics.evaluation import MetricsUnavailable
-    from ddpm_ms.training import CheckpointMismatch, CheckpointUnreadable
+    from ddpm_ms.checkpoint import CheckpointMismatch, CheckpointUnreadable
 
     try:
         return run(args)

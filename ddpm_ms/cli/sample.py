@@ -1,4 +1,8 @@
-"""python scripts/sample.py --run DIR [flags]: draw images from a trained model.
+"""python scripts/sample.py [--model DIR_OR_NAME | --run DIR | --ckpt PATH] [flags]: draw images.
+
+The model is a pipeline directory (scripts/export.py writes one), a shipped pipeline's name (the
+default, "fashion_mnist": the default preset's trained weights, shipped with the package), a
+training run or one of its checkpoints; everything is drawn through ddpm_ms.pipeline.
 
 Writes a grid PNG and, on request, every image as its own PNG (--save-dir), all images as one
 uint8 N x H x W x C array (--npz, key "arr_0", the layout FID tools read, with the class of each
@@ -18,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit,
-                              guidance_interval, dpm_solver_flag_problem,
+                              guidance_interval, dpm_solver_flag_problem, timestep_list,
                               non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
 from ddpm_ms.config import SAMPLER_NAMES
+from ddpm_ms.pipeline.pipeline import DEFAULT_PRETRAINED
 
 COMPARED = ("ddpm", "ddim", "dpm++", "dpm++sde")
 TITLES = {"ddpm": "DDPM", "ddim": "DDIM (eta 0)", "dpm++": "DPM-Solver++ 2M", "dpm++sde": "DPM-Solver++ 2M SDE"}
@@ -44,18 +49,23 @@ class UsageError(ValueError):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sample.py", description="Draw images from a trained diffusion model.")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", metavar="DIR_OR_NAME",
+                     help="a pipeline directory (scripts/export.py) or a shipped pipeline's name; the default when "
+                          f"no source is given: the shipped {DEFAULT_PRETRAINED!r}")
     src.add_argument("--run", type=Path, help="run directory: its config.json and latest checkpoint")
-    src.add_argument("--ckpt", type=Path, help="a checkpoint file; its run directory must hold config.json")
-    p.add_argument("--sampler", default="dpm++", choices=SAMPLER_NAMES,
+    src.add_argument("--ckpt", type=Path, help="a checkpoint file inside a run directory")
+    p.add_argument("--sampler", choices=SAMPLER_NAMES,
                    help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M) or dpm++sde (its stochastic "
-                        "SDE form); default dpm++")
+                        "SDE form); default: the model's sampling.sampler (dpm++ for every preset)")
     p.add_argument("--steps", type=positive_int,
                    help="model calls: default all T for ddpm, 50 for ddim, 20 for dpm++ and dpm++sde")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
                    help="which timesteps the sampler visits: trailing (starts at T-1; the default for dpm++), "
                         "leading (starts at t = 950 for 20 steps; the default for the others), linspace; "
                         "see docs/sampling.md")
+    p.add_argument("--timesteps", type=timestep_list, metavar="T1,T2,...",
+                   help="a custom grid instead of --steps/--spacing: training timesteps, descending")
     p.add_argument("--lambda-min-clipped", type=log_snr_limit, metavar="LOGSNR|none", help=LAMBDA_MIN_CLIPPED_HELP)
     p.add_argument("--solver-order", type=int, choices=[1, 2, 3], help=SOLVER_ORDER_HELP)
     p.add_argument("--eta", type=unit_float, help="DDIM noise scale, 0 (deterministic, default) to 1")
@@ -67,13 +77,14 @@ def parser() -> argparse.ArgumentParser:
                         "train.guidance_scale; 1: no guidance, 0: unconditional)")
     p.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
                    help="with guidance: rescale its output toward the conditional one's spread, against "
-                        "over-exposure (Lin et al. 2024; default: the run's train.guidance_rescale; 0: off)")
+                        "over-exposure (Lin et al. 2024; default: the model's sampling.guidance_rescale; 0: off)")
     p.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
-                   help=GUIDANCE_INTERVAL_HELP + " (default: the run's train.guidance_interval)")
+                   help=GUIDANCE_INTERVAL_HELP + " (default: the model's sampling.guidance_interval)")
     p.add_argument("--num", type=positive_int, default=64, help="images to draw (default 64)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per model call (default 64)")
-    p.add_argument("--out", type=Path, help="grid PNG (default: <run>/samples/<sampler>-<steps>steps-seed<S>.png)")
+    p.add_argument("--out", type=Path, help="grid PNG (default: <run>/samples/<sampler>-<steps>steps-seed<S>.png, "
+                   "or samples/... in the current directory for a pipeline)")
     p.add_argument("--nrow", type=positive_int, help="images per grid row (default: square)")
     p.add_argument("--save-dir", type=Path, help="also write every image as its own PNG here")
     p.add_argument("--npz", type=Path, help="also write all images as one uint8 N x H x W x C array "
@@ -87,8 +98,8 @@ def parser() -> argparse.ArgumentParser:
                    help="DDPM (T steps), DDIM (50), DPM-Solver++ (20) and its SDE form (20) on the same noise, "
                         "side by side")
     p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw", "both"],
-                   help="auto (default): the EMA weights when the checkpoint has them, else the raw ones; "
-                        "both: EMA and raw side by side from the same noise")
+                   help="runs and checkpoints: auto (default) the EMA weights when the checkpoint has them, else "
+                        "the raw ones; both: EMA and raw side by side from the same noise")
     p.add_argument("--no-clip", action="store_true", help="do not clamp the predicted x0 to [-1, 1]")
     p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"],
                    help="auto picks Ascend, then GPU, then CPU")
@@ -98,58 +109,45 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def locate_run(args) -> tuple[Path, Path | None]:
-    """(run directory holding config.json, checkpoint or None for the latest)."""
-    if args.run is not None:
-        if not args.run.is_dir():
-            raise FileNotFoundError(f"run directory {args.run} does not exist")
-        return args.run, None
-    ckpt = args.ckpt
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
-    for run in (ckpt.parent.parent, ckpt.parent):
-        if (run / "config.json").is_file():
-            return run, ckpt
-    raise FileNotFoundError(f"no config.json beside {ckpt} or in {ckpt.parent.parent}: keep checkpoints inside "
-                            "their run directory (run/checkpoints/*.ckpt) or pass --run")
+def load_pipeline(args, weights: str | None = None):
+    """The pipeline of --model / --run / --ckpt (the shipped default when none is given), and where
+    its outputs go by default: the run's samples/ folder, else samples/ in the current directory."""
+    from ddpm_ms.pipeline import DiffusionPipeline
+
+    source = args.model or args.run or args.ckpt or DEFAULT_PRETRAINED
+    if args.model is not None and args.weights != "auto":
+        raise UsageError("--weights chooses between a run's EMA and raw weights; a pipeline holds one set")
+    if args.run is not None and not args.run.is_dir():
+        raise FileNotFoundError(f"run directory {args.run} does not exist")
+    if args.ckpt is not None and not args.ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {args.ckpt} does not exist")
+    pipe = DiffusionPipeline.from_pretrained(source, weights=weights or args.weights)
+    run_dir = args.run or (pipe.checkpoint.parent.parent if args.ckpt is not None else None)
+    return pipe, (run_dir / "samples" if run_dir is not None else Path("samples"))
 
 
 def npz_labels(labels, num_classes):
     """The labels an .npz keeps: one per image, none for unconditional samples or "no class" (label num_classes)."""
-    if labels is None or (np.ndim(labels) == 0 and int(labels) == num_classes):
+    if labels is None or np.all(np.asarray(labels) == num_classes):
         return None
     return labels
 
 
-def class_labels(args, cfg):
-    """(labels for --num images or None, guidance scale) from --class-label and --guidance-scale."""
-    from ddpm_ms.data.datasets import CLASS_NAMES
-    from ddpm_ms.sampling import balanced_labels
-
-    n = cfg.model.num_classes
-    if not n:
+def class_labels(args, pipe):
+    """The labels to draw for --num images from --class-label (None: unconditional model), after
+    checking that the class and guidance flags fit the model."""
+    if not pipe.num_classes:
         given = [f for f, v in (("--class-label", args.class_label), ("--guidance-scale", args.guidance_scale),
                                 ("--guidance-rescale", args.guidance_rescale),
                                 ("--guidance-interval", args.guidance_interval)) if v is not None]
         if given:
             raise UsageError(f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to class-conditional "
                              "models; this one is unconditional (train with --num-classes 10 for one)")
-        return None, 1.0
-    guidance = cfg.train.guidance_scale if args.guidance_scale is None else args.guidance_scale
-    text = args.class_label
-    if text is None:
-        return balanced_labels(args.num, n), guidance
-    if text.lower() == "none":
-        return n, guidance  # "no class": the unconditional model
-    names = CLASS_NAMES.get(cfg.data.dataset, ())
-    key = text.lower().replace("-", " ").replace("_", " ")
-    matches = [i for i, name in enumerate(names) if key in (name.lower(), name.lower().split("/")[0])]
-    if text.isdigit() and int(text) < n:
-        return int(text), guidance
-    if matches:
-        return matches[0], guidance
-    known = ", ".join(f"{i} {name}" for i, name in enumerate(names)) or f"0..{n - 1}"
-    raise UsageError(f"--class-label {text!r} is not one of this model's classes ({known}) or 'none'")
+        return None
+    try:
+        return pipe.labels_for(args.num, args.class_label)
+    except ValueError as e:
+        raise UsageError(f"--class-label: {e}") from None
 
 
 def resolve_steps(scheduler, steps, T) -> int:
@@ -163,9 +161,10 @@ def resolve_steps(scheduler, steps, T) -> int:
 def run(args) -> int:
     from ddpm_ms import viz
     from ddpm_ms.device import select_device
-    from ddpm_ms.sampling import sample_many, scheduler_for
-    from ddpm_ms.training import load_model
 
+    device = select_device(args.device)
+    pipe, samples_dir = load_pipeline(args, weights="ema" if args.weights == "both" else None)
+    args.sampler = args.sampler or pipe.sampling.sampler
     if args.eta is not None and (args.sampler != "ddim" or args.compare):
         raise UsageError("--eta applies to --sampler ddim only")
     if args.solver_order is not None and args.compare:
@@ -173,36 +172,33 @@ def run(args) -> int:
     if problem := dpm_solver_flag_problem(args.sampler, args.solver_order,
                                           None if args.compare else args.lambda_min_clipped):
         raise UsageError(problem)
-    if args.compare and (args.steps or args.save_dir or args.npz or args.gif):
-        raise UsageError("--compare uses fixed step counts and writes one figure: drop --steps, --save-dir, "
-                         "--npz and --gif")
+    if args.compare and (args.steps or args.timesteps or args.save_dir or args.npz or args.gif):
+        raise UsageError("--compare uses fixed step counts and writes one figure: drop --steps, --timesteps, "
+                         "--save-dir, --npz and --gif")
+    if args.timesteps is not None and (args.steps or args.spacing):
+        raise UsageError("--timesteps is the whole grid: drop --steps and --spacing")
     if args.weights == "both" and (args.compare or args.save_dir or args.npz or args.gif):
         raise UsageError("--weights both writes one side-by-side figure: drop --compare, --save-dir, --npz and --gif")
-    run_dir, ckpt = locate_run(args)
-    device = select_device(args.device)
-    model, cfg = load_model(run_dir, ckpt, weights="ema" if args.weights == "both" else args.weights)
-    T = cfg.diffusion.timesteps
-    image_shape = (cfg.model.channels, *cfg.model.image_size)
-    labels, guidance = class_labels(args, cfg)
+    T = pipe.diffusion.timesteps
+    labels = class_labels(args, pipe)
     if labels is not None and args.class_label is None and args.nrow is None:
-        args.nrow = cfg.model.num_classes  # one class per column
+        args.nrow = pipe.num_classes  # one class per column
+    guidance = {} if labels is None else {
+        "guidance_scale": args.guidance_scale, "guidance_rescale": args.guidance_rescale,
+        "guidance_interval": args.guidance_interval}
     common = dict(batch_size=args.batch_size, seed=args.seed, jit=args.mode == "graph",
-                  progress=not args.no_progress, class_labels=labels, guidance_scale=guidance,
-                  guidance_rescale=cfg.train.guidance_rescale if args.guidance_rescale is None else args.guidance_rescale,
-                  guidance_interval=(cfg.train.guidance_interval if args.guidance_interval is None
-                                     else args.guidance_interval or None))
-    samples_dir = run_dir / "samples"
-    print(f"model: {run_dir} ({cfg.preset}, T = {T}, {model.loaded_weights} weights)  device: {device}  "
-          f"mode: {args.mode}")
+                  progress=not args.no_progress, class_labels=labels, **guidance)
+    weights = f", {pipe.loaded_weights} weights" if pipe.loaded_weights != "pipeline" else ""
+    print(f"model: {pipe.source} ({pipe.dataset}, T = {T}{weights})  device: {device}  mode: {args.mode}")
 
     if args.compare:
         grids, lines = {}, []
         for name in COMPARED:
-            scheduler = scheduler_for(name, cfg, clip=not args.no_clip, timestep_spacing=args.spacing,
-                                      lambda_min_clipped=args.lambda_min_clipped if name.startswith("dpm++") else None)
+            scheduler = pipe.scheduler(name, clip_sample=not args.no_clip, timestep_spacing=args.spacing,
+                                       lambda_min_clipped=args.lambda_min_clipped if name.startswith("dpm++") else None)
             steps = scheduler.num_inference_steps
             tic = time.perf_counter()
-            images, _ = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps, **common)
+            images = pipe(args.num, scheduler=scheduler, **common).images
             seconds = time.perf_counter() - tic
             grids[f"{TITLES[name]}, {steps} steps\n{seconds:.1f} s for {args.num} images"] = images
             lines.append(f"{TITLES[name]:>19}: {steps:4d} steps, {seconds:6.1f} s, {args.num / seconds:6.1f} images/s")
@@ -211,31 +207,38 @@ def run(args) -> int:
         print(f"comparison: {out}")
         return 0
 
-    scheduler = scheduler_for(args.sampler, cfg, args.eta, clip=not args.no_clip,
-                              timestep_spacing=args.spacing, lambda_min_clipped=args.lambda_min_clipped,
-                              solver_order=args.solver_order)
-    steps = resolve_steps(scheduler, args.steps, T)
+    scheduler = pipe.scheduler(args.sampler, args.eta, clip_sample=not args.no_clip, timestep_spacing=args.spacing,
+                               lambda_min_clipped=args.lambda_min_clipped, solver_order=args.solver_order)
+    if args.timesteps is not None:
+        scheduler.set_timesteps(timesteps=args.timesteps)
+        steps = scheduler.num_inference_steps
+    else:
+        steps = resolve_steps(scheduler, args.steps or (pipe.sampling.steps if args.sampler == pipe.sampling.sampler
+                                                        else None), T)
     if args.weights == "both":
-        return compare_weights(args, run_dir, ckpt, model, scheduler, steps, image_shape, common)
+        return compare_weights(args, pipe, scheduler, steps, samples_dir, common)
     gif_every = args.gif_every or max(1, steps // 50)
     tic = time.perf_counter()
-    images, trajectory = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps,
-                                     trajectory_every=gif_every if args.gif else None, **common)
+    grid_args = {"timesteps": args.timesteps} if args.timesteps is not None else {"num_inference_steps": steps}
+    out = pipe(args.num, scheduler=scheduler, **grid_args, return_trajectory=bool(args.gif),
+               trajectory_every=gif_every, **common)
+    images, trajectory = out.images, out.trajectory
     seconds = time.perf_counter() - tic
     tag = sampler_tag(args, steps)
     grid = viz.save_grid(images, args.out or samples_dir / f"{tag}.png", nrow=args.nrow)
-    w, phi, interval = common["guidance_scale"], common["guidance_rescale"], common["guidance_interval"]
-    guidance = (f", guidance w = {w:g}" + (f" rescaled {phi:g}" if phi else "")
-                + (f" at {interval[0]} <= t <= {interval[1]}" if interval else "")) if labels is not None and w != 1 else ""
-    print(f"{args.num} images with {sampler_title(args.sampler, args.solver_order)} in {steps} steps{guidance}: {seconds:.1f} s "
-          f"({args.num / seconds:.1f} images/s, {steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s)")
+    w, phi, interval = pipe.guidance(**guidance, labelled=labels is not None) if labels is not None else (1, 0, None)
+    guided = (f", guidance w = {w:g}" + (f" rescaled {phi:g}" if phi else "")
+              + (f" at {interval[0]} <= t <= {interval[1]}" if interval else "")) if w != 1 else ""
+    print(f"{args.num} images with {sampler_title(args.sampler, args.solver_order)} in {steps} steps{guided}: "
+          f"{seconds:.1f} s ({args.num / seconds:.1f} images/s, "
+          f"{steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s)")
     print(f"grid: {grid}")
     if args.save_dir:
         count = len(viz.save_images(images, args.save_dir, tag))
         print(f"{count} PNGs: {args.save_dir}/{tag}_*.png")
     if args.npz:
         print(f"array {images.shape[0]}x{images.shape[2]}x{images.shape[3]}x{images.shape[1]} uint8: "
-              f"{viz.save_npz(images, args.npz, npz_labels(labels, cfg.model.num_classes))}")
+              f"{viz.save_npz(images, args.npz, npz_labels(out.labels, pipe.num_classes))}")
     if args.gif:
         gif = viz.save_denoising_gif(trajectory, args.gif, fps=args.fps, show_x0=args.gif_x0,
                                      max_images=args.gif_num)
@@ -243,28 +246,28 @@ def run(args) -> int:
     return 0
 
 
-def compare_weights(args, run_dir, ckpt, ema_model, scheduler, steps, image_shape, common) -> int:
-    """The checkpoint's EMA and raw weights from the same noise, side by side."""
+def compare_weights(args, ema_pipe, scheduler, steps, samples_dir, common) -> int:
+    """A run checkpoint's EMA and raw weights from the same noise, side by side."""
     from ddpm_ms import viz
-    from ddpm_ms.sampling import sample_many
-    from ddpm_ms.training import latest_checkpoint, load_model
+    from ddpm_ms.pipeline import DiffusionPipeline
 
-    raw_model, _ = load_model(run_dir, ckpt, weights="raw")
-    path = ckpt or latest_checkpoint(run_dir)
-    grids = {}
-    for name, model in (("EMA weights", ema_model), ("raw weights", raw_model)):
-        images, _ = sample_many(model, scheduler, args.num, image_shape, num_inference_steps=steps, **common)
+    if args.model is not None or ema_pipe.checkpoint is None:
+        raise UsageError("--weights both compares a run's EMA and raw weights: pass --run or --ckpt")
+    raw_pipe = DiffusionPipeline.from_pretrained(ema_pipe.checkpoint, weights="raw")
+    path, grids = ema_pipe.checkpoint, {}
+    for name, pipe in (("EMA weights", ema_pipe), ("raw weights", raw_pipe)):
+        images = pipe(args.num, scheduler=scheduler, num_inference_steps=steps, **common).images
         grids[f"{name}\n{path.name}, {sampler_title(args.sampler, args.solver_order)} {steps} steps"] = images
     tag = f"ema-vs-raw-{path.stem}-{sampler_tag(args, steps)}"
-    out = viz.save_comparison(grids, args.out or run_dir / "samples" / f"{tag}.png")
+    out = viz.save_comparison(grids, args.out or samples_dir / f"{tag}.png")
     print(f"EMA and raw weights of {path}: {out}")
     return 0
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    from ddpm_ms.checkpoint import CheckpointMismatch, CheckpointUnreadable
     from ddpm_ms.device import DeviceUnavailable
-    from ddpm_ms.training import CheckpointMismatch, CheckpointUnreadable
 
     try:
         return run(args)

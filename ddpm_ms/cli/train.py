@@ -7,6 +7,7 @@ checkpoint left it; `--init-from CKPT_OR_RUN` starts a new run from another run'
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -195,12 +196,13 @@ def config_from_args(args) -> Config:
         cfg.model.num_classes = args.num_classes
     if args.cond_drop_prob is not None:
         cfg.diffusion.cond_drop_prob = args.cond_drop_prob
+    sampling = cfg.sampling
     if args.guidance_scale is not None:
-        t.guidance_scale = args.guidance_scale
+        sampling.guidance_scale = args.guidance_scale
     if args.guidance_rescale is not None:
-        t.guidance_rescale = args.guidance_rescale
+        sampling.guidance_rescale = args.guidance_rescale
     if args.guidance_interval is not None:
-        t.guidance_interval = args.guidance_interval or None
+        sampling.guidance_interval = args.guidance_interval or None
     if args.timesteps is not None:
         cfg.diffusion.timesteps = args.timesteps
         if args.sample_steps is None:
@@ -217,11 +219,11 @@ def config_from_args(args) -> Config:
         # time embedding, so fine-tuning starts from the model's unconditional behaviour.
         cfg.model.num_classes = 0
         if args.guidance_scale is None:
-            t.guidance_scale = 1.0
+            sampling.guidance_scale = 1.0
         if args.guidance_rescale is None:
-            t.guidance_rescale = 0.0
+            sampling.guidance_rescale = 0.0
         if args.guidance_interval is None:
-            t.guidance_interval = None
+            sampling.guidance_interval = None
     if args.data is not None:
         cfg.data.root = str(args.data)
     if args.random_flip is not None:
@@ -247,10 +249,12 @@ def main(argv=None) -> int:
 
     from ddpm_ms.data import DataError
     from ddpm_ms.device import DeviceUnavailable
-    from ddpm_ms.training import CheckpointMismatch, CheckpointUnreadable, NonFiniteLoss, Trainer
+    from ddpm_ms.checkpoint import CheckpointMismatch, CheckpointUnreadable
+    from ddpm_ms.training import NonFiniteLoss, Trainer
 
     try:
-        trainer = Trainer(cfg, out, progress=not args.no_progress, resume=args.resume is not None,
+        command = " ".join(["python scripts/train.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+        trainer = Trainer(cfg, out, progress=not args.no_progress, resume=args.resume is not None, command=command,
                           init_from=args.init_from)
         start = (f"resuming at step {trainer.step} from {trainer.resumed_from}" if trainer.resumed_from else
                  f"starting from {trainer.initialised_from}" if trainer.initialised_from else "from scratch")

@@ -268,47 +268,48 @@ def score_images(images, extractor: FeatureExtractor, reference: Reference, labe
     return score_features(features, probs, reference, labels)
 
 
-def sample_and_score(model, cfg, extractor: FeatureExtractor, reference: Reference, sampler: str = "dpm++",
+def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sampler: str | None = None,
                      steps: int | None = None, num: int = 10_000, seed: int = 0, batch_size: int = 250,
-                     jit: bool = True, progress: bool = True, timestep_spacing: str | None = None,
-                     guidance_scale: float | None = None, guidance_rescale: float | None = None,
-                     guidance_interval=None, lambda_min_clipped: float | None = None,
-                     solver_order: int | None = None) -> tuple[dict, np.ndarray, np.ndarray | None]:
-    """Draw `num` images from `model` with `sampler` and score them. Returns (record, images, labels):
-    the record holds the scores, the sampler, the steps it took and the sampling seconds; labels
-    are the classes the images were drawn for (None for an unconditional model).
-    A class-conditional model draws every class equally often (as the test set holds them), with
-    classifier-free guidance `guidance_scale`, `guidance_rescale` and `guidance_interval` (None: the
-    run's cfg.train.guidance_scale / guidance_rescale / guidance_interval; an empty interval, as
-    `--guidance-interval all` parses: every step). solver_order: DPM-Solver++'s (None: 2); the record
-    names it when it is not 2."""
+                     jit: bool = True, progress: bool = True, timesteps=None, **sampling) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """Draw `num` images from the pipeline `pipe` and score them. Returns (record, images, labels):
+    the record holds the scores, how the images were drawn (sampler, steps, grid, guidance) and
+    the sampling seconds; labels are the classes the images were drawn for (None for an
+    unconditional model). A class-conditional model draws every class equally often (as the test
+    set holds them). sampler, steps, timesteps (a custom grid) and `sampling` (guidance_scale,
+    guidance_rescale, guidance_interval, timestep_spacing, lambda_min_clipped, solver_order) go to
+    the pipeline's call: None takes its defaults."""
     from ddpm_ms.metrics.classifier import NUM_CLASSES
-    from ddpm_ms.sampling import balanced_labels, sample_many, scheduler_for
 
-    scheduler = scheduler_for(sampler, cfg, timestep_spacing=timestep_spacing, lambda_min_clipped=lambda_min_clipped,
-                              solver_order=solver_order)
-    steps = steps or scheduler.num_inference_steps
-    conditional = bool(cfg.model.num_classes)
-    w = float(cfg.train.guidance_scale if guidance_scale is None else guidance_scale)
-    phi = float(cfg.train.guidance_rescale if guidance_rescale is None else guidance_rescale)
-    interval = cfg.train.guidance_interval if guidance_interval is None else tuple(guidance_interval) or None
-    labels = balanced_labels(num, cfg.model.num_classes) if conditional else None
-    # Per-class scores need the model's classes to be the classifier's (a model may hold more).
-    scored_labels = labels if conditional and cfg.model.num_classes <= NUM_CLASSES else None
+    scheduler = pipe.scheduler(sampler, timestep_spacing=sampling.pop("timestep_spacing", None),
+                               lambda_min_clipped=sampling.pop("lambda_min_clipped", None),
+                               solver_order=sampling.pop("solver_order", None))
+    conditional = bool(pipe.num_classes)
+    w, phi, interval = pipe.guidance(**sampling)
     tic = time.perf_counter()
-    images, _ = sample_many(model, scheduler, num, (cfg.model.channels, *cfg.model.image_size), batch_size=batch_size,
-                            num_inference_steps=steps, seed=seed, jit=jit, progress=progress, class_labels=labels,
-                            guidance_scale=w, guidance_rescale=phi, guidance_interval=interval)
+    out = pipe(num, scheduler=scheduler, num_inference_steps=steps, timesteps=timesteps, seed=seed,
+               batch_size=batch_size, jit=jit, progress=progress, **sampling)
     seconds = time.perf_counter() - tic
-    record = score_images(images, extractor, reference, scored_labels)
-    record.update(sampler=sampler, steps=int(steps), spacing=scheduler.timestep_spacing)
+    # Per-class scores need the model's classes to be the classifier's (a model may hold more).
+    scored_labels = out.labels if conditional and pipe.num_classes <= NUM_CLASSES else None
+    record = score_images(out.images, extractor, reference, scored_labels)
+    record.update(sampler=sampler or pipe.sampling.sampler, steps=int(len(out.timesteps)),
+                  spacing="custom" if timesteps is not None else scheduler.timestep_spacing)
+    if timesteps is not None:
+        record["timesteps"] = [int(t) for t in out.timesteps]
     clipped = getattr(scheduler, "lambda_min_clipped", -np.inf)  # DPM-Solver++ only
     if np.isfinite(clipped):
         record["lambda_min_clipped"] = clipped
     if getattr(scheduler, "solver_order", 2) != 2:  # DPM-Solver++ at another order than its default 2M
         record["solver_order"] = scheduler.solver_order
-    record.update(first_timestep=int(scheduler.timesteps[0]), seed=int(seed), seconds=round(seconds, 1))
+    record.update(first_timestep=int(out.timesteps[0]), seed=int(seed), seconds=round(seconds, 1))
     if conditional:
         record.update(guidance_scale=w, **({"guidance_rescale": phi} if phi else {}),
                       **({"guidance_interval": list(interval)} if interval and w != 1 else {}))
-    return record, images, labels
+    return record, out.images, out.labels
+
+
+def fid_floor(extractor: FeatureExtractor, reference: Reference, num: int, root=None) -> float:
+    """The FID of the first `num` real train images against `reference` (the test set): the best a
+    model's `num` samples can score in this feature space (their features cached like the reference's)."""
+    train = Reference.load(reference.data, extractor, root, split="train")
+    return round(frechet_distance(*feature_statistics(train.features[:num]), reference.mu, reference.sigma), 4)

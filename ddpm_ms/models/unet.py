@@ -13,7 +13,7 @@ from mindspore import nn, ops
 from ddpm_ms.config import ModelConfig
 from ddpm_ms.models.layers import BatchMatMul, Conv2d, Dense, GroupNorm, SinusoidalTimeEmbedding, Softmax, UpsampleNearest2x
 
-# Parameter names that fine-tuning across label sets rewrites (training/checkpoint.py): the label
+# Parameter names that fine-tuning across label sets rewrites (ddpm_ms/checkpoint.py): the label
 # table, and the bias of the time MLP's last Dense layer, whose output the label embedding is added to.
 LABEL_TABLE, TIME_OUT_BIAS = "class_emb.embedding_table", "time_mlp.3.bias"
 

@@ -18,6 +18,8 @@ from ddpm_ms.diffusion.gaussian import forward_noise
 from ddpm_ms.diffusion.schedule import NoiseSchedule
 
 PREDICTION_TYPES = ("eps", "x0", "v")
+# diffusers' names for the same targets, accepted wherever a prediction type is given.
+DIFFUSERS_PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 
@@ -64,8 +66,10 @@ class Scheduler:
 
     def __init__(self, schedule: NoiseSchedule, prediction_type="eps", clip_sample=True, clip_range=1.0,
                  timestep_spacing=None):
+        prediction_type = DIFFUSERS_PREDICTION_TYPES.get(prediction_type, prediction_type)
         if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"unknown prediction_type {prediction_type!r}; use one of {PREDICTION_TYPES}")
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; use one of {PREDICTION_TYPES} or "
+                             f"diffusers' {tuple(DIFFUSERS_PREDICTION_TYPES)}")
         self.schedule = schedule
         self.prediction_type = prediction_type
         self.clip_sample, self.clip_range = bool(clip_sample), float(clip_range)
@@ -77,19 +81,39 @@ class Scheduler:
         return self.num_train_timesteps
 
     # -- the timestep grid -----------------------------------------------------------------------
-    def set_timesteps(self, num_inference_steps: int) -> None:
-        """Run the chain on `num_inference_steps` timesteps (see `spaced_timesteps`) and forget any
-        state of an earlier chain."""
-        n, span = int(num_inference_steps), self.grid_span()
-        self.timesteps = spaced_timesteps(self.num_train_timesteps, n, self.timestep_spacing)
-        if self.timesteps[0] >= span:  # the grid would start too noisy: lay it over t < span instead,
-            try:                       # unless n distinct steps do not fit there (n close to T)
-                self.timesteps = spaced_timesteps(span, n, self.timestep_spacing)
-            except ValueError:
-                pass
+    def set_timesteps(self, num_inference_steps: int | None = None, timesteps=None) -> None:
+        """Run the chain on `num_inference_steps` timesteps (see `spaced_timesteps`), or on the
+        given `timesteps` (a custom grid, as diffusers takes it: distinct training timesteps in
+        descending order, used as they are), and forget any state of an earlier chain."""
+        if (num_inference_steps is None) == (timesteps is None):
+            raise ValueError("set_timesteps takes num_inference_steps or timesteps, not both and not neither")
+        if timesteps is not None:
+            self.timesteps = self.custom_grid(timesteps)
+        else:
+            n, span = int(num_inference_steps), self.grid_span()
+            self.timesteps = spaced_timesteps(self.num_train_timesteps, n, self.timestep_spacing)
+            if self.timesteps[0] >= span:  # the grid would start too noisy: lay it over t < span instead,
+                try:                       # unless n distinct steps do not fit there (n close to T)
+                    self.timesteps = spaced_timesteps(span, n, self.timestep_spacing)
+                except ValueError:
+                    pass
         self.num_inference_steps = len(self.timesteps)
         self._index = {int(t): i for i, t in enumerate(self.timesteps)}
         self.reset()
+
+    def custom_grid(self, timesteps) -> np.ndarray:
+        """`timesteps` checked: integers in 0..T-1, strictly descending (the chain runs from noisy to clean)."""
+        T = self.num_train_timesteps
+        grid = np.asarray(timesteps)
+        if grid.ndim != 1 or grid.size == 0 or not (np.issubdtype(grid.dtype, np.integer)
+                                                    or np.all(np.mod(grid, 1) == 0)):
+            raise ValueError(f"timesteps must be a non-empty list of integers, got {timesteps!r}")
+        grid = grid.astype(np.int64)
+        if grid.min() < 0 or grid.max() > T - 1:
+            raise ValueError(f"timesteps must lie in 0..{T - 1} (the training timesteps), got {grid.min()}..{grid.max()}")
+        if np.any(np.diff(grid) >= 0):
+            raise ValueError(f"timesteps must descend strictly (noisiest first), got {grid.tolist()}")
+        return grid
 
     def grid_span(self) -> int:
         """How many training timesteps, from t = 0 up, the grid may visit (all T here; DPM-Solver++

@@ -164,12 +164,15 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
 
 def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference_steps=None, seed=0,
                 trajectory_every=None, jit=True, progress=True, class_labels=None, guidance_scale=1.0,
-                guidance_rescale=0.0, guidance_interval=None):
+                guidance_rescale=0.0, guidance_interval=None, x_T=None):
     """`num` images of `image_shape` (C, H, W) in batches of at most `batch_size`; batch b uses
-    noise stream b of `seed`. class_labels: one int or one per image; guidance: see `sample`.
+    noise stream b of `seed` (for the starting noise too, unless `x_T`, (num, C, H, W), gives it).
+    class_labels: one int or one per image; guidance: see `sample`.
     Returns (images (num, C, H, W), trajectory of the first batch)."""
     if num < 1 or batch_size < 1:
         raise ValueError(f"num and batch_size must be positive, got {num} and {batch_size}")
+    if x_T is not None and tuple(np.shape(x_T)) != (num, *image_shape):
+        raise ValueError(f"the starting noise has shape {tuple(np.shape(x_T))}, expected {(num, *image_shape)}")
     images, trajectory = [], []
     labels = class_label_array(model, class_labels, num)
     sizes = [min(batch_size, num - start) for start in range(0, num, batch_size)]
@@ -180,7 +183,8 @@ def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference
                              trajectory_every=trajectory_every if b == 0 else None, jit=jit, progress=progress,
                              stream=b, class_labels=None if labels is None else labels[start:start + size],
                              guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-                             guidance_interval=guidance_interval)
+                             guidance_interval=guidance_interval,
+                             x_T=None if x_T is None else np.asarray(x_T[start:start + size], np.float32))
         images.append(batch)
         trajectory = trajectory or traj
         bar.update(size)

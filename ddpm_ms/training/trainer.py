@@ -9,6 +9,7 @@ so a resumed run reads the same batches in the same order and skips the ones alr
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import signal
@@ -23,14 +24,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ddpm_ms import viz
-from ddpm_ms.config import Config
+from ddpm_ms.config import Config, SamplingConfig
 from ddpm_ms.data import build_dataset
-from ddpm_ms.device import select_device
+from ddpm_ms.device import machine, select_device
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
 from ddpm_ms.files import atomic_write
-from ddpm_ms.models import UNet, count_parameters
-from ddpm_ms.sampling import DDPMScheduler, balanced_labels, sample
-from ddpm_ms.training import checkpoint as ckpt_io
+from ddpm_ms.models import build_model, count_parameters
+from ddpm_ms.pipeline import DiffusionPipeline
+from ddpm_ms import checkpoint as ckpt_io
 from ddpm_ms.training.amp import apply_amp, loss_scaler, resolve_amp
 from ddpm_ms.training.ema import EMA
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer, decoupled_decay
@@ -40,9 +41,9 @@ LOG_FIELDS = ["step", "epoch", "loss", "lr", "grad_norm", "img_per_s", "ema_deca
 # Settings a resumed run may change: how long it runs and what it writes, not what it learns.
 RESUMABLE_CHANGES = tuple(f"train.{k}" for k in (
     "epochs", "steps", "device", "mode", "save_every", "log_every", "sample_every", "num_samples",
-    "sample_steps", "keep_last", "pin_every", "eval_every", "eval_num", "eval_sampler", "eval_steps",
-    "guidance_scale", "guidance_rescale", "guidance_interval")) + (
-    "data.num_workers", "data.root", "data.strict")
+    "sample_steps", "keep_last", "pin_every", "eval_every", "eval_num", "eval_sampler", "eval_steps")) + (
+    "data.num_workers", "data.root", "data.strict") + tuple(
+    f"sampling.{f.name}" for f in dataclasses.fields(SamplingConfig))
 
 __all__ = ["LOG_FIELDS", "NonFiniteLoss", "Trainer", "make_train_step", "prepare_run_dir"]
 
@@ -75,10 +76,12 @@ class Trainer:
     resume: continue the run in `out` from its newest readable checkpoint.
     init_from: a checkpoint or run directory whose weights (EMA when it has them) start this
     run; the optimizer, step and data start afresh (fine-tuning).
+    command: the command line that started the run, kept in summary.json (export.py puts it in the
+    model card); a resumed run keeps the one it started with.
     """
 
     def __init__(self, cfg: Config, out, dataset=None, progress: bool = True, resume: bool = False,
-                 init_from=None):
+                 init_from=None, command: str | None = None):
         self.cfg = cfg.validate()
         t = cfg.train
         self.device = select_device(t.device)
@@ -87,7 +90,7 @@ class Trainer:
             warnings.warn(self.amp_note, stacklevel=2)
         ms.set_seed(t.seed)
         self.rng = np.random.default_rng(t.seed)
-        self.progress = progress
+        self.progress, self.command = progress, command
         self.jit = t.mode == "graph"
 
         self.dataset = dataset if dataset is not None else build_dataset(cfg.data, cfg.model, t.batch_size)
@@ -100,8 +103,8 @@ class Trainer:
         self._evaluator = self._build_evaluator() if t.eval_every else None
         self.last_eval = None
 
-        self.model = apply_amp(UNet(cfg.model), self.amp_level, self.amp_dtype)
-        self.ema_model = UNet(cfg.model) if t.ema_decay > 0 else None
+        self.model = apply_amp(build_model(cfg.model), self.amp_level, self.amp_dtype)
+        self.ema_model = build_model(cfg.model) if t.ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
         d = cfg.diffusion
         self.diffusion = GaussianDiffusion(self.model, self.schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k,
@@ -168,7 +171,7 @@ class Trainer:
 
         t = self.cfg.train
         extractor, reference = self._evaluator
-        record, _, _ = sample_and_score(self.sampling_model, self.cfg, extractor, reference, t.eval_sampler,
+        record, _, _ = sample_and_score(self.pipeline(), extractor, reference, t.eval_sampler,
                                         t.eval_steps, t.eval_num, seed=t.seed, batch_size=min(250, t.eval_num),
                                         jit=self.jit, progress=False)
         self.model.set_train(True)
@@ -216,6 +219,10 @@ class Trainer:
         if "rng" in state:
             self.rng.bit_generator.state = json.loads(state["rng"])
         self.ckpt, self.resumed_from = path, path
+        try:  # the command that started the run, not the one that resumed it
+            self.command = json.loads((self.out / "summary.json").read_text()).get("command") or self.command
+        except (OSError, ValueError):
+            pass
         self.cfg.save(cfg_path)  # the new length or logging settings
         for tmp in self.out.rglob(".tmp-*"):
             tmp.unlink(missing_ok=True)  # a write cut short by a kill
@@ -228,21 +235,19 @@ class Trainer:
         """The EMA model when the run keeps one (what DDPM samples from), else the model."""
         return self.ema_model if self.ema_model is not None else self.model
 
-    def scheduler(self) -> DDPMScheduler:
-        return DDPMScheduler(self.schedule, prediction_type=self.cfg.diffusion.objective,
-                             variance_type=self.cfg.train.variance, clip_sample=True)
+    def pipeline(self, model=None) -> DiffusionPipeline:
+        """The sampling model (or `model`) as a pipeline with this run's schedule and sampling settings."""
+        return DiffusionPipeline.from_config(self.cfg, model or self.sampling_model)
 
     def sample_images(self, trajectory_every=None, model=None):
+        """The run's grid images: DDPM in `sample_steps` steps from the run's seed, every class in turn
+        (class-conditional), guided as the run's sampling settings say. Returns (images, trajectory)."""
         t = self.cfg.train
-        shape = (t.num_samples, self.cfg.model.channels, *self.cfg.model.image_size)
-        n = self.cfg.model.num_classes
-        images = sample(model or self.sampling_model, self.scheduler(), shape, t.sample_steps, seed=t.seed,
-                        trajectory_every=trajectory_every, jit=self.jit, progress=self.progress,
-                        class_labels=balanced_labels(t.num_samples, n) if n else None,
-                        guidance_scale=t.guidance_scale, guidance_rescale=t.guidance_rescale,
-                        guidance_interval=t.guidance_interval)
+        out = self.pipeline(model)(t.num_samples, sampler="ddpm", num_inference_steps=t.sample_steps, seed=t.seed,
+                                   return_trajectory=trajectory_every is not None, trajectory_every=trajectory_every,
+                                   jit=self.jit, progress=self.progress)
         self.model.set_train(True)
-        return images
+        return out.images, out.trajectory
 
     @property
     def grid_columns(self):
@@ -442,7 +447,8 @@ class Trainer:
         t = self.cfg.train
         log = viz.read_log(self.out / "log.csv")
         speeds = log["img_per_s"][log["img_per_s"] > 0] if log else []
-        summary = {"preset": self.cfg.preset, "device": self.device, "mode": t.mode, "amp": self.amp_level,
+        summary = {"preset": self.cfg.preset, "command": self.command, "machine": machine(),
+                   "device": self.device, "mode": t.mode, "amp": self.amp_level,
                    "steps": self.step, "epochs": self.epoch, "parameters": count_parameters(self.model),
                    "batch_size": t.batch_size, "grad_accum": t.grad_accum,
                    "final_loss": float(log["loss"][-1]) if log else None,

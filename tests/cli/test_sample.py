@@ -9,7 +9,7 @@ from PIL import Image
 from ddpm_ms.cli.sample import main
 from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
 from ddpm_ms.models import UNet
-from ddpm_ms.training import save_checkpoint
+from ddpm_ms.checkpoint import save_checkpoint
 
 
 def make_run(path, timesteps=40, dim=8, num_classes=0):

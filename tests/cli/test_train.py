@@ -110,11 +110,11 @@ def test_loss_weighting_flags_reach_the_config():
 def test_conditioning_flags_reach_the_config():
     cfg = cfg_for("--num-classes", "10", "--cond-drop-prob", "0.2", "--guidance-scale", "1.5",
                   "--guidance-rescale", "0.7")
-    assert (cfg.model.num_classes, cfg.diffusion.cond_drop_prob, cfg.train.guidance_scale) == (10, 0.2, 1.5)
-    assert cfg.train.guidance_rescale == 0.7
-    assert cfg_for().train.guidance_interval == (0, 700), "the preset guides the steps at t <= 700"
-    assert cfg_for("--guidance-interval", "100,800").train.guidance_interval == (100, 800)
-    assert cfg_for("--guidance-interval", "all").train.guidance_interval is None
+    assert (cfg.model.num_classes, cfg.diffusion.cond_drop_prob, cfg.sampling.guidance_scale) == (10, 0.2, 1.5)
+    assert cfg.sampling.guidance_rescale == 0.7
+    assert cfg_for().sampling.guidance_interval == (0, 700), "the preset guides the steps at t <= 700"
+    assert cfg_for("--guidance-interval", "100,800").sampling.guidance_interval == (100, 800)
+    assert cfg_for("--guidance-interval", "all").sampling.guidance_interval is None
 
 
 def test_evaluation_flags_reach_the_config():
@@ -191,13 +191,13 @@ def test_a_conditional_source_fine_tunes_on_a_folder_without_labels(tmp_path):
     source = cfg_for("--num-classes", "10", "--guidance-scale", "2")
     (tmp_path / "src" / "checkpoints").mkdir(parents=True)
     source.save(tmp_path / "src" / "config.json")
-    source.train.guidance_rescale = 0.5
+    source.sampling.guidance_rescale = 0.5
     source.save(tmp_path / "src" / "config.json")
     tuned = cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "image_folder", "--data", "photos")
-    assert (tuned.model.num_classes, tuned.train.guidance_scale, tuned.train.guidance_rescale) == (0, 1.0, 0.0)
-    assert tuned.train.guidance_interval is None
+    assert (tuned.model.num_classes, tuned.sampling.guidance_scale, tuned.sampling.guidance_rescale) == (0, 1.0, 0.0)
+    assert tuned.sampling.guidance_interval is None
     labelled = cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "mnist")
-    assert (labelled.model.num_classes, labelled.train.guidance_scale) == (10, 2.0), "labelled data keep them"
+    assert (labelled.model.num_classes, labelled.sampling.guidance_scale) == (10, 2.0), "labelled data keep them"
     with pytest.raises(ValueError, match="no class labels"):  # asked for explicitly: refused, not dropped
         cfg_for("--init-from", str(tmp_path / "src"), "--dataset", "image_folder", "--num-classes", "10")
 

@@ -11,13 +11,13 @@ import pytest
 
 from ddpm_ms import viz
 from ddpm_ms.cli.evaluate import main
-from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, SamplingConfig, TrainConfig
 from ddpm_ms.data.datasets import IDX_FILES, load_idx_dataset
 from ddpm_ms.data.paths import DEFAULT_ROOTS
 from ddpm_ms.metrics.evaluation import (FeatureExtractor, MetricsUnavailable, Reference, cache_dir,
                                         classifier_weights, score_features, score_images, to_uint8_gray)
 from ddpm_ms.models import UNet
-from ddpm_ms.training import save_checkpoint
+from ddpm_ms.checkpoint import save_checkpoint
 
 
 def gaussian_blur(images, sigma=1.0):
@@ -215,7 +215,7 @@ def make_run(path, image_size=(28, 28), channels=1, num_classes=0):
     cfg = Config(preset="tiny", model=ModelConfig(image_size=image_size, channels=channels, dim=8, dim_mults=(1, 2),
                                                   num_classes=num_classes),
                  diffusion=DiffusionConfig(timesteps=20), data=DataConfig(),
-                 train=TrainConfig(sample_steps=5, guidance_scale=1.5 if num_classes else 1.0))
+                 train=TrainConfig(sample_steps=5), sampling=SamplingConfig(guidance_scale=1.5 if num_classes else 1.0))
     path.mkdir(parents=True)
     cfg.save(path / "config.json")
     save_checkpoint(UNet(cfg.model), path / "checkpoints" / "step_0000007.ckpt", {"step": 7, "epoch": 0})

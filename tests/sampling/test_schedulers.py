@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mindspore import nn
 
-from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
+from ddpm_ms.diffusion import NoiseSchedule
 from ddpm_ms.sampling import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, make_scheduler, sample,
                               spaced_timesteps)
 
@@ -276,8 +276,47 @@ def test_add_noise_matches_q_sample(name, rng):
     eps = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
     t = np.array([0, 7, 120, 199], np.int32)
     got = make_scheduler(name, sched).add_noise(ms.Tensor(x0), ms.Tensor(eps), t).asnumpy()
-    want = GaussianDiffusion(None, sched).q_sample(ms.Tensor(x0), ms.Tensor(t), ms.Tensor(eps)).asnumpy()
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    ab = sched.alphas_cumprod[t].reshape(-1, 1, 1, 1)  # q(x_t | x_0) written out in float64
+    np.testing.assert_allclose(got, np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++", "dpm++sde"])
+def test_a_custom_grid_is_used_as_given_and_a_bad_one_refused(name):
+    sched = NoiseSchedule(100, "cosine")
+    scheduler = make_scheduler(name, sched)
+    scheduler.set_timesteps(timesteps=[95, 60, 30, 5])
+    assert scheduler.timesteps.tolist() == [95, 60, 30, 5] and scheduler.num_inference_steps == 4
+    assert [scheduler.previous_timestep(t) for t in (95, 60, 30, 5)] == [60, 30, 5, -1]
+    for bad, match in (([60, 95, 30], "descend"), ([95, 95, 5], "descend"), ([100, 50], r"0\.\.99"),
+                       ([-1], r"0\.\.99"), ([], "non-empty"), ([50.5, 10], "integers")):
+        with pytest.raises(ValueError, match=match):
+            scheduler.set_timesteps(timesteps=bad)
+    with pytest.raises(ValueError, match="not both"):
+        scheduler.set_timesteps(10, timesteps=[50, 10])
+
+
+def test_a_custom_grid_gives_the_same_chain_as_the_same_spaced_grid(oracle):
+    """Handing set_timesteps the grid it would build itself changes nothing, sample for sample."""
+    sched = NoiseSchedule(100, "cosine")
+    denoiser = oracle(sched, MU, S)
+    spaced = DPMSolverMultistepScheduler(sched)
+    spaced.set_timesteps(8)
+    x_T = np.random.default_rng(0).standard_normal((4, 1, 2, 2)).astype(np.float32)
+    want, _ = sample(denoiser, spaced, x_T.shape, x_T=x_T, progress=False)
+    custom = DPMSolverMultistepScheduler(sched)
+    custom.set_timesteps(timesteps=spaced.timesteps.tolist())
+    got, _ = sample(denoiser, custom, x_T.shape, x_T=x_T, progress=False)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("ours,diffusers_name", [("eps", "epsilon"), ("x0", "sample"), ("v", "v_prediction")])
+def test_diffusers_prediction_type_names_mean_ours(ours, diffusers_name, rng):
+    sched = NoiseSchedule(100, "cosine")
+    x = ms.Tensor(rng.standard_normal((2, 1, 3, 3)).astype(np.float32))
+    out = ms.Tensor(rng.standard_normal((2, 1, 3, 3)).astype(np.float32))
+    a, b = DDIMScheduler(sched, prediction_type=ours), DDIMScheduler(sched, prediction_type=diffusers_name)
+    assert b.prediction_type == ours
+    np.testing.assert_array_equal(a.predict_x0(out, 40, x).asnumpy(), b.predict_x0(out, 40, x).asnumpy())
 
 
 def test_timestep_spacings():
@@ -303,4 +342,4 @@ def test_bad_scheduler_arguments():
     with pytest.raises(ValueError, match="algorithm_type"):
         DPMSolverMultistepScheduler(sched, algorithm_type="dpmsolver")
     with pytest.raises(ValueError, match="prediction_type"):
-        DDIMScheduler(sched, prediction_type="sample")
+        DDIMScheduler(sched, prediction_type="noise")

@@ -11,7 +11,7 @@ import pytest
 
 from ddpm_ms.config import ModelConfig, preset
 from ddpm_ms.models import UNet
-from ddpm_ms.training import checkpoint as ck
+from ddpm_ms import checkpoint as ck
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer
 
 

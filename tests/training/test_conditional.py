@@ -8,24 +8,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, SamplingConfig, TrainConfig
 from ddpm_ms.data import build_dataset, load_idx_dataset
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
 from ddpm_ms.models import UNet
-from ddpm_ms.training import CheckpointMismatch, Trainer, load_into
-from ddpm_ms.training.checkpoint import save_checkpoint
+from ddpm_ms.checkpoint import CheckpointMismatch, load_into
+from ddpm_ms.training import Trainer
+from ddpm_ms.checkpoint import save_checkpoint
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer
 from ddpm_ms.training.step import TrainStep
 
 
-def conditional_config(**train):
+def conditional_config(guidance_scale=1.0, **train):
     defaults = dict(batch_size=8, lr=2e-3, steps=4, log_every=1, save_every=4, num_samples=4, sample_steps=3,
                     sample_every=4, device="CPU", seed=0)
     defaults.update(train)
     return Config(preset="tiny", model=ModelConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2),
                                                    num_classes=10),
                   diffusion=DiffusionConfig(timesteps=100, beta_schedule="cosine", p2_gamma=0.5, cond_drop_prob=0.25),
-                  data=DataConfig(dataset="fashion_mnist"), train=TrainConfig(**defaults))
+                  data=DataConfig(dataset="fashion_mnist"), train=TrainConfig(**defaults),
+                  sampling=SamplingConfig(guidance_scale=guidance_scale))
 
 
 def labelled_dataset(n=64, batch_size=8, with_labels=True):

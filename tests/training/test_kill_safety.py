@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
-from ddpm_ms.training import load_model, resumable_checkpoint
-from ddpm_ms.training.checkpoint import state_of
+from ddpm_ms.checkpoint import resumable_checkpoint
+from ddpm_ms.pipeline import DiffusionPipeline
+from ddpm_ms.checkpoint import state_of
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -63,8 +64,8 @@ def check_state(run):
     step = state_of(saved)["step"]
     last_logged = max(logged_steps(run) or [0])
     assert 0 <= last_logged - step <= SAVE_EVERY, (path, step, last_logged)
-    model, _ = load_model(run)  # what sample.py would load
-    assert model.loaded_weights == "ema"
+    pipe = DiffusionPipeline.from_pretrained(run)  # what sample.py would load
+    assert pipe.loaded_weights == "ema"
     return step
 
 

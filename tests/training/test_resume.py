@@ -12,7 +12,8 @@ from PIL import Image
 
 from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
 from ddpm_ms.data import load_idx_dataset
-from ddpm_ms.training import CheckpointMismatch, NonFiniteLoss, Trainer
+from ddpm_ms.checkpoint import CheckpointMismatch
+from ddpm_ms.training import NonFiniteLoss, Trainer
 from ddpm_ms.training.amp import apply_amp, compute_dtypes, loss_scaler, resolve_amp
 from ddpm_ms.models import UNet
 

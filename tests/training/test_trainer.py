@@ -11,7 +11,9 @@ import pytest
 from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
 from ddpm_ms.data import load_idx_dataset
 from ddpm_ms.models import UNet
-from ddpm_ms.training import CheckpointMismatch, NonFiniteLoss, Trainer, load_into, load_model
+from ddpm_ms.checkpoint import CheckpointMismatch, load_into
+from ddpm_ms.pipeline import DiffusionPipeline
+from ddpm_ms.training import NonFiniteLoss, Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -89,9 +91,9 @@ def test_checkpoint_round_trip_ema_by_default_raw_on_request(trained):
     x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 1, 28, 28), dtype=np.float32))
     t = ms.Tensor(np.array([5.0, 50.0], np.float32))
     trainer.model.set_train(False)
-    ema, _ = load_model(out)
-    raw, _ = load_model(out, weights="raw")
-    assert (ema.loaded_weights, raw.loaded_weights) == ("ema", "raw")
+    ema_pipe, raw_pipe = DiffusionPipeline.from_pretrained(out), DiffusionPipeline.from_pretrained(out, weights="raw")
+    assert (ema_pipe.loaded_weights, raw_pipe.loaded_weights) == ("ema", "raw")
+    ema, raw = ema_pipe.model, raw_pipe.model
     np.testing.assert_allclose(ema(x, t).asnumpy(), trainer.ema_model(x, t).asnumpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(raw(x, t).asnumpy(), trainer.model(x, t).asnumpy(), rtol=1e-6, atol=1e-6)
     # After 60 steps the average differs from the weights it averages.

@@ -26,7 +26,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from ddpm_ms.config import Config
+from ddpm_ms.config import Config, migrate_config
 from ddpm_ms.models.unet import LABEL_TABLE, TIME_OUT_BIAS
 from ddpm_ms.files import atomic_write
 
@@ -163,11 +163,16 @@ def load_into(net: nn.Cell, path, weights: str = "raw", saved: dict | None = Non
     note = None
     if adapt_labels:
         params, note = adapt_label_embedding(params, net)
-    check_fits(net, params, str(path))
+    assign(net, params, str(path))
+    return {**state_of(saved), "weights": weights, "labels": note}
+
+
+def assign(net: nn.Cell, params: dict, source: str) -> None:
+    """Set `net`'s parameters to `params` (name -> Parameter or Tensor) after `check_fits`."""
+    check_fits(net, params, source)
     own = dict(net.parameters_and_names())
     for name, value in params.items():
         own[name].set_data(value.data if isinstance(value, ms.Parameter) else value)
-    return {**state_of(saved), "weights": weights, "labels": note}
 
 
 def adapt_label_embedding(params: dict, net: nn.Cell) -> tuple[dict, str | None]:
@@ -229,7 +234,7 @@ def load_scaler_state(loss_scaler, saved: dict) -> None:
 
 
 # -- configs ------------------------------------------------------------------------------------
-def config_differences(saved: dict, current: dict, sections=("model", "diffusion", "data", "train"),
+def config_differences(saved: dict, current: dict, sections=("model", "diffusion", "data", "train", "sampling"),
                        ignore=()) -> list[str]:
     """'section.field: checkpoint A, now B' for every field that differs."""
     out = []
@@ -250,8 +255,9 @@ def config_differences(saved: dict, current: dict, sections=("model", "diffusion
 
 
 def saved_config(saved: dict) -> dict | None:
+    """The config a checkpoint was written with, in the current format (see config.migrate_config)."""
     text = state_of(saved).get("config")
-    return json.loads(text) if isinstance(text, str) else None
+    return migrate_config(json.loads(text), "the checkpoint's config") if isinstance(text, str) else None
 
 
 # -- run directories ----------------------------------------------------------------------------
@@ -317,19 +323,3 @@ def rotate_checkpoints(run_dir, keep_last: int, pin_every: int | None = None) ->
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-def load_model(run_dir, checkpoint=None, weights: str = "auto"):
-    """(model, config) from a run directory, using its config.json and its latest (or the given)
-    checkpoint. weights: "auto" (EMA when the checkpoint has it, as DDPM samples), "ema" or "raw";
-    the set loaded is in `model.loaded_weights`, the file and its training step in
-    `model.checkpoint` and `model.checkpoint_step`."""
-    from ddpm_ms.models import UNet
-
-    cfg = Config.load(run_dir)
-    model = UNet(cfg.model)
-    path = Path(checkpoint or latest_checkpoint(run_dir))
-    info = load_into(model, path, weights=weights)
-    model.loaded_weights, model.checkpoint, model.checkpoint_step = info["weights"], path, info.get("step")
-    model.set_train(False)
-    return model, cfg
