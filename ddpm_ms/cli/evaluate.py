@@ -5,7 +5,8 @@ against the real test set in the committed classifier's feature space and prints
 FID with its floor (the same number of real train images against the same test set), Inception
 Score, precision, recall, class histogram, sampler, steps, num, seconds; for a
 class-conditional model (or an .npz with `labels`) also class_accuracy and the FID of each class
-(class_fid). For a run the record is also appended to <run>/eval.jsonl, so runs, samplers and step
+(class_fid); --per-class adds each class's floor (class_fid_floor) and prints the per-class table
+to stderr. For a run the record is also appended to <run>/eval.jsonl, so runs, samplers and step
 counts can be compared later; export.py puts the newest one into a pipeline's model card. FID falls as the sample count grows: compare figures at the same --num only.
 """
 from __future__ import annotations
@@ -69,6 +70,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-log", action="store_true", help="do not append to the run's eval.jsonl")
     p.add_argument("--no-floor", action="store_true",
                    help="skip the floor (the FID of as many real train images; their features are cached)")
+    p.add_argument("--per-class", action="store_true",
+                   help="class-conditional models and labelled .npz files: also the floor of each class's FID "
+                        "(as many real train images of the class against its test images; class_fid_floor) "
+                        "and a Markdown table of the classes on stderr")
     p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"])
     p.add_argument("--mode", default="graph", choices=["graph", "pynative"])
     p.add_argument("--no-progress", action="store_true")
@@ -140,14 +145,52 @@ def report(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def class_table(record: dict, counts, class_names) -> str:
+    """The per-class scores of a record with class_fid_floor as a Markdown table: each class's FID
+    against its own floor, then all classes against the overall floor."""
+    def cell(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    def ratio(fid, floor):
+        return "-" if fid is None or not floor else f"{fid / floor:.1f}"
+
+    lines = ["| class | images | FID | floor | FID / floor | class acc. |", "|" + " --- |" * 6]
+    for c, (fid, floor) in enumerate(zip(record["class_fid"], record["class_fid_floor"])):
+        name = class_names[c] if c < len(class_names) else str(c)
+        lines.append(f"| {name} | {int(counts[c]):,} | {cell(fid, '.2f')} | {cell(floor, '.2f')} | {ratio(fid, floor)} "
+                     f"| {cell(record['class_accuracy_by_class'][c], '.1%')} |")
+    lines.append(f"| all classes | {record['num']:,} | {record['fid']:.2f} | {record['fid_floor']:.2f} "
+                 f"| {ratio(record['fid'], record['fid_floor'])} | {record['class_accuracy']:.1%} |")
+    return "\n".join(lines)
+
+
+def class_counts(labels):
+    """Images per class of the classifier, for class_fid_floor and the table."""
+    import numpy as np
+
+    from ddpm_ms.metrics.classifier import NUM_CLASSES
+
+    return np.bincount(np.asarray(labels, np.int64), minlength=NUM_CLASSES)
+
+
+def print_class_table(record: dict, labels, data: str) -> None:
+    from ddpm_ms.data.datasets import CLASS_NAMES
+
+    print(f"FID by class, each against its floor (as many real train images of the class; {data}):\n"
+          + class_table(record, class_counts(labels), CLASS_NAMES.get(data, ())), file=sys.stderr)
+
+
 def run(args) -> int:
     if args.report is not None:
         print(report(args.report))
         return 0
+    if args.per_class and args.no_floor:
+        raise ValueError("--per-class sets each class against its floor: drop --no-floor")
     from ddpm_ms.config import Config
     from ddpm_ms.files import append_jsonl
     from ddpm_ms.device import select_device
-    from ddpm_ms.metrics.evaluation import FeatureExtractor, Reference, sample_and_score, score_images
+    from ddpm_ms.metrics.evaluation import (FeatureExtractor, Reference, class_fid_floor, fid_floor, sample_and_score,
+                                            score_images)
     from ddpm_ms.metrics.classifier import NUM_CLASSES
 
     if args.npz is not None and args.data is None:
@@ -174,16 +217,23 @@ def run(args) -> int:
             print(f"{args.npz}: labels {labels.min()}..{labels.max()} are not the classifier's classes "
                   f"0..{NUM_CLASSES - 1}; scoring without per-class scores", file=sys.stderr)
             labels = None
+        if args.per_class and labels is None:
+            raise ValueError(f"--per-class needs the class of every image: {args.npz} holds no labels of the classifier's "
+                             "classes (evaluate.py --save-npz keeps a class-conditional model's)")
         extractor = FeatureExtractor(args.data, jit=jit)
         reference = Reference.load(args.data, extractor, args.data_root)
+        floors = class_fid_floor(extractor, reference, class_counts(labels), args.data_root) if args.per_class else None
         tic = time.perf_counter()
         record = {"npz": str(args.npz), **score_images(images, extractor, reference, labels)}
         record.update(score_seconds=round(time.perf_counter() - tic, 1), date=started)
+        if args.per_class:
+            record.update(fid_floor=fid_floor(extractor, reference, record["num"], args.data_root),
+                          class_fid_floor=floors)
+            print_class_table(record, labels, args.data)
         print(json.dumps(record))
         return 0
 
     from ddpm_ms import viz
-    from ddpm_ms.metrics.evaluation import fid_floor
     from ddpm_ms.pipeline import DiffusionPipeline
 
     if args.model is not None and args.weights != "auto":
@@ -212,12 +262,18 @@ def run(args) -> int:
     T = pipe.diffusion.timesteps
     if args.steps and args.steps > T:
         raise ValueError(f"--steps {args.steps} is more than the model's {T} diffusion timesteps; use 1..{T}")
+    if args.per_class and not 0 < pipe.num_classes <= NUM_CLASSES:
+        raise ValueError(f"--per-class needs a class-conditional model with at most the classifier's {NUM_CLASSES} "
+                         f"classes; this one has {pipe.num_classes or 'none'}")
     extractor = FeatureExtractor(data, jit=jit)
     reference = Reference.load(data, extractor, data_root)
+    num, seed = args.num or 10_000, args.seed or 0
+    # Before the sampling, so that too few real images of a class stop it early.
+    floors = class_fid_floor(extractor, reference, class_counts(pipe.labels_for(num)), data_root) \
+        if args.per_class else None
     step = f"step {pipe.checkpoint_step}, {pipe.loaded_weights} weights" if pipe.checkpoint else "pipeline"
     print(f"model: {pipe.checkpoint or pipe.source} ({step})  device: {device}  reference: {reference.name}",
           file=sys.stderr)
-    num, seed = args.num or 10_000, args.seed or 0
     record, images, labels = sample_and_score(
         pipe, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit,
         progress=not args.no_progress, timesteps=args.timesteps, timestep_spacing=args.spacing,
@@ -228,6 +284,9 @@ def run(args) -> int:
         if pipe.checkpoint else {"model": str(pipe.source)}
     if not args.no_floor:
         record["fid_floor"] = fid_floor(extractor, reference, num, data_root)
+    if args.per_class:
+        record["class_fid_floor"] = floors
+        print_class_table(record, labels, data)
     record = {**source, **record, "device": device, "date": started}
     if args.save_npz:
         viz.save_npz(images, args.save_npz, labels)

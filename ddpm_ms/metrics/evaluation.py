@@ -7,6 +7,8 @@ against that class's real images.
     reference = Reference.load("fashion_mnist", extractor)        # test set, cached on disk
     scores = score_images(images, extractor, reference)           # images in [-1, 1] or uint8
     scores = score_images(images, extractor, reference, labels)   # + class_accuracy, class_fid
+    fid_floor(extractor, reference, len(images))                  # the same count of real train images
+    class_fid_floor(extractor, reference, np.bincount(labels))    # the same, per class
 
 Samples are quantised to uint8 before scoring, as the real images are and as an .npz written
 by sample.py is, so scoring a model directly or through its .npz gives the same figures.
@@ -222,7 +224,8 @@ def score_features(features, probs, reference: Reference, labels=None) -> dict:
     recall (against as many real images as samples) and class histogram of sample features.
 
     With `labels`, the class each sample was drawn for, also class_accuracy (the share that the
-    classifier assigns to that class) and class_fid (per class, the FID of its samples against the
+    classifier assigns to that class), class_accuracy_by_class (that share in each class; None for a
+    class without samples) and class_fid (per class, the FID of its samples against the
     real images of that class; None for a class with fewer than 2 samples or real images: where a
     class-conditional model's FID comes from; the key is absent when the reference has no labels).
     Per-class FIDs rest on fewer images, so they sit higher than the overall one and compare only
@@ -242,7 +245,8 @@ def score_features(features, probs, reference: Reference, labels=None) -> dict:
 
 
 def class_scores(features, probs, reference: Reference, labels) -> dict:
-    """class_accuracy and (when the reference has labels) class_fid of samples drawn for `labels`."""
+    """class_accuracy, class_accuracy_by_class and (when the reference has labels) class_fid of samples
+    drawn for `labels`."""
     labels = np.asarray(labels)
     if labels.shape != (len(features),):
         raise ValueError(f"labels must be one class per image: got shape {labels.shape} for {len(features)} images")
@@ -251,7 +255,10 @@ def class_scores(features, probs, reference: Reference, labels) -> dict:
     num_classes = probs.shape[1]
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
-    scores = {"class_accuracy": round(float(np.mean(np.argmax(probs, axis=1) == labels)), 4)}
+    hits = np.argmax(probs, axis=1) == labels
+    scores = {"class_accuracy": round(float(np.mean(hits)), 4),
+              "class_accuracy_by_class": [round(float(np.mean(hits[labels == c])), 4) if np.any(labels == c) else None
+                                          for c in range(num_classes)]}
     if reference.labels is not None:
         fids = []
         for c in range(num_classes):
@@ -313,3 +320,21 @@ def fid_floor(extractor: FeatureExtractor, reference: Reference, num: int, root=
     model's `num` samples can score in this feature space (their features cached like the reference's)."""
     train = Reference.load(reference.data, extractor, root, split="train")
     return round(frechet_distance(*feature_statistics(train.features[:num]), reference.mu, reference.sigma), 4)
+
+
+def class_fid_floor(extractor: FeatureExtractor, reference: Reference, counts, root=None) -> list:
+    """Per class c, the floor of its class_fid at counts[c] samples: the FID of the first counts[c] real
+    train images of class c against the real images of class c in `reference` (the test set), as
+    class_scores scores samples. None for a class with fewer than 2 images on either side. A
+    per-class FID rests on few images and sits well above the overall one: compare it with this."""
+    train = Reference.load(reference.data, extractor, root, split="train")
+    floors = []
+    for c, n in enumerate(int(n) for n in counts):
+        real = reference.class_statistics(c)
+        members = train.features[train.labels == c]
+        if n > len(members):
+            raise ValueError(f"the train split holds {len(members)} images of class {c}, fewer than the {n} "
+                             "samples of that class: the per-class floor needs as many real ones")
+        floors.append(None if real is None or n < 2
+                      else round(frechet_distance(*feature_statistics(members[:n]), *real), 3))
+    return floors

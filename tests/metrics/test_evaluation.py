@@ -347,17 +347,17 @@ def test_the_runs_own_data_folder_is_the_reference(tmp_path, capsys):
     assert "my_fashion" in err and "--data-root DIR" in err and "--data DIR" not in err, err
 
 
-def run_class_fid(*argv):
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "class_fid.py"
-    spec = importlib.util.spec_from_file_location("class_fid", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main([str(a) for a in argv])
+def per_class(path, *argv):
+    """evaluate.py --per-class on an .npz of Fashion-MNIST-shaped images; its exit code."""
+    return evaluate_cli("--npz", path, "--data", "fashion_mnist", "--per-class", *argv)
 
 
-def test_class_fid_table_sets_each_class_against_its_floor(cache, reference, tmp_path, capsys):
+def table_rows(err):
+    """The Markdown table on stderr, each row split at " | "."""
+    return [line.split(" | ") for line in err.splitlines() if line.startswith("| ")]
+
+
+def test_per_class_table_sets_each_class_against_its_floor(cache, reference, tmp_path, capsys):
     test, labels = load_idx_dataset("fashion_mnist", None, "test")
     keep = np.concatenate([np.flatnonzero(labels == c)[:30] for c in range(10)])
     good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
@@ -366,38 +366,63 @@ def test_class_fid_table_sets_each_class_against_its_floor(cache, reference, tmp
     swapped[labels[keep] == 9] = test[keep][labels[keep] == 7]  # "ankle boots" that are sneakers
     viz.save_npz(swapped[:, None] / 127.5 - 1.0, bad, labels=labels[keep])
     assert list(np.load(good).files) == ["arr_0", "labels"]  # images first, as FID tools read them
-    assert run_class_fid(good, bad) == 0
-    rows = [line.split(" | ") for line in capsys.readouterr().out.strip().splitlines()]
-    assert rows[0][1] == "floor: FID (30 train images)" and len(rows) == 13, rows
-    sneaker, boot = rows[2 + 7], rows[2 + 9]
-    assert boot[0] == "| Ankle boot" and float(boot[5]) > 10 * float(boot[3]), boot  # bad vs good
-    assert sneaker[3] == sneaker[5] and float(boot[6].rstrip(" |%")) < 10  # bad's boots are called sneakers
-    np.savez(bad, test[:25, :, :, None], labels=labels[:25])  # classes drawn unequally often
-    with pytest.raises(SystemExit):
-        run_class_fid(bad)
-    assert "per-class FIDs compare at equal counts" in capsys.readouterr().err
+    records, tables = [], []
+    for path in (good, bad):
+        assert per_class(path) == 0
+        out, err = capsys.readouterr()
+        records.append(json.loads(out.strip().splitlines()[-1]))
+        tables.append(table_rows(err))
+    (g, b), (good_rows, bad_rows) = records, tables
+    # The floor: 30 train images of each class against that class's test images, the same for both files.
+    assert g["class_fid_floor"] == b["class_fid_floor"] and all(f > 0 for f in g["class_fid_floor"]), g
+    assert g["fid_floor"] == b["fid_floor"] > 0 and g["num"] == 300
+    assert good_rows[0][0] == "| class" and len(good_rows) == 13, good_rows  # head, rule, 10 classes, all
+    boot, bad_boot, sneaker, bad_sneaker = good_rows[2 + 9], bad_rows[2 + 9], good_rows[2 + 7], bad_rows[2 + 7]
+    assert boot[0] == "| Ankle boot" and boot[1] == "30" and boot[3] == f"{g['class_fid_floor'][9]:.2f}", boot
+    assert float(bad_boot[2]) > 10 * float(boot[2]) and float(bad_boot[4]) > 10 * float(boot[4]), (boot, bad_boot)
+    assert sneaker[2:] == bad_sneaker[2:] and b["class_fid"][7] == g["class_fid"][7]  # the sneakers are the same
+    assert b["class_accuracy_by_class"][9] < 0.1 < 0.8 < g["class_accuracy_by_class"][9]  # bad's boots: sneakers (good: 0.9)
+    assert bad_rows[-1][0] == "| all classes" and bad_rows[-1][2] == f"{b['fid']:.2f}", bad_rows[-1]
+    # Classes drawn unequally often: each class against as many real images as it has samples.
+    np.savez(bad, test[:25, :, :, None], labels=labels[:25])
+    assert per_class(bad) == 0
+    out, err = capsys.readouterr()
+    uneven = json.loads(out.strip().splitlines()[-1])
+    counts = np.bincount(labels[:25], minlength=10)
+    assert [f is None for f in uneven["class_fid_floor"]] == [n < 2 for n in counts], (counts, uneven)
+    assert [row[1] for row in table_rows(err)[2:12]] == [str(n) for n in counts]
 
 
-def test_class_fid_names_bad_files_before_it_loads_the_classifier(tmp_path, capsys, monkeypatch):
-    import ddpm_ms.metrics.evaluation as evaluation
-
-    def no_classifier(*args, **kwargs):
-        raise AssertionError("the classifier was loaded before the files were checked")
-
-    monkeypatch.setattr(evaluation, "FeatureExtractor", no_classifier)
+def test_per_class_refuses_what_it_cannot_table(cache, reference, tmp_path, capsys):
     images, labels = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 10
-    cases = {"empty": (images[:0], labels[:0], "holds no images"),
-             "range": (images, labels + 5, "holds labels 5..14; fashion_mnist has the classes 0..9"),
-             "unit": (images.astype(np.float32)[:, None] + 0.5, labels, "no negative values"),
-             "shape": (np.zeros((20, 32, 32), np.uint8), labels, "must be 28x28 grayscale")}
-    for name, (x, y, message) in cases.items():
-        np.savez(tmp_path / f"{name}.npz", x, labels=y)
-        with pytest.raises(SystemExit):
-            run_class_fid(tmp_path / f"{name}.npz")
-        err = capsys.readouterr().err
-        assert message in err and f"{name}.npz" in err, (name, err)
-    np.savez(tmp_path / "ok.npz", images, labels=labels)  # a good file and a data folder without the train split
-    with pytest.raises(SystemExit):
-        run_class_fid(tmp_path / "ok.npz", "--data-root", tmp_path)
+    np.savez(tmp_path / "unlabelled.npz", images)
+    np.savez(tmp_path / "wide.npz", images, labels=labels + 5)  # a model with more classes than the classifier
+    np.savez(tmp_path / "ok.npz", images, labels=labels)
+    for name in ("unlabelled", "wide"):
+        assert per_class(tmp_path / f"{name}.npz") == 2
+        assert f"--per-class needs the class of every image: {tmp_path / name}.npz" in capsys.readouterr().err
+    assert per_class(tmp_path / "ok.npz", "--no-floor") == 2
+    assert "drop --no-floor" in capsys.readouterr().err
+    # A data folder without the train split: the floor's images are missing, and the flag to fix it is named.
+    (tmp_path / "test_only").mkdir()
+    for name in IDX_FILES["test"]:
+        shutil.copy(DEFAULT_ROOTS["fashion_mnist"] / name, tmp_path / "test_only" / name)
+    assert per_class(tmp_path / "ok.npz", "--data-root", tmp_path / "test_only") == 2
     err = capsys.readouterr().err
     assert "--data-root DIR" in err and "--data DIR" not in err and "Traceback" not in err, err
+    assert evaluate_cli("--run", make_run(tmp_path / "plain"), "--num", 10, "--per-class") == 2
+    assert "--per-class needs a class-conditional model" in capsys.readouterr().err
+
+
+def test_per_class_on_a_class_conditional_model(cache, reference, tmp_path, capsys):
+    run = make_run(tmp_path / "cond", num_classes=10)
+    assert evaluate_cli("--run", run, "--steps", 2, "--num", 20, "--per-class") == 0
+    out, err = capsys.readouterr()
+    record = json.loads(out.strip().splitlines()[-1])
+    assert json.loads((run / "eval.jsonl").read_text()) == record  # logged like any evaluation
+    # Every class drawn twice: each class's FID and floor over 2 images.
+    assert [row[1] for row in table_rows(err)[2:12]] == ["2"] * 10
+    assert None not in record["class_fid"] and all(f > 0 for f in record["class_fid_floor"]), record
+    wide = make_run(tmp_path / "wide", num_classes=12)  # more classes than the classifier knows
+    assert evaluate_cli("--run", wide, "--num", 24, "--per-class") == 2
+    assert "at most the classifier's 10 classes; this one has 12" in capsys.readouterr().err
