@@ -38,7 +38,7 @@ def test_fashion_mnist_pipeline_shape_range_dtype():
 
 def test_fashion_mnist_footwear_faces_one_way():
     """Why the IDX presets do not flip: a mirrored boot is not a Fashion-MNIST boot (the FID
-    classifier calls 97% of mirrored test boots bags; benchmarks/fid_sensitivity.py)."""
+    classifier calls 97% of mirrored test boots bags; research/fid_sensitivity.py)."""
     images, labels = load_idx_dataset("fashion_mnist")
     for label in (5, 7, 9):  # sandals, sneakers, ankle boots
         shoes = images[labels == label].astype(np.float64)

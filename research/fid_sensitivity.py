@@ -7,7 +7,7 @@ figures a scale, and after mirroring: a random half of the images mirrored is wh
 trained with random horizontal flips learns at best, and it is far from the test set, because
 every shoe in Fashion-MNIST points the same way (the classifier calls mirrored boots bags):
 
-    python benchmarks/fid_sensitivity.py [--num 10000] [--samples SAMPLES.npz]   # evaluate.py --save-npz output
+    python research/fid_sensitivity.py [--num 10000] [--samples SAMPLES.npz]   # evaluate.py --save-npz output
 
 With --samples it also scores those samples as they are and with their faint background
 (values 1-8 of 255) set to 0, the real background value. Last, a table of what the classifier
