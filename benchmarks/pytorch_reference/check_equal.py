@@ -31,14 +31,14 @@ def ms_side(dim: int, block: str, num_classes: int = 0) -> str:
     import mindspore as ms
     from ddpm_ms.device import select_device
     from ddpm_ms.config import preset
-    from ddpm_ms.models import UNet, count_parameters
+    from ddpm_ms.models import build_model, count_parameters
 
     select_device("CPU")
     ms.set_seed(0)
     cfg = preset("fashion_mnist").model
     cfg.num_classes = num_classes
     cfg.dim, cfg.block = dim, block
-    net = UNet(cfg)
+    net = build_model(cfg)
     net.set_train(False)
     rng = np.random.default_rng(123)
     if num_classes:  # unit-scale labels, so that a wrong row would change the output visibly

@@ -1,4 +1,5 @@
-"""Does recipe_search.py's DPM-Solver++ draw what ddpm_ms's does? Both sample 16 images with 20
+"""Does the PyTorch twin's DPM-Solver++ (diffusion_torch.py, which research/recipe_search.py samples with)
+draw what ddpm_ms's does? Both sample 16 images with 20
 steps from the same starting noise and the same trained weights (a checkpoint's EMA weights), on
 ddpm_ms's default grid for the sampler started at T-1 (--lambda-min-clipped none); a class-conditional checkpoint draws labels 0..9, 0..5 with
 its run's guidance scale (or --guidance-scale):
@@ -28,27 +29,26 @@ SHAPE = (16, 1, 28, 28)
 def ms_side(ckpt: str, guidance_scale=None) -> str:
     sys.path.insert(0, ROOT)
     from ddpm_ms.device import select_device
-    from ddpm_ms.sampling import scheduler_for
-    from ddpm_ms.sampling.loop import sample
-    from ddpm_ms.training.checkpoint import load_model
+    from ddpm_ms.pipeline import DiffusionPipeline
 
     select_device("CPU")
-    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt)))
-    model, cfg = load_model(run_dir, ckpt, weights="ema")
+    pipe = DiffusionPipeline.from_pretrained(ckpt, weights="ema")
     x_T = np.random.default_rng(7).standard_normal(SHAPE).astype(np.float32)
     # The proxy's grids start at T-1 (leading or trailing): compare on those, without ddpm_ms's
     # default cut at log-SNR -4.3.
-    scheduler = scheduler_for("dpm++", cfg, lambda_min_clipped=-np.inf)
-    n = cfg.model.num_classes
+    scheduler = pipe.scheduler("dpm++", lambda_min_clipped=-np.inf)
+    n = pipe.num_classes
     labels = np.arange(SHAPE[0]) % n if n else None
-    w = (cfg.train.guidance_scale if guidance_scale is None else guidance_scale) if n else 1.0
-    images, _ = sample(model, scheduler, SHAPE, num_inference_steps=20, x_T=x_T, progress=False,
-                       class_labels=labels, guidance_scale=w)
+    w = (pipe.sampling.guidance_scale if guidance_scale is None else guidance_scale) if n else 1.0
+    # Guided at every step, without rescale: the proxy's sampler name below says so (no -iLO_HI).
+    guidance = dict(guidance_scale=w, guidance_rescale=0.0, guidance_interval="all") if n else {}
+    images = pipe(SHAPE[0], class_labels=labels, scheduler=scheduler, num_inference_steps=20, latents=x_T,
+                  batch_size=SHAPE[0], progress=False, **guidance).images
     trailing = scheduler.timestep_spacing == "trailing"
     name = f"dpmpp20{'tr' if trailing else ''}" + (f"-w{w:g}" if n else "")
     print(f"MindSpore: {name} ({scheduler.timestep_spacing} grid, w = {w:g}, {n} classes)")
     arrays = {"x_T": x_T, "images": images, "sampler": np.array(name)}
-    arrays.update({"w:" + p.name: p.asnumpy() for p in model.trainable_params()})
+    arrays.update({"w:" + p.name: p.asnumpy() for p in pipe.model.trainable_params()})
     path = os.path.join(tempfile.mkdtemp(), "sampler.npz")
     np.savez(path, **arrays)
     return path
@@ -58,7 +58,7 @@ def torch_side(path: str) -> int:
     sys.path.insert(0, HERE)
     import torch
 
-    from recipe_search import cosine_alphas_cumprod, dpm_solver_pp, guided_eps, parse_sampler
+    from diffusion_torch import cosine_alphas_cumprod, dpm_solver_pp, guided_eps, parse_sampler
     from unet_torch import UNet, load_ms_weights, model_config
 
     torch.set_num_threads(2)
@@ -81,7 +81,8 @@ def torch_side(path: str) -> int:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", help="a checkpoint of the fashion_mnist preset's U-Net, inside its run directory")
+    ap.add_argument("--ckpt", help="a checkpoint of the fashion_mnist preset's U-Net inside its run directory, the "
+                                   "run directory, or a pipeline directory (DiffusionPipeline.from_pretrained)")
     ap.add_argument("--guidance-scale", type=float, help="guidance w for a class-conditional checkpoint "
                                                          "(default: its run's)")
     ap.add_argument("--torch", metavar="NPZ", help=argparse.SUPPRESS)

@@ -1,4 +1,5 @@
-"""Does recipe_search.py's PyTorch update do what scripts/train.py's does? Three updates of the
+"""Does the PyTorch twin's update (unet_torch.py with diffusion_torch.py's loss weights and learning rate, as
+research/recipe_search.py trains) do what scripts/train.py's does? Three updates of the
 preset's recipe (p2-weighted Huber loss, global-norm clipping, Adam with the warm-up/cosine
 rate) from the same weights on the same batches, t and noise, in MindSpore and in PyTorch:
 
@@ -34,7 +35,7 @@ def ms_side(args) -> str:
     from ddpm_ms.config import preset
     from ddpm_ms.device import select_device
     from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
-    from ddpm_ms.models import UNet
+    from ddpm_ms.models import build_model
     from ddpm_ms.training.optim import WarmupSchedule, build_optimizer
     from ddpm_ms.training.step import make_train_step
 
@@ -43,11 +44,10 @@ def ms_side(args) -> str:
     cfg = preset("fashion_mnist")
     cfg.model.num_classes = 0  # unet_torch.py is the unconditional network
     d, t = cfg.diffusion, cfg.train
-    model = UNet(cfg.model)
+    model = build_model(cfg.model)
     if args.from_ckpt:  # a trained model's raw weights: does the update still agree late in a run?
-        from ddpm_ms.training.checkpoint import load_model
-        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(args.from_ckpt)))
-        trained, _ = load_model(run_dir, args.from_ckpt, weights="raw")
+        from ddpm_ms.pipeline import DiffusionPipeline
+        trained = DiffusionPipeline.from_pretrained(args.from_ckpt, weights="raw").model
         values = {p.name: p.asnumpy() for p in trained.trainable_params()}
         for p in model.trainable_params():
             p.set_data(ms.Tensor(values[p.name]))
@@ -59,7 +59,7 @@ def ms_side(args) -> str:
     step = make_train_step(diffusion, build_optimizer(model.trainable_params(), lr), clip_grad=t.clip_grad)
 
     sys.path.insert(0, HERE)
-    from recipe_search import read_idx_images
+    from diffusion_torch import read_idx_images
     images = read_idx_images(os.path.join(ROOT, "data", "fashion-mnist", "train-images-idx3-ubyte.gz"))
     rng = np.random.default_rng(0)
     arrays = {}
@@ -86,7 +86,7 @@ def torch_side(path: str) -> int:
     import torch
     import torch.nn.functional as F
 
-    from recipe_search import cosine_alphas_cumprod, loss_weights, lr_at
+    from diffusion_torch import cosine_alphas_cumprod, loss_weights, lr_at
     from unet_torch import UNet, load_ms_weights, model_config, ms_name_to_torch
 
     torch.set_num_threads(2)
@@ -114,7 +114,7 @@ def torch_side(path: str) -> int:
             # MindSpore's nn.Adam adds eps to sqrt(v) before the bias correction, torch after it:
             # torch with eps / sqrt(1 - beta2^k) at update k takes MindSpore's step. The difference
             # matters only for weights with gradients near eps in the first ~100 updates (inside
-            # the preset's warm-up); recipe_search.py keeps torch's constant eps.
+            # the preset's warm-up); research/recipe_search.py keeps torch's constant eps.
             g["eps"] = 1e-8 / np.sqrt(1.0 - 0.999 ** (i + 1))
         opt.step()
         ms_loss, ms_norm, ms_lr = data[f"out_{i}"]

@@ -1,4 +1,4 @@
-"""PyTorch mirror of ddpm_ms.metrics.classifier.FeatureClassifier, for scoring recipe_search.py's
+"""PyTorch mirror of ddpm_ms.metrics.classifier.FeatureClassifier, for scoring research/recipe_search.py's
 samples where MindSpore is not installed (a GPU machine). Same layers, eval-mode BatchNorm.
 
     python benchmarks/pytorch_reference/classifier_torch.py export OUT.npz   # MindSpore side: weights -> npz

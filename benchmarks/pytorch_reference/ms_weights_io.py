@@ -1,8 +1,9 @@
-"""Move U-Net weights between ddpm_ms checkpoints and the proxy (recipe_search.py), both ways,
+"""Move U-Net weights between ddpm_ms checkpoints and the proxy (research/recipe_search.py), both ways,
 so that one side's trained model can be sampled and scored by the other's code. That splits
 a FID gap between the two into "training" and "sampling / scoring".
 
-    # a ddpm_ms checkpoint's EMA weights -> npz for recipe_search.py --score-weights
+    # a ddpm_ms checkpoint's EMA weights (or a run's newest, or a pipeline directory's) -> npz for
+    # research/recipe_search.py --score-weights
     python ms_weights_io.py export RUN/checkpoints/final.ckpt OUT.npz
 
     # proxy weights (recipe_search.py --save-weights) -> a run directory evaluate.py reads
@@ -28,14 +29,14 @@ PREFIX = "w:"
 def export(ckpt: str, out: str, weights: str) -> int:
     sys.path.insert(0, ROOT)
     from ddpm_ms.device import select_device
-    from ddpm_ms.training.checkpoint import load_model
+    from ddpm_ms.pipeline import DiffusionPipeline
 
     select_device("CPU")
-    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt)))
-    model, _ = load_model(run_dir, ckpt, weights=weights)
-    arrays = {PREFIX + p.name: p.asnumpy() for p in model.trainable_params()}
+    pipe = DiffusionPipeline.from_pretrained(ckpt, weights=weights)
+    arrays = {PREFIX + p.name: p.asnumpy() for p in pipe.model.trainable_params()}
     np.savez(out, **arrays)
-    print(f"{out}: {len(arrays)} {model.loaded_weights} arrays of {ckpt} (step {model.checkpoint_step})")
+    print(f"{out}: {len(arrays)} {pipe.loaded_weights} arrays of {pipe.checkpoint or pipe.source} "
+          f"(step {pipe.checkpoint_step})")
     return 0
 
 
@@ -45,8 +46,8 @@ def import_(npz: str, like: str, out: str) -> int:
     sys.path.insert(0, ROOT)
     from ddpm_ms.config import Config
     from ddpm_ms.device import select_device
-    from ddpm_ms.models import UNet
-    from ddpm_ms.training.checkpoint import save_checkpoint
+    from ddpm_ms.checkpoint import save_checkpoint
+    from ddpm_ms.models import build_model
 
     import mindspore as ms
 
@@ -55,7 +56,7 @@ def import_(npz: str, like: str, out: str) -> int:
         raise SystemExit(f"{out} exists; choose a new run directory")
     cfg = Config.load(like)
     data = np.load(npz)
-    models = UNet(cfg.model), UNet(cfg.model)
+    models = build_model(cfg.model), build_model(cfg.model)
     names = {p.name for p in models[0].trainable_params()}
     given = {k[len(PREFIX):] for k in data.files if k.startswith(PREFIX)}
     if names != given:
@@ -75,8 +76,8 @@ def import_(npz: str, like: str, out: str) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("export", help="checkpoint -> npz")
-    e.add_argument("ckpt")
+    e = sub.add_parser("export", help="checkpoint (or run, or pipeline directory) -> npz")
+    e.add_argument("ckpt", help="a checkpoint inside its run, a run directory or a pipeline directory")
     e.add_argument("out")
     e.add_argument("--weights", choices=("ema", "raw"), default="ema")
     i = sub.add_parser("import", help="npz -> new run directory")

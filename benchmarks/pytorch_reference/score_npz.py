@@ -1,4 +1,4 @@
-"""Score recipe_search.py's samples with the project's classifier (MindSpore, CPU).
+"""Score research/recipe_search.py's samples with the project's classifier (MindSpore, CPU).
 
     python benchmarks/pytorch_reference/score_npz.py OUT/*.npz [--num 1000] [--json results.jsonl]
 
