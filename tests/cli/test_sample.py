@@ -189,7 +189,7 @@ def test_class_labels_by_number_name_or_none(tmp_path, capsys):
         assert f["arr_0"].shape == (20, 8, 8, 1) and f["labels"].tolist() == list(range(10)) * 2
     assert sample_cli("--run", run, "--steps", 2, "--num", 2, "--class-label", "sock") == 2
     err = capsys.readouterr().err
-    assert "--class-label 'sock' is not one of this model's classes (0 T-shirt/top" in err and "'none'" in err
+    assert "--class-label: class 'sock' is not one of this model's classes (0 T-shirt/top" in err and "'none'" in err
 
 
 def test_class_label_on_an_unconditional_model_is_a_clear_error(run_dir, capsys):
