@@ -188,7 +188,7 @@ def run(args) -> int:
         raise ValueError("--per-class sets each class against its floor: drop --no-floor")
     from ddpm_ms.config import Config
     from ddpm_ms.files import append_jsonl
-    from ddpm_ms.device import select_device
+    from ddpm_ms.device import machine, select_device
     from ddpm_ms.metrics.evaluation import (FeatureExtractor, Reference, class_fid_floor, fid_floor, sample_and_score,
                                             score_images)
     from ddpm_ms.metrics.classifier import NUM_CLASSES
@@ -287,7 +287,7 @@ def run(args) -> int:
     if args.per_class:
         record["class_fid_floor"] = floors
         print_class_table(record, labels, data)
-    record = {**source, **record, "device": device, "date": started}
+    record = {**source, **record, "device": device, "machine": machine(), "date": started}
     if args.save_npz:
         viz.save_npz(images, args.save_npz, labels)
     if args.grid:

@@ -34,8 +34,9 @@ def render_card(info: dict) -> str:
     if ev:
         floor = (f" against a floor of {ev['fid_floor']:g} (real train images against the same test set, same count)"
                  if ev.get("fid_floor") is not None else " (floor not measured)")
+        where = f", on {ev['machine']}" if ev.get("machine") else ""
         lines.append(f"| FID | {ev['fid']:g} at {ev['num']:,} images ({ev['sampler']}, {ev['steps']} steps){floor}; "
-                     f"measured in the features of ddpm_ms's {dataset} classifier, not Inception's |")
+                     f"measured in the features of ddpm_ms's {dataset} classifier, not Inception's{where} |")
         if ev.get("class_accuracy") is not None:
             lines.append(f"| class accuracy | {100 * ev['class_accuracy']:.1f}% of samples recognised as the class asked for |")
     else:

@@ -79,6 +79,7 @@ def write_pipeline_dir(out, model, model_config: ModelConfig, diffusion: Diffusi
     try:
         entries = [{"name": name, "data": p} for name, p in model.parameters_and_names()]
         ms.save_checkpoint(entries, str(tmp / WEIGHTS), format="safetensors")
+        (tmp / WEIGHTS).chmod(0o644)  # MindSpore writes it owner-read-only; a handed-on file is the user's to manage
         _write_json(tmp / MODEL_CONFIG, model_config_dict(model_config, dataset, class_names))
         _write_json(tmp / SCHEDULER_CONFIG, scheduler_config_dict(diffusion, sampling))
         (tmp / CARD).write_text(card)
