@@ -2,10 +2,11 @@
 
 Each measurement (graph or pynative mode, one batch size) runs in its own Python process, so
 compile time and peak resident memory belong to that measurement alone. Training times the
-update the Trainer runs (noise and timesteps drawn on the host, forward, loss, gradients,
-clipping, the Adam update and the EMA; `--variants` compares it with and without clipping, EMA
-and gradient accumulation); sampling times the `sample()` loop of each scheduler (one compiled model call and
-one scheduler update per step). The data pipeline is left out: x0 is a fixed random batch.
+update the Trainer runs, through its HostLoop (timesteps, noise and label drops drawn on the
+host, forward, loss, gradients, clipping, the Adam update and the EMA; `--variants` compares it
+with and without clipping, EMA and gradient accumulation); sampling times the `sample()` loop of
+each scheduler (one compiled model call and one scheduler update per step). The data pipeline
+is left out: x0 is a fixed random batch.
 
 For sampling, `img_per_s` counts finished images per second at the sampler's usual step count
 (DDPM 1000, DDIM 50, DPM-Solver++ 20), `model_calls_per_s` the loop's steps per second, and
@@ -83,12 +84,15 @@ TRAIN_VARIANTS = {
 
 
 def measure_train(args) -> dict:
-    """One optimizer update as the Trainer runs it: the compiled TrainStep (micro-batches, then
-    the update) and the EMA's compiled average, with host-drawn timesteps and noise."""
+    """One optimizer update as the Trainer runs it, through the same HostLoop: host-drawn
+    timesteps, noise and label drops, the compiled TrainStep (micro-batches, then the update)
+    and the EMA's compiled average."""
+    import itertools
+
     import mindspore as ms
     import numpy as np
     from ddpm_ms.models import build_model
-    from ddpm_ms.training import EMA, TrainStep, WarmupSchedule, build_optimizer
+    from ddpm_ms.training import EMA, HostLoop, TrainStep, WarmupSchedule, build_optimizer
 
     cfg, model, schedule, diffusion, info = _build(args)
     clip, ema_every, accum = TRAIN_VARIANTS[args.variant]
@@ -103,22 +107,14 @@ def measure_train(args) -> dict:
     shape = (args.batch_size, cfg.model.channels, *cfg.model.image_size)
     x0 = ms.Tensor(rng.uniform(-1, 1, shape).astype(np.float32))
     n_classes = cfg.model.num_classes  # a class-conditional preset trains on (image, label) batches
-    labels = (ms.Tensor(rng.integers(0, n_classes + 1, (shape[0],), dtype=np.int32)),) if n_classes else ()
+    labels = (ms.Tensor(rng.integers(0, n_classes, (shape[0],), dtype=np.int32)),) if n_classes else ()
+    host = HostLoop(step, rng, schedule.timesteps, n_classes, cfg.diffusion.cond_drop_prob, ema)
+    batches = itertools.repeat((x0, *labels))
     updates = [0]
 
-    def run_once():
-        for i in range(accum):
-            t = ms.Tensor(rng.integers(0, schedule.timesteps, (shape[0],), dtype=np.int32))
-            noise = ms.Tensor(rng.standard_normal(shape, dtype=np.float32))
-            if i < accum - 1:
-                step.micro(x0, t, noise, *labels).asnumpy()
-            else:
-                loss = float(step.update(x0, t, noise, *labels)[0].asnumpy())
+    def run_once():  # raises NonFiniteLoss (a FloatingPointError) on a NaN or Inf loss
         updates[0] += 1
-        if ema is not None:
-            ema.update(updates[0])
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"benchmark loss became {loss}")
+        host.run(batches, updates[0])
 
     tic = time.perf_counter()
     run_once()

@@ -1,17 +1,18 @@
-"""The training loop: compiled updates (training/step.py), the EMA, logs, checkpoints and
-pictures, all written into one self-describing run directory that a later run can resume.
+"""The training loop: compiled updates (training/step.py, driven by training/host_loop.py), the
+EMA, logs, checkpoints and pictures, all written into one self-describing run directory that a
+later run can resume.
 
 Resuming is exact: a checkpoint holds the weights, the EMA, the optimizer state, the step,
-the epoch and how many batches of it were used, and the host RNG that draws timesteps and
-noise. Each epoch's shuffle and flips come from a dataset seed derived from (seed, epoch),
-so a resumed run reads the same batches in the same order and skips the ones already used.
+the epoch and how many batches of it were used, and the host RNG that draws timesteps, noise
+and label drops (in the order host_loop.py documents). Each epoch's shuffle and flips come from
+a dataset seed derived from (seed, epoch), so a resumed run reads the same batches in the same
+order and skips the ones already used.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
-import math
 import signal
 import threading
 import time
@@ -34,6 +35,7 @@ from ddpm_ms.pipeline import DiffusionPipeline
 from ddpm_ms import checkpoint as ckpt_io
 from ddpm_ms.training.amp import apply_amp, loss_scaler, resolve_amp
 from ddpm_ms.training.ema import EMA
+from ddpm_ms.training.host_loop import HostLoop, NonFiniteLoss
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer, decoupled_decay
 from ddpm_ms.training.step import TrainStep, make_train_step
 
@@ -46,10 +48,6 @@ RESUMABLE_CHANGES = tuple(f"train.{k}" for k in (
     f"sampling.{f.name}" for f in dataclasses.fields(SamplingConfig))
 
 __all__ = ["LOG_FIELDS", "NonFiniteLoss", "Trainer", "make_train_step", "prepare_run_dir"]
-
-
-class NonFiniteLoss(FloatingPointError):
-    pass
 
 
 def prepare_run_dir(out) -> Path:
@@ -131,6 +129,8 @@ class Trainer:
         self.train_step: TrainStep = make_train_step(
             self.diffusion, self.optimizer, jit=self.jit, grad_accum=t.grad_accum, clip_grad=t.clip_grad,
             weight_decay=decoupled_decay(t.optimizer, t.weight_decay), loss_scaler=self.scaler)
+        self.host = HostLoop(self.train_step, self.rng, self.schedule.timesteps, cfg.model.num_classes,
+                             cfg.diffusion.cond_drop_prob, self.ema)
         self._stop_signal, self._stop_at, self._saved_step = None, None, self.step
 
     # -- set-up -------------------------------------------------------------------------------
@@ -287,31 +287,9 @@ class Trainer:
         return self.ckpt
 
     # -- the loop -----------------------------------------------------------------------------
-    def _batch_noise(self, x0_shape):
-        t = self.rng.integers(0, self.schedule.timesteps, size=(x0_shape[0],), dtype=np.int32)
-        noise = self.rng.standard_normal(x0_shape, dtype=np.float32)
-        return ms.Tensor(t), ms.Tensor(noise)
-
     def _drop_labels(self, labels):
-        """The labels with a random `cond_drop_prob` share set to "no class" (label num_classes),
-        drawn from the run's generator after t and the noise."""
-        y = labels.asnumpy().astype(np.int32)
-        n = self.cfg.model.num_classes
-        if y.min() < 0 or y.max() >= n:
-            raise ValueError(f"the data holds labels {y.min()}..{y.max()} but the model knows {n} classes "
-                             f"(0..{n - 1}): set model.num_classes to at least {y.max() + 1}")
-        drop = self.rng.random(y.shape[0]) < self.cfg.diffusion.cond_drop_prob
-        return ms.Tensor(np.where(drop, n, y).astype(np.int32))
-
-    def _check_finite(self, loss, grad_norm, skipped):
-        """Stop on a NaN/Inf loss, or gradient norm (unless the loss scaler skipped that update)."""
-        bad = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm) \
-            if not (math.isfinite(grad_norm) or skipped) else None
-        if bad:
-            kept = f"the last good checkpoint is {self.ckpt}" if self.ckpt else "no checkpoint was written yet"
-            raise NonFiniteLoss(f"{bad[0]} became {bad[1]} at step {self.step}; {kept}. Lower the learning rate "
-                                f"(now {self.cfg.train.lr:g}) or clip gradients (--clip-grad), and resume or "
-                                "train again.")
+        """The labels with the run's share cond_drop_prob dropped to "no class" (HostLoop.drop_labels)."""
+        return self.host.drop_labels(labels)
 
     def _batches(self):
         """Yields micro-batches from the current data position, epoch after epoch."""
@@ -355,6 +333,10 @@ class Trainer:
         self._install_signal_handlers()
         try:
             compile_s = self._loop()
+        except NonFiniteLoss as e:
+            kept = f"the last good checkpoint is {self.ckpt}" if self.ckpt else "no checkpoint was written yet"
+            raise NonFiniteLoss(f"{e}; {kept}. Lower the learning rate (now {self.cfg.train.lr:g}) or clip "
+                                "gradients (--clip-grad), and resume or train again.") from None
         finally:
             for sig, old in self._handlers.items():
                 signal.signal(sig, old)
@@ -364,7 +346,6 @@ class Trainer:
 
     def _loop(self):
         t = self.cfg.train
-        k = t.grad_accum
         window, compile_s = _Window(), None
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.preset}",
                    disable=not self.progress, dynamic_ncols=True)
@@ -379,30 +360,15 @@ class Trainer:
                 writer.writeheader()
             while self.step < self.total_steps and self._stop_signal is None:
                 tic = time.perf_counter()
-                losses, images = [], 0
-                for i in range(k):
-                    x0, *labels = next(batches)
-                    t_, noise = self._batch_noise(x0.shape)
-                    inputs = (x0, t_, noise, self._drop_labels(labels[0])) if self.cfg.model.num_classes \
-                        else (x0, t_, noise)
-                    images += x0.shape[0]
-                    if i < k - 1:
-                        losses.append(float(self.train_step.micro(*inputs).asnumpy()))
-                    else:
-                        loss, norm, lr, finite = self.train_step.update(*inputs)
-                        losses.append(float(loss.asnumpy()))
+                u = self.host.run(batches, self.step + 1)
                 self.step += 1
-                loss, norm, lr = float(np.mean(losses)), float(norm.asnumpy()), float(lr.asnumpy())
-                skipped = self.scaler is not None and not bool(finite.asnumpy())
-                self._check_finite(loss, norm, skipped)
-                decay = self.ema.update(self.step) if self.ema is not None else None
                 toc = time.perf_counter()
                 self.elapsed += toc - tic
                 if compile_s is None:
                     compile_s = toc - tic  # the first update compiles the graphs
-                    window.add(loss, norm, lr, decay, 0, 0.0, skipped)
+                    window.add(u.loss, u.grad_norm, u.lr, u.ema_decay, 0, 0.0, u.skipped)
                 else:
-                    window.add(loss, norm, lr, decay, images, toc - tic, skipped)
+                    window.add(u.loss, u.grad_norm, u.lr, u.ema_decay, u.images, toc - tic, u.skipped)
                 bar.update(1)
                 if self._stop_at is not None and self.step >= self._stop_at and self.step < self.total_steps:
                     self._stop_signal = f"stop_at {self._stop_at}"
