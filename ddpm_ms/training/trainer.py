@@ -1,6 +1,6 @@
-"""The training loop: compiled updates (training/step.py, driven by training/host_loop.py), the
-EMA, logs, checkpoints and pictures, all written into one self-describing run directory that a
-later run can resume.
+"""The Trainer: updates (the compiled step in training/step.py, driven by training/host_loop.py),
+the EMA, logs, checkpoints and pictures, all written into one self-describing run directory
+(training/run_dir.py) that a later run can resume.
 
 Resuming is exact: a checkpoint holds the weights, the EMA, the optimizer state, the step,
 the epoch and how many batches of it were used, and the host RNG that draws timesteps, noise
@@ -10,7 +10,6 @@ order and skips the ones already used.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import signal
@@ -29,7 +28,6 @@ from ddpm_ms.config import Config, SamplingConfig
 from ddpm_ms.data import build_dataset
 from ddpm_ms.device import machine, select_device
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
-from ddpm_ms.files import atomic_write
 from ddpm_ms.models import build_model, count_parameters
 from ddpm_ms.pipeline import DiffusionPipeline
 from ddpm_ms import checkpoint as ckpt_io
@@ -37,9 +35,10 @@ from ddpm_ms.training.amp import apply_amp, loss_scaler, resolve_amp
 from ddpm_ms.training.ema import EMA
 from ddpm_ms.training.host_loop import HostLoop, NonFiniteLoss
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer, decoupled_decay
+from ddpm_ms.training.run_dir import LOG_FIELDS, RunDir, prepare_run_dir
+from ddpm_ms.training.run_dir import truncate_evaluations as _truncate_evaluations  # noqa: F401 (tests import it here)
 from ddpm_ms.training.step import TrainStep, make_train_step
 
-LOG_FIELDS = ["step", "epoch", "loss", "lr", "grad_norm", "img_per_s", "ema_decay", "elapsed_s", "fid"]
 # Settings a resumed run may change: how long it runs and what it writes, not what it learns.
 RESUMABLE_CHANGES = tuple(f"train.{k}" for k in (
     "epochs", "steps", "device", "mode", "save_every", "log_every", "sample_every", "num_samples",
@@ -48,17 +47,6 @@ RESUMABLE_CHANGES = tuple(f"train.{k}" for k in (
     f"sampling.{f.name}" for f in dataclasses.fields(SamplingConfig))
 
 __all__ = ["LOG_FIELDS", "NonFiniteLoss", "Trainer", "make_train_step", "prepare_run_dir"]
-
-
-def prepare_run_dir(out) -> Path:
-    """Create `out`; refuse one that already holds a run, so nothing is overwritten."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} already exists and is not empty; choose a new --out, or continue "
-                              f"that run with --resume {out} (runs are never overwritten)")
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (out / "samples").mkdir(exist_ok=True)
-    return out
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -118,12 +106,10 @@ class Trainer:
             self._init_weights(init_from or t.init_from)
         self.ema = (EMA(self.model, self.ema_model, t.ema_decay, t.ema_update_every, t.ema_warmup, jit=self.jit)
                     if self.ema_model is not None else None)
+        self.run = RunDir.existing(out) if resume else RunDir.create(out, cfg)
+        self.out = self.run.path
         if resume:
-            self.out = Path(out)
             self._resume()
-        else:
-            self.out = prepare_run_dir(out)
-            cfg.save(self.out / "config.json")
         # All weights are in place: only now compile (a compiled graph keeps the values that
         # set_data replaces afterwards).
         self.train_step: TrainStep = make_train_step(
@@ -166,7 +152,6 @@ class Trainer:
     def evaluate(self) -> dict:
         """FID and friends of `eval_num` images from the sampling model (same noise every time,
         so successive figures differ by the model only); appended to the run's eval.jsonl."""
-        from ddpm_ms.files import append_jsonl
         from ddpm_ms.metrics.evaluation import sample_and_score
 
         t = self.cfg.train
@@ -177,7 +162,7 @@ class Trainer:
         self.model.set_train(True)
         record = {"checkpoint": None, "step": self.step, "weights": "ema" if self.ema is not None else "raw",
                   **record, "during_training": True}
-        append_jsonl(self.out / "eval.jsonl", record)
+        self.run.append_evaluation(record)
         self.last_eval = record
         return record
 
@@ -190,9 +175,6 @@ class Trainer:
         self.cfg.train.init_from = str(path)
 
     def _resume(self):
-        cfg_path = self.out / "config.json"
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"cannot resume {self.out}: it holds no config.json (not a run directory)")
         path, saved = ckpt_io.resumable_checkpoint(self.out)
         before = ckpt_io.saved_config(saved) or Config.load(self.out).to_dict()
         ignore = RESUMABLE_CHANGES + ("train.init_from",)
@@ -219,15 +201,8 @@ class Trainer:
         if "rng" in state:
             self.rng.bit_generator.state = json.loads(state["rng"])
         self.ckpt, self.resumed_from = path, path
-        try:  # the command that started the run, not the one that resumed it
-            self.command = json.loads((self.out / "summary.json").read_text()).get("command") or self.command
-        except (OSError, ValueError):
-            pass
-        self.cfg.save(cfg_path)  # the new length or logging settings
-        for tmp in self.out.rglob(".tmp-*"):
-            tmp.unlink(missing_ok=True)  # a write cut short by a kill
-        _truncate_log(self.out / "log.csv", self.step)
-        _truncate_evaluations(self.out / "eval.jsonl", self.step)
+        self.command = self.run.command() or self.command  # the command that started the run
+        self.run.resume_at(self.step, self.cfg)
 
     # -- pictures -----------------------------------------------------------------------------
     @property
@@ -257,7 +232,7 @@ class Trainer:
 
     def save_samples(self, name: str) -> Path:
         images, _ = self.sample_images()
-        return viz.save_grid(images, self.out / "samples" / f"{name}.png", nrow=self.grid_columns)
+        return viz.save_grid(images, self.run.grid(name), nrow=self.grid_columns)
 
     def _plot_loss(self):
         viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
@@ -346,29 +321,23 @@ class Trainer:
 
     def _loop(self):
         t = self.cfg.train
-        window, compile_s = _Window(), None
+        batches, compile_s = self._batches(), None
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.preset}",
                    disable=not self.progress, dynamic_ncols=True)
         self.model.set_train(True)
-        log_path = self.out / "log.csv"
-        new_log = not log_path.is_file() or log_path.stat().st_size == 0
         last_plot = time.time()
-        batches = self._batches()
-        with open(log_path, "a", newline="") as f, bar:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            if new_log:
-                writer.writeheader()
+        with self.run.open_log() as log, bar:
             while self.step < self.total_steps and self._stop_signal is None:
                 tic = time.perf_counter()
-                u = self.host.run(batches, self.step + 1)
+                update = self.host.run(batches, self.step + 1)
                 self.step += 1
-                toc = time.perf_counter()
-                self.elapsed += toc - tic
-                if compile_s is None:
-                    compile_s = toc - tic  # the first update compiles the graphs
-                    window.add(u.loss, u.grad_norm, u.lr, u.ema_decay, 0, 0.0, u.skipped)
+                seconds = time.perf_counter() - tic
+                self.elapsed += seconds
+                if compile_s is None:  # the compiling update is left out of the speed
+                    compile_s = seconds
+                    log.add(update, 0, 0.0)
                 else:
-                    window.add(u.loss, u.grad_norm, u.lr, u.ema_decay, u.images, toc - tic, u.skipped)
+                    log.add(update, update.images, seconds)
                 bar.update(1)
                 if self._stop_at is not None and self.step >= self._stop_at and self.step < self.total_steps:
                     self._stop_signal = f"stop_at {self._stop_at}"
@@ -378,12 +347,7 @@ class Trainer:
                     fid = self.evaluate()["fid"]
                 if self.step % t.log_every == 0 or self.step == self.total_steps or self._stop_signal is not None \
                         or fid is not None:
-                    row = window.row(self.step, self.epoch, self.elapsed)
-                    writer.writerow({**row, "fid": "" if fid is None else fid})
-                    f.flush()
-                    postfix = {"loss": f"{window.mean('loss'):.4f}", "img_s": f"{window.speed:.1f}"}
-                    bar.set_postfix(postfix if fid is None else {**postfix, "fid": f"{fid:.2f}"})
-                    window = _Window()
+                    bar.set_postfix(log.write(self.step, self.epoch, self.elapsed, fid))
                     if time.time() - last_plot > 60:
                         self._plot_loss()
                         last_plot = time.time()
@@ -402,16 +366,16 @@ class Trainer:
         self.save("final.ckpt")
         self._plot_loss()
         images, trajectory = self.sample_images(trajectory_every=max(1, t.sample_steps // 50))
-        viz.save_grid(images, self.out / "samples" / "final.png", nrow=self.grid_columns)
+        viz.save_grid(images, self.run.grid("final"), nrow=self.grid_columns)
         # This is also the run's last periodic grid: same model, same seed.
         periodic = f"step_{self.step:07d}" if t.sample_every else f"epoch_{self.epoch:03d}"
-        viz.save_grid(images, self.out / "samples" / f"{periodic}.png", nrow=self.grid_columns)
+        viz.save_grid(images, self.run.grid(periodic), nrow=self.grid_columns)
         viz.save_denoising_gif(trajectory, self.out / "denoising.gif", nrow=self.grid_columns, max_images=t.num_samples)
         return self._write_summary(compile_s)
 
     def _write_summary(self, compile_s, interrupted=None):
         t = self.cfg.train
-        log = viz.read_log(self.out / "log.csv")
+        log = viz.read_log(self.run.log)
         speeds = log["img_per_s"][log["img_per_s"] > 0] if log else []
         summary = {"preset": self.cfg.preset, "command": self.command, "machine": machine(),
                    "device": self.device, "mode": t.mode, "amp": self.amp_level,
@@ -427,77 +391,5 @@ class Trainer:
             summary["eval"] = {k: self.last_eval[k] for k in ("step", "fid", "inception_score", "precision", "recall",
                                                               "sampler", "steps", "num")}
         if not interrupted:
-            summary.update(grid=str(self.out / "samples" / "final.png"), gif=str(self.out / "denoising.gif"))
-        atomic_write(self.out / "summary.json",
-                             lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
-        return summary
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the log's rows up to `step` (a resumed run rewrites the later ones); drops a row
-    cut short by a kill."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if _complete(r) and int(float(r["step"])) <= step]
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-    atomic_write(path, write)
-
-
-def _truncate_evaluations(path: Path, step: int) -> None:
-    """Drop the evaluations made while training after `step` (the resumed run makes them again)
-    and any line a kill cut short; evaluate.py's records stay."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not (record.get("during_training") and int(record.get("step") or 0) > step):
-            kept.append(line + "\n")
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
-
-
-def _complete(row: dict) -> bool:
-    try:
-        float(row.get("step") or "x"), float(row.get("elapsed_s") or "x")
-    except ValueError:
-        return False
-    return True
-
-
-class _Window:
-    """What happened between two rows of log.csv."""
-
-    def __init__(self):
-        self.values = {"loss": [], "grad_norm": [], "lr": [], "ema_decay": []}
-        self.images, self.seconds, self.skipped = 0, 0.0, 0
-
-    def add(self, loss, grad_norm, lr, ema_decay, images, seconds, skipped=False):
-        for key, value in (("loss", loss), ("grad_norm", grad_norm), ("lr", lr), ("ema_decay", ema_decay)):
-            if value is not None:
-                self.values[key].append(value)
-        self.images += images
-        self.seconds += seconds
-        self.skipped += int(skipped)
-
-    def mean(self, key):
-        return float(np.mean(self.values[key])) if self.values[key] else float("nan")
-
-    @property
-    def speed(self):
-        return self.images / self.seconds if self.seconds else 0.0
-
-    def row(self, step, epoch, elapsed):
-        last = {k: (v[-1] if v else None) for k, v in self.values.items()}
-        return {"step": step, "epoch": epoch, "loss": f"{self.mean('loss'):.6f}",
-                "lr": f"{last['lr']:.6g}" if last["lr"] is not None else "",
-                "grad_norm": f"{self.mean('grad_norm'):.4f}", "img_per_s": f"{self.speed:.2f}",
-                "ema_decay": f"{last['ema_decay']:.6f}" if last["ema_decay"] is not None else "",
-                "elapsed_s": f"{elapsed:.1f}"}
+            summary.update(grid=str(self.run.grid("final")), gif=str(self.out / "denoising.gif"))
+        return self.run.write_summary(summary)
