@@ -1,6 +1,7 @@
 """Training: the compiled update (step.py), the host loop around it (host_loop.py), EMA, optimizers
-and schedules, mixed precision, the run directory's files (run_dir.py) and the Trainer that ties
-them together. Run checkpoints are in ddpm_ms.checkpoint; inference in ddpm_ms.pipeline."""
+and schedules, mixed precision, the run directory's files (run_dir.py), the periodic events
+(events.py) and the Trainer that ties them together. Run checkpoints are in ddpm_ms.checkpoint;
+inference in ddpm_ms.pipeline."""
 from ddpm_ms.training.ema import EMA
 from ddpm_ms.training.host_loop import HostLoop, NonFiniteLoss
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer

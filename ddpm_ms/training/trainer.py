@@ -1,6 +1,7 @@
 """The Trainer: updates (the compiled step in training/step.py, driven by training/host_loop.py),
-the EMA, logs, checkpoints and pictures, all written into one self-describing run directory
-(training/run_dir.py) that a later run can resume.
+the EMA, and after each update the periodic events (training/events.py: log row, FID, checkpoint,
+grid), all written into one self-describing run directory (training/run_dir.py) that a later run
+can resume.
 
 Resuming is exact: a checkpoint holds the weights, the EMA, the optimizer state, the step,
 the epoch and how many batches of it were used, and the host RNG that draws timesteps, noise
@@ -33,6 +34,7 @@ from ddpm_ms.pipeline import DiffusionPipeline
 from ddpm_ms import checkpoint as ckpt_io
 from ddpm_ms.training.amp import apply_amp, loss_scaler, resolve_amp
 from ddpm_ms.training.ema import EMA
+from ddpm_ms.training.events import Periodic
 from ddpm_ms.training.host_loop import HostLoop, NonFiniteLoss
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer, decoupled_decay
 from ddpm_ms.training.run_dir import LOG_FIELDS, RunDir, prepare_run_dir
@@ -320,13 +322,14 @@ class Trainer:
         return self._finish(compile_s)
 
     def _loop(self):
-        t = self.cfg.train
+        """Updates until the run's length, a signal or stop_at, each followed by the events due
+        at its step; returns the first update's time (it compiles the graphs)."""
         batches, compile_s = self._batches(), None
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.preset}",
                    disable=not self.progress, dynamic_ncols=True)
         self.model.set_train(True)
-        last_plot = time.time()
         with self.run.open_log() as log, bar:
+            events = self._events(log, bar)
             while self.step < self.total_steps and self._stop_signal is None:
                 tic = time.perf_counter()
                 update = self.host.run(batches, self.step + 1)
@@ -339,26 +342,40 @@ class Trainer:
                 else:
                     log.add(update, update.images, seconds)
                 bar.update(1)
-                if self._stop_at is not None and self.step >= self._stop_at and self.step < self.total_steps:
+                if self._stop_at is not None and self._stop_at <= self.step < self.total_steps:
                     self._stop_signal = f"stop_at {self._stop_at}"
-                fid = None
-                if t.eval_every and (self.step % t.eval_every == 0 or self.step == self.total_steps) \
-                        and self._stop_signal is None:
-                    fid = self.evaluate()["fid"]
-                if self.step % t.log_every == 0 or self.step == self.total_steps or self._stop_signal is not None \
-                        or fid is not None:
-                    bar.set_postfix(log.write(self.step, self.epoch, self.elapsed, fid))
-                    if time.time() - last_plot > 60:
-                        self._plot_loss()
-                        last_plot = time.time()
-                if self.step % t.save_every == 0 or self._stop_signal is not None:
-                    self.save()
-                if self.step < self.total_steps and t.sample_every and self.step % t.sample_every == 0 \
-                        and self._stop_signal is None:
-                    self._pictures(f"step_{self.step:07d}")
+                for event in events:  # each asks afresh: a signal may arrive during the one before
+                    if event.due(self.step, self.step == self.total_steps, self._stop_signal is not None):
+                        event.fire()
             if self._stop_signal is not None and self._saved_step != self.step:
                 self.save()  # the signal came while pictures were being drawn
         return compile_s
+
+    def _events(self, log, bar) -> list[Periodic]:
+        """After an update, in this order: an FID evaluation (also at the end, never when stopping),
+        a log row (also at the end, when stopping and with an evaluation), a checkpoint (also when
+        stopping; the end writes final.ckpt), a grid (neither at the end, which draws the final one,
+        nor when stopping; with no sample_every, _end_of_epoch draws one an epoch)."""
+        t = self.cfg.train
+        self._last_plot = time.time()
+        return [Periodic("eval", t.eval_every, self.evaluate, at_end=True, when_stopping=False),
+                Periodic("log", t.log_every, lambda: self._log_row(log, bar), at_end=True, when_stopping=True,
+                         also=self._evaluated_at),
+                Periodic("checkpoint", t.save_every, self.save, when_stopping=True),
+                Periodic("grid", t.sample_every, lambda: self._pictures(f"step_{self.step:07d}"), at_end=False,
+                         when_stopping=False)]
+
+    def _evaluated_at(self, step) -> bool:
+        return self.last_eval is not None and self.last_eval["step"] == step
+
+    def _log_row(self, log, bar):
+        """A row of log.csv (with the FID of this step's evaluation), the progress bar's figures,
+        and the loss plot at most once a minute."""
+        fid = self.last_eval["fid"] if self._evaluated_at(self.step) else None
+        bar.set_postfix(log.write(self.step, self.epoch, self.elapsed, fid))
+        if time.time() - self._last_plot > 60:
+            self._plot_loss()
+            self._last_plot = time.time()
 
     def _finish(self, compile_s):
         """Final checkpoint, loss curve, the final grid and its denoising GIF, summary.json."""

@@ -1,10 +1,11 @@
 """The host loop around TrainStep: its random draws come in the documented order (the order a
 resumed run relies on), micro-batches then the update, a non-finite loss stops before the EMA
-averages."""
+averages; and the periodic events' rules for the last step and for stopping."""
 import mindspore as ms
 import numpy as np
 import pytest
 
+from ddpm_ms.training.events import Periodic
 from ddpm_ms.training.host_loop import HostLoop, NonFiniteLoss
 
 
@@ -104,3 +105,20 @@ def test_labels_beyond_the_model_classes_name_the_fix(rng):
     host = HostLoop(RecordingStep(1, [1.0]), np.random.default_rng(0), 10, num_classes=3, cond_drop_prob=0.1)
     with pytest.raises(ValueError, match="set model.num_classes to at least 5"):
         host.run(iter([(ms.Tensor(np.zeros((2, 1, 2, 2), np.float32)), ms.Tensor(np.array([0, 4], np.int32)))]), 1)
+
+
+def test_periodic_events_at_the_end_and_when_stopping():
+    def due_steps(event, last=10, stopping_from=None):
+        return [s for s in range(1, last + 1)
+                if event.due(s, s == last, stopping_from is not None and s >= stopping_from)]
+
+    def fire():
+        return None
+
+    assert due_steps(Periodic("off", 0, fire, at_end=True, when_stopping=True)) == []
+    assert due_steps(Periodic("ckpt", 4, fire, when_stopping=True)) == [4, 8]
+    assert due_steps(Periodic("ckpt", 4, fire, when_stopping=True), stopping_from=6) == [4, 6, 7, 8, 9, 10]
+    assert due_steps(Periodic("eval", 4, fire, at_end=True, when_stopping=False)) == [4, 8, 10]
+    assert due_steps(Periodic("eval", 4, fire, at_end=True, when_stopping=False), stopping_from=10) == [4, 8]
+    assert due_steps(Periodic("grid", 5, fire, at_end=False, when_stopping=False)) == [5]
+    assert due_steps(Periodic("log", 4, fire, also=lambda s: s == 3)) == [3, 4, 8]
