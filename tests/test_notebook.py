@@ -34,7 +34,7 @@ def test_notebook_has_a_quick_parameter_cell_and_uses_the_library():
     source = "\n".join(code)
     # The notebook builds nothing of its own: no Cell subclasses, the model and samplers come from ddpm_ms.
     assert "class " not in source and "nn.Cell" not in source
-    for piece in ("idx_dataset", "NoiseSchedule", "UNet", "GaussianDiffusion", "make_train_step", "scheduler_for",
+    for piece in ("idx_dataset", "NoiseSchedule", "build_model", "GaussianDiffusion", "make_train_step", "DiffusionPipeline",
                   "save_denoising_gif", "plot_schedules", "plot_forward_process"):
         assert piece in source, f"the tutorial no longer uses {piece}"
 
