@@ -26,7 +26,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from ddpm_ms.config import Config, migrate_config
+from ddpm_ms.config import Config
 from ddpm_ms.models.unet import LABEL_TABLE, TIME_OUT_BIAS
 from ddpm_ms.files import atomic_write
 
@@ -255,9 +255,10 @@ def config_differences(saved: dict, current: dict, sections=("model", "diffusion
 
 
 def saved_config(saved: dict) -> dict | None:
-    """The config a checkpoint was written with, in the current format (see config.migrate_config)."""
+    """The config a checkpoint was written with, in the current format with every field (an older
+    format is migrated and the fields it predates take their defaults, see config.migrate_config)."""
     text = state_of(saved).get("config")
-    return migrate_config(json.loads(text), "the checkpoint's config") if isinstance(text, str) else None
+    return Config.from_dict(json.loads(text), "the checkpoint's config").to_dict() if isinstance(text, str) else None
 
 
 # -- run directories ----------------------------------------------------------------------------

@@ -37,7 +37,10 @@ class PipelineFileError(ValueError):
 
 
 def is_pipeline_dir(path) -> bool:
-    return Path(path).is_dir() and (Path(path) / MODEL_CONFIG).is_file()
+    """A folder holding any of a pipeline's files (read_pipeline_dir names the ones missing); a run
+    directory (config.json) is not one."""
+    path = Path(path)
+    return path.is_dir() and not (path / "config.json").is_file() and any((path / n).is_file() for n in REQUIRED)
 
 
 # -- writing ------------------------------------------------------------------------------------
