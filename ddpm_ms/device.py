@@ -62,7 +62,7 @@ def _tune_cpu_runtime() -> None:
     thread pool competes with the OpenMP threads of `ddpm_ms.kernels`. MS_DEV_HOST_BLOCKING_RUN
     makes the host pipeline run on the calling thread instead (read at its first task, so set
     here, before any graph runs); with the C++ kernels doing the heavy work, MindSpore's
-    remaining kernels run single-threaded. Both are measured in docs/performance.md; an
+    remaining kernels run single-threaded. Both are measured in docs/experiments/cpu_speed.md; an
     explicit setting in the environment wins.
     """
     os.environ.setdefault("MS_DEV_HOST_BLOCKING_RUN", "1")

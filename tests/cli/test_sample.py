@@ -116,7 +116,7 @@ def test_problems_found_after_loading_are_one_line(run_dir, tmp_path, capsys):
         assert code == 2 and needle in err, (argv, err)
         assert "Traceback" not in err
     # A checkpoint from another config names the parameters that differ.
-    json.loads((other / "config.json").read_text())
+    assert json.loads((other / "config.json").read_text())["model"]["dim"] != 8, "the other run is another shape"
     (other / "checkpoints" / "final.ckpt").unlink()
     (other / "checkpoints" / "final.ckpt").write_bytes((run_dir / "checkpoints" / "final.ckpt").read_bytes())
     assert sample_cli("--run", other) == 2
@@ -225,8 +225,9 @@ def test_solver_order_changes_dpm_solver_and_refuses_what_it_cannot_do(run_dir, 
         assert needle in capsys.readouterr().err
     assert sample_cli("--run", run_dir, "--steps", 2, "--num", 2, "--sampler", "dpm++sde", "--solver-order", "1",
                       "--out", tmp_path / "sde1.png") == 0
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         sample_cli("--run", run_dir, "--solver-order", "4")
+    assert e.value.code == 2 and "invalid choice: 4" in capsys.readouterr().err
 
 
 def test_lambda_min_clipped_moves_the_start_of_dpm_solver(run_dir, tmp_path, capsys):
@@ -244,6 +245,7 @@ def test_lambda_min_clipped_moves_the_start_of_dpm_solver(run_dir, tmp_path, cap
     for sampler in ("ddim", "ddpm"):
         assert sample_cli("--run", run_dir, "--num", 2, "--sampler", sampler, "--lambda-min-clipped", "-4") == 2
         assert f"--lambda-min-clipped applies to --sampler dpm++ and dpm++sde, not {sampler}" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         sample_cli("--run", run_dir, "--lambda-min-clipped", "low")
+    assert e.value.code == 2
     assert "'low' is not a log-SNR (a number such as -4.3) or none" in capsys.readouterr().err

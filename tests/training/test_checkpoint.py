@@ -54,7 +54,10 @@ def test_loss_scaler_state_round_trips(tmp_path):
     saved = ck.read_checkpoint(path)
     ck.load_scaler_state(fresh, saved)
     assert float(fresh.scale_value.asnumpy()) == 1024.0 and int(fresh.counter.asnumpy()) == 37
-    ck.load_into(small(), path)  # the scaler's entries are not mistaken for weights
+    loaded = small()
+    ck.load_into(loaded, path)  # the scaler's entries are not mistaken for weights: the weights load as saved
+    for (name, a), (_, b) in zip(model.parameters_and_names(), loaded.parameters_and_names()):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)
 
 
 def test_a_checkpoint_without_ema_loads_raw_on_auto_and_refuses_ema(tmp_path):
