@@ -122,23 +122,29 @@ def _listing(items, limit=8) -> str:
     return ", ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
 
 
-def check_fits(net: nn.Cell, params: dict, source: str) -> None:
-    """Raise CheckpointMismatch naming every parameter whose name or shape does not fit `net`."""
+def fit_problems(net: nn.Cell, params: dict) -> list[str]:
+    """What keeps `params` (name -> tensor) from fitting `net`: parameters whose shapes differ,
+    that are missing, or that the model does not have (empty when they fit)."""
     wanted = {name: tuple(p.shape) for name, p in net.parameters_and_names()}
     missing = sorted(set(wanted) - set(params))
     unexpected = sorted(set(params) - set(wanted))
     shapes = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {wanted[k]}"
                     for k, v in params.items() if k in wanted and tuple(v.shape) != wanted[k])
-    if missing or shapes or unexpected:
-        lines = []
-        if shapes:
-            lines.append(f"{len(shapes)} parameter(s) differ in shape: " + "; ".join(shapes[:8])
-                         + (" ..." if len(shapes) > 8 else ""))
-        if missing:
-            lines.append(f"{len(missing)} parameter(s) missing from the checkpoint: {_listing(missing)}")
-        if unexpected:
-            lines.append(f"{len(unexpected)} parameter(s) the model does not have: {_listing(unexpected)}")
-        raise CheckpointMismatch(f"{source} does not fit this model. " + ". ".join(lines)
+    lines = []
+    if shapes:
+        lines.append(f"{len(shapes)} parameter(s) differ in shape: " + "; ".join(shapes[:8])
+                     + (" ..." if len(shapes) > 8 else ""))
+    if missing:
+        lines.append(f"{len(missing)} parameter(s) missing from the checkpoint: {_listing(missing)}")
+    if unexpected:
+        lines.append(f"{len(unexpected)} parameter(s) the model does not have: {_listing(unexpected)}")
+    return lines
+
+
+def check_fits(net: nn.Cell, params: dict, source: str) -> None:
+    """Raise CheckpointMismatch naming every parameter whose name or shape does not fit `net`."""
+    if problems := fit_problems(net, params):
+        raise CheckpointMismatch(f"{source} does not fit this model. " + ". ".join(problems)
                                  + ". Load it with the config.json saved in its run directory.")
 
 

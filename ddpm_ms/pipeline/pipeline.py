@@ -91,17 +91,15 @@ class DiffusionPipeline:
 
     @classmethod
     def _from_pipeline_dir(cls, path: Path) -> "DiffusionPipeline":
-        from ddpm_ms.checkpoint import CheckpointMismatch, assign
+        from ddpm_ms.checkpoint import assign, fit_problems
         from ddpm_ms.models import build_model
 
         parts = files.read_pipeline_dir(path)
         model = build_model(parts["model_config"])
-        try:
-            assign(model, parts["weights"], str(path / files.WEIGHTS))
-        except CheckpointMismatch as e:
+        if problems := fit_problems(model, parts["weights"]):
             raise files.PipelineFileError(f"{path / files.WEIGHTS} does not fit the model {files.MODEL_CONFIG} "
-                                          f"describes: {str(e).split('this model. ', 1)[-1].split('. Load it')[0]}; "
-                                          "export the pipeline again") from None
+                                          f"describes: {'. '.join(problems)}; export the pipeline again")
+        assign(model, parts["weights"], str(path / files.WEIGHTS))
         pipe = cls(model, parts["model_config"], parts["diffusion"], parts["sampling"], parts["dataset"],
                    parts["class_names"], parts["card"], source=str(path))
         pipe.loaded_weights = "pipeline"
