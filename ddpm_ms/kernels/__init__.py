@@ -257,3 +257,57 @@ def dense_op():
         return backward(x, w, dout)
 
     return ops.Custom(f"{lib}:DenseFwd", lambda x, w, b: [x[0], w[0]], _same_dtype, func_type="aot", bprop=bprop)
+
+
+@lru_cache(maxsize=None)
+def gelu_tanh_op():
+    """`y = op(x)`: GELU with the tanh approximation, elementwise; backward in C++."""
+    from mindspore import ops
+
+    lib = _require()
+    backward = ops.Custom(f"{lib}:GeluTanhBwd", lambda x, dy: x, _same_dtype, func_type="aot")
+
+    def bprop(x, out, dout):
+        return (backward(x, dout),)
+
+    return ops.Custom(f"{lib}:GeluTanhFwd", lambda x: x, _same_dtype, func_type="aot", bprop=bprop)
+
+
+@lru_cache(maxsize=None)
+def layer_norm_modulate_op(eps: float):
+    """`y, mean, rstd = op(x, shift, scale)`: LayerNorm of x (b, n, d) over d, without affine,
+    times (1 + scale) plus shift, both (b, d); backward (dx, dshift, dscale) in C++."""
+    from mindspore import ops
+
+    if eps not in (1e-5, 1e-6):
+        raise ValueError(f"the CPU LayerNorm kernel supports eps 1e-5 and 1e-6, not {eps}")
+    lib = _require()
+    backward = ops.Custom(f"{lib}:LayerNormModBwd", lambda dy, x, m, r, sc: (x, sc, sc),
+                          lambda *d: (d[1], d[4], d[4]), func_type="aot")
+
+    def bprop(x, shift, scale, out, dout):
+        dx, dshift, dscale = backward(dout[0], x, out[1], out[2], scale)
+        return dx, dshift, dscale
+
+    tag = "eps5" if eps == 1e-5 else "eps6"
+    return ops.Custom(f"{lib}:LayerNormModFwd_{tag}", lambda x, sh, sc: (x, x[:2], x[:2]),
+                      lambda x, sh, sc: (x, x, x), func_type="aot", bprop=bprop)
+
+
+@lru_cache(maxsize=None)
+def attention_op():
+    """`out, p = op(qkv)`: multi-head self-attention of packed projections qkv (b, n, 3, heads, dh)
+    to out (b, n, heads, dh), with p (b, heads, n, n) the attention probabilities; backward in C++."""
+    from mindspore import ops
+
+    lib = _require()
+    backward = ops.Custom(f"{lib}:AttentionBwd", lambda dout, qkv, p: qkv, lambda *d: d[1], func_type="aot")
+
+    def bprop(qkv, out, dout):
+        return (backward(dout[0], qkv, out[1]),)
+
+    def out_shape(qkv):
+        b, n, _, heads, dh = qkv
+        return [b, n, heads, dh], [b, heads, n, n]
+
+    return ops.Custom(f"{lib}:AttentionFwd", out_shape, lambda d: (d, d), func_type="aot", bprop=bprop)

@@ -149,7 +149,8 @@ class GroupNorm(nn.GroupNorm):
 
 
 class Dense(nn.Dense):
-    """`nn.Dense` (same parameters, weight and bias) computed by the C++ kernel on CPU for 2-D input."""
+    """`nn.Dense` (same parameters, weight and bias) computed by the C++ kernel on CPU; input
+    (..., in_channels)."""
 
     def __init__(self, in_channels, out_channels, formulation=None):
         super().__init__(in_channels, out_channels)
@@ -157,9 +158,77 @@ class Dense(nn.Dense):
         self._aot = kernels.dense_op() if self.formulation == "aot" else None
 
     def construct(self, x):
-        if self.formulation == "aot" and x.ndim == 2:
-            return self._aot(x, self.weight, self.bias)
+        if self.formulation == "aot":
+            if x.ndim == 2:
+                return self._aot(x, self.weight, self.bias)
+            lead = x.shape[:-1]
+            return self._aot(x.reshape(-1, x.shape[-1]), self.weight, self.bias).reshape(lead + (-1,))
         return super().construct(x)
+
+
+class Gelu(nn.Cell):
+    """GELU with the tanh approximation (DiT's MLP); the C++ kernel on CPU."""
+
+    def __init__(self, formulation=None):
+        super().__init__()
+        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self._aot = kernels.gelu_tanh_op() if self.formulation == "aot" else None
+
+    def construct(self, x):
+        if self.formulation == "aot":
+            return self._aot(x)
+        return ops.gelu(x, approximate="tanh")
+
+
+class PackedSelfAttention(nn.Cell):
+    """Multi-head self-attention of packed projections: qkv (b, n, 3 * heads * dh), laid out as
+    [q | k | v], each head-major, to softmax(q k^T / sqrt(dh)) v as (b, n, heads * dh). On CPU one
+    C++ op that reads the heads in place (no slices, no transposes)."""
+
+    def __init__(self, heads, formulation=None):
+        super().__init__()
+        self.heads = heads
+        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self._aot = kernels.attention_op() if self.formulation == "aot" else None
+        self._scores = ops.BatchMatMul(transpose_b=True)
+        self._mix = ops.BatchMatMul()
+
+    def construct(self, qkv):
+        b, n, d3 = qkv.shape
+        d = d3 // 3
+        head_dim = d // self.heads
+        qkv = qkv.reshape(b, n, 3, self.heads, head_dim)
+        if self.formulation == "aot":
+            return self._aot(qkv)[0].reshape(b, n, d)
+        qkv = qkv.transpose(2, 0, 3, 1, 4)  # (3, b, heads, n, dh)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ops.softmax(self._scores(q, k) * (head_dim ** -0.5), -1)
+        return self._mix(attn, v).transpose(0, 2, 1, 3).reshape(b, n, d)
+
+
+class LayerNorm(nn.Cell):
+    """LayerNorm over the last axis without learned scale and shift (DiT's, whose adaptive
+    `modulate` supplies them per sample), eps 1e-6."""
+
+    def __init__(self, normalized_size, eps=1e-6, formulation=None):
+        super().__init__()
+        self.normalized_size, self.eps = normalized_size, eps
+        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" and eps in (1e-5, 1e-6) \
+            else "native"
+        self._aot = kernels.layer_norm_modulate_op(eps) if self.formulation == "aot" else None
+        self._norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+        self._ones = ms.Tensor(ops.ones((normalized_size,), ms.float32))
+        self._zeros = ms.Tensor(ops.zeros((normalized_size,), ms.float32))
+
+    def construct(self, x):
+        return self._norm(x, self._ones, self._zeros)[0]
+
+    def modulate(self, x, shift, scale):
+        """LayerNorm(x) * (1 + scale) + shift for x (b, n, d) and per-sample shift and scale (b, d);
+        one pass over x with the C++ kernel."""
+        if self.formulation == "aot":
+            return self._aot(x, shift, scale)[0]
+        return self.construct(x) * (scale.expand_dims(1) + 1) + shift.expand_dims(1)
 
 
 class Softmax(nn.Cell):
