@@ -311,3 +311,20 @@ def attention_op():
         return [b, n, heads, dh], [b, heads, n, n]
 
     return ops.Custom(f"{lib}:AttentionFwd", out_shape, lambda d: (d, d), func_type="aot", bprop=bprop)
+
+
+@lru_cache(maxsize=None)
+def gated_add_op():
+    """`out = op(x, gate, y)`: x + gate * y for x, y (b, n, d) and a per-sample gate (b, d);
+    backward in C++ (the gate's gradient is summed over n inside the kernel)."""
+    from mindspore import ops
+
+    lib = _require()
+    backward = ops.Custom(f"{lib}:GatedAddBwd", lambda dout, g, y: (y, g), lambda *d: (d[2], d[1]),
+                          func_type="aot")
+
+    def bprop(x, gate, y, out, dout):
+        dy, dgate = backward(dout, gate, y)
+        return dout, dgate, dy
+
+    return ops.Custom(f"{lib}:GatedAddFwd", lambda x, g, y: x, _same_dtype, func_type="aot", bprop=bprop)

@@ -494,9 +494,14 @@ static int dense_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   const float *x = (const float *)params[0], *w = (const float *)params[1], *bias = (const float *)params[2];
   float *y = (float *)params[3];
   int64_t m = shapes[0][0], in = shapes[0][1], o = shapes[1][0];
-  if (m * in * o > kSmallGemm) {
-    for (int64_t i = 0; i < m; ++i) std::memcpy(y + i * o, bias, sizeof(float) * o);
-    dnnl_sgemm('N', 'T', m, o, in, 1.f, x, in, w, in, 1.f, y, o);
+  if (m * in * o > kSmallGemm) {  // MindSpore's dnnl_sgemm runs on one thread: split the rows
+#pragma omp parallel num_threads(kThreads())
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t r0 = m * t / nt, r1 = m * (t + 1) / nt;
+      for (int64_t i = r0; i < r1; ++i) std::memcpy(y + i * o, bias, sizeof(float) * o);
+      if (r1 > r0) dnnl_sgemm('N', 'T', r1 - r0, o, in, 1.f, x + r0 * in, in, w, in, 1.f, y + r0 * o, o);
+    }
     return 0;
   }
   for (int64_t i = 0; i < m; ++i)
@@ -516,9 +521,14 @@ static int dense_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   const float *x = (const float *)params[0], *w = (const float *)params[1], *dy = (const float *)params[2];
   float *dx = (float *)params[3], *dw = (float *)params[4], *db = (float *)params[5];
   int64_t m = shapes[0][0], in = shapes[0][1], o = shapes[1][0];
-  if (m * in * o > kSmallGemm) {
-    dnnl_sgemm('N', 'N', m, in, o, 1.f, dy, o, w, in, 0.f, dx, in);
-    dnnl_sgemm('T', 'N', o, in, m, 1.f, dy, o, x, in, 0.f, dw, in);
+  if (m * in * o > kSmallGemm) {  // each thread: a share of dx's rows and of dw's rows
+#pragma omp parallel num_threads(kThreads())
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t r0 = m * t / nt, r1 = m * (t + 1) / nt, o0 = o * t / nt, o1 = o * (t + 1) / nt;
+      if (r1 > r0) dnnl_sgemm('N', 'N', r1 - r0, in, o, 1.f, dy + r0 * o, o, w, in, 0.f, dx + r0 * in, in);
+      if (o1 > o0) dnnl_sgemm('T', 'N', o1 - o0, in, m, 1.f, dy + o0, o, x, in, 0.f, dw + o0 * in, in);
+    }
   } else {  // rows of w and x are contiguous, so the inner loops vectorise
     std::fill(dx, dx + m * in, 0.f);
     std::fill(dw, dw + o * in, 0.f);
@@ -730,3 +740,42 @@ static int attention_bwd(int nparam, void **params, int *ndims, int64_t **shapes
 
 extern "C" int AttentionFwd(AOT_ARGS) { return attention_fwd(n, p, nd, sh); }
 extern "C" int AttentionBwd(AOT_ARGS) { return attention_bwd(n, p, nd, sh); }
+
+// Gated residual: out = x + gate[b] * y for x, y (b, n, d) and gate (b, d). Backward inputs: dout,
+// gate, y; outputs: dy = gate * dout, dgate = sum over n of dout * y (dx is dout itself).
+static int gated_add_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 4 || ndims[0] != 3) return 1;
+  const float *x = (const float *)params[0], *gate = (const float *)params[1], *y = (const float *)params[2];
+  float *out = (float *)params[3];
+  const int64_t b = shapes[0][0], n = shapes[0][1], d = shapes[0][2];
+#pragma omp parallel for num_threads(kThreads()) schedule(static)
+  for (int64_t r = 0; r < b * n; ++r) {
+    const float *g = gate + (r / n) * d, *xs = x + r * d, *ys = y + r * d;
+    float *os = out + r * d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) os[j] = xs[j] + g[j] * ys[j];
+  }
+  return 0;
+}
+
+static int gated_add_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 5 || ndims[0] != 3) return 1;
+  const float *dout = (const float *)params[0], *gate = (const float *)params[1], *y = (const float *)params[2];
+  float *dy = (float *)params[3], *dgate = (float *)params[4];
+  const int64_t b = shapes[0][0], n = shapes[0][1], d = shapes[0][2];
+#pragma omp parallel for num_threads(kThreads()) schedule(static)
+  for (int64_t bi = 0; bi < b; ++bi) {
+    const float *g = gate + bi * d;
+    float *dg = dgate + bi * d;
+    std::fill(dg, dg + d, 0.f);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t off = (bi * n + i) * d;
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) { dy[off + j] = g[j] * dout[off + j]; dg[j] += dout[off + j] * y[off + j]; }
+    }
+  }
+  return 0;
+}
+
+extern "C" int GatedAddFwd(AOT_ARGS) { return gated_add_fwd(n, p, nd, sh); }
+extern "C" int GatedAddBwd(AOT_ARGS) { return gated_add_bwd(n, p, nd, sh); }

@@ -19,7 +19,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import Normal, Uniform, XavierUniform, Zero, initializer
 
 from ddpm_ms.config import ModelConfig
-from ddpm_ms.models.layers import Conv2d, Dense, Gelu, LayerNorm, PackedSelfAttention, SinusoidalTimeEmbedding
+from ddpm_ms.models.layers import Conv2d, Dense, GatedResidual, Gelu, LayerNorm, PackedSelfAttention, SinusoidalTimeEmbedding
 
 TIME_FREQUENCIES = 256  # width of the timestep's sinusoid, before the MLP (DiT's)
 
@@ -67,12 +67,13 @@ class DiTBlock(nn.Cell):
         self.norm2 = LayerNorm(dim)
         self.mlp = nn.SequentialCell(Dense(dim, hidden), Gelu(), Dense(hidden, dim))
         self.adaLN_modulation = nn.SequentialCell(nn.SiLU(), Dense(dim, 6 * dim))
+        self.residual = GatedResidual()
 
     def construct(self, x, c):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ops.split(
             self.adaLN_modulation(c), self.dim, axis=1)
-        x = x + gate_msa.expand_dims(1) * self.attn(self.norm1.modulate(x, shift_msa, scale_msa))
-        return x + gate_mlp.expand_dims(1) * self.mlp(self.norm2.modulate(x, shift_mlp, scale_mlp))
+        x = self.residual(x, gate_msa, self.attn(self.norm1.modulate(x, shift_msa, scale_msa)))
+        return self.residual(x, gate_mlp, self.mlp(self.norm2.modulate(x, shift_mlp, scale_mlp)))
 
 
 class FinalLayer(nn.Cell):

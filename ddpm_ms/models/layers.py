@@ -180,6 +180,22 @@ class Gelu(nn.Cell):
         return ops.gelu(x, approximate="tanh")
 
 
+class GatedResidual(nn.Cell):
+    """x + gate * y for tokens x, y (b, n, d) and a per-sample gate (b, d): adaLN-Zero's gated
+    residual branch, one C++ op on CPU (natively a broadcast multiply and an add, whose gradient
+    adds a reduction over the tokens)."""
+
+    def __init__(self, formulation=None):
+        super().__init__()
+        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self._aot = kernels.gated_add_op() if self.formulation == "aot" else None
+
+    def construct(self, x, gate, y):
+        if self.formulation == "aot":
+            return self._aot(x, gate, y)
+        return x + gate.expand_dims(1) * y
+
+
 class PackedSelfAttention(nn.Cell):
     """Multi-head self-attention of packed projections: qkv (b, n, 3 * heads * dh), laid out as
     [q | k | v], each head-major, to softmax(q k^T / sqrt(dh)) v as (b, n, heads * dh). On CPU one
