@@ -1,6 +1,10 @@
-"""PyTorch reference benchmark for the ddpm_ms U-Net (see unet_torch.py), CPU, 2 threads.
+"""PyTorch reference benchmark for the ddpm_ms U-Net (see unet_torch.py) or, with --model dit, the
+dit_mnist DiT (dit_torch.py), CPU, 2 threads.
 
-    $TORCH_VENV/bin/python benchmarks/pytorch_reference/bench_torch.py [--dim 16] [--seconds 20] [--only train32|train128|sample64]
+    $TORCH_VENV/bin/python benchmarks/pytorch_reference/bench_torch.py [--model unet|dit] [--dim 16] [--seconds 20] [--only train32|train128|sample64]
+
+The DiT is class-conditional as its preset is: each step draws labels uniformly from the ten classes
+and "no class".
 
 Measurements (each in its own subprocess, so peak RSS belongs to that measurement alone):
   train_b32 / train_b128: one training step = draw t ~ U{0..999} and noise ~ N(0, 1), x_t = sqrt(ab) x0 +
@@ -67,9 +71,16 @@ def worker(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     kind, batch = TASKS[args.only]
-    model = UNet(model_config(dim=args.dim))
-    info = {"dim": args.dim, "params": count_parameters(model), "batch_size": batch,
+    if args.model == "dit":
+        from dit_torch import DIT_MNIST, DiT
+        model, n_labels = DiT(DIT_MNIST), DIT_MNIST["num_classes"] + 1
+    else:
+        model, n_labels = UNet(model_config(dim=args.dim)), 0
+    info = {"model": args.model, "dim": args.dim, "params": count_parameters(model), "batch_size": batch,
             "threads": torch.get_num_threads()}
+
+    def labels():
+        return torch.randint(0, n_labels, (batch,)) if n_labels else None
     T = 1000
     ac = cosine_schedule(T)
     sqrt_ac = torch.tensor(np.sqrt(ac), dtype=torch.float32)
@@ -86,7 +97,7 @@ def worker(args) -> dict:
             t = torch.randint(0, T, (batch,))
             noise = torch.randn(shape)
             x_t = sqrt_ac[t].view(-1, 1, 1, 1) * x0 + sqrt_1m_ac[t].view(-1, 1, 1, 1) * noise
-            pred = model(x_t, t.float())
+            pred = model(x_t, t.float(), labels())
             loss = F.smooth_l1_loss(pred, noise, reduction="none", beta=1.0).mean(dim=(1, 2, 3))
             loss = (loss * p2[t]).mean()
             opt.zero_grad(set_to_none=True)
@@ -103,7 +114,7 @@ def worker(args) -> dict:
         def run_once():
             with torch.inference_mode():
                 t = torch.full((batch,), float(state["step"]))
-                out = model(x, t)
+                out = model(x, t, labels())
                 float(out[0, 0, 0, 0])  # touch the result
             state["step"] = state["step"] - 1 if state["step"] > 0 else T - 1
 
@@ -136,7 +147,8 @@ def machine() -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dim", type=int, default=16)
+    ap.add_argument("--model", choices=["unet", "dit"], default="unet")
+    ap.add_argument("--dim", type=int, default=16, help="U-Net width")
     ap.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (the first included)")
     ap.add_argument("--min-steps", type=int, default=3)
@@ -152,6 +164,7 @@ def main():
     for task in ([args.only] if args.only else list(TASKS)):
         print(f"[bench_torch] {task} dim {args.dim} ...", file=sys.stderr, flush=True)
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--only", task, "--dim", str(args.dim),
+               "--model", args.model,
                "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--min-steps", str(args.min_steps),
                "--threads", str(args.threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -161,7 +174,7 @@ def main():
         else:
             out[KEYS[task]] = json.loads(proc.stdout.strip().splitlines()[-1])
     params = next((v["params"] for v in out.values() if "params" in v), None)
-    out.update({"torch": torch.__version__, "dim": args.dim, "params": params, "threads": args.threads,
+    out.update({"torch": torch.__version__, "model": args.model, "dim": args.dim, "params": params, "threads": args.threads,
                 "seconds": args.seconds, "machine": machine()})
     print(json.dumps(out))
     return 0

@@ -1,4 +1,5 @@
-"""Equivalence check between ddpm_ms.models.UNet (MindSpore) and unet_torch.UNet (PyTorch).
+"""Equivalence check between ddpm_ms.models.UNet (MindSpore) and unet_torch.UNet (PyTorch), or,
+with --model dit, between ddpm_ms.models.DiT and dit_torch.DiT (the dit_mnist preset's size).
 
 Run with the system python (MindSpore side); it writes ref_dim{D}_{block}.npz into a temporary directory with the
 MindSpore weights, a fixed input, the output and the gradients of sum(out * g) w.r.t. every
@@ -8,6 +9,8 @@ parameter, then runs the torch side in the venv on that file:
 
 With --num-classes the networks are class-conditional and the input carries labels, "no class"
 among them (their label embeddings are scaled to unit size first, so that a wrong label shows).
+For the DiT every parameter is redrawn from N(0, 0.05^2) first: its adaLN-Zero layers start at zero,
+which would make the output 0 and hide every difference.
 
 The torch side alone:  $TORCH_VENV/bin/python benchmarks/pytorch_reference/check_equal.py --torch FILE.npz
 """
@@ -26,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_PY = os.path.join(os.environ.get("TORCH_VENV", os.path.join(HERE, "venv")), "bin", "python")
 
 
-def ms_side(dim: int, block: str, num_classes: int = 0) -> str:
+def ms_side(dim: int, block: str, num_classes: int = 0, model: str = "unet") -> str:
     sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root
     import mindspore as ms
     from ddpm_ms.device import select_device
@@ -35,12 +38,16 @@ def ms_side(dim: int, block: str, num_classes: int = 0) -> str:
 
     select_device("CPU")
     ms.set_seed(0)
-    cfg = preset("fashion_mnist").model
+    cfg = preset("dit_mnist" if model == "dit" else "fashion_mnist").model
     cfg.num_classes = num_classes
-    cfg.dim, cfg.block = dim, block
+    if model != "dit":
+        cfg.dim, cfg.block = dim, block
     net = build_model(cfg)
     net.set_train(False)
     rng = np.random.default_rng(123)
+    if model == "dit":  # away from adaLN-Zero's zeros, so that every layer shows in the output
+        for p in net.trainable_params():
+            p.set_data(ms.Tensor(rng.normal(0, 0.05, p.shape).astype(np.float32)))
     if num_classes:  # unit-scale labels, so that a wrong row would change the output visibly
         net.class_emb.embedding_table.set_data(ms.Tensor(
             rng.standard_normal(net.class_emb.embedding_table.shape).astype(np.float32)))
@@ -62,13 +69,13 @@ def ms_side(dim: int, block: str, num_classes: int = 0) -> str:
         arrays["w:" + p.name] = p.asnumpy()
         arrays["g:" + p.name] = gr.asnumpy()
     arrays["gout"] = g
-    arrays["meta"] = np.array(json.dumps({"dim": dim, "block": block, "ms_params": int(count_parameters(net)),
+    arrays["meta"] = np.array(json.dumps({"arch": cfg.arch, "dim": dim, "block": block, "ms_params": int(count_parameters(net)),
                                           "mindspore": ms.__version__, "model_config": {
                                               k: (list(v) if isinstance(v, tuple) else v)
                                               for k, v in vars(cfg).items()}}))
-    path = os.path.join(tempfile.mkdtemp(), f"ref_dim{dim}_{block}.npz")
+    path = os.path.join(tempfile.mkdtemp(), f"ref_{cfg.arch}_dim{dim}_{block}.npz")
     np.savez(path, **arrays)
-    print(f"[ms] dim={dim} block={block} params={count_parameters(net)} out shape={out.shape} -> {path}")
+    print(f"[ms] {cfg.arch} dim={dim} block={block} params={count_parameters(net)} out shape={out.shape} -> {path}")
     return path
 
 
@@ -80,7 +87,11 @@ def torch_side(path: str) -> dict:
     torch.set_num_threads(2)
     data = np.load(path)
     meta = json.loads(str(data["meta"]))
-    net = UNet(meta["model_config"]).eval()
+    if meta.get("arch") == "dit":
+        from dit_torch import DiT
+        net = DiT(meta["model_config"]).eval()
+    else:
+        net = UNet(meta["model_config"]).eval()
     sd = net.state_dict()
     ms_names = [k[2:] for k in data.files if k.startswith("w:")]
     mapped = {ms_name_to_torch(n): n for n in ms_names}
@@ -111,7 +122,7 @@ def torch_side(path: str) -> dict:
         if r > grad_rel:
             grad_rel, worst = r, n
         grad_abs = max(grad_abs, d)
-    res = {"dim": meta["dim"], "block": meta["block"], "ms_params": meta["ms_params"],
+    res = {"arch": meta.get("arch", "unet"), "dim": meta["dim"], "block": meta["block"], "ms_params": meta["ms_params"],
            "torch_params": count_parameters(net), "n_tensors": len(mapped),
            "out_max_abs": float(np.abs(ref).max()), "max_abs_diff_out": diff,
            "max_abs_diff_grad": grad_abs, "max_rel_diff_grad": grad_rel, "worst_grad_param": worst,
@@ -126,12 +137,13 @@ def main():
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--block", default="resnet", choices=["resnet", "convnext"])
     ap.add_argument("--num-classes", type=int, default=0, help="class-conditional networks (0: unconditional)")
+    ap.add_argument("--model", choices=["unet", "dit"], default="unet")
     ap.add_argument("--torch", metavar="NPZ", help="run only the torch side on this file")
     a = ap.parse_args()
     if a.torch:
         res = torch_side(a.torch)
         sys.exit(0 if res["pass"] else 1)
-    path = ms_side(a.dim, a.block, a.num_classes)
+    path = ms_side(a.dim, a.block, a.num_classes, a.model)
     sys.exit(subprocess.call([VENV_PY, os.path.abspath(__file__), "--torch", path]))
 
 

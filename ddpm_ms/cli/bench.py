@@ -55,8 +55,10 @@ def _build(args):
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     d = cfg.diffusion
     diffusion = GaussianDiffusion(model, schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k, d.min_snr_gamma)
-    info = {"device": device, "preset": args.preset, "dim": cfg.model.dim,
-            "params": count_parameters(model)}
+    m = cfg.model
+    shape = {"dim": m.dim} if m.arch == "unet" else \
+        {"patch_size": m.patch_size, "hidden_size": m.hidden_size, "depth": m.depth, "heads": m.attn_heads}
+    info = {"device": device, "preset": args.preset, "arch": m.arch, **shape, "params": count_parameters(model)}
     return cfg, model, schedule, diffusion, info
 
 
@@ -299,8 +301,10 @@ def parser() -> argparse.ArgumentParser:
                    help="samplers to time (default: ddpm ddim dpm++; dpm++sde costs what dpm++ does)")
     p.add_argument("--sample-steps", type=int,
                    help="steps per chain for every sampler (default: DDPM 1000, DDIM 50, DPM-Solver++ 20)")
-    p.add_argument("--preset", default="fashion_mnist")
-    p.add_argument("--dim", type=int, help="override the preset's model width")
+    p.add_argument("--model", choices=["unet", "dit"], default="unet",
+                   help="the backbone whose preset is measured: unet (fashion_mnist) or dit (dit_mnist)")
+    p.add_argument("--preset", help="measure this preset instead (default: the --model's)")
+    p.add_argument("--dim", type=int, help="override the U-Net preset's model width")
     p.add_argument("--device", default="auto")
     p.add_argument("--profile", metavar="DIR",
                    help="instead of timing, profile 3 calls with MindSpore's profiler into DIR and "
@@ -315,6 +319,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    args.preset = args.preset or ("dit_mnist" if args.model == "dit" else "fashion_mnist")
     if args.seconds < 0 or (args.batch_size is not None and args.batch_size < 1) or \
             (args.sample_steps is not None and args.sample_steps < 1):
         print("bench.py: error: --seconds must be >= 0, --batch-size and --sample-steps >= 1", file=sys.stderr)

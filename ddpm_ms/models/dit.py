@@ -19,7 +19,8 @@ from mindspore import nn, ops
 from mindspore.common.initializer import Normal, Uniform, XavierUniform, Zero, initializer
 
 from ddpm_ms.config import ModelConfig
-from ddpm_ms.models.layers import Conv2d, Dense, GatedResidual, Gelu, LayerNorm, PackedSelfAttention, SinusoidalTimeEmbedding
+from ddpm_ms.models.layers import (Dense, GatedResidual, Gelu, LayerNorm, PackedSelfAttention, PatchEmbed,
+                                   SinusoidalTimeEmbedding)
 
 TIME_FREQUENCIES = 256  # width of the timestep's sinusoid, before the MLP (DiT's)
 
@@ -104,7 +105,7 @@ class DiT(nn.Cell):
         h, w = config.image_size
         self.patch_size, self.grid = p, (h // p, w // p)
         self.out_channels = config.out_channels
-        self.x_embedder = Conv2d(channels, dim, p, stride=p)  # patchify
+        self.x_embedder = PatchEmbed(channels, dim, p)  # patchify: a patch-size-stride convolution
         self.pos_embed = ms.Tensor(sincos_position_embedding(dim, *self.grid)[None])
         # Parameter names as the U-Net's (time_mlp.3.bias, class_emb.embedding_table), which
         # ddpm_ms.checkpoint rewrites when fine-tuning changes the label set.
@@ -140,12 +141,6 @@ class DiT(nn.Cell):
             dense.weight.set_data(initializer(Zero(), dense.weight.shape, ms.float32))
             dense.bias.set_data(initializer(Zero(), dense.bias.shape, ms.float32))
 
-    def patchify(self, x):
-        """(b, c, h, w) -> tokens (b, n, dim): the patch-stride convolution, row-major token order."""
-        tokens = self.x_embedder(x)
-        b, d = tokens.shape[0], tokens.shape[1]
-        return tokens.reshape(b, d, -1).transpose(0, 2, 1)
-
     def unpatchify(self, tiles):
         """(b, n, p * p * c) -> (b, c, h, w): each token's tile back in its place."""
         p, (gh, gw), c = self.patch_size, self.grid, self.out_channels
@@ -159,7 +154,7 @@ class DiT(nn.Cell):
             if y is None:
                 y = ops.full((x.shape[0],), self.num_classes, dtype=ms.int32)
             c = c + self.class_emb(y)
-        tokens = self.patchify(x) + self.pos_embed
+        tokens = self.x_embedder(x) + self.pos_embed
         for block in self.blocks:
             tokens = block(tokens, c)
         return self.unpatchify(self.final_layer(tokens, c))

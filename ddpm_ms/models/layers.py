@@ -180,6 +180,34 @@ class Gelu(nn.Cell):
         return ops.gelu(x, approximate="tanh")
 
 
+class PatchEmbed(nn.Cell):
+    """Image (b, c, h, w) to tokens (b, n, dim), n = (h / p) (w / p) in row-major order, by a
+    patch-size-stride convolution (weight (dim, c, p, p) and bias, PyTorch's initialisation). On CPU
+    the patches are cut by a reshape and multiplied by the C++ Dense kernel (MindSpore's convolution
+    weight gradient cost a fifth of a DiT train step)."""
+
+    def __init__(self, in_channels, dim, patch_size, formulation=None):
+        super().__init__()
+        self.in_channels, self.dim, self.patch_size = in_channels, dim, patch_size
+        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self._aot = kernels.dense_op() if self.formulation == "aot" else None
+        fan_in = in_channels * patch_size * patch_size
+        shape = (dim, in_channels, patch_size, patch_size)
+        self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), shape, ms.float32), name="weight")
+        self.bias = Parameter(initializer(Uniform(1 / math.sqrt(fan_in)), (dim,), ms.float32), name="bias")
+
+    def construct(self, x):
+        b, c, h, w = x.shape
+        p = self.patch_size
+        gh, gw = h // p, w // p
+        if self.formulation == "aot":
+            patches = x.reshape(b, c, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5).reshape(b * gh * gw, c * p * p)
+            tokens = self._aot(patches, self.weight.reshape(self.dim, c * p * p), self.bias)
+            return tokens.reshape(b, gh * gw, self.dim)
+        y = ops.conv2d(x, self.weight, None, p, "valid") + self.bias.reshape(1, -1, 1, 1)
+        return y.reshape(b, self.dim, gh * gw).transpose(0, 2, 1)
+
+
 class GatedResidual(nn.Cell):
     """x + gate * y for tokens x, y (b, n, d) and a per-sample gate (b, d): adaLN-Zero's gated
     residual branch, one C++ op on CPU (natively a broadcast multiply and an add, whose gradient
