@@ -1,5 +1,5 @@
 """The C++ CPU kernels ("aot" formulation) agree with MindSpore's own ops in outputs and in
-gradients with respect to inputs and parameters, layer by layer and for the whole U-Net."""
+gradients with respect to inputs and parameters, layer by layer and for the whole U-Net and DiT."""
 import mindspore as ms
 import numpy as np
 import pytest
@@ -7,8 +7,9 @@ from mindspore import ops
 
 from ddpm_ms import kernels
 from ddpm_ms.config import ModelConfig
-from ddpm_ms.models import UNet
-from ddpm_ms.models.layers import BatchMatMul, Conv2d, Dense, GroupNorm, Softmax, UpsampleNearest2x
+from ddpm_ms.models import DiT, UNet
+from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, GatedResidual, Gelu, GroupNorm, LayerNorm,
+                                   PackedSelfAttention, PatchEmbed, Softmax, UpsampleNearest2x)
 
 pytestmark = pytest.mark.skipif(not kernels.available(),
                                 reason=f"CPU kernels cannot be built here: {kernels.why_unavailable()}")
@@ -170,6 +171,108 @@ def test_upsample_kernel_matches_native(rng):
     native, aot = UpsampleNearest2x(formulation="native"), UpsampleNearest2x(formulation="aot")
     assert aot.formulation == "aot"
     _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x), atol=1e-6)
+
+
+def test_dense_kernel_takes_tokens(rng):
+    native, aot = Dense(6, 5, formulation="native"), Dense(6, 5, formulation="aot")
+    _copy_parameters(native, aot)
+    x = ms.Tensor(rng.standard_normal((2, 7, 6), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x))
+
+
+def test_gelu_kernel_matches_native(rng):
+    x = ms.Tensor(np.concatenate([np.linspace(-12, 12, 241, dtype=np.float32),
+                                  3 * rng.standard_normal(241, dtype=np.float32)]).reshape(2, 1, 241))
+    native, aot = Gelu(formulation="native"), Gelu(formulation="aot")
+    assert aot.formulation == "aot"
+    _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x), rtol=1e-5, atol=2e-6)
+
+
+class _Modulate(ms.nn.Cell):
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
+
+    def construct(self, x, shift, scale):
+        return self.norm.modulate(x, shift, scale)
+
+
+@pytest.mark.parametrize("eps", [1e-6, 1e-5])
+def test_layer_norm_modulation_kernel_matches_native(eps, rng):
+    native, aot = _Modulate(LayerNorm(24, eps, formulation="native")), _Modulate(LayerNorm(24, eps, formulation="aot"))
+    assert aot.norm.formulation == "aot"
+    x = ms.Tensor(2 + 3 * rng.standard_normal((3, 5, 24), dtype=np.float32))
+    shift = ms.Tensor(rng.standard_normal((3, 24), dtype=np.float32))
+    scale = ms.Tensor(0.5 * rng.standard_normal((3, 24), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(native, x, shift, scale), _outputs_and_grads(aot, x, shift, scale))
+
+
+@pytest.mark.parametrize("heads,head_dim,tokens", [(4, 8, 9), (1, 5, 3), (3, 16, 49)])
+def test_packed_attention_kernel_matches_native(heads, head_dim, tokens, rng):
+    native, aot = PackedSelfAttention(heads, formulation="native"), PackedSelfAttention(heads, formulation="aot")
+    assert aot.formulation == "aot"
+    qkv = ms.Tensor(rng.standard_normal((2, tokens, 3 * heads * head_dim), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(native, qkv), _outputs_and_grads(aot, qkv), atol=1e-5)
+
+
+def test_packed_attention_is_softmax_attention_per_head(rng):
+    """The native formulation against NumPy, head by head, in the packed [q | k | v] layout."""
+    heads, dh, n = 2, 3, 4
+    qkv = rng.standard_normal((1, n, 3 * heads * dh)).astype(np.float32)
+    got = PackedSelfAttention(heads, formulation="native")(ms.Tensor(qkv)).asnumpy()
+    q, k, v = np.split(qkv[0], 3, axis=-1)
+    for h in range(heads):
+        cols = slice(h * dh, (h + 1) * dh)
+        scores = q[:, cols] @ k[:, cols].T / np.sqrt(dh)
+        weights = np.exp(scores - scores.max(1, keepdims=True))
+        weights /= weights.sum(1, keepdims=True)
+        np.testing.assert_allclose(got[0][:, cols], weights @ v[:, cols], rtol=1e-5, atol=1e-6)
+
+
+def test_gated_residual_kernel_matches_native(rng):
+    native, aot = GatedResidual(formulation="native"), GatedResidual(formulation="aot")
+    assert aot.formulation == "aot"
+    x, y = (ms.Tensor(rng.standard_normal((3, 5, 8), dtype=np.float32)) for _ in range(2))
+    gate = ms.Tensor(rng.standard_normal((3, 8), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(native, x, gate, y), _outputs_and_grads(aot, x, gate, y))
+
+
+@pytest.mark.parametrize("channels,patch,size", [(1, 4, (8, 12)), (3, 2, (6, 4))])
+def test_patch_embedding_kernel_matches_native(channels, patch, size, rng):
+    native, aot = PatchEmbed(channels, 16, patch, formulation="native"), PatchEmbed(channels, 16, patch, formulation="aot")
+    assert aot.formulation == "aot"
+    _copy_parameters(native, aot)
+    x = ms.Tensor(rng.standard_normal((2, channels, *size), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x))
+
+
+def _dit(formulation, monkeypatch):
+    monkeypatch.setenv("DDPM_MS_KERNELS", formulation)
+    return DiT(ModelConfig(arch="dit", image_size=(8, 12), channels=2, patch_size=2, hidden_size=16, depth=2,
+                           attn_heads=2, mlp_ratio=2.0, num_classes=3))
+
+
+def test_dit_with_kernels_matches_pure_mindspore_in_graph_mode(monkeypatch, rng):
+    reference, fast = _dit("native", monkeypatch), _dit("aot", monkeypatch)
+    kinds = {cell.formulation for _, cell in fast.cells_and_names() if hasattr(cell, "formulation")}
+    assert kinds == {"aot"} and "aot" not in {c.formulation for _, c in reference.cells_and_names()
+                                              if hasattr(c, "formulation")}
+    for p in reference.trainable_params():  # away from adaLN-Zero's zeros, so that every layer counts
+        p.set_data(ms.Tensor(rng.normal(0, 0.2, p.shape).astype(np.float32)))
+    _copy_parameters(reference, fast)
+    x = ms.Tensor(rng.standard_normal((3, 2, 8, 12), dtype=np.float32))
+    t, y = ms.Tensor(np.array([1, 400, 999], np.int32)), ms.Tensor(np.array([0, 3, 2], np.int32))
+
+    class WithTime(ms.nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, x):
+            return self.net(x, t, y)
+
+    _assert_agree(_outputs_and_grads(WithTime(reference), x, jit=True),
+                  _outputs_and_grads(WithTime(fast), x, jit=True), rtol=1e-3, atol=1e-4)
 
 
 def _unet(formulation, monkeypatch):

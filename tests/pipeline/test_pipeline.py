@@ -22,9 +22,13 @@ from ddpm_ms.training import Trainer
 FIXTURE_RUN = Path(__file__).resolve().parents[1] / "fixtures" / "run_v1"
 
 
-def tiny_config(steps=6):
-    return Config(preset="tiny", model=ModelConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2),
-                                                   num_classes=10),
+TINY_MODELS = {"unet": dict(dim=8, dim_mults=(1, 2)),
+               "dit": dict(arch="dit", patch_size=4, hidden_size=16, depth=1, attn_heads=2)}
+WIDTH_KEY = {"unet": ("dim", 12), "dit": ("hidden_size", 32)}  # a model_config edit the weights no longer fit
+
+
+def tiny_config(steps=6, arch="unet"):
+    return Config(preset="tiny", model=ModelConfig(image_size=(28, 28), channels=1, num_classes=10, **TINY_MODELS[arch]),
                   diffusion=DiffusionConfig(timesteps=50, beta_schedule="cosine"),
                   data=DataConfig(dataset="fashion_mnist"),
                   train=TrainConfig(batch_size=8, lr=2e-3, steps=steps, save_every=steps, num_samples=10,
@@ -42,27 +46,29 @@ def weights_of(model) -> dict:
     return {name: p.asnumpy().copy() for name, p in model.parameters_and_names()}
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(pipeline dir, the run's EMA weights, images sampled from the run) of a run that no longer exists."""
-    root = tmp_path_factory.mktemp("export")
+@pytest.fixture(scope="module", params=sorted(TINY_MODELS))
+def exported(request, tmp_path_factory):
+    """(pipeline dir, the run's EMA weights, images sampled from the run, arch) of a run that no
+    longer exists, for each backbone."""
+    root = tmp_path_factory.mktemp(f"export_{request.param}")
     run = root / "run"
-    Trainer(tiny_config(), run, dataset=tiny_dataset(), progress=False).fit()
+    Trainer(tiny_config(arch=request.param), run, dataset=tiny_dataset(), progress=False).fit()
     from_run = DiffusionPipeline.from_pretrained(run)
     assert from_run.loaded_weights == "ema"
     ema = weights_of(from_run.model)
     images = from_run(num_images=6, num_inference_steps=4, seed=3, batch_size=4, progress=False).images
     assert export_main(["--run", str(run), "--to", str(root / "pipe")]) == 0
     shutil.rmtree(run)
-    return root / "pipe", ema, images
+    return root / "pipe", ema, images, request.param
 
 
 @pytest.mark.slow
 def test_an_exported_pipeline_needs_no_run_and_samples_the_same_images(exported):
-    pipe_dir, ema, images = exported
+    pipe_dir, ema, images, arch = exported
     assert sorted(p.name for p in pipe_dir.iterdir()) == ["README.md", "model.safetensors", "model_config.json",
                                                           "scheduler_config.json"]
     pipe = DiffusionPipeline.from_pretrained(pipe_dir)
+    assert pipe.model_config.arch == arch and type(pipe.model).__name__ == {"unet": "UNet", "dit": "DiT"}[arch]
     loaded = weights_of(pipe.model)
     assert loaded.keys() == ema.keys()
     assert all(np.array_equal(loaded[k], ema[k]) for k in ema), "the pipeline holds the run's EMA weights bit for bit"
@@ -72,12 +78,12 @@ def test_an_exported_pipeline_needs_no_run_and_samples_the_same_images(exported)
     assert (pipe.sampling.guidance_scale, pipe.sampling.guidance_interval) == (2.0, (0, 35))
     assert pipe.class_names[7] == "Sneaker" and pipe.dataset == "fashion_mnist"
     card = (pipe_dir / "README.md").read_text()
-    assert "fashion_mnist" in card and "| training steps | 6 |" in card and "| FID | not measured" in card
+    assert f"# ddpm_ms {arch} on fashion_mnist" in card and "| training steps | 6 |" in card and "| FID | not measured" in card
 
 
 @pytest.mark.slow
 def test_sample_cli_draws_from_a_pipeline_directory(exported, tmp_path, capsys):
-    pipe_dir, _, _ = exported
+    pipe_dir = exported[0]
     code = sample_main(["--model", str(pipe_dir), "--num", "4", "--steps", "3", "--class-label", "bag",
                         "--npz", str(tmp_path / "bags.npz"), "--out", str(tmp_path / "bags.png"),
                         "--device", "CPU", "--no-progress"])
@@ -109,11 +115,12 @@ def test_a_damaged_pipeline_is_one_line_naming_the_file(exported, tmp_path, caps
     elif damage in ("other_width", "newer_format", "unknown_key"):
         d = json.loads((pipe_dir / (files.SCHEDULER_CONFIG if damage == "newer_format" else files.MODEL_CONFIG)).read_text())
         if damage == "other_width":
-            d["dim"] = 12
+            key, value = WIDTH_KEY[exported[3]]
+            d[key] = value
         elif damage == "newer_format":
             d["format_version"] = files.FORMAT_VERSION + 1
         else:
-            d["depth"] = 3
+            d["dpeth"] = 3
         (pipe_dir / (files.SCHEDULER_CONFIG if damage == "newer_format" else files.MODEL_CONFIG)).write_text(json.dumps(d))
     else:
         (pipe_dir / named).write_text('{"format_version": 1, "dim": ')

@@ -1,24 +1,23 @@
 """Classifier-free guidance in the sampling loop: the guided output is uncond + w (cond - uncond),
 optionally rescaled to the conditional output's spread and limited to an interval of timesteps,
 w = 1 is the conditional model and w = 0 the unconditional one, labels reach the right images across batches, and bad labels are clear
-errors."""
+errors; for each backbone."""
 import mindspore as ms
 import numpy as np
 import pytest
 
-from ddpm_ms.config import ModelConfig
 from ddpm_ms.diffusion import NoiseSchedule
-from ddpm_ms.models import UNet
 from ddpm_ms.sampling import DDIMScheduler, balanced_labels, sample, sample_many
 from ddpm_ms.sampling.loop import rescale_guidance
+from tiny_models import ARCHS, tiny_model
 
 SHAPE = (3, 1, 8, 8)
 
 
-@pytest.fixture(scope="module")
-def net():
-    ms.set_seed(0)
-    return UNet(ModelConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2), num_classes=4))
+@pytest.fixture(scope="module", params=ARCHS)
+def net(request):
+    """A class-conditional model of each backbone (a DiT with its zero-initialised layers redrawn)."""
+    return tiny_model(request.param, image_size=8, channels=1, num_classes=4)
 
 
 @pytest.fixture
@@ -139,7 +138,7 @@ def test_balanced_labels():
 
 def test_bad_labels_are_clear_errors(net, scheduler):
     with pytest.raises(ValueError, match="unconditional"):
-        sample(UNet(ModelConfig(image_size=8, dim=8, dim_mults=(1, 2))), scheduler, SHAPE, 2, class_labels=0,
+        sample(tiny_model("unet", image_size=8), scheduler, SHAPE, 2, class_labels=0,
                jit=False, progress=False)
     with pytest.raises(ValueError, match=r"0\.\.3 \(4: no class\)"):
         sample(net, scheduler, SHAPE, 2, class_labels=5, jit=False, progress=False)
