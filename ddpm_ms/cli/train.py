@@ -50,6 +50,11 @@ def parser() -> argparse.ArgumentParser:
                         "multiplies the p2 weight, so pair it with --p2-gamma 0")
     p.add_argument("--dim", type=positive_int,
                    help="U-Net base width: channels of its first level (fashion_mnist/mnist presets: 16)")
+    d = p.add_argument_group("DiT size (the dit_* presets: patch 4, hidden size 64, depth 3, 4 heads)")
+    d.add_argument("--patch-size", type=positive_int, help="pixels per side of a DiT token's tile")
+    d.add_argument("--hidden-size", type=positive_int, help="DiT token width")
+    d.add_argument("--depth", type=positive_int, help="number of DiT blocks")
+    d.add_argument("--heads", type=positive_int, help="attention heads per DiT block")
     c = p.add_argument_group("class conditioning (classifier-free guidance)")
     c.add_argument("--num-classes", type=non_negative_int,
                    help="condition on the data's labels (10 for fashion_mnist and mnist); 0: unconditional")
@@ -192,6 +197,14 @@ def config_from_args(args) -> Config:
         cfg.diffusion.min_snr_gamma = args.min_snr_gamma
     if args.dim is not None:
         cfg.model.dim = args.dim
+    dit_size = {"patch_size": args.patch_size, "hidden_size": args.hidden_size, "depth": args.depth,
+                "attn_heads": args.heads}
+    for field, value in dit_size.items():
+        if value is not None:
+            if cfg.model.arch != "dit":
+                raise ValueError(f"--{field.replace('attn_', '').replace('_', '-')} sizes a DiT; start from a dit_* "
+                                 f"preset (--preset dit_mnist) or a DiT run")
+            setattr(cfg.model, field, value)
     if args.num_classes is not None:
         cfg.model.num_classes = args.num_classes
     if args.cond_drop_prob is not None:
