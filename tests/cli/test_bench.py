@@ -61,6 +61,17 @@ def test_train_benchmark_prints_one_json_object_per_mode():
         result["graph"]["img_per_s"] / result["pynative"]["img_per_s"], rel=0.01)
 
 
+def test_model_dit_measures_the_dit_preset():
+    proc = _run("train", "--model", "dit", "--batch-size", "2", "--seconds", "0", "--warmup", "0", "--modes", "graph",
+                "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout)["graph"]
+    assert (r["preset"], r["arch"], r["patch_size"], r["hidden_size"], r["depth"]) == ("dit_mnist", "dit", 4, 64, 3)
+    from ddpm_ms.config import preset
+    from ddpm_ms.models import build_model, count_parameters
+    assert r["params"] == count_parameters(build_model(preset("dit_mnist").model)) and r["img_per_s"] > 0
+
+
 @pytest.mark.slow
 def test_train_variants_report_their_speed_relative_to_the_first():
     proc = _run("train", "--batch-size", "2", "--seconds", "0", "--warmup", "0", "--dim", "8", "--modes", "graph",

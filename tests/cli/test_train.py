@@ -100,6 +100,15 @@ def test_a_warmup_that_fills_a_shortened_run_is_pointed_out():
     assert warmup_note(cfg_for("--steps", "300", "--lr-schedule", "constant", "--warmup-steps", "0").train, 300) is None
 
 
+def test_dit_presets_and_size_flags_reach_the_config():
+    cfg = cfg_for("--preset", "dit_mnist")
+    m = cfg.model
+    assert (m.arch, m.patch_size, m.hidden_size, m.depth, m.attn_heads) == ("dit", 4, 64, 3, 4)
+    assert cfg.data.dataset == "mnist" and cfg_for("--preset", "dit_fashion_mnist").data.dataset == "fashion_mnist"
+    m = cfg_for("--preset", "dit_mnist", "--patch-size", "2", "--hidden-size", "96", "--depth", "6", "--heads", "6").model
+    assert (m.patch_size, m.hidden_size, m.depth, m.attn_heads) == (2, 96, 6, 6)
+
+
 def test_loss_weighting_flags_reach_the_config():
     d = cfg_for("--p2-gamma", "0", "--min-snr-gamma", "5").diffusion
     assert (d.p2_gamma, d.min_snr_gamma) == (0.0, 5.0)
@@ -149,6 +158,9 @@ def test_config_file_and_run_directory_are_starting_points(tmp_path):
     (["--eval-sampler", "euler"], "invalid choice"),
     (["--resume", "runs/x", "--init-from", "runs/y"], "use one"),
     (["--resume", "runs/x", "--preset", "mnist"], "drop --preset"),
+    (["--depth", "4"], "--depth sizes a DiT"),
+    (["--preset", "dit_mnist", "--patch-size", "3"], "does not divide by model.patch_size=3"),
+    (["--preset", "dit_mnist", "--heads", "5"], "of model.attn_heads=5"),
 ])
 def test_bad_long_run_arguments_exit_with_a_message(argv, needle, capsys, tmp_path, monkeypatch):
     (tmp_path / "x").mkdir()
