@@ -485,9 +485,9 @@ extern "C" int BatchMatMulTN(AOT_ARGS) { return batch_matmul<'T', 'N'>(n, p, nd,
 extern "C" int BatchMatMulNT(AOT_ARGS) { return batch_matmul<'N', 'T'>(n, p, nd, sh); }
 
 // ---------------------------------------------------------------------------------------------
-// Dense layer on (m, in) rows: y = x . w^T + bias. In this model only the small time-embedding
-// projections, where MindSpore's MatMul costs more in overhead than in arithmetic.
-static constexpr int64_t kSmallGemm = 1 << 22;  // multiply-adds below which plain loops win
+// Dense layer on (m, in) rows: y = x . w^T + bias: the U-Net's time-embedding projections, where
+// MindSpore's MatMul costs more in overhead than in arithmetic, and every linear layer of the DiT.
+static constexpr int64_t kSmallGemm = 1 << 16;  // multiply-adds below which plain loops win
 
 static int dense_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != 4 || ndims[0] != 2) return 1;
