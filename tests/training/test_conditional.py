@@ -12,6 +12,7 @@ from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, Sam
 from ddpm_ms.data import build_dataset, load_idx_dataset
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
 from ddpm_ms.models import UNet
+from tiny_models import ARCHS, tiny_model
 from ddpm_ms.checkpoint import CheckpointMismatch, load_into
 from ddpm_ms.training import Trainer
 from ddpm_ms.checkpoint import save_checkpoint
@@ -101,16 +102,16 @@ def small_unet(num_classes):
     return UNet(ModelConfig(image_size=(16, 16), dim=8, dim_mults=(1, 2), num_classes=num_classes))
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("source_classes,target_classes", [(10, 0), (0, 10), (10, 4)])
 def test_fine_tuning_across_label_sets_starts_from_the_unconditional_model(tmp_path, rng, source_classes,
-                                                                           target_classes):
-    ms.set_seed(0)
-    source = small_unet(source_classes)
+                                                                           target_classes, arch):
+    source = tiny_model(arch, image_size=16, num_classes=source_classes)
     for p in source.trainable_params():  # a trained table: every row, "no class" too, far from zero
         if "class_emb" in p.name:
             p.set_data(ms.Tensor(rng.normal(0, 1.0, p.shape).astype(np.float32)))
     path = save_checkpoint(source, tmp_path / "source.ckpt")
-    target = small_unet(target_classes)
+    target = tiny_model(arch, image_size=16, num_classes=target_classes, seed=1)
     with pytest.raises(CheckpointMismatch, match="class_emb"):
         load_into(target, path)
     info = load_into(target, path, adapt_labels=True)
