@@ -272,7 +272,10 @@ class LayerNorm(nn.Cell):
         one pass over x with the C++ kernel."""
         if self.formulation == "aot":
             return self._aot(x, shift, scale)[0]
-        return self.construct(x) * (scale.expand_dims(1) + 1) + shift.expand_dims(1)
+        # in float32 under mixed precision (a method call bypasses the cell's input casts)
+        y = self.construct(x.astype(ms.float32))
+        y = y * (scale.astype(ms.float32).expand_dims(1) + 1) + shift.astype(ms.float32).expand_dims(1)
+        return y.astype(x.dtype)
 
 
 class Softmax(nn.Cell):

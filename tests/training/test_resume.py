@@ -15,7 +15,7 @@ from ddpm_ms.data import load_idx_dataset
 from ddpm_ms.checkpoint import CheckpointMismatch
 from ddpm_ms.training import NonFiniteLoss, Trainer
 from ddpm_ms.training.amp import apply_amp, compute_dtypes, loss_scaler, resolve_amp
-from ddpm_ms.models import UNet
+from ddpm_ms.models import UNet, build_model
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +74,25 @@ def test_stop_and_resume_equals_a_straight_run(straight, tmp_path):
         a, b = weights(mine), weights(theirs)
         assert max(np.abs(a[n] - b[n]).max() for n in a) == 0.0
     assert second.ema.num_updates == ref.ema.num_updates == 10
+
+
+def test_a_dit_run_stops_and_resumes_bit_for_bit(tmp_path):
+    def config():
+        cfg = tiny_config(steps=6)
+        cfg.model = ModelConfig(arch="dit", image_size=(28, 28), channels=1, patch_size=4, hidden_size=16, depth=1,
+                                attn_heads=2)
+        return cfg
+
+    ref = Trainer(config(), tmp_path / "straight", dataset=tiny_dataset(), progress=False)
+    ref.fit()
+    Trainer(config(), tmp_path / "run", dataset=tiny_dataset(), progress=False).fit(stop_at=4)
+    second = Trainer(config(), tmp_path / "run", dataset=tiny_dataset(), progress=False, resume=True)
+    assert second.step == 4
+    second.fit()
+    assert losses(tmp_path / "run") == losses(tmp_path / "straight")
+    for mine, theirs in ((second.model, ref.model), (second.ema_model, ref.ema_model)):
+        a, b = weights(mine), weights(theirs)
+        assert max(np.abs(a[n] - b[n]).max() for n in a) == 0.0
 
 
 def test_each_epoch_has_its_own_order(straight):
@@ -186,6 +205,11 @@ def test_amp_levels_cast_the_right_layers():
     norms = [k for k in o2 if k.endswith("norm")]
     softmaxes = [k for k in o2 if "softmax" in k]
     assert norms and softmaxes and all(o2[k] == "float32" for k in norms + softmaxes)
+    dit = ModelConfig(arch="dit", image_size=(8, 8), patch_size=4, hidden_size=16, depth=1, attn_heads=2)
+    o1, o2 = (compute_dtypes(apply_amp(build_model(dit), level, "float16")) for level in ("O1", "O2"))
+    assert o1["x_embedder"] == o1["blocks.0.attn.qkv"] == o1["final_layer.linear"] == "float16"
+    assert o1["blocks.0.norm1"] is None and o1["blocks.0.attn.attend"] is None
+    assert o2[""] == "float16" and o2["blocks.0.norm1"] == o2["blocks.0.attn.attend"] == "float32"
     assert loss_scaler("O2", "bfloat16", 2.0 ** 16) is None  # bfloat16 has float32's range
     assert float(loss_scaler("O1", "float16", 1024.0).scale_value.asnumpy()) == 1024.0
     assert loss_scaler("O0", "float16", 1024.0) is None
