@@ -43,9 +43,9 @@ def test_the_tutorials_use_the_library():
         assert piece in source, f"the DiT tutorial no longer uses {piece}"
 
 
-@pytest.mark.slow
-def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
-    """Executes every cell in a fresh kernel with QUICK = True; any error fails the test."""
+def execute(path, tmp_path, monkeypatch):
+    """Runs every cell of the notebook at `path` in a fresh kernel with QUICK = True and returns the
+    executed notebook and its output folder."""
     nbclient = pytest.importorskip("nbclient", reason="nbclient comes with requirements-dev.txt")
     pytest.importorskip("ipykernel", reason="ipykernel comes with requirements-dev.txt")
     out = tmp_path / "outputs"
@@ -54,14 +54,20 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     # The kernel imports the ddpm_ms of this checkout, installed or not.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    nb = load_notebook()
+    nb = load_notebook(path)
     client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     try:
         client.execute()
     finally:  # the executed copy, with every output, for a look after a failure
         nbformat.write(nb, tmp_path / "executed.ipynb")
+    return nb, out
 
+
+@pytest.mark.slow
+def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+    """Executes every cell in a fresh kernel with QUICK = True; any error fails the test."""
+    nb, out = execute(NOTEBOOK, tmp_path, monkeypatch)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     errors = [o for o in outputs if o.output_type == "error"]
     assert not errors
@@ -82,20 +88,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
 def test_dit_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     """The DiT tutorial in quick mode: the patch grid, the adaLN-Zero identity (exactly 0 for an
     untrained block, not for a disturbed one), a loss that falls, samples through the pipeline."""
-    nbclient = pytest.importorskip("nbclient", reason="nbclient comes with requirements-dev.txt")
-    pytest.importorskip("ipykernel", reason="ipykernel comes with requirements-dev.txt")
-    out = tmp_path / "outputs"
-    monkeypatch.setenv("DDPM_MS_TUTORIAL_QUICK", "1")
-    monkeypatch.setenv("DDPM_MS_TUTORIAL_OUT", str(out))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    nb = load_notebook(DIT_NOTEBOOK)
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    try:
-        client.execute()
-    finally:
-        nbformat.write(nb, tmp_path / "executed.ipynb")
+    nb, out = execute(DIT_NOTEBOOK, tmp_path, monkeypatch)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
