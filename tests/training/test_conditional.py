@@ -12,12 +12,12 @@ from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, Sam
 from ddpm_ms.data import build_dataset, load_idx_dataset
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
 from ddpm_ms.models import UNet
-from tiny_models import ARCHS, tiny_model
 from ddpm_ms.checkpoint import CheckpointMismatch, load_into
 from ddpm_ms.training import Trainer
 from ddpm_ms.checkpoint import save_checkpoint
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer
 from ddpm_ms.training.step import TrainStep
+from tiny_models import ARCHS, tiny_model
 
 
 def conditional_config(guidance_scale=1.0, **train):
