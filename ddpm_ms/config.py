@@ -106,6 +106,8 @@ class ModelConfig:
         if int(self.depth) < 1 or not self.mlp_ratio > 0:
             raise ValueError(f"model.depth must be >= 1 and model.mlp_ratio > 0, got {self.depth} and "
                              f"{self.mlp_ratio}")
+        if int(self.attn_heads) < 1:
+            raise ValueError(f"model.attn_heads must be >= 1, got {self.attn_heads}")
         if int(self.hidden_size) < 4 or self.hidden_size % 4 or self.hidden_size % self.attn_heads:
             raise ValueError(f"model.hidden_size={self.hidden_size} must be a multiple of 4 (the 2-D sin-cos "
                              f"position embedding) and of model.attn_heads={self.attn_heads}")
@@ -414,9 +416,9 @@ def _fashion_like(name: str) -> Config:
 
 def _dit_like(name: str, dataset: str) -> Config:
     # The U-Net preset's diffusion, data and sampling, with a DiT (Peebles & Xie 2023) as the
-    # denoiser: patch 4 (7 x 7 tokens), width 64, 3 blocks of 4 heads, the size of the MNIST DiT this
-    # reproduces. Its steps are 8x cheaper than the U-Net's, so it trains for the U-Net preset's
-    # training time on a 2-core CPU with 4x larger batches: 39,000 updates of 128 (the comparison:
+    # denoiser: patch 4 (7 x 7 tokens), width 64, 3 blocks of 4 heads (the MNIST DiT of issue 39).
+    # Its updates are much cheaper than the U-Net's, so it takes batches of 128 and as many updates
+    # as fit in the U-Net preset's training time on a 2-core CPU (how they were counted:
     # docs/experiments/dit.md). AdamW at 1e-3 after the same warm-up, cosine decay to 0.
     cfg = _fashion_like(dataset)
     cfg.preset = name

@@ -551,15 +551,15 @@ extern "C" int DenseFwd(AOT_ARGS) { return dense_fwd(n, p, nd, sh); }
 extern "C" int DenseBwd(AOT_ARGS) { return dense_bwd(n, p, nd, sh); }
 
 // ---------------------------------------------------------------------------------------------
-// The transformer's ops (DiT). MindSpore 2.10's CPU GeLU and its gradient cost about 25 ns an
-// element; LayerNorm followed by the adaptive scale and shift is five graph ops forward and more
-// backward; multi-head attention is slices, transposes, two batched products and a softmax.
+// The transformer's ops (DiT): MindSpore's CPU GeLU is slow, LayerNorm followed by the adaptive
+// scale and shift is several graph ops each way, and multi-head attention is slices, transposes,
+// two batched products and a softmax.
 
 // GELU, tanh approximation: 0.5 x (1 + tanh(c (x + a x^3))).
 static constexpr float kGeluC = 0.7978845608028654f, kGeluA = 0.044715f;
 
 // tanh as a rational function of degree 13/6 on [-9, 9] (Eigen's float tanh): std::tanh is a
-// library call the compiler cannot vectorise (about 20 ns an element), this is a few multiplies.
+// library call the compiler cannot vectorise, this is a few multiplies.
 static inline float fast_tanh(float x) {
   x = std::min(9.f, std::max(-9.f, x));
   const float x2 = x * x;

@@ -184,7 +184,7 @@ class PatchEmbed(nn.Cell):
     """Image (b, c, h, w) to tokens (b, n, dim), n = (h / p) (w / p) in row-major order, by a
     patch-size-stride convolution (weight (dim, c, p, p) and bias, PyTorch's initialisation). On CPU
     the patches are cut by a reshape and multiplied by the C++ Dense kernel (MindSpore's convolution
-    weight gradient cost a fifth of a DiT train step)."""
+    weight gradient was the costliest op of a small DiT's train step)."""
 
     def __init__(self, in_channels, dim, patch_size, formulation=None):
         super().__init__()

@@ -1,8 +1,9 @@
 """Mixed precision: which layers compute in float16 / bfloat16, and the loss scale.
 
 - O0: everything in float32.
-- O1: convolutions and dense layers take `dtype` inputs (the bulk of the FLOPs); the rest,
-  normalisation and softmax included, stays float32.
+- O1: convolutions and dense layers take `dtype` inputs (the bulk of the FLOPs); normalisation,
+  softmax and the DiT's attention cast their inputs back to float32; elementwise layers compute in
+  whatever precision reaches them.
 - O2: the whole network computes in `dtype` except GroupNorm, LayerNorm, softmax and the DiT's
   attention, which keep float32 (their statistics and exponentials lose too much in 16 bits).
 
@@ -61,9 +62,9 @@ def apply_amp(model: nn.Cell, level: str, dtype: str) -> nn.Cell:
         for _, cell in model.cells_and_names():
             if isinstance(cell, _LOW_PRECISION_CELLS):
                 cell.to_float(low)
-        return model
-    model.to_float(low)
-    for _, cell in model.cells_and_names():
+    else:
+        model.to_float(low)
+    for _, cell in model.cells_and_names():  # at both levels: they receive low-precision outputs
         if isinstance(cell, _FLOAT32_CELLS):
             cell.to_float(ms.float32)
     return model
