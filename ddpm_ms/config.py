@@ -425,7 +425,7 @@ def _dit_like(name: str, dataset: str) -> Config:
     cfg.model = ModelConfig(arch="dit", image_size=(28, 28), channels=1, patch_size=4, hidden_size=64,
                             depth=3, attn_heads=4, mlp_ratio=4.0, num_classes=10)
     t = cfg.train
-    t.lr, t.optimizer, t.batch_size, t.steps, t.epochs, t.sample_every = 1e-3, "adamw", 128, 39000, 84, 5000
+    t.lr, t.optimizer, t.batch_size, t.steps, t.epochs, t.sample_every = 1e-3, "adamw", 128, 32500, 70, 5000
     return cfg
 
 
