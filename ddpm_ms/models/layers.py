@@ -20,6 +20,12 @@ from ddpm_ms import kernels
 from ddpm_ms.device import FORMULATIONS, kernel_formulation
 
 
+def kernels_or_native(formulation=None, supported=True) -> str:
+    """"aot" where the device's formulation (or the one asked for) is the C++ kernels and they cover
+    this layer's settings; "native" otherwise (the layers without an im2col form use their native ops)."""
+    return "aot" if supported and (formulation or kernel_formulation()) == "aot" else "native"
+
+
 class Conv2d(nn.Cell):
     """2-D convolution with PyTorch's initialisation and a device-chosen formulation."""
 
@@ -128,8 +134,7 @@ class GroupNorm(nn.GroupNorm):
 
     def __init__(self, num_groups, num_channels, eps=1e-5, formulation=None):
         super().__init__(num_groups, num_channels, eps=eps)
-        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" and eps in (1e-5, 1e-6) \
-            else "native"
+        self.formulation = kernels_or_native(formulation, supported=eps in (1e-5, 1e-6))
         self._aot = kernels.group_norm_op(eps) if self.formulation == "aot" else None
         self._fused = kernels.group_norm_silu_op() if self.formulation == "aot" and eps == 1e-5 else None
 
@@ -154,7 +159,7 @@ class Dense(nn.Dense):
 
     def __init__(self, in_channels, out_channels, formulation=None):
         super().__init__(in_channels, out_channels)
-        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self.formulation = kernels_or_native(formulation)
         self._aot = kernels.dense_op() if self.formulation == "aot" else None
 
     def construct(self, x):
@@ -171,7 +176,7 @@ class Gelu(nn.Cell):
 
     def __init__(self, formulation=None):
         super().__init__()
-        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self.formulation = kernels_or_native(formulation)
         self._aot = kernels.gelu_tanh_op() if self.formulation == "aot" else None
 
     def construct(self, x):
@@ -189,7 +194,7 @@ class PatchEmbed(nn.Cell):
     def __init__(self, in_channels, dim, patch_size, formulation=None):
         super().__init__()
         self.in_channels, self.dim, self.patch_size = in_channels, dim, patch_size
-        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self.formulation = kernels_or_native(formulation)
         self._aot = kernels.dense_op() if self.formulation == "aot" else None
         fan_in = in_channels * patch_size * patch_size
         shape = (dim, in_channels, patch_size, patch_size)
@@ -215,7 +220,7 @@ class GatedResidual(nn.Cell):
 
     def __init__(self, formulation=None):
         super().__init__()
-        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self.formulation = kernels_or_native(formulation)
         self._aot = kernels.gated_add_op() if self.formulation == "aot" else None
 
     def construct(self, x, gate, y):
@@ -232,7 +237,7 @@ class PackedSelfAttention(nn.Cell):
     def __init__(self, heads, formulation=None):
         super().__init__()
         self.heads = heads
-        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self.formulation = kernels_or_native(formulation)
         self._aot = kernels.attention_op() if self.formulation == "aot" else None
         self._scores = ops.BatchMatMul(transpose_b=True)
         self._mix = ops.BatchMatMul()
@@ -257,8 +262,7 @@ class LayerNorm(nn.Cell):
     def __init__(self, normalized_size, eps=1e-6, formulation=None):
         super().__init__()
         self.normalized_size, self.eps = normalized_size, eps
-        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" and eps in (1e-5, 1e-6) \
-            else "native"
+        self.formulation = kernels_or_native(formulation, supported=eps in (1e-5, 1e-6))
         self._aot = kernels.layer_norm_modulate_op(eps) if self.formulation == "aot" else None
         self._norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
         self._ones = ms.Tensor(ops.ones((normalized_size,), ms.float32))
@@ -285,7 +289,7 @@ class Softmax(nn.Cell):
     def __init__(self, axis=-1, formulation=None):
         super().__init__()
         self.axis = axis
-        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self.formulation = kernels_or_native(formulation)
         self._aot = kernels.softmax_op() if self.formulation == "aot" else None
 
     def construct(self, x):
@@ -309,7 +313,7 @@ class BatchMatMul(nn.Cell):
         super().__init__()
         if transpose_a and transpose_b:
             raise ValueError("BatchMatMul: transpose_a and transpose_b together are not supported")
-        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self.formulation = kernels_or_native(formulation)
         if self.formulation == "aot":
             nn_op, tn_op, nt_op = kernels.batch_matmul_ops()
             self._op = tn_op if transpose_a else nt_op if transpose_b else nn_op
@@ -325,7 +329,7 @@ class UpsampleNearest2x(nn.Cell):
 
     def __init__(self, formulation=None):
         super().__init__()
-        self.formulation = "aot" if (formulation or kernel_formulation()) == "aot" else "native"
+        self.formulation = kernels_or_native(formulation)
         self._aot = kernels.upsample2x_op() if self.formulation == "aot" else None
 
     def construct(self, x):
