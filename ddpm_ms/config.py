@@ -102,15 +102,21 @@ class ModelConfig:
         h, w, p = *self.image_size, int(self.patch_size)
         if p < 1 or h % p or w % p:
             raise ValueError(f"image size {h}x{w} does not divide by model.patch_size={self.patch_size}; "
-                             f"resize the images or pick a patch size that divides both sides")
-        if int(self.depth) < 1 or not self.mlp_ratio > 0:
-            raise ValueError(f"model.depth must be >= 1 and model.mlp_ratio > 0, got {self.depth} and "
-                             f"{self.mlp_ratio}")
+                             f"resize the images or pick a patch size (train.py --patch-size) that divides both sides")
+        if int(self.depth) < 1:
+            raise ValueError(f"model.depth must be >= 1 DiT block, got {self.depth} (train.py --depth)")
+        if not int(self.hidden_size * self.mlp_ratio) >= 1:
+            raise ValueError(f"model.mlp_ratio={self.mlp_ratio} leaves the MLP no units at width "
+                             f"{self.hidden_size}; use a ratio of about 4 (DiT's)")
         if int(self.attn_heads) < 1:
-            raise ValueError(f"model.attn_heads must be >= 1, got {self.attn_heads}")
+            raise ValueError(f"model.attn_heads must be >= 1, got {self.attn_heads} (train.py --heads)")
         if int(self.hidden_size) < 4 or self.hidden_size % 4 or self.hidden_size % self.attn_heads:
+            heads = [n for n in range(1, self.hidden_size + 1) if self.hidden_size % n == 0] \
+                if self.hidden_size >= 4 and self.hidden_size % 4 == 0 else []
+            fix = f"at width {self.hidden_size}, --heads may be one of {heads}" if heads else \
+                "choose a width (train.py --hidden-size) that is a multiple of 4"
             raise ValueError(f"model.hidden_size={self.hidden_size} must be a multiple of 4 (the 2-D sin-cos "
-                             f"position embedding) and of model.attn_heads={self.attn_heads}")
+                             f"position embedding) and of model.attn_heads={self.attn_heads}: {fix}")
 
     def _validate_unet(self) -> None:
         if self.block not in BLOCKS:

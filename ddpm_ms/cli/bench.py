@@ -301,7 +301,7 @@ def parser() -> argparse.ArgumentParser:
                    help="samplers to time (default: ddpm ddim dpm++; dpm++sde costs what dpm++ does)")
     p.add_argument("--sample-steps", type=int,
                    help="steps per chain for every sampler (default: DDPM 1000, DDIM 50, DPM-Solver++ 20)")
-    p.add_argument("--model", choices=["unet", "dit"], default="unet",
+    p.add_argument("--model", choices=["unet", "dit"],
                    help="the backbone whose preset is measured: unet (fashion_mnist) or dit (dit_mnist)")
     p.add_argument("--preset", help="measure this preset instead (default: the --model's)")
     p.add_argument("--dim", type=int, help="override the U-Net preset's model width")
@@ -317,9 +317,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_model_args(args) -> str | None:
+    """Settle which preset is measured; an error message when the flags contradict each other."""
+    from ddpm_ms.config import preset
+
+    if args.preset is None:
+        args.preset = "dit_mnist" if args.model == "dit" else "fashion_mnist"
+    try:
+        arch = preset(args.preset).model.arch
+    except ValueError as e:
+        return str(e)
+    if args.model and args.model != arch:
+        return f"--preset {args.preset} is a {arch} preset, not a {args.model} one; give --model or --preset"
+    if args.dim and arch == "dit":
+        return f"--dim sizes a U-Net; {args.preset} is a DiT preset"
+    return None
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    args.preset = args.preset or ("dit_mnist" if args.model == "dit" else "fashion_mnist")
+    if not args.worker:
+        error = _check_model_args(args)
+        if error:
+            print(f"bench.py: error: {error}", file=sys.stderr)
+            return 2
     if args.seconds < 0 or (args.batch_size is not None and args.batch_size < 1) or \
             (args.sample_steps is not None and args.sample_steps < 1):
         print("bench.py: error: --seconds must be >= 0, --batch-size and --sample-steps >= 1", file=sys.stderr)

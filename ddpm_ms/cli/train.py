@@ -196,6 +196,8 @@ def config_from_args(args) -> Config:
     if args.min_snr_gamma is not None:
         cfg.diffusion.min_snr_gamma = args.min_snr_gamma
     if args.dim is not None:
+        if cfg.model.arch == "dit":
+            raise ValueError("--dim sizes a U-Net; a DiT's width is --hidden-size")
         cfg.model.dim = args.dim
     dit_size = {"patch_size": args.patch_size, "hidden_size": args.hidden_size, "depth": args.depth,
                 "attn_heads": args.heads}

@@ -22,7 +22,7 @@ from ddpm_ms.config import ModelConfig
 from ddpm_ms.models.layers import (Dense, GatedResidual, Gelu, LayerNorm, PackedSelfAttention, PatchEmbed,
                                    SinusoidalTimeEmbedding)
 
-TIME_FREQUENCIES = 256  # width of the timestep's sinusoid, before the MLP (DiT's)
+TIME_FREQUENCIES = 256  # width of the timestep's sinusoid before the MLP: DiT's width, the U-Net's sinusoid
 
 
 def sincos_position_embedding(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
@@ -154,7 +154,8 @@ class DiT(nn.Cell):
             if y is None:
                 y = ops.full((x.shape[0],), self.num_classes, dtype=ms.int32)
             c = c + self.class_emb(y)
-        tokens = self.x_embedder(x) + self.pos_embed
+        tokens = self.x_embedder(x)
+        tokens = tokens + self.pos_embed.astype(tokens.dtype)  # stays half precision under O2
         for block in self.blocks:
             tokens = block(tokens, c)
         return self.unpatchify(self.final_layer(tokens, c))

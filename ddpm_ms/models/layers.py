@@ -1,12 +1,14 @@
 """Building blocks shared by the denoisers, and the device seam for the ops that are slow on CPU.
 
-`Conv2d`, `GroupNorm` (with `modulated_silu`), `Softmax`, `BatchMatMul`, `Dense` and
-`UpsampleNearest2x` hold the same parameters on every target and pick a formulation once, at
-construction (`ddpm_ms.device.kernel_formulation`): "native" MindSpore ops on Ascend and GPU;
-on CPU "aot", the C++ kernels of `ddpm_ms.kernels`, or "im2col", pure MindSpore ops with
-convolutions as `ops.unfold` + 1x1 convolution, where the kernels cannot be built.
-`tests/models/test_layers.py` and `tests/models/test_kernels.py` check that the formulations
-give the same outputs and gradients.
+The U-Net's `Conv2d`, `GroupNorm` (with `modulated_silu`), `Softmax`, `BatchMatMul` and
+`UpsampleNearest2x`, the DiT's `PatchEmbed`, `LayerNorm` (with `modulate`), `Gelu`,
+`PackedSelfAttention` and `GatedResidual`, and the `Dense` both use, hold the same parameters on
+every target and pick a formulation once, at construction (`kernels_or_native`, from
+`ddpm_ms.device.kernel_formulation`): "native" MindSpore ops on Ascend and GPU; on CPU "aot", the
+C++ kernels of `ddpm_ms.kernels`, or, where the kernels cannot be built, "im2col" (pure MindSpore
+ops with convolutions as `ops.unfold` + 1x1 convolution; the DiT's layers use their native form).
+The models never branch on the choice. `tests/models/test_layers.py` and
+`tests/kernels/test_cpu_kernels.py` check that the formulations give the same outputs and gradients.
 """
 from __future__ import annotations
 

@@ -159,8 +159,14 @@ def test_config_file_and_run_directory_are_starting_points(tmp_path):
     (["--resume", "runs/x", "--init-from", "runs/y"], "use one"),
     (["--resume", "runs/x", "--preset", "mnist"], "drop --preset"),
     (["--depth", "4"], "--depth sizes a DiT"),
+    (["--patch-size", "2"], "--patch-size sizes a DiT"),
+    (["--hidden-size", "96"], "--hidden-size sizes a DiT"),
+    (["--heads", "2"], "--heads sizes a DiT"),
+    (["--preset", "dit_mnist", "--dim", "32"], "--dim sizes a U-Net; a DiT's width is --hidden-size"),
     (["--preset", "dit_mnist", "--patch-size", "3"], "does not divide by model.patch_size=3"),
-    (["--preset", "dit_mnist", "--heads", "5"], "of model.attn_heads=5"),
+    (["--preset", "dit_mnist", "--heads", "5"], "--heads may be one of [1, 2, 4, 8, 16, 32, 64]"),
+    (["--preset", "dit_mnist", "--hidden-size", "30"], "multiple of 4"),
+    (["--preset", "dit_mnist", "--depth", "0"], "argument --depth: must be a positive integer"),
 ])
 def test_bad_long_run_arguments_exit_with_a_message(argv, needle, capsys, tmp_path, monkeypatch):
     (tmp_path / "x").mkdir()

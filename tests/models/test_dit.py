@@ -93,6 +93,9 @@ def test_position_embedding_tells_rows_and_columns_apart():
     np.testing.assert_array_equal(pos[0, :8], pos[5, :8])
     np.testing.assert_array_equal(pos[0, 8:], pos[4, 8:])
     assert len({row.tobytes() for row in pos}) == 15
+    # MAE / DiT: frequency i of a half of width 8 is 1 / 10000^(i / 4): 1, 1/10, ...; token 13 = row 2, column 3
+    np.testing.assert_allclose(pos[13, [0, 1, 4, 5]], [np.sin(3), np.sin(0.3), np.cos(3), np.cos(0.3)], rtol=1e-6)
+    np.testing.assert_allclose(pos[13, [8, 9, 12, 13]], [np.sin(2), np.sin(0.2), np.cos(2), np.cos(0.2)], rtol=1e-6)
 
 
 def test_labels_change_the_output_and_no_label_is_the_no_class_row(rng):
@@ -120,6 +123,8 @@ def test_bad_widths_are_clear_errors():
         build_model(ModelConfig(arch="dit", hidden_size=64, attn_heads=3))
     with pytest.raises(ValueError, match="model.depth must be >= 1"):
         build_model(ModelConfig(arch="dit", depth=0))
+    with pytest.raises(ValueError, match="mlp_ratio=0.01 leaves the MLP no units"):
+        build_model(ModelConfig(arch="dit", hidden_size=64, mlp_ratio=0.01))
 
 
 def _diffusion(net):

@@ -81,3 +81,19 @@ def test_time_embedding_matches_formula():
     freqs = np.exp(-np.log(10000.0) * np.arange(4) / 3)
     args = np.array([0.0, 5.0, 999.0])[:, None] * freqs
     np.testing.assert_allclose(emb, np.concatenate([np.sin(args), np.cos(args)], 1), rtol=1e-4, atol=1e-4)
+
+
+def test_layer_norm_modulate_takes_half_precision_tokens_and_returns_their_dtype(rng):
+    # Mixed precision hands a DiT block float16 tokens and a method call skips the cell's casts
+    # (amp's float32 for the cell): modulate itself must compute accurately and give back float16.
+    # 64 values near 1,500 sum past float16's largest number.
+    from ddpm_ms.models.layers import LayerNorm
+    norm = LayerNorm(64, formulation="native")
+    x = (1500 + 4 * rng.standard_normal((2, 3, 64))).astype(np.float16)
+    shift, scale = (rng.standard_normal((2, 64)).astype(np.float16) for _ in range(2))
+    y = norm.modulate(ms.Tensor(x), ms.Tensor(shift), ms.Tensor(scale))
+    assert y.dtype == ms.float16
+    xf = x.astype(np.float64)
+    ref = (xf - xf.mean(-1, keepdims=True)) / np.sqrt(xf.var(-1, keepdims=True) + 1e-6)
+    ref = ref * (1 + scale.astype(np.float64)[:, None]) + shift.astype(np.float64)[:, None]
+    np.testing.assert_allclose(y.asnumpy().astype(np.float64), ref, atol=1e-2, rtol=1e-2)
