@@ -63,6 +63,7 @@ class Scheduler:
     clip_sample clamps the predicted x_0 to [-clip_range, clip_range] (data lives in [-1, 1])."""
 
     default_spacing = "leading"
+    multistep = False  # True: `step` builds on the previous steps' outputs (see reset), so the chain cannot go back
 
     def __init__(self, schedule: NoiseSchedule, prediction_type="eps", clip_sample=True, clip_range=1.0,
                  timestep_spacing=None):

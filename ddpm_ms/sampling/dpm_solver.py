@@ -48,6 +48,7 @@ class DPMSolverMultistepScheduler(Scheduler):
     (docs/experiments/samplers.md)."""
 
     ALGORITHM_TYPES = ("dpmsolver++", "sde-dpmsolver++")
+    multistep = True
 
     @property
     def default_spacing(self) -> str:

@@ -9,9 +9,10 @@ unconditional one. guidance_interval (lo, hi) guides only the steps at timesteps
 runs the conditional model alone elsewhere (Kynkaenniemi et al. 2024, "Applying guidance in a limited
 interval"): guidance at high noise pulls every image of a class toward the same layout and costs
 variety, guidance at low noise does little; the steps outside the interval also cost half as much.
-Large w over-exposes the images; guidance_rescale phi (Lin et al. 2024, sec. 3.4,
-diffusers' `guidance_rescale`) scales each image's guided output to the standard deviation of its
-conditional one and blends: out = phi out_rescaled + (1 - phi) out. Noise comes from one seeded MindSpore
+Large w over-exposes the images; guidance_rescale fixes that (ddpm_ms/sampling/model_call.py).
+Loss guidance (ddpm_ms/sampling/loss_guidance.py) moves x_t along the gradient of a loss on the
+predicted clean image before the scheduler's step; image-to-image and inpainting
+(ddpm_ms/sampling/editing.py) start from a user's image and keep part of it. Noise comes from one seeded MindSpore
 `StandardNormal` generator per call, so the same seed gives the same images on the same device.
 """
 from __future__ import annotations
@@ -24,6 +25,9 @@ from mindspore import ops
 from tqdm.auto import tqdm
 
 from ddpm_ms.config import check_guidance_interval
+from ddpm_ms.sampling.editing import img2img_start, repaint_path
+from ddpm_ms.sampling.loss_guidance import as_terms, move_through_model, move_through_x0
+from ddpm_ms.sampling.model_call import denoise, rescale_guidance  # noqa: F401 (rescale_guidance: re-exported)
 
 _COMPILED = {}
 _SEED_STREAM = 20_200_619  # StandardNormal treats seed = seed2 = 0 as "random": keep the first one fixed
@@ -83,17 +87,10 @@ def balanced_labels(num: int, num_classes: int) -> np.ndarray:
     return (np.arange(num) % num_classes).astype(np.int32)
 
 
-def rescale_guidance(guided, cond, phi: float):
-    """Lin et al. 2024's fix for over-exposure under strong guidance: `guided` rescaled per image to
-    the standard deviation of `cond`, blended with weight phi (0: unchanged, 1: fully rescaled)."""
-    axes = tuple(range(1, guided.ndim))
-    rescaled = guided * (cond.std(axis=axes, keepdims=True) / guided.std(axis=axes, keepdims=True))
-    return phi * rescaled + (1.0 - phi) * guided
-
-
 def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory_every=None, jit=True,
            progress=True, x_T=None, stream=0, class_labels=None, guidance_scale=1.0, guidance_rescale=0.0,
-           guidance_interval=None):
+           guidance_interval=None, loss_guidance=None, guidance_through_model=False, image=None, strength=1.0,
+           mask=None, jump_length=1, jump_n_sample=1):
     """Draw `shape[0]` images with `scheduler` (any of DDPM, DDIM, DPM-Solver++).
 
     num_inference_steps: calls `scheduler.set_timesteps` first (else the scheduler's current grid).
@@ -105,6 +102,12 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     unconditional model); guidance_scale: the classifier-free guidance weight w, guidance_rescale its
     over-exposure fix phi in [0, 1], guidance_interval (lo, hi): guide only at timesteps lo <= t <= hi
     (None: every step; see above).
+    loss_guidance: LossGuidance terms (ColorGuidance, TextGuidance, ...; see
+    ddpm_ms.sampling.loss_guidance), each with its scale and interval; guidance_through_model: take
+    their gradient through the denoiser too (variant (b)) instead of through the x0 formula only.
+    image: start from this image ((C, H, W) or one per image, in [-1, 1]) noised to `strength`
+    (image-to-image); mask (1 = repaint, 0 = keep; 1 or C channels): inpaint, keeping the image where
+    the mask is 0, with RePaint's resampling jumps when jump_n_sample > 1 (see ddpm_ms.sampling.editing).
     Returns (images as a float32 NumPy array of `shape`, trajectory).
     """
     if num_inference_steps is not None:
@@ -121,10 +124,13 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     lo, hi = check_guidance_interval(guidance_interval) or (0, scheduler.num_train_timesteps)
     labels = class_label_array(model, class_labels, shape[0])
     guided = labels is not None and float(guidance_scale) != 1.0
+    terms = [term for term in as_terms(loss_guidance) if term.scale > 0]
+    if terms and not guidance_through_model and scheduler.prediction_type == "x0":
+        move_through_x0(terms, "x0")  # raises: the x0 formula alone gives no gradient
+    image, keep = _editing_inputs(image, strength, mask, shape)
     y = None if labels is None else ms.Tensor(labels)
     if guided:  # the labels, then "no class", in one batch of twice the size
         y_pair = ms.Tensor(np.concatenate([labels, np.full(shape[0], model.num_classes, np.int32)]))
-        ones_pair = ops.ones((2 * shape[0],), ms.float32)
     normal = noise_generator(seed, stream)
     if x_T is None:
         x = normal(shape)
@@ -132,59 +138,130 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
         x = x_T if isinstance(x_T, ms.Tensor) else ms.Tensor(np.asarray(x_T, dtype=np.float32))
         if tuple(x.shape) != shape:
             raise ValueError(f"x_T has shape {tuple(x.shape)}, expected {shape}")
+    if image is not None:
+        skip = img2img_start(len(scheduler.timesteps), strength)
+        if skip == len(scheduler.timesteps):  # strength 0: nothing to denoise
+            done = image.asnumpy()
+            return done, [Frame(0, done, None)] if trajectory_every else []
+        if skip:  # SDEdit: start from the image noised to the first remaining timestep
+            scheduler.set_timesteps(timesteps=scheduler.timesteps[skip:])
+            x = scheduler.add_noise(image, x, np.full(shape[0], scheduler.timesteps[0]))
+    steps = scheduler.timesteps
+    path = repaint_path(len(steps), jump_length, jump_n_sample) if keep is not None else list(range(len(steps) + 1))
+    if len(path) > len(steps) + 1 and scheduler.multistep:
+        raise ValueError(f"resampling jumps (jump_n_sample > 1) step back, and {type(scheduler).__name__} builds each "
+                         "step on the previous ones: inpaint with jumps using the ddpm or ddim sampler")
     was_training = model.training
     model.set_train(False)
     forward = compiled(model) if jit else model
     ones = ops.ones((shape[0],), ms.float32)
     w, phi = float(guidance_scale), float(guidance_rescale)
-    steps = scheduler.timesteps
-    kept = [(int(steps[0]) + 1, x, None)] if trajectory_every else []  # the noise the chain starts from
+    timestep = [int(t) for t in steps] + [-1]  # the timestep of each grid position; -1: the clean image
+    kept = [(timestep[0] + 1, x, None)] if trajectory_every else []  # the noise the chain starts from
     try:
-        for i, t in enumerate(tqdm(steps, desc="sampling", disable=not progress, leave=False)):
-            t = int(t)
-            if guided and lo <= t <= hi:
-                cond, uncond = ops.split(forward(ops.cat((x, x)), ones_pair * float(t), y_pair), shape[0])
-                model_output = uncond + w * (cond - uncond)
-                if phi:
-                    model_output = rescale_guidance(model_output, cond, phi)
-            elif y is not None:
-                model_output = forward(x, ones * float(t), y)
+        for k in tqdm(range(1, len(path)), desc="sampling", disable=not progress, leave=False):
+            here, there = path[k - 1], path[k]
+            t, prev = timestep[here], timestep[there]
+            if there < here:  # a RePaint jump: one step back up by the forward process
+                x = _renoise(scheduler, x, t, prev, normal(shape))
+                x0 = None
             else:
-                model_output = forward(x, ones * float(t))
-            noise = normal(shape) if scheduler.needs_noise(t) else None
-            out = scheduler.step(model_output, t, x, noise=noise)
-            x = out.prev_sample
-            if trajectory_every and ((i + 1) % trajectory_every == 0 or i == len(steps) - 1):
-                kept.append((scheduler.previous_timestep(t) + 1, x, out.pred_original_sample))
+                if guided and lo <= t <= hi:
+                    cond = (y_pair, w) + ((phi,) if phi else ())
+                else:
+                    cond = () if y is None else (y,)
+                x, model_output = _guided_output(model, forward, scheduler, x, ones * float(t), t, cond,
+                                                 [term for term in terms if term.applies_at(t)],
+                                                 guidance_through_model, jit)
+                noise = normal(shape) if scheduler.needs_noise(t) else None
+                out = scheduler.step(model_output, t, x, noise=noise)
+                x, x0 = out.prev_sample, out.pred_original_sample
+                if keep is not None:  # RePaint: the kept pixels are the image noised to where the step landed
+                    known = image if prev < 0 else scheduler.add_noise(image, normal(shape), np.full(shape[0], prev))
+                    x = ops.select(keep, known, x)
+            if trajectory_every and (k % trajectory_every == 0 or k == len(path) - 1):
+                kept.append((prev + 1, x, x0))
     finally:
         model.set_train(was_training)
     trajectory = [Frame(t, s.asnumpy(), None if p is None else p.asnumpy()) for t, s, p in kept]
     return x.asnumpy(), trajectory
 
 
+def _editing_inputs(image, strength, mask, shape):
+    """The image (a tensor) and the mask of pixels to keep (a boolean tensor of `shape`), checked."""
+    from ddpm_ms.sampling.editing import batch_images
+
+    if image is None:
+        if mask is not None:
+            raise ValueError("a mask says which pixels of an image to repaint: pass the image too")
+        if strength != 1:
+            raise ValueError(f"strength {strength} applies to image-to-image: pass an image (or leave strength at 1)")
+        return None, None
+    image = batch_images(image, shape[0], shape[1:], "image")
+    if image.shape[1] != shape[1]:
+        raise ValueError(f"the image has {image.shape[1]} channel(s); the model makes {shape[1]}")
+    mask = batch_images(mask, shape[0], shape[1:], "mask")
+    keep = None if mask is None else ms.Tensor(np.ascontiguousarray(np.broadcast_to(mask < 0.5, shape)))
+    return ms.Tensor(image), keep
+
+
+def _renoise(scheduler, x, t_from: int, t_to: int, noise):
+    """x at timestep t_from (-1: clean) carried forward to the noisier t_to: q(x_to | x_from)."""
+    ratio = scheduler.alpha_bar(t_to) / scheduler.alpha_bar(t_from)
+    return float(np.sqrt(ratio)) * x + float(np.sqrt(1.0 - ratio)) * noise
+
+
+def _guided_output(model, forward, scheduler, x, t_vec, t: int, cond, terms, through_model: bool, jit: bool):
+    """(x, the model output) for the step from t: x moved by the loss-guidance terms that apply (if any),
+    the output from the model call `cond` describes (see ddpm_ms.sampling.model_call.denoise)."""
+    if not terms:
+        return x, denoise(forward, x, t_vec, *cond)
+    ab = scheduler.alpha_bar(t)
+    a, s = ms.Tensor(np.sqrt(ab), ms.float32), ms.Tensor(np.sqrt(1.0 - ab), ms.float32)
+    scales = ms.Tensor(np.array([term.scale for term in terms], np.float32))
+    contexts = ms.mutable(tuple(term.context for term in terms))  # values, not constants: no recompiling
+    if through_model:
+        cond = tuple(c if isinstance(c, ms.Tensor) else ms.Tensor(c, ms.float32) for c in cond)
+        call = ("unconditional", "conditional", "guided", "rescaled")[len(cond)]
+        move = move_through_model(model, terms, scheduler.prediction_type, call, jit)
+        return move(x, t_vec, a, s, scales, contexts, *cond)
+    model_output = denoise(forward, x, t_vec, *cond)
+    return move_through_x0(terms, scheduler.prediction_type, jit)(x, model_output, a, s, scales, contexts), model_output
+
+
 def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference_steps=None, seed=0,
                 trajectory_every=None, jit=True, progress=True, class_labels=None, guidance_scale=1.0,
-                guidance_rescale=0.0, guidance_interval=None, x_T=None):
+                guidance_rescale=0.0, guidance_interval=None, x_T=None, loss_guidance=None,
+                guidance_through_model=False, image=None, strength=1.0, mask=None, jump_length=1, jump_n_sample=1):
     """`num` images of `image_shape` (C, H, W) in batches of at most `batch_size`; batch b uses
     noise stream b of `seed` (for the starting noise too, unless `x_T`, (num, C, H, W), gives it).
-    class_labels: one int or one per image; guidance: see `sample`.
+    class_labels: one int or one per image; guidance, loss guidance, image and mask: see `sample`
+    (an image or mask is one for all images or one per image).
     Returns (images (num, C, H, W), trajectory of the first batch)."""
+    from ddpm_ms.sampling.editing import batch_images
+
     if num < 1 or batch_size < 1:
         raise ValueError(f"num and batch_size must be positive, got {num} and {batch_size}")
     if x_T is not None and tuple(np.shape(x_T)) != (num, *image_shape):
         raise ValueError(f"the starting noise has shape {tuple(np.shape(x_T))}, expected {(num, *image_shape)}")
+    image = batch_images(image, num, image_shape, "image")
+    mask = batch_images(mask, num, image_shape, "mask")
     images, trajectory = [], []
     labels = class_label_array(model, class_labels, num)
     sizes = [min(batch_size, num - start) for start in range(0, num, batch_size)]
     bar = tqdm(total=num, desc="images", unit="img", disable=not progress or len(sizes) == 1)
     for b, size in enumerate(sizes):
-        start = b * batch_size
+        part = slice(b * batch_size, b * batch_size + size)
         batch, traj = sample(model, scheduler, (size, *image_shape), num_inference_steps, seed=seed,
                              trajectory_every=trajectory_every if b == 0 else None, jit=jit, progress=progress,
-                             stream=b, class_labels=None if labels is None else labels[start:start + size],
+                             stream=b, class_labels=None if labels is None else labels[part],
                              guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
                              guidance_interval=guidance_interval,
-                             x_T=None if x_T is None else np.asarray(x_T[start:start + size], np.float32))
+                             x_T=None if x_T is None else np.asarray(x_T[part], np.float32),
+                             loss_guidance=loss_guidance, guidance_through_model=guidance_through_model,
+                             image=None if image is None else image[part], strength=strength,
+                             mask=None if mask is None else mask[part], jump_length=jump_length,
+                             jump_n_sample=jump_n_sample)
         images.append(batch)
         trajectory = trajectory or traj
         bar.update(size)

@@ -1,0 +1,61 @@
+"""Sampling from a user's image: image-to-image (SDEdit) and inpainting (RePaint).
+
+Image-to-image (Meng et al. 2022, "SDEdit"): noise the image to the timestep that `strength` picks
+on the sampler's grid and denoise from there, as diffusers' img2img pipelines do: of n steps, the
+last int(n * strength) run. strength 1 is plain sampling (the image is not used), 0 returns the image.
+
+Inpainting (Lugmayr et al. 2022, "RePaint"): after every step, to timestep t', the pixels to keep
+are replaced by the image noised to t' (the image itself at the end), so the model fills the rest
+in agreement with them. Resampling jumps help the two parts agree: after every `jump_length` steps
+the chain goes back up `jump_length` steps by the forward process and comes down again, `jump_n_sample - 1`
+times, which costs about `jump_n_sample` times the model calls.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def img2img_start(num_steps: int, strength: float) -> int:
+    """How many of `num_steps` grid steps image-to-image skips: the chain starts at that index
+    (num_steps: nothing is left to run, the image is returned as it is)."""
+    if not 0 <= strength <= 1:
+        raise ValueError(f"strength must be in [0, 1] (0: the image unchanged, 1: ignore it), got {strength}")
+    return num_steps - min(int(num_steps * strength), num_steps)
+
+
+def repaint_path(num_steps: int, jump_length: int = 1, jump_n_sample: int = 1) -> list[int]:
+    """The grid positions the RePaint chain visits, from 0 (the first timestep) to num_steps (the
+    clean image); a position one higher is a denoising step, one lower a step back by the forward
+    process. Every jump_length steps (not at the end) the chain climbs back jump_length positions,
+    jump_n_sample - 1 times (Lugmayr et al. 2022, their schedule on a respaced grid)."""
+    for name, value in (("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    jumps = {i: jump_n_sample - 1 for i in range(jump_length, num_steps, jump_length)}
+    path, i = [0], 0
+    while i < num_steps:
+        i += 1
+        path.append(i)
+        if jumps.get(i, 0) > 0:
+            jumps[i] -= 1
+            for _ in range(jump_length):
+                i -= 1
+                path.append(i)
+    return path
+
+
+def batch_images(image, num: int, shape, what: str) -> np.ndarray | None:
+    """`image` ((C, H, W) for every image, or (num, C, H, W)) as float32 (num, C, H, W); C may be 1 for a
+    mask. Checks the size against `shape` (C, H, W)."""
+    if image is None:
+        return None
+    arr = np.asarray(image, np.float32)
+    if arr.ndim == 3:
+        arr = np.broadcast_to(arr, (num, *arr.shape))
+    c, h, w = shape
+    if arr.ndim != 4 or arr.shape[0] != num or arr.shape[2:] != (h, w) or arr.shape[1] not in (1, c):
+        raise ValueError(f"the {what} has shape {tuple(np.shape(image))}; expected ({c}, {h}, {w}) for every image "
+                         f"or ({num}, {c}, {h}, {w}), one per image" + (" (1 channel is fine)" if what == "mask" else ""))
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"the {what} holds NaN or infinite values")
+    return np.ascontiguousarray(arr)
