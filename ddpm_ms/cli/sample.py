@@ -24,6 +24,7 @@ import numpy as np
 from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit,
                               guidance_interval, dpm_solver_flag_problem, timestep_list,
                               non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
+from ddpm_ms.cli.steering import add_steering_flags, describe, steering_kwargs
 from ddpm_ms.config import SAMPLER_NAMES
 from ddpm_ms.pipeline.pipeline import DEFAULT_PRETRAINED
 
@@ -41,6 +42,15 @@ def sampler_tag(args, steps: int) -> str:
     Order 2 is the default's, so `--solver-order 2` names its (identical) images as the default does."""
     order = f"-{args.solver_order}M" if args.solver_order not in (None, 2) else ""
     return f"{args.sampler.replace('+', 'p')}{order}-{steps}steps-seed{args.seed}"
+
+
+def steering_tag(steer: dict) -> str:
+    """The file-name part that says how images were steered: -color, -prompt, -img2img, -inpaint."""
+    names = {"ColorGuidance": "color", "TextGuidance": "prompt"}
+    parts = [names.get(type(term).__name__, "loss") for term in steer.get("loss_guidance", [])]
+    if "image" in steer:
+        parts.append("inpaint" if steer.get("mask_image") is not None else "img2img")
+    return "".join("-" + p for p in parts)
 
 
 class UsageError(ValueError):
@@ -106,6 +116,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="graph", choices=["graph", "pynative"],
                    help="graph compiles the model call (fast); pynative runs op by op")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_steering_flags(p)
     return p
 
 
@@ -186,8 +197,9 @@ def run(args) -> int:
     guidance = {} if labels is None else {
         "guidance_scale": args.guidance_scale, "guidance_rescale": args.guidance_rescale,
         "guidance_interval": args.guidance_interval}
+    steer = steering_kwargs(args, pipe)
     common = dict(batch_size=args.batch_size, seed=args.seed, jit=args.mode == "graph",
-                  progress=not args.no_progress, class_labels=labels, **guidance)
+                  progress=not args.no_progress, class_labels=labels, **guidance, **steer)
     weights = f", {pipe.loaded_weights} weights" if pipe.loaded_weights != "pipeline" else ""
     print(f"model: {pipe.source} ({pipe.dataset}, T = {T}{weights})  device: {device}  mode: {args.mode}")
 
@@ -224,14 +236,14 @@ def run(args) -> int:
                trajectory_every=gif_every, **common)
     images, trajectory = out.images, out.trajectory
     seconds = time.perf_counter() - tic
-    tag = sampler_tag(args, steps)
+    tag = sampler_tag(args, steps) + steering_tag(steer)
     grid = viz.save_grid(images, args.out or samples_dir / f"{tag}.png", nrow=args.nrow)
     w, phi, interval = pipe.guidance(**guidance, labelled=labels is not None) if labels is not None else (1, 0, None)
     guided = (f", guidance w = {w:g}" + (f" rescaled {phi:g}" if phi else "")
               + (f" at {interval[0]} <= t <= {interval[1]}" if interval else "")) if w != 1 else ""
     print(f"{args.num} images with {sampler_title(args.sampler, args.solver_order)} in {steps} steps{guided}: "
           f"{seconds:.1f} s ({args.num / seconds:.1f} images/s, "
-          f"{steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s)")
+          f"{steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s){describe(steer)}")
     print(f"grid: {grid}")
     if args.save_dir:
         count = len(viz.save_images(images, args.save_dir, tag))

@@ -212,7 +212,9 @@ class DiffusionPipeline:
                  return_trajectory: bool = False, trajectory_every: int | None = None, eta: float | None = None,
                  timestep_spacing: str | None = None, solver_order: int | None = None,
                  lambda_min_clipped: float | None = None, clip_sample: bool = True, scheduler=None,
-                 latents=None, jit: bool = True, progress: bool = True) -> PipelineOutput:
+                 latents=None, jit: bool = True, progress: bool = True, loss_guidance=None,
+                 guidance_through_model: bool = False, image=None, strength: float | None = None, mask_image=None,
+                 jump_length: int = 1, jump_n_sample: int = 1) -> PipelineOutput:
         """Draw `num_images` images in batches of `batch_size` (batch b uses noise stream b of `seed`:
         the same seed gives the same images on the same device).
 
@@ -224,7 +226,13 @@ class DiffusionPipeline:
         (default: every step). eta (DDIM), timestep_spacing, solver_order and lambda_min_clipped
         (DPM-Solver++) configure the scheduler (see ddpm_ms.sampling), or pass a ready `scheduler`.
         latents: the starting noise, (num_images, C, H, W), instead of drawing it from `seed` (the
-        SDE samplers' fresh noise still comes from `seed`)."""
+        SDE samplers' fresh noise still comes from `seed`).
+        loss_guidance: ColorGuidance / TextGuidance / LossGuidance terms (ddpm_ms.sampling.loss_guidance);
+        guidance_through_model: differentiate them through the denoiser too.
+        image: start from this image (a file, PIL image or array, see ddpm_ms.sampling.editing.read_image)
+        noised to `strength` (default 0.8 with an image, as diffusers' img2img; 1 ignores the image);
+        mask_image: repaint where it is white (1), keep the image elsewhere (strength defaults to 1 then),
+        with RePaint's resampling: jump_length steps back, jump_n_sample passes (1: none)."""
         from ddpm_ms.sampling.loop import sample_many
 
         if num_images < 1:
@@ -248,11 +256,27 @@ class DiffusionPipeline:
         labels = self.labels_for(num_images, class_labels)
         w, phi, interval = self.guidance(guidance_scale, guidance_rescale, guidance_interval, labels is not None)
         every = (trajectory_every or 1) if return_trajectory else None
+        editing = self.editing_inputs(image, strength, mask_image)
         images, trajectory = sample_many(self.model, scheduler, num_images, self.image_shape, batch_size=batch_size,
                                          seed=seed, trajectory_every=every, jit=jit, progress=progress,
                                          class_labels=labels, guidance_scale=w, guidance_rescale=phi,
-                                         guidance_interval=interval, x_T=latents)
+                                         guidance_interval=interval, x_T=latents, loss_guidance=loss_guidance,
+                                         guidance_through_model=guidance_through_model, jump_length=jump_length,
+                                         jump_n_sample=jump_n_sample, **editing)
         return PipelineOutput(images, labels, trajectory, np.array(scheduler.timesteps))
+
+    def editing_inputs(self, image=None, strength=None, mask_image=None) -> dict:
+        """sample_many's image, strength and mask from a user's image and mask (files, PIL images or arrays):
+        strength defaults to 0.8 for image-to-image and 1 for inpainting."""
+        from ddpm_ms.sampling.editing import read_image
+
+        if image is None:
+            if mask_image is not None or strength is not None:
+                raise ValueError("mask_image and strength apply to an input image: pass image= too")
+            return {}
+        strength = (1.0 if mask_image is not None else 0.8) if strength is None else float(strength)
+        mask = None if mask_image is None else read_image(mask_image, self.image_shape, "mask")
+        return {"image": read_image(image, self.image_shape), "strength": strength, "mask": mask}
 
     def guidance(self, guidance_scale=None, guidance_rescale=None, guidance_interval=None, labelled: bool = True):
         """(w, phi, interval) after the pipeline's defaults: an unconditional model or unlabelled call is

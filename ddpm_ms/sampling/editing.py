@@ -59,3 +59,48 @@ def batch_images(image, num: int, shape, what: str) -> np.ndarray | None:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"the {what} holds NaN or infinite values")
     return np.ascontiguousarray(arr)
+
+
+def read_image(image, shape, what: str = "image") -> np.ndarray:
+    """A user's image as float32 (C, H, W) in [-1, 1] for a model making `shape` (C, H, W) images, or with
+    what="mask" a mask as (1, H, W) of 0 (keep) and 1 (repaint; white in a mask file): from a file
+    path, a PIL image, or an array (H, W), (H, W, C) or (C, H, W) of uint8 or of floats in [0, 1].
+    Files and PIL images are converted to the model's channels (grey or RGB) and resized to its size;
+    arrays must already have its height and width."""
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = shape
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} file {path} does not exist")
+        try:
+            with Image.open(path) as opened:
+                image = opened.copy()
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{what} file {path} is not an image PIL can read ({e}); pass a PNG or JPEG") from None
+    if isinstance(image, Image.Image):
+        mode = "RGB" if c == 3 else "L"
+        image = image.convert(mode).resize((w, h), Image.Resampling.LANCZOS if what == "image" else Image.NEAREST)
+        arr = np.asarray(image, np.float32) / 255.0
+    else:
+        arr = np.asarray(image)
+        arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+        if arr.size and (np.nanmin(arr) < 0 or np.nanmax(arr) > 1):
+            raise ValueError(f"a {what} array holds uint8 values or floats in [0, 1]; got {np.nanmin(arr):g}..{np.nanmax(arr):g}")
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
+        arr = arr.transpose(2, 0, 1)
+    if arr.ndim != 3 or arr.shape[1:] != (h, w):
+        raise ValueError(f"the {what} has shape {np.shape(image)}; this model makes {h}x{w} images "
+                         "(files and PIL images are resized, arrays are not)")
+    if what != "image":  # a mask: one channel, 1 where any channel is set
+        return (arr.max(axis=0, keepdims=True) >= 0.5).astype(np.float32)
+    if arr.shape[0] == 3 and c == 1:
+        arr = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), arr, axes=1)[None]
+    elif arr.shape[0] == 1 and c == 3:
+        arr = np.repeat(arr, 3, axis=0)
+    return arr * 2 - 1

@@ -1,0 +1,107 @@
+"""The steering flags sample.py and evaluate.py share: loss guidance by colour and by text, and
+(sample.py) image-to-image and inpainting. They become keyword arguments of the pipeline's call."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ddpm_ms.cli.args import guidance_interval, non_negative_float, positive_int, unit_float
+
+DEFAULT_COLOR_SCALE = 20.0
+DEFAULT_PROMPT_SCALE = 20.0
+
+
+def color_value(text):
+    from ddpm_ms.sampling.loss_guidance import parse_color
+
+    try:
+        return parse_color(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_steering_flags(p: argparse.ArgumentParser, editing: bool = True) -> None:
+    g = p.add_argument_group("loss guidance (docs/guidance.md)")
+    g.add_argument("--color", type=color_value, metavar="R,G,B",
+                   help="push the images toward this colour: R,G,B (0-255) or #rrggbb; a brightness target on "
+                        "grey models")
+    g.add_argument("--color-scale", type=non_negative_float, metavar="S",
+                   help=f"strength of --color (default {DEFAULT_COLOR_SCALE:g}; 0: off)")
+    g.add_argument("--prompt", metavar="TEXT",
+                   help='push the images toward a text, e.g. "a sneaker", scored by the text-image model '
+                        "shipped with ddpm_ms (see --text-model)")
+    g.add_argument("--prompt-scale", type=non_negative_float, metavar="S",
+                   help=f"strength of --prompt (default {DEFAULT_PROMPT_SCALE:g}; 0: off)")
+    g.add_argument("--text-model", type=Path, metavar="DIR",
+                   help="a text-image model directory for --prompt (default: the shipped one)")
+    g.add_argument("--loss-guidance-interval", type=guidance_interval, metavar="LO,HI|all",
+                   help="apply --color and --prompt only at timesteps LO <= t <= HI (default: all)")
+    g.add_argument("--guidance-through-model", action="store_true",
+                   help="differentiate --color / --prompt through the denoiser too: about 3x slower per step, "
+                        "stays closer to the data")
+    if editing:
+        e = p.add_argument_group("image-to-image and inpainting")
+        e.add_argument("--init-image", type=Path, metavar="PATH",
+                       help="start from this image (resized to the model's size) instead of pure noise")
+        e.add_argument("--strength", type=unit_float, metavar="S",
+                       help="how far --init-image is noised: 0 keeps it, 1 ignores it (default 0.8; 1 with --mask)")
+        e.add_argument("--mask", type=Path, metavar="PATH",
+                       help="inpaint: repaint where this image is white, keep --init-image where it is black")
+        e.add_argument("--jump-length", type=positive_int, default=1, metavar="J",
+                       help="RePaint resampling with --mask: go back J steps (default 1)")
+        e.add_argument("--jump-n-sample", type=positive_int, default=1, metavar="R",
+                       help="RePaint resampling with --mask: pass each stretch R times (default 1: no resampling; "
+                            "costs about R times the model calls; ddpm and ddim samplers)")
+
+
+def loss_guidance_terms(args, pipe) -> list:
+    """The LossGuidance terms the flags ask for (none when no --color / --prompt)."""
+    from ddpm_ms.sampling.loss_guidance import ColorGuidance
+
+    interval = args.loss_guidance_interval or None  # () means all
+    terms = []
+    if args.color_scale is not None and args.color is None:
+        raise ValueError("--color-scale needs --color R,G,B")
+    if args.prompt_scale is not None and args.prompt is None:
+        raise ValueError("--prompt-scale needs --prompt TEXT")
+    if args.text_model is not None and args.prompt is None:
+        raise ValueError("--text-model scores --prompt: pass --prompt TEXT too")
+    if args.color is not None:
+        scale = DEFAULT_COLOR_SCALE if args.color_scale is None else args.color_scale
+        terms.append(ColorGuidance(args.color, scale, interval=interval))
+    if args.prompt is not None:
+        from ddpm_ms.textimage import TextGuidance, load_text_image_model
+
+        scale = DEFAULT_PROMPT_SCALE if args.prompt_scale is None else args.prompt_scale
+        terms.append(TextGuidance(args.prompt, load_text_image_model(args.text_model), scale, interval=interval))
+    if not terms and (args.guidance_through_model or args.loss_guidance_interval is not None):
+        raise ValueError("--guidance-through-model and --loss-guidance-interval shape --color / --prompt guidance: "
+                         "pass one of them")
+    return terms
+
+
+def steering_kwargs(args, pipe) -> dict:
+    """The pipeline call's keyword arguments for the steering flags."""
+    kwargs = {}
+    if terms := loss_guidance_terms(args, pipe):
+        kwargs.update(loss_guidance=terms, guidance_through_model=args.guidance_through_model)
+    if getattr(args, "init_image", None) is not None:
+        kwargs.update(image=args.init_image, strength=args.strength, mask_image=args.mask,
+                      jump_length=args.jump_length, jump_n_sample=args.jump_n_sample)
+    elif getattr(args, "mask", None) is not None or getattr(args, "strength", None) is not None:
+        raise ValueError("--mask and --strength apply to --init-image: pass the image too")
+    elif getattr(args, "jump_n_sample", 1) != 1 or getattr(args, "jump_length", 1) != 1:
+        raise ValueError("--jump-length and --jump-n-sample are RePaint's resampling: pass --init-image and --mask")
+    return kwargs
+
+
+def describe(kwargs) -> str:
+    """How the images were steered, for the summary line ("" when not)."""
+    parts = [f"{term.name} x {term.scale:g}" for term in kwargs.get("loss_guidance", [])]
+    if parts and kwargs.get("guidance_through_model"):
+        parts[-1] += " (through the model)"
+    if "image" in kwargs:
+        parts.append(("inpainting " if kwargs.get("mask_image") is not None else "from ")
+                     + f"{Path(kwargs['image']).name}" + (f" at strength {kwargs['strength']:g}"
+                                                           if kwargs.get("strength") is not None else ""))
+    return ", " + ", ".join(parts) if parts else ""
