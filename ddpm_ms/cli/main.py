@@ -26,6 +26,8 @@ COMMANDS = {
     "bench": Command("ddpm_ms.cli.bench", "measure training and sampling speed and memory"),
     "figures": Command("ddpm_ms.cli.figures", "draw the forward process or the noise schedules"),
     "train-classifier": Command("ddpm_ms.cli.train_classifier", "train the classifier that FID is measured with"),
+    "demo": Command("ddpm_ms.cli.demo", "a web page to sample, guide and inpaint with a model (needs .[demo])"),
+    "train-text-encoder": Command("ddpm_ms.cli.train_text_encoder", "train the text-image model of --prompt guidance"),
 }
 PROG = "ddpm-ms"
 
