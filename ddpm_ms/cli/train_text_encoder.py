@@ -1,0 +1,124 @@
+"""python scripts/train_text_encoder.py [--denoiser DATA=MODEL ...] [flags]: train the text-image model
+that --prompt guidance uses (ddpm_ms/textimage), and report its zero-shot accuracy.
+
+The image encoder learns from each data set's training images and from a denoiser's x0 estimates of
+them at random noise levels (--views of them per image): the images guidance will show it. The
+default denoiser of Fashion-MNIST is the shipped pipeline; MNIST needs one (a run or pipeline
+directory: --denoiser mnist=runs/mnist). A data set without a denoiser is trained on clean images
+only. The weights shipped in ddpm_ms/textimage/weights were made by the command in their README.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int
+
+DATASETS = ("fashion_mnist", "mnist")
+
+
+def data_pair(text):
+    """DATA=VALUE with DATA one of DATASETS (--data-root DATA=DIR, --denoiser DATA=MODEL)."""
+    data, sep, value = text.partition("=")
+    if not sep or data not in DATASETS or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DATA=... with DATA one of {', '.join(DATASETS)}")
+    return data, value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train_text_encoder.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS),
+                   help="what it learns to name (default: both)")
+    p.add_argument("--data-root", action="append", type=data_pair, default=[], metavar="DATA=DIR",
+                   help="where a data set's IDX files are (default: the usual data folders); repeatable")
+    p.add_argument("--denoiser", action="append", type=data_pair, default=[], metavar="DATA=MODEL",
+                   help="a pipeline, shipped pipeline name or run whose x0 estimates of DATA the image encoder "
+                        "also learns from (default: fashion_mnist=fashion_mnist, the shipped one); repeatable")
+    p.add_argument("--views", type=non_negative_int, default=1, help="x0 estimates per training image (default 1)")
+    p.add_argument("--steps", type=positive_int, default=3000, help="updates (default 3000)")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--lr", type=positive_float, default=3e-3)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="directory to write the model into")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from ddpm_ms.data.datasets import DataError
+
+    try:
+        return run(args, argv)
+    except DataError as e:
+        print(f"train_text_encoder.py: error: {e.for_flag('--data-root DATA=')}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"train_text_encoder.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args, argv) -> int:
+    import mindspore as ms
+
+    from ddpm_ms.data.datasets import load_idx_dataset
+    from ddpm_ms.pipeline import DiffusionPipeline
+    from ddpm_ms.textimage import TextImageModel
+    from ddpm_ms.textimage.training import (LabelledImages, denoiser_views, phrase_accuracy, train,
+                                            zero_shot_accuracy)
+
+    if args.out.exists() and any(args.out.iterdir()):
+        raise FileExistsError(f"{args.out} is not empty; choose another --out (models are never written over)")
+    roots = dict(args.data_root)
+    denoisers = {"fashion_mnist": "fashion_mnist", **dict(args.denoiser)}
+    progress = not args.no_progress
+    ms.set_seed(args.seed)
+    loaded = {data: (load_idx_dataset(data, roots.get(data), "train"), load_idx_dataset(data, roots.get(data), "test"))
+              for data in args.datasets}  # every file checked before the long work starts
+    parts, tests, lines = [], [], []
+    for data, ((images, labels), (test_images, test_labels)) in loaded.items():
+        clean = images[:, None].astype(np.float32) / 127.5 - 1
+        parts.append(LabelledImages(data, clean, labels))
+        test = LabelledImages(data, test_images[:, None].astype(np.float32) / 127.5 - 1, test_labels)
+        tests.append(test)
+        if data in denoisers and args.views:
+            pipe = DiffusionPipeline.from_pretrained(denoisers[data])
+            tic = time.perf_counter()
+            for v in range(args.views):
+                parts.append(LabelledImages(data, denoiser_views(pipe, clean, args.seed + v, progress=progress), labels))
+            test_views = denoiser_views(pipe, test.images, 10_000 + args.seed, progress=progress)
+            tests.append(LabelledImages(data + " x0 estimates", test_views, test_labels))
+            lines.append(f"{data}: {args.views} x0-estimate view(s) per image from {pipe.source} "
+                         f"({time.perf_counter() - tic:.0f} s)")
+        else:
+            lines.append(f"{data}: clean images only (no --denoiser {data}=MODEL)")
+    print("\n".join(lines))
+    model = TextImageModel()
+    tic = time.perf_counter()
+    history = train(model, parts, args.steps, args.batch_size, args.lr, args.seed, progress=progress)
+    minutes = (time.perf_counter() - tic) / 60
+    report = [f"trained {args.steps} updates of {args.batch_size} in {minutes:.1f} min; loss "
+              f"{history[0][1]:.3f} (first {history[0][0]}) -> {history[-1][1]:.3f}"]
+    for test in tests:
+        data = test.dataset.split(" ")[0]
+        part = LabelledImages(data, test.images, test.labels)
+        report.append(f"{test.dataset} test set, zero-shot accuracy: training phrases "
+                      f"{zero_shot_accuracy(model, part, 'train'):.1%}, held-out phrases "
+                      f"{zero_shot_accuracy(model, part, 'held_out'):.1%}, each held-out phrase alone "
+                      f"{phrase_accuracy(model, part, 'held_out'):.1%}")
+    print("\n".join(report))
+    command = "python scripts/train_text_encoder.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    card = ("# ddpm_ms text-image model\n\nA small contrastive text-image model (CLIP's recipe at toy scale, "
+            "trained by ddpm_ms; not CLIP). Used by `--prompt` guidance.\n\nMade with:\n\n    " + command
+            + "\n\n" + "\n".join(lines + report) + "\n")
+    out = model.save(args.out, card)
+    print(f"text-image model: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
