@@ -22,6 +22,7 @@ from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, S
                               timestep_list,
                               guidance_interval, non_negative_float, non_negative_int, positive_int,
                               dpm_solver_flag_problem, unit_float)
+from ddpm_ms.cli.steering import add_steering_flags, steering_kwargs
 from ddpm_ms.config import SAMPLER_NAMES
 
 at_least_4 = _number(int, "an integer", lambda v: v >= 4, "at least 4 (precision and recall use 3 nearest neighbours)")
@@ -59,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
                         "over-exposure (Lin et al. 2024; default: the model's sampling.guidance_rescale; 0: off)")
     p.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
                    help=GUIDANCE_INTERVAL_HELP + " (default: the model's sampling.guidance_interval)")
+    p.add_argument("--class-label", metavar="LABEL",
+                   help="class-conditional models: draw this class (number or name) or 'none' (the unconditional "
+                        "model) for every image; default: every class in turn")
     p.add_argument("--num", type=at_least_4, help="images to draw (default 10000)")
     p.add_argument("--seed", type=non_negative_int, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per model call (default 250)")
@@ -77,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"])
     p.add_argument("--mode", default="graph", choices=["graph", "pynative"])
     p.add_argument("--no-progress", action="store_true")
+    add_steering_flags(p, editing=False)
     return p
 
 
@@ -200,7 +205,8 @@ def run(args) -> int:
                   "--lambda-min-clipped": args.lambda_min_clipped, "--solver-order": args.solver_order,
                   "--num": args.num,
                   "--guidance-scale": args.guidance_scale, "--guidance-rescale": args.guidance_rescale,
-                  "--guidance-interval": args.guidance_interval,
+                  "--guidance-interval": args.guidance_interval, "--class-label": args.class_label,
+                  "--color": args.color, "--prompt": args.prompt,
                   "--seed": args.seed, "--save-npz": args.save_npz, "--grid": args.grid,
                   "--weights": None if args.weights == "auto" else args.weights}
     given = [flag for flag, value in model_only.items() if value is not None]
@@ -251,7 +257,7 @@ def run(args) -> int:
         raise ValueError(f"{pipe.source} makes {pipe.image_shape[0]}-channel {pipe.image_shape[1]}x{pipe.image_shape[2]} "
                          "images; FID here needs 28x28 grayscale (fashion_mnist, mnist)")
     for flag, value in (("--guidance-scale", args.guidance_scale), ("--guidance-rescale", args.guidance_rescale),
-                        ("--guidance-interval", args.guidance_interval)):
+                        ("--guidance-interval", args.guidance_interval), ("--class-label", args.class_label)):
         if value is not None and not pipe.num_classes:
             raise ValueError(f"{flag} applies to class-conditional models; this one is unconditional")
     sampler = args.sampler or pipe.sampling.sampler
@@ -265,6 +271,11 @@ def run(args) -> int:
     if args.per_class and not 0 < pipe.num_classes <= NUM_CLASSES:
         raise ValueError(f"--per-class needs a class-conditional model with at most the classifier's {NUM_CLASSES} "
                          f"classes; this one has {pipe.num_classes or 'none'}")
+    if args.class_label is not None:
+        pipe.class_index(args.class_label)  # an unknown class stops here, before any work
+        if args.per_class:
+            raise ValueError("--per-class scores every class in turn: drop --class-label")
+    steer = steering_kwargs(args, pipe)
     extractor = FeatureExtractor(data, jit=jit)
     reference = Reference.load(data, extractor, data_root)
     num, seed = args.num or 10_000, args.seed or 0
@@ -279,7 +290,7 @@ def run(args) -> int:
         progress=not args.no_progress, timesteps=args.timesteps, timestep_spacing=args.spacing,
         guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale,
         guidance_interval=args.guidance_interval, lambda_min_clipped=args.lambda_min_clipped,
-        solver_order=args.solver_order)
+        solver_order=args.solver_order, class_labels=args.class_label, **steer)
     source = {"checkpoint": str(pipe.checkpoint), "step": pipe.checkpoint_step, "weights": pipe.loaded_weights} \
         if pipe.checkpoint else {"model": str(pipe.source)}
     if not args.no_floor:

@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=non_negative_int, default=1, help="x0 estimates per training image (default 1)")
     p.add_argument("--steps", type=positive_int, default=3000, help="updates (default 3000)")
     p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--lr", type=positive_float, default=3e-3)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", type=Path, required=True, help="directory to write the model into")
     p.add_argument("--no-progress", action="store_true")

@@ -284,8 +284,13 @@ def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sa
     unconditional model). A class-conditional model draws every class equally often (as the test
     set holds them). sampler, steps, timesteps (a custom grid) and `sampling` (guidance_scale,
     guidance_rescale, guidance_interval, timestep_spacing, lambda_min_clipped, solver_order) go to
-    the pipeline's call: None takes its defaults."""
+    the pipeline's call: None takes its defaults. class_labels: one class (or "none") for every image
+    instead of every class in turn; loss_guidance / guidance_through_model: steer the images (see
+    ddpm_ms.sampling.loss_guidance), recorded by name and scale."""
     from ddpm_ms.metrics.classifier import NUM_CLASSES
+
+    class_labels = sampling.pop("class_labels", None)
+    steering = {k: sampling.pop(k) for k in ("loss_guidance", "guidance_through_model") if k in sampling}
 
     scheduler = pipe.scheduler(sampler, timestep_spacing=sampling.pop("timestep_spacing", None),
                                lambda_min_clipped=sampling.pop("lambda_min_clipped", None),
@@ -294,10 +299,11 @@ def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sa
     w, phi, interval = pipe.guidance(**sampling)
     tic = time.perf_counter()
     out = pipe(num, scheduler=scheduler, num_inference_steps=steps, timesteps=timesteps, seed=seed,
-               batch_size=batch_size, jit=jit, progress=progress, **sampling)
+               batch_size=batch_size, jit=jit, progress=progress, class_labels=class_labels, **sampling, **steering)
     seconds = time.perf_counter() - tic
-    # Per-class scores need the model's classes to be the classifier's (a model may hold more).
-    scored_labels = out.labels if conditional and pipe.num_classes <= NUM_CLASSES else None
+    # Per-class scores need the model's classes to be the classifier's (a model may hold more), and a class.
+    scored_labels = out.labels if (conditional and pipe.num_classes <= NUM_CLASSES
+                                   and not np.any(out.labels == pipe.num_classes)) else None
     record = score_images(out.images, extractor, reference, scored_labels)
     record.update(sampler=sampler or pipe.sampling.sampler, steps=int(len(out.timesteps)),
                   spacing="custom" if timesteps is not None else scheduler.timestep_spacing)
@@ -309,6 +315,13 @@ def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sa
     if getattr(scheduler, "solver_order", 2) != 2:  # DPM-Solver++ at another order than its default 2M
         record["solver_order"] = scheduler.solver_order
     record.update(first_timestep=int(out.timesteps[0]), seed=int(seed), seconds=round(seconds, 1))
+    if class_labels is not None:
+        record["class_label"] = str(class_labels)
+    if steering.get("loss_guidance"):
+        record["loss_guidance"] = [{"term": term.name, "scale": term.scale,
+                                    **({"interval": list(term.interval)} if term.interval else {})}
+                                   for term in steering["loss_guidance"]]
+        record["guidance_through_model"] = bool(steering.get("guidance_through_model"))
     if conditional:
         record.update(guidance_scale=w, **({"guidance_rescale": phi} if phi else {}),
                       **({"guidance_interval": list(interval)} if interval and w != 1 else {}))

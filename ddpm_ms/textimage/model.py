@@ -15,6 +15,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
+from mindspore.common.initializer import Normal
 
 from ddpm_ms.files import atomic_write
 from ddpm_ms.models.layers import Conv2d, Dense
@@ -27,9 +28,10 @@ FORMAT = 1
 
 @dataclass
 class TextImageConfig:
-    """channels: of the images it reads; width: the CNN's first width (doubled twice); embed_dim: the
+    """channels, image_size: of the (square) images it reads; width: the CNN's first width (doubled twice); embed_dim: the
     shared space; text_dim: the n-gram embedding width; datasets: what it was trained on."""
     channels: int = 1
+    image_size: int = 28
     width: int = 16
     embed_dim: int = 64
     text_dim: int = 64
@@ -53,18 +55,19 @@ class _Block(nn.Cell):
 
 
 class ImageEncoder(nn.Cell):
-    """(B, C, H, W) in [-1, 1] -> (B, embed_dim) unit vectors: four conv blocks (two halve the size),
-    global average pooling, a linear projection."""
+    """(B, C, 28, 28) in [-1, 1] -> (B, embed_dim) unit vectors: four conv blocks (two halve the size),
+    then the 7x7 map flattened into a linear projection. Not global pooling: where things are (a
+    trouser's two legs, a digit's strokes) is much of what tells the classes apart."""
 
     def __init__(self, cfg: TextImageConfig):
         super().__init__()
         w = cfg.width
-        self.blocks = nn.SequentialCell([_Block(cfg.channels, w), _Block(w, 2 * w, 2), _Block(2 * w, 4 * w, 2),
-                                         _Block(4 * w, 4 * w)])
-        self.proj = Dense(4 * w, cfg.embed_dim)
+        self.blocks = nn.SequentialCell([_Block(cfg.channels, w), _Block(w, 2 * w, 2), _Block(2 * w, 2 * w, 2),
+                                         _Block(2 * w, 2 * w)])
+        self.proj = Dense(2 * w * (cfg.image_size // 4) ** 2, cfg.embed_dim)
 
     def construct(self, x):
-        return _normalize(self.proj(self.blocks(x).mean(axis=(2, 3))))
+        return _normalize(self.proj(self.blocks(x).reshape(x.shape[0], -1)))
 
 
 class TextEncoder(nn.Cell):
@@ -74,7 +77,9 @@ class TextEncoder(nn.Cell):
     def __init__(self, cfg: TextImageConfig):
         super().__init__()
         d = cfg.text_dim
-        self.table = nn.Embedding(BUCKETS, d, padding_idx=0)
+        # N(0, 1) rows, as PyTorch's nn.Embedding (MindSpore's default, N(0, 0.01), starts every text at the
+        # same point, and the contrastive loss then idles for hundreds of steps)
+        self.table = nn.Embedding(BUCKETS, d, embedding_table=Normal(1.0), padding_idx=0)
         self.score = Dense(d, 1)
         self.mlp = nn.SequentialCell([Dense(d, 2 * d), nn.GELU(), Dense(2 * d, cfg.embed_dim)])
 

@@ -75,9 +75,9 @@ def _multi_positive_infonce(logits_img, logits_txt, classes):
     return (loss_img + loss_txt) / 2
 
 
-def train(model, parts: list[LabelledImages], steps: int, batch_size: int = 256, lr: float = 3e-3, seed: int = 0,
+def train(model, parts: list[LabelledImages], steps: int, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
           progress: bool = True, log_every: int = 100) -> list[tuple[int, float]]:
-    """Train `model` in place for `steps` updates (AdamW, cosine-decayed learning rate) on images drawn
+    """Train `model` in place for `steps` updates (AdamW; linear warm-up, then cosine decay) on images drawn
     evenly from all of `parts`. Returns (step, mean loss since the last log) pairs."""
     rng = np.random.default_rng(seed)
     offsets, start = {}, 0
@@ -85,7 +85,10 @@ def train(model, parts: list[LabelledImages], steps: int, batch_size: int = 256,
         offsets[name], start = start, start + len(NAMES[name])
     pool = [(p, offsets[p.dataset]) for p in parts]
     sizes = np.array([len(p.images) for p, _ in pool], np.float64)
-    schedule = nn.cosine_decay_lr(0.0, lr, steps, steps, 1) if steps > 1 else [lr]
+    warmup = min(100, steps // 10)  # a short linear warm-up: at full rate from the start the embeddings collapse
+    ramp = [lr * (i + 1) / warmup for i in range(warmup)]
+    schedule = ramp + (nn.cosine_decay_lr(0.0, lr, steps - warmup, steps - warmup, 1) if steps - warmup > 1
+                       else [lr] * (steps - warmup))
     optimizer = nn.AdamWeightDecay(model.trainable_params(), learning_rate=ms.Tensor(np.array(schedule, np.float32)),
                                    weight_decay=1e-4)
 
