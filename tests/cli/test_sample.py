@@ -249,3 +249,50 @@ def test_lambda_min_clipped_moves_the_start_of_dpm_solver(run_dir, tmp_path, cap
         sample_cli("--run", run_dir, "--lambda-min-clipped", "low")
     assert e.value.code == 2
     assert "'low' is not a log-SNR (a number such as -4.3) or none" in capsys.readouterr().err
+
+
+def read_npz(path):
+    with np.load(path) as f:
+        return f["arr_0"].astype(np.float32)
+
+
+def test_colour_flags_brighten_and_name_the_file(run_dir, tmp_path, capsys):
+    common = ("--run", run_dir, "--sampler", "ddim", "--steps", 6, "--num", 4)
+    assert sample_cli(*common, "--npz", tmp_path / "plain.npz", "--out", tmp_path / "plain.png") == 0
+    assert sample_cli(*common, "--npz", tmp_path / "white.npz", "--color", "255,255,255", "--color-scale", 40) == 0
+    out = capsys.readouterr().out
+    assert "colour #ffffff x 40" in out and (run_dir / "samples" / "ddim-6steps-seed0-color.png").is_file()
+    assert read_npz(tmp_path / "white.npz").mean() > read_npz(tmp_path / "plain.npz").mean() + 20
+
+
+def test_init_image_and_mask_keep_what_they_should(run_dir, tmp_path, capsys):
+    Image.fromarray(np.full((20, 20), 230, np.uint8)).save(tmp_path / "grey.png")  # resized to the model's 8x8
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:, 4:] = 255  # repaint the right half
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    common = ("--run", run_dir, "--sampler", "ddim", "--steps", 6, "--num", 3, "--init-image", tmp_path / "grey.png")
+    assert sample_cli(*common, "--strength", 0, "--npz", tmp_path / "same.npz", "--out", tmp_path / "s.png") == 0
+    np.testing.assert_array_equal(read_npz(tmp_path / "same.npz"), 230)
+    assert sample_cli(*common, "--mask", tmp_path / "mask.png", "--npz", tmp_path / "inpaint.npz",
+                      "--out", tmp_path / "i.png") == 0
+    inpainted = read_npz(tmp_path / "inpaint.npz")
+    np.testing.assert_array_equal(inpainted[:, :, :4], 230)
+    assert np.abs(inpainted[:, :, 4:] - 230).mean() > 20
+    assert "inpainting grey.png" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--color", "red"], "argument --color: colour 'red' is not R,G,B"),
+    (["--color-scale", "5"], "--color-scale needs --color R,G,B"),
+    (["--guidance-through-model"], "--guidance-through-model and --loss-guidance-interval shape"),
+    (["--strength", "0.5"], "--mask and --strength apply to --init-image"),
+    (["--jump-n-sample", "3"], "--jump-length and --jump-n-sample are RePaint's resampling"),
+    (["--init-image", "nowhere.png"], "image file nowhere.png does not exist"),
+])
+def test_bad_steering_flags_are_one_clear_line(run_dir, argv, message, capsys):
+    try:
+        code = sample_cli("--run", run_dir, "--steps", 2, "--num", 1, *argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2
+    assert message in capsys.readouterr().err

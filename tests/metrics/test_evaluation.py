@@ -426,3 +426,19 @@ def test_per_class_on_a_class_conditional_model(cache, reference, tmp_path, caps
     wide = make_run(tmp_path / "wide", num_classes=12)  # more classes than the classifier knows
     assert evaluate_cli("--run", wide, "--num", 24, "--per-class") == 2
     assert "at most the classifier's 10 classes; this one has 12" in capsys.readouterr().err
+
+
+def test_steered_and_single_class_evaluations_are_recorded(cache, reference, tmp_path, capsys):
+    run = make_run(tmp_path / "cond", num_classes=10)
+    assert evaluate_cli("--run", run, "--steps", 3, "--num", 8, "--no-log") == 0
+    assert evaluate_cli("--run", run, "--steps", 3, "--num", 8, "--no-log", "--class-label", "none",
+                        "--color", "#ffffff", "--color-scale", "30", "--loss-guidance-interval", "0,10") == 0
+    plain, steered = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
+    assert steered["class_label"] == "none" and "class_label" not in plain
+    assert steered["loss_guidance"] == [{"term": "colour #ffffff", "scale": 30.0, "interval": [0, 10]}]
+    assert steered["guidance_through_model"] is False and "class_accuracy" not in steered  # no class to check
+    assert steered["fid"] != plain["fid"]
+    assert evaluate_cli("--run", run, "--num", 8, "--class-label", "tiger") == 2
+    assert "class 'tiger' is not one of this model's classes" in capsys.readouterr().err
+    assert evaluate_cli("--npz", tmp_path / "x.npz", "--data", "fashion_mnist", "--color", "1,2,3") == 2
+    assert "--color applies to a model" in capsys.readouterr().err
