@@ -113,3 +113,31 @@ def test_bad_editing_inputs_are_clear_errors(oracle, schedule):
         run(image=np.full((1, 8, 8), np.nan, np.float32))
     with pytest.raises(ValueError, match="with jumps using the ddpm or ddim sampler"):
         run(DPMSolverMultistepScheduler(schedule), image=picture(), mask=half_mask(), jump_length=2, jump_n_sample=2)
+
+
+def test_user_images_are_read_in_the_models_shape_and_range(tmp_path):
+    from PIL import Image
+
+    from ddpm_ms.sampling.editing import read_image
+
+    rgb = np.zeros((40, 30, 3), np.uint8)
+    rgb[..., 0] = 255  # pure red: luma 0.299
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    grey = read_image(tmp_path / "red.png", (1, 8, 8))
+    assert grey.shape == (1, 8, 8) and grey.dtype == np.float32
+    np.testing.assert_allclose(grey, 2 * 76 / 255 - 1, atol=1e-6)  # PIL's L of pure red is 76
+    colour = read_image(Image.fromarray(rgb), (3, 8, 8))
+    np.testing.assert_allclose(colour[:, 0, 0], [1, -1, -1])
+    np.testing.assert_allclose(read_image(np.full((8, 8), 0.5), (3, 8, 8)), 0.0)  # floats in [0, 1], grey to RGB
+    np.testing.assert_allclose(read_image(np.full((8, 8, 3), 255, np.uint8), (1, 8, 8)), 1.0, atol=1e-6)
+    mask = read_image(np.array([[0, 100], [200, 255]], np.uint8), (1, 2, 2), "mask")
+    np.testing.assert_array_equal(mask, [[[0, 0], [1, 1]]])  # white (>= half) repaints
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ValueError, match="notes.png is not an image PIL can read"):
+        read_image(tmp_path / "notes.png", (1, 8, 8))
+    with pytest.raises(FileNotFoundError, match="image file .*nowhere.png does not exist"):
+        read_image(tmp_path / "nowhere.png", (1, 8, 8))
+    with pytest.raises(ValueError, match="this model makes 8x8 images \\(files and PIL images are resized, arrays"):
+        read_image(np.zeros((6, 6)), (1, 8, 8))
+    with pytest.raises(ValueError, match="uint8 values or floats in \\[0, 1\\]"):
+        read_image(np.full((8, 8), 3.0), (1, 8, 8))
