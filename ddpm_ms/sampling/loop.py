@@ -138,13 +138,15 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
         x = x_T if isinstance(x_T, ms.Tensor) else ms.Tensor(np.asarray(x_T, dtype=np.float32))
         if tuple(x.shape) != shape:
             raise ValueError(f"x_T has shape {tuple(x.shape)}, expected {shape}")
+    full_grid = None
     if image is not None:
         skip = img2img_start(len(scheduler.timesteps), strength)
         if skip == len(scheduler.timesteps):  # strength 0: nothing to denoise
             done = image.asnumpy()
             return done, [Frame(0, done, None)] if trajectory_every else []
-        if skip:  # SDEdit: start from the image noised to the first remaining timestep
-            scheduler.set_timesteps(timesteps=scheduler.timesteps[skip:])
+        if skip:  # SDEdit: start from the image noised to the first remaining timestep (the grid is put back after)
+            full_grid = scheduler.timesteps.copy()
+            scheduler.set_timesteps(timesteps=full_grid[skip:])
             x = scheduler.add_noise(image, x, np.full(shape[0], scheduler.timesteps[0]))
     steps = scheduler.timesteps
     path = repaint_path(len(steps), jump_length, jump_n_sample) if keep is not None else list(range(len(steps) + 1))
@@ -183,6 +185,8 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
                 kept.append((prev + 1, x, x0))
     finally:
         model.set_train(was_training)
+        if full_grid is not None:
+            scheduler.set_timesteps(timesteps=full_grid)
     trajectory = [Frame(t, s.asnumpy(), None if p is None else p.asnumpy()) for t, s, p in kept]
     return x.asnumpy(), trajectory
 

@@ -55,6 +55,11 @@ def test_the_chain_starts_where_diffusers_img2img_starts(oracle, schedule):
     np.testing.assert_allclose(frames[0].sample, np.sqrt(ab) * picture() + np.sqrt(1 - ab) * plain[0].sample,
                                rtol=1e-5, atol=1e-6)
     assert np.abs(out - picture()).mean() < np.abs(plain[-1].sample - picture()).mean() / 2  # it stays close
+    np.testing.assert_array_equal(scheduler.timesteps, grid)  # the grid is the caller's again
+    batched, _ = sample_many(model, scheduler, 4, (1, 8, 8), batch_size=2, image=picture(), strength=0.35,
+                             progress=False)
+    second, _ = sample(model, scheduler, (2, 1, 8, 8), progress=False, image=picture(), strength=0.35, stream=1)
+    np.testing.assert_array_equal(batched[2:], second)  # every batch starts where the first did
 
 
 def test_repaint_path_climbs_back_jump_length_steps_jump_n_sample_minus_one_times():
