@@ -116,9 +116,10 @@ class Demo:
                         progress=False, **guidance, **editing)
         self.calls += 1
         stem = self.out_dir / f"ddpm_ms-{self.calls:04d}-seed{seed}"
-        grid = viz.save_grid(out.images, stem.with_suffix(".png"), nrow=min(num_images, 8))
+        columns = min(num_images, 4)  # 8 images as 2 rows of 4: big enough to see beside the controls
+        grid = viz.save_grid(out.images, stem.with_suffix(".png"), nrow=columns)
         gif = viz.save_denoising_gif(out.trajectory, stem.with_suffix(".gif"), fps=10, max_images=num_images,
-                                     nrow=min(num_images, 8), show_x0=True)
+                                     nrow=columns, show_x0=True)
         what = [f"{num_images} image(s)", f"{sampler} {steps} steps", f"seed {seed}"]
         what += [f"{t.name} x {t.scale:g}" for t in terms]
         if editing:

@@ -128,6 +128,9 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     if terms and not guidance_through_model and scheduler.prediction_type == "x0":
         move_through_x0(terms, "x0")  # raises: the x0 formula alone gives no gradient
     image, keep = _editing_inputs(image, strength, mask, shape)
+    if keep is not None and jump_n_sample > 1 and scheduler.multistep:
+        raise ValueError(f"resampling jumps (jump_n_sample > 1) step back, and {type(scheduler).__name__} builds each "
+                         "step on the previous ones: inpaint with jumps using the ddpm or ddim sampler")
     y = None if labels is None else ms.Tensor(labels)
     if guided:  # the labels, then "no class", in one batch of twice the size
         y_pair = ms.Tensor(np.concatenate([labels, np.full(shape[0], model.num_classes, np.int32)]))
@@ -150,9 +153,6 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
             x = scheduler.add_noise(image, x, np.full(shape[0], scheduler.timesteps[0]))
     steps = scheduler.timesteps
     path = repaint_path(len(steps), jump_length, jump_n_sample) if keep is not None else list(range(len(steps) + 1))
-    if len(path) > len(steps) + 1 and scheduler.multistep:
-        raise ValueError(f"resampling jumps (jump_n_sample > 1) step back, and {type(scheduler).__name__} builds each "
-                         "step on the previous ones: inpaint with jumps using the ddpm or ddim sampler")
     was_training = model.training
     model.set_train(False)
     forward = compiled(model) if jit else model

@@ -45,6 +45,8 @@ def test_the_handler_draws_what_the_controls_ask_for(demo):
     grid, gif, files, info = demo.generate("Sneaker", "ddim", 6, 2.0, seed=1, num_images=4)
     assert files == [grid, gif] and Path(grid).suffix == ".png" and Path(gif).suffix == ".gif"
     assert Image.open(grid).size[0] > Image.open(grid).size[1] * 3  # 4 images in one row
+    wide, *_ = demo.generate("Sneaker", "ddim", 2, 2.0, seed=1, num_images=8)
+    assert abs(Image.open(wide).size[0] / Image.open(wide).size[1] - 2) < 0.1  # 8 images: 2 rows of 4
     with Image.open(gif) as g:
         assert g.n_frames == 6 + 1  # the noise and each of the 6 steps
     assert info == "4 image(s), ddim 6 steps, seed 1"
