@@ -104,7 +104,8 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     (None: every step; see above).
     loss_guidance: LossGuidance terms (ColorGuidance, TextGuidance, ...; see
     ddpm_ms.sampling.loss_guidance), each with its scale and interval; guidance_through_model: take
-    their gradient through the denoiser too (variant (b)) instead of through the x0 formula only.
+    every term's gradient through the denoiser too (variant (b)), not only the terms that ask for it
+    (TextGuidance does), instead of through the x0 formula only.
     image: start from this image ((C, H, W) or one per image, in [-1, 1]) noised to `strength`
     (image-to-image); mask (1 = repaint, 0 = keep; 1 or C channels): inpaint, keeping the image where
     the mask is 0, with RePaint's resampling jumps when jump_n_sample > 1 (see ddpm_ms.sampling.editing).
@@ -125,7 +126,7 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     labels = class_label_array(model, class_labels, shape[0])
     guided = labels is not None and float(guidance_scale) != 1.0
     terms = [term for term in as_terms(loss_guidance) if term.scale > 0]
-    if terms and not guidance_through_model and scheduler.prediction_type == "x0":
+    if any(not (guidance_through_model or term.through_model) for term in terms) and scheduler.prediction_type == "x0":
         move_through_x0(terms, "x0")  # raises: the x0 formula alone gives no gradient
     image, keep = _editing_inputs(image, strength, mask, shape)
     if keep is not None and jump_n_sample > 1 and scheduler.multistep:
@@ -217,20 +218,32 @@ def _renoise(scheduler, x, t_from: int, t_to: int, noise):
 
 def _guided_output(model, forward, scheduler, x, t_vec, t: int, cond, terms, through_model: bool, jit: bool):
     """(x, the model output) for the step from t: x moved by the loss-guidance terms that apply (if any),
-    the output from the model call `cond` describes (see ddpm_ms.sampling.model_call.denoise)."""
+    first those differentiated through the model (through_model, or the term asks), then the others
+    through the x0 formula with the model output at the unmoved x; the output from the model call
+    `cond` describes (see ddpm_ms.sampling.model_call.denoise)."""
     if not terms:
         return x, denoise(forward, x, t_vec, *cond)
     ab = scheduler.alpha_bar(t)
     a, s = ms.Tensor(np.sqrt(ab), ms.float32), ms.Tensor(np.sqrt(1.0 - ab), ms.float32)
-    scales = ms.Tensor(np.array([term.scale for term in terms], np.float32))
-    contexts = ms.mutable(tuple(term.context for term in terms))  # values, not constants: no recompiling
-    if through_model:
+    via_model = [term for term in terms if through_model or term.through_model]
+    via_x0 = [term for term in terms if term not in via_model]
+    moved = x
+    if via_model:
         cond = tuple(c if isinstance(c, ms.Tensor) else ms.Tensor(c, ms.float32) for c in cond)
         call = ("unconditional", "conditional", "guided", "rescaled")[len(cond)]
-        move = move_through_model(model, terms, scheduler.prediction_type, call, jit)
-        return move(x, t_vec, a, s, scales, contexts, *cond)
-    model_output = denoise(forward, x, t_vec, *cond)
-    return move_through_x0(terms, scheduler.prediction_type, jit)(x, model_output, a, s, scales, contexts), model_output
+        move = move_through_model(model, via_model, scheduler.prediction_type, call, jit)
+        moved, model_output = move(x, t_vec, a, s, *_scales_and_contexts(via_model), *cond)
+    else:
+        model_output = denoise(forward, x, t_vec, *cond)
+    if via_x0:
+        move = move_through_x0(via_x0, scheduler.prediction_type, jit)
+        moved = move(moved, model_output, a, s, *_scales_and_contexts(via_x0))
+    return moved, model_output
+
+
+def _scales_and_contexts(terms):
+    scales = ms.Tensor(np.array([term.scale for term in terms], np.float32))
+    return scales, ms.mutable(tuple(term.context for term in terms))  # values, not constants: no recompiling
 
 
 def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference_steps=None, seed=0,

@@ -42,15 +42,17 @@ class LossGuidance:
     x0 estimate in [-1, 1] units (a def'd function or an nn.Cell that ms.jit can compile: MindSpore
     cannot parse a lambda written inside a call); context: a tensor (or a
     tuple of tensors) handed to it, such as a target colour or a text embedding; scale >= 0 (0: off);
-    interval (lo, hi): guide only at timesteps lo <= t <= hi (None: every step)."""
+    interval (lo, hi): guide only at timesteps lo <= t <= hi (None: every step); through_model: always take
+    this term's gradient through the denoiser (variant (b)), whatever the sampler's setting."""
 
-    def __init__(self, loss: Callable, scale: float = 1.0, context=None, interval=None, name: str | None = None):
+    def __init__(self, loss: Callable, scale: float = 1.0, context=None, interval=None, name: str | None = None,
+                 through_model: bool = False):
         if not callable(loss):
             raise TypeError(f"loss must be a function loss(pred_x0, context) -> scalar, got {loss!r}")
         scale = float(scale)
         if not (math.isfinite(scale) and scale >= 0):
             raise ValueError(f"the guidance scale must be a finite number >= 0 (0: off), got {scale}")
-        self.loss, self.scale = loss, scale
+        self.loss, self.scale, self.through_model = loss, scale, bool(through_model)
         self.context = _as_tensors(context)
         self.interval = check_guidance_interval(interval)
         self.name = name or getattr(loss, "__name__", type(loss).__name__)

@@ -35,9 +35,13 @@ class SphericalDistanceLoss(nn.Cell):
 
 class TextGuidance(LossGuidance):
     """Push the images toward `prompt`. encoders: a TextImageModel (ddpm_ms.textimage.load_text_image_model)
-    or any object with `image` and `embed_text` (see above); scale and interval as for any LossGuidance."""
+    or any object with `image` and `embed_text` (see above); scale and interval as for any LossGuidance.
 
-    def __init__(self, prompt: str, encoders, scale: float = 1.0, interval=None):
+    Its gradient goes through the denoiser by default (through_model=True): through the x0 formula
+    alone, a small image encoder's gradient writes high-contrast patterns into the image that fool it
+    (and the FID classifier) without drawing the class (docs/experiments/loss_guidance.md)."""
+
+    def __init__(self, prompt: str, encoders, scale: float = 1.0, interval=None, through_model: bool = True):
         if not hasattr(encoders, "image") or not hasattr(encoders, "embed_text"):
             raise TypeError("encoders must have an `image` encoder (nn.Cell) and an `embed_text(texts)` method, such "
                             "as ddpm_ms.textimage.load_text_image_model()")
@@ -47,7 +51,7 @@ class TextGuidance(LossGuidance):
         channels = getattr(getattr(encoders, "config", None), "channels", None)
         encoders.image.set_train(False)
         super().__init__(_loss_for(encoders.image, channels), scale, context=ms.Tensor(text.asnumpy()),
-                         interval=interval, name=f"prompt {self.prompt!r}")
+                         interval=interval, name=f"prompt {self.prompt!r}", through_model=through_model)
 
 
 _LOSSES = {}
