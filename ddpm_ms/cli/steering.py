@@ -37,8 +37,8 @@ def add_steering_flags(p: argparse.ArgumentParser, editing: bool = True) -> None
     g.add_argument("--loss-guidance-interval", type=guidance_interval, metavar="LO,HI|all",
                    help="apply --color and --prompt only at timesteps LO <= t <= HI (default: all)")
     g.add_argument("--guidance-through-model", action="store_true",
-                   help="differentiate --color / --prompt through the denoiser too: about 3x slower per step, "
-                        "stays closer to the data")
+                   help="differentiate --color through the denoiser too (--prompt always is): about 3x slower "
+                        "per step, stays closer to the data")
     if editing:
         e = p.add_argument_group("image-to-image and inpainting")
         e.add_argument("--init-image", type=Path, metavar="PATH",
