@@ -68,8 +68,7 @@ def text(args, pipe, extractor, reference) -> dict:
     for c, name in enumerate(pipe.class_names):
         prompt = prompt_for("fashion_mnist", c)
         images = pipe(n, class_labels="none", seed=args.seed + 1 + c, progress=not args.no_progress,
-                      loss_guidance=[TextGuidance(prompt, encoders, args.scale)],
-                      guidance_through_model=args.through_model).images
+                      loss_guidance=[TextGuidance(prompt, encoders, args.scale, through_model=not args.through_x0)]).images
         share = float((extractor(images)[1].argmax(axis=1) == c).mean())
         rows.append({"class": name, "prompt": prompt, "unguided_share": round(float((plain_class == c).mean()), 4),
                      "guided_share": round(share, 4)})
@@ -83,7 +82,7 @@ def text(args, pipe, extractor, reference) -> dict:
                                   f"guided by each class prompt, scale {args.scale:g} (a row per prompt)":
                                       np.concatenate([p for p in panels.values()])},
                                  Path(args.out) / "text_prompts.png", columns=2)
-    return {"scale": args.scale, "through_model": args.through_model, "per_prompt": n, "rows": rows,
+    return {"scale": args.scale, "through_model": not args.through_x0, "per_prompt": n, "rows": rows,
             "mean_guided_share": round(float(np.mean([r["guided_share"] for r in rows])), 4),
             "mean_unguided_share": round(float(np.mean([r["unguided_share"] for r in rows])), 4),
             "unguided": {k: plain_scores[k] for k in ("fid", "precision", "recall")},
@@ -103,7 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--per-prompt", type=int, default=200, help="text: images per class prompt")
     p.add_argument("--scale", type=float, default=40.0, help="text: the prompt scale")
     p.add_argument("--text-model", type=Path)
-    p.add_argument("--through-model", action="store_true")
+    p.add_argument("--through-model", action="store_true", help="colour: through the denoiser (default: the x0 formula)")
+    p.add_argument("--through-x0", action="store_true", help="text: through the x0 formula (default: the denoiser)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
