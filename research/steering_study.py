@@ -26,16 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ddpm_ms.device import machine, select_device  # noqa: E402
 from ddpm_ms.metrics.evaluation import FeatureExtractor, Reference, fid_floor, score_images  # noqa: E402
 from ddpm_ms.pipeline import DiffusionPipeline  # noqa: E402
-from ddpm_ms.sampling.loss_guidance import ColorGuidance, parse_color  # noqa: E402
-
-LUMA = np.array([0.299, 0.587, 0.114])
+from ddpm_ms.sampling.loss_guidance import LUMA, ColorGuidance, parse_color  # noqa: E402
 
 
 def colour(args, pipe, extractor, reference) -> dict:
     from ddpm_ms import viz
 
     rgb = parse_color(args.rgb)
-    target = float(LUMA @ np.array(rgb))
+    target = float(np.array(LUMA) @ np.array(rgb))
     rows, panels = [], {}
     for scale in args.scales:
         tic = time.perf_counter()

@@ -23,6 +23,16 @@ DIFFUSERS_PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": 
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 
+def x0_estimate(model_output, sample, a, s, prediction_type: str):
+    """The clean image a model output implies at x_t = a x0 + s eps (unclamped); a and s are floats or
+    tensors, so the same formula serves the schedulers and loss guidance's compiled gradient."""
+    if prediction_type == "eps":
+        return (sample - s * model_output) / a
+    if prediction_type == "v":  # v = a eps - s x0  =>  x0 = a x_t - s v
+        return a * sample - s * model_output
+    return model_output
+
+
 @dataclass
 class SchedulerOutput:
     prev_sample: ms.Tensor
@@ -149,13 +159,7 @@ class Scheduler:
     def predict_x0(self, model_output, t: int, sample):
         """The model's estimate of the clean image, clipped when clip_sample is set."""
         ab = self.alpha_bar(t)
-        a, s = float(np.sqrt(ab)), float(np.sqrt(1.0 - ab))
-        if self.prediction_type == "eps":
-            x0 = (sample - s * model_output) / a
-        elif self.prediction_type == "x0":
-            x0 = model_output
-        else:  # v = a eps - s x0  =>  x0 = a x_t - s v
-            x0 = a * sample - s * model_output
+        x0 = x0_estimate(model_output, sample, float(np.sqrt(ab)), float(np.sqrt(1.0 - ab)), self.prediction_type)
         if self.clip_sample:
             x0 = ops.clamp(x0, -self.clip_range, self.clip_range)
         return x0

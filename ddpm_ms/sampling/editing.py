@@ -100,7 +100,9 @@ def read_image(image, shape, what: str = "image") -> np.ndarray:
     if what != "image":  # a mask: one channel, 1 where any channel is set
         return (arr.max(axis=0, keepdims=True) >= 0.5).astype(np.float32)
     if arr.shape[0] == 3 and c == 1:
-        arr = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), arr, axes=1)[None]
+        from ddpm_ms.sampling.loss_guidance import LUMA
+
+        arr = np.tensordot(np.array(LUMA, np.float32), arr, axes=1)[None]
     elif arr.shape[0] == 1 and c == 3:
         arr = np.repeat(arr, 3, axis=0)
     return arr * 2 - 1

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ddpm_ms.config import check_guidance_interval
 from ddpm_ms.sampling.editing import img2img_start, repaint_path
-from ddpm_ms.sampling.loss_guidance import as_terms, move_through_model, move_through_x0
+from ddpm_ms.sampling.loss_guidance import NO_X0_GRADIENT, as_terms, move_through_model, move_through_x0
 from ddpm_ms.sampling.model_call import denoise, rescale_guidance  # noqa: F401 (rescale_guidance: re-exported)
 
 _COMPILED = {}
@@ -127,7 +127,7 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     guided = labels is not None and float(guidance_scale) != 1.0
     terms = [term for term in as_terms(loss_guidance) if term.scale > 0]
     if any(not (guidance_through_model or term.through_model) for term in terms) and scheduler.prediction_type == "x0":
-        move_through_x0(terms, "x0")  # raises: the x0 formula alone gives no gradient
+        raise ValueError(NO_X0_GRADIENT)
     image, keep = _editing_inputs(image, strength, mask, shape)
     if keep is not None and jump_n_sample > 1 and scheduler.multistep:
         raise ValueError(f"resampling jumps (jump_n_sample > 1) step back, and {type(scheduler).__name__} builds each "

@@ -32,6 +32,7 @@ import numpy as np
 from mindspore import ops
 
 from ddpm_ms.config import check_guidance_interval
+from ddpm_ms.sampling.base import x0_estimate
 from ddpm_ms.sampling.model_call import denoise
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights: a colour's brightness for one-channel models
@@ -129,13 +130,8 @@ class ColorGuidance(LossGuidance):
 
 
 # -- the guided move ---------------------------------------------------------------------------
-def x0_estimate(model_output, x, a, s, prediction_type: str):
-    """The clean image implied by a model output at x_t = a x0 + s eps (unclamped)."""
-    if prediction_type == "eps":
-        return (x - s * model_output) / a
-    if prediction_type == "v":  # v = a eps - s x0  =>  x0 = a x_t - s v
-        return a * x - s * model_output
-    return model_output
+NO_X0_GRADIENT = ("guidance through the x0 formula has no gradient for a model that predicts x0 itself (x0_hat "
+                  "does not depend on x_t): guide through the model (guidance_through_model=True)")
 
 
 def _total_loss(losses, pred_x0, scales, contexts):
@@ -161,8 +157,7 @@ def move_through_x0(terms: Sequence[LossGuidance], prediction_type: str, jit: bo
     """Variant (a): fn(x, model_output, a, s, scales, contexts) -> x moved by the scaled loss gradient,
     the model output held fixed."""
     if prediction_type == "x0":
-        raise ValueError("guidance through the x0 formula has no gradient for a model that predicts x0 itself "
-                         "(x0_hat does not depend on x_t): guide through the model (guidance_through_model=True)")
+        raise ValueError(NO_X0_GRADIENT)
     losses = tuple(term.loss for term in terms)
 
     def build():

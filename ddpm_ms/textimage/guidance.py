@@ -11,7 +11,7 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import nn, ops
 
-from ddpm_ms.sampling.loss_guidance import LossGuidance
+from ddpm_ms.sampling.loss_guidance import LUMA, LossGuidance
 
 
 class SphericalDistanceLoss(nn.Cell):
@@ -26,7 +26,7 @@ class SphericalDistanceLoss(nn.Cell):
     def construct(self, pred_x0, text_embedding):
         x = ops.clamp(pred_x0, -1.0, 1.0)
         if self.channels == 1 and x.shape[1] == 3:
-            x = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+            x = LUMA[0] * x[:, 0:1] + LUMA[1] * x[:, 1:2] + LUMA[2] * x[:, 2:3]
         u = self.image_encoder(x)
         u = u / ops.sqrt((u * u).sum(axis=-1, keepdims=True) + 1e-12)
         half_chord = ops.clamp(ops.sqrt(((u - text_embedding) ** 2).sum(axis=-1) + 1e-12) / 2, 0.0, 1.0 - 1e-6)

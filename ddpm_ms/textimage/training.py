@@ -32,7 +32,7 @@ def denoiser_views(pipe, images: np.ndarray, seed: int, batch_size: int = 500, p
     model), clamped to [-1, 1]."""
     from ddpm_ms.sampling.loop import compiled
 
-    from ddpm_ms.sampling.loss_guidance import x0_estimate
+    from ddpm_ms.sampling.base import x0_estimate
 
     rng = np.random.default_rng(seed)
     ab = np.asarray(pipe.scheduler("ddim").schedule.alphas_cumprod, np.float64)
