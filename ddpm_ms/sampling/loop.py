@@ -25,7 +25,7 @@ from mindspore import ops
 from tqdm.auto import tqdm
 
 from ddpm_ms.config import check_guidance_interval
-from ddpm_ms.sampling.editing import img2img_start, repaint_path
+from ddpm_ms.sampling.editing import batch_images, img2img_start, repaint_path
 from ddpm_ms.sampling.loss_guidance import NO_X0_GRADIENT, as_terms, move_through_model, move_through_x0
 from ddpm_ms.sampling.model_call import denoise, rescale_guidance  # noqa: F401 (rescale_guidance: re-exported)
 
@@ -194,8 +194,6 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
 
 def _editing_inputs(image, strength, mask, shape):
     """The image (a tensor) and the mask of pixels to keep (a boolean tensor of `shape`), checked."""
-    from ddpm_ms.sampling.editing import batch_images
-
     if image is None:
         if mask is not None:
             raise ValueError("a mask says which pixels of an image to repaint: pass the image too")
@@ -255,8 +253,6 @@ def sample_many(model, scheduler, num, image_shape, batch_size=64, num_inference
     class_labels: one int or one per image; guidance, loss guidance, image and mask: see `sample`
     (an image or mask is one for all images or one per image).
     Returns (images (num, C, H, W), trajectory of the first batch)."""
-    from ddpm_ms.sampling.editing import batch_images
-
     if num < 1 or batch_size < 1:
         raise ValueError(f"num and batch_size must be positive, got {num} and {batch_size}")
     if x_T is not None and tuple(np.shape(x_T)) != (num, *image_shape):
