@@ -15,13 +15,13 @@ from pathlib import Path
 from ddpm_ms.files import atomic_write
 
 CONFIG_FORMAT = 2  # 1 (no format_version): guidance and the DDPM variance lived in the train section
-ARCHS = ("unet", "dit")  # ddpm_ms.models.build_model's backbones
+ARCHS = ("unet", "dit", "ddpm_unet")  # ddpm_ms.models.build_model's backbones
 BLOCKS = ("resnet", "convnext")
 BETA_SCHEDULES = ("linear", "cosine", "quadratic", "sigmoid")
 OBJECTIVES = ("eps", "x0", "v")
 LOSS_TYPES = ("l1", "l2", "huber")
 VARIANCES = ("fixed_small", "fixed_large")
-DATASETS = ("fashion_mnist", "mnist", "image_folder")
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder")
 MODES = ("graph", "pynative")
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "warmup-constant")
@@ -61,7 +61,9 @@ class ModelConfig:
 
     Each backbone reads its own fields. "unet": dim, init_dim, dim_mults, block, resnet_groups,
     convnext_mult, dropout, attn_heads, attn_dim_head. "dit" (Peebles & Xie 2023): patch_size,
-    hidden_size, depth (DiT blocks), attn_heads, mlp_ratio."""
+    hidden_size, depth (DiT blocks), attn_heads, mlp_ratio. "ddpm_unet" (Ho et al. 2020): dim (the
+    paper's ch), dim_mults, num_res_blocks, attn_resolutions (the side lengths, in pixels, of the
+    levels with self-attention), attn_heads, dropout, resnet_groups."""
     arch: str = "unet"
     image_size: tuple = (28, 28)
     channels: int = 1
@@ -79,6 +81,8 @@ class ModelConfig:
     hidden_size: int = 64
     depth: int = 3
     mlp_ratio: float = 4.0
+    num_res_blocks: int = 2
+    attn_resolutions: tuple = (16,)
 
     @property
     def out_channels(self) -> int:
@@ -87,6 +91,7 @@ class ModelConfig:
     def validate(self) -> None:
         self.image_size = _size2(self.image_size)
         self.dim_mults = tuple(self.dim_mults)
+        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
         if self.arch not in ARCHS:
             raise ValueError(f"model.arch must be one of {ARCHS}, got {self.arch!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -97,6 +102,8 @@ class ModelConfig:
             self._validate_dit()
         else:
             self._validate_unet()
+        if self.arch == "ddpm_unet":
+            self._validate_ddpm_unet()
 
     def _validate_dit(self) -> None:
         h, w, p = *self.image_size, int(self.patch_size)
@@ -131,9 +138,22 @@ class ModelConfig:
                 f"resize the images to a multiple of {factor} or use fewer levels")
         init_dim = self.init_dim or self.dim
         widths = [init_dim] + [self.dim * m for m in self.dim_mults]
-        if self.block == "resnet" and any(c % self.resnet_groups for c in widths):
+        if (self.block == "resnet" or self.arch == "ddpm_unet") and any(c % self.resnet_groups for c in widths):
             raise ValueError(f"every level width {widths} must divide by resnet_groups={self.resnet_groups}: "
                              f"choose a dim (train.py --dim) that is a multiple of {self.resnet_groups}")
+
+
+    def _validate_ddpm_unet(self) -> None:
+        if int(self.num_res_blocks) < 1:
+            raise ValueError(f"model.num_res_blocks must be >= 1, got {self.num_res_blocks}")
+        sides = [min(self.image_size) // 2 ** i for i in range(len(self.dim_mults))]
+        if any(r not in sides for r in self.attn_resolutions):
+            raise ValueError(f"model.attn_resolutions {self.attn_resolutions} names a side length the model never "
+                             f"has: its levels are {sides} pixels; pick from those (or () for no attention "
+                             "outside the middle)")
+        bad = [self.dim * m for m in self.dim_mults if (self.dim * m) % int(self.attn_heads)]
+        if bad:
+            raise ValueError(f"level widths {bad} do not divide by model.attn_heads={self.attn_heads}")
 
 
 @dataclass
@@ -172,16 +192,22 @@ class DiffusionConfig:
 
 @dataclass
 class DataConfig:
-    """Where the images come from and how they are prepared."""
+    """Where the images come from and how they are prepared. pad: black pixels added on every
+    side of Fashion-MNIST / MNIST images (2 makes them 32x32, for a backbone that halves the size
+    three times); samples are centre-cropped back before they are scored."""
     dataset: str = "fashion_mnist"
     root: str | None = None  # None: the copy embedded in this repository (data/<dataset>)
     random_flip: bool = True
     num_workers: int = 2
     strict: bool = False     # image_folder: a corrupt file is an error instead of a skipped warning
+    pad: int = 0
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"data.dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if int(self.pad) < 0 or (self.pad and self.dataset not in ("fashion_mnist", "mnist")):
+            raise ValueError(f"data.pad must be >= 0 and pads Fashion-MNIST / MNIST only, got {self.pad} for "
+                             f"{self.dataset}")
 
 
 @dataclass
@@ -380,6 +406,7 @@ class Config:
         cfg = cls(**kwargs)
         cfg.model.image_size = _size2(cfg.model.image_size)
         cfg.model.dim_mults = tuple(cfg.model.dim_mults)
+        cfg.model.attn_resolutions = tuple(cfg.model.attn_resolutions)
         return cfg.validate()
 
     def save(self, path) -> None:
@@ -435,11 +462,74 @@ def _dit_like(name: str, dataset: str) -> Config:
     return cfg
 
 
+def _ddpm_unet_fashion(name: str) -> Config:
+    # The default preset's diffusion, labels, guidance, optimiser and length, with the DDPM paper's
+    # U-Net at a quarter of its width (ch 32, mults (1, 2, 2, 2), 2 blocks, attention at 16x16,
+    # no dropout) as the denoiser. The paper's U-Net halves the size three times, so the
+    # 28x28 images are padded to 32x32 (data.pad); samples are cropped back to 28x28 when scored.
+    # It answers "does the architecture learn?" at equal training time (docs/experiments/ddpm_unet.md).
+    cfg = _fashion_like("fashion_mnist")
+    cfg.preset = name
+    cfg.model = ModelConfig(arch="ddpm_unet", image_size=(32, 32), channels=1, dim=32, dim_mults=(1, 2, 2, 2),
+                            num_res_blocks=2, attn_resolutions=(16,), attn_heads=1, resnet_groups=32,
+                            dropout=0.0, num_classes=10)
+    cfg.data.pad = 2
+    # As many updates as fit in the default preset's 65 minutes on a 2-core CPU (34 images/s at batch 32).
+    cfg.train.steps, cfg.train.epochs = 4100, 3
+    return cfg
+
+
+def _cifar10() -> Config:
+    # Ho et al. 2020 (DDPM), CIFAR-10: the 35.7M-parameter U-Net (ch 128, mults (1, 2, 2, 2), 2 blocks,
+    # attention at 16x16, dropout 0.1), T = 1000 linear betas 1e-4..0.02, epsilon and a plain MSE,
+    # Adam at 2e-4 after 5,000 warm-up steps, then constant, gradient clipping at 1, EMA 0.9999,
+    # batch 128, random horizontal flips, 800k steps; ancestral sampling with sigma^2 = beta
+    # ("fixed_large"), 1000 steps. Unconditional.
+    return Config(
+        preset="cifar10",
+        model=ModelConfig(arch="ddpm_unet", image_size=(32, 32), channels=3, dim=128, dim_mults=(1, 2, 2, 2),
+                          num_res_blocks=2, attn_resolutions=(16,), attn_heads=1, resnet_groups=32, dropout=0.1),
+        diffusion=DiffusionConfig(timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                                  objective="eps", loss_type="l2", p2_gamma=0.0),
+        data=DataConfig(dataset="cifar10", random_flip=True),
+        train=TrainConfig(batch_size=128, lr=2e-4, lr_schedule="warmup-constant", warmup_steps=5000,
+                          steps=800_000, epochs=2048, clip_grad=1.0, ema_decay=0.9999, ema_update_every=1,
+                          ema_warmup=False, save_every=5000, sample_every=10_000, num_samples=64,
+                          sample_steps=1000),
+        sampling=SamplingConfig(sampler="ddpm", steps=1000, variance="fixed_large"))
+
+
+def _cifar10_cond() -> Config:
+    # The conditional reproduction of zoubohao/DenoisingDiffusionProbabilityModel-ddpm-
+    # (DiffusionFreeGuidence, MainCondition.py): T = 500 linear betas 1e-4..0.028, ch 128, mults
+    # (1, 2, 2, 2), 2 blocks, dropout 0.15, labels with 10% dropped for classifier-free guidance,
+    # AdamW (weight decay 1e-4) warmed up over 7 of 70 epochs to 2.5e-4 (lr 1e-4 x multiplier 2.5),
+    # then a cosine to 0, gradient clipping at 1, batch 80 (625 updates an epoch), no EMA; 500
+    # ancestral steps with sigma^2 = beta and guidance w = 1.8 in its (1 + w) eps_c - w eps_u, which is
+    # w = 2.8 in ddpm_ms's eps_u + w (eps_c - eps_u). The backbone is ddpm_ms's DDPM-paper U-Net
+    # (attention at 16x16, the label embedded into the time embedding), not that repository's
+    # attention-in-every-block variant.
+    cfg = _cifar10()
+    cfg.preset = "cifar10_cond"
+    cfg.model.dropout, cfg.model.num_classes = 0.15, 10
+    cfg.diffusion = DiffusionConfig(timesteps=500, beta_schedule="linear", beta_start=1e-4, beta_end=0.028,
+                                    objective="eps", loss_type="l2", p2_gamma=0.0, cond_drop_prob=0.1)
+    t = cfg.train
+    t.batch_size, t.lr, t.optimizer, t.weight_decay = 80, 2.5e-4, "adamw", 1e-4
+    t.lr_schedule, t.warmup_steps, t.steps, t.epochs, t.ema_decay = "cosine", 4375, 43_750, 70, 0.0
+    t.sample_steps, t.num_samples = 500, 80
+    cfg.sampling = SamplingConfig(sampler="ddpm", steps=500, variance="fixed_large", guidance_scale=2.8)
+    return cfg
+
+
 PRESETS = {
     "fashion_mnist": lambda: _fashion_like("fashion_mnist"),
     "mnist": lambda: _fashion_like("mnist"),
     "dit_fashion_mnist": lambda: _dit_like("dit_fashion_mnist", "fashion_mnist"),
     "dit_mnist": lambda: _dit_like("dit_mnist", "mnist"),
+    "ddpm_unet_fashion_mnist": lambda: _ddpm_unet_fashion("ddpm_unet_fashion_mnist"),
+    "cifar10": _cifar10,
+    "cifar10_cond": _cifar10_cond,
     "cats": lambda: Config(
         preset="cats",
         model=ModelConfig(image_size=(64, 64), channels=3, dim=32, dim_mults=(1, 2, 4, 8)),

@@ -56,8 +56,8 @@ def _build(args):
     d = cfg.diffusion
     diffusion = GaussianDiffusion(model, schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k, d.min_snr_gamma)
     m = cfg.model
-    shape = {"dim": m.dim} if m.arch == "unet" else \
-        {"patch_size": m.patch_size, "hidden_size": m.hidden_size, "depth": m.depth, "heads": m.attn_heads}
+    shape = {"patch_size": m.patch_size, "hidden_size": m.hidden_size, "depth": m.depth, "heads": m.attn_heads} \
+        if m.arch == "dit" else {"dim": m.dim}
     info = {"device": device, "preset": args.preset, "arch": m.arch, **shape, "params": count_parameters(model)}
     return cfg, model, schedule, diffusion, info
 

@@ -105,9 +105,12 @@ def _finish(dataset, batch_size, random_flip, num_workers, columns, channels):
 
 
 def idx_dataset(name: str, root=None, batch_size=32, split="train", shuffle=True, random_flip=False,
-                num_workers=2, with_labels=False):
-    """Batched pipeline over Fashion-MNIST or MNIST; columns "image" (and "label")."""
+                num_workers=2, with_labels=False, pad=0):
+    """Batched pipeline over Fashion-MNIST or MNIST; columns "image" (and "label"). `pad` black
+    pixels are added on every side (2: 32x32 images)."""
     images, labels = load_idx_dataset(name, root, split)
+    if pad:
+        images = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
     if len(images) < batch_size:
         raise DataError(f"{name} {split} has {len(images)} images, fewer than one batch of {batch_size}")
     source = {"image": images[..., None], "label": labels.astype(np.int32)}
@@ -181,9 +184,12 @@ def build_dataset(data_cfg, model_cfg, batch_size, shuffle=True):
     """The training pipeline a config asks for: columns "image", and "label" for a class-conditional
     model."""
     if data_cfg.dataset in ("fashion_mnist", "mnist"):
-        if tuple(model_cfg.image_size) != (28, 28) or model_cfg.channels != 1:
-            raise ValueError(f"{data_cfg.dataset} images are 28x28 grayscale; the model is configured for "
-                             f"{model_cfg.image_size} with {model_cfg.channels} channels")
+        side = 28 + 2 * int(data_cfg.pad)
+        if tuple(model_cfg.image_size) != (side, side) or model_cfg.channels != 1:
+            padded = f" padded by {data_cfg.pad} to {side}x{side}" if data_cfg.pad else ""
+            raise ValueError(f"{data_cfg.dataset} images are 28x28 grayscale{padded}; the model is configured for "
+                             f"{model_cfg.image_size} with {model_cfg.channels} channels (data.pad 2 makes "
+                             "32x32 images)")
         num_classes = int(getattr(model_cfg, "num_classes", 0))
         if num_classes and num_classes < len(CLASS_NAMES[data_cfg.dataset]):
             raise ValueError(f"{data_cfg.dataset} has {len(CLASS_NAMES[data_cfg.dataset])} classes but the model is "
@@ -191,7 +197,7 @@ def build_dataset(data_cfg, model_cfg, batch_size, shuffle=True):
                              f"{len(CLASS_NAMES[data_cfg.dataset])} (or 0 for an unconditional model)")
         return idx_dataset(data_cfg.dataset, data_cfg.root, batch_size, shuffle=shuffle,
                            random_flip=data_cfg.random_flip, num_workers=data_cfg.num_workers,
-                           with_labels=bool(num_classes))
+                           with_labels=bool(num_classes), pad=int(data_cfg.pad))
     return image_folder_dataset(data_cfg.root, model_cfg.image_size, model_cfg.channels, batch_size,
                                 shuffle=shuffle, random_flip=data_cfg.random_flip,
                                 num_workers=data_cfg.num_workers, strict=data_cfg.strict,

@@ -202,11 +202,13 @@ def _require() -> str:
 
 
 @lru_cache(maxsize=None)
-def group_norm_silu_op():
+def group_norm_silu_op(eps: float = 1e-5):
     """`y, mean, rstd = op(x, gamma, beta, scale, shift)`: SiLU(GroupNorm(x) * (1 + scale) + shift)
-    with x viewed as (b, groups, -1), scale and shift (b, c), eps 1e-5; backward in C++."""
+    with x viewed as (b, groups, -1), scale and shift (b, c); backward in C++."""
     from mindspore import ops
 
+    if eps not in (1e-5, 1e-6):
+        raise ValueError(f"the CPU GroupNorm kernel supports eps 1e-5 and 1e-6, not {eps}")
     lib = _require()
     backward = ops.Custom(f"{lib}:GroupNormSiluBwd",
                           lambda dy, x, m, r, g, b, sc, sh: (x, g, g, sc, sc),
@@ -215,8 +217,29 @@ def group_norm_silu_op():
     def bprop(x, gamma, beta, scale, shift, out, dout):
         return backward(dout[0], x, out[1], out[2], gamma, beta, scale, shift)
 
-    return ops.Custom(f"{lib}:GroupNormSiluFwd", lambda x, g, b, sc, sh: (x, x[:2], x[:2]),
+    name = "GroupNormSiluFwd" if eps == 1e-5 else "GroupNormSiluFwd_eps6"
+    return ops.Custom(f"{lib}:{name}", lambda x, g, b, sc, sh: (x, x[:2], x[:2]),
                       lambda x, *rest: (x, x, x), func_type="aot", bprop=bprop)
+
+
+@lru_cache(maxsize=None)
+def group_norm_silu_plain_op(eps: float):
+    """`y, mean, rstd = op(x, gamma, beta)`: SiLU(GroupNorm(x)) with x viewed as (b, groups, -1)
+    (the DDPM U-Net's "norm -> SiLU"); backward in C++."""
+    from mindspore import ops
+
+    if eps not in (1e-5, 1e-6):
+        raise ValueError(f"the CPU GroupNorm kernel supports eps 1e-5 and 1e-6, not {eps}")
+    lib = _require()
+    backward = ops.Custom(f"{lib}:GroupNormSiluPlainBwd", lambda dy, x, m, r, g, b: (x, g, g),
+                          lambda *d: (d[1], d[4], d[4]), func_type="aot")
+
+    def bprop(x, gamma, beta, out, dout):
+        return backward(dout[0], x, out[1], out[2], gamma, beta)
+
+    tag = "eps5" if eps == 1e-5 else "eps6"
+    return ops.Custom(f"{lib}:GroupNormSiluPlainFwd_{tag}", lambda x, g, b: (x, x[:2], x[:2]),
+                      lambda x, g, b: (x, x, x), func_type="aot", bprop=bprop)
 
 
 @lru_cache(maxsize=None)

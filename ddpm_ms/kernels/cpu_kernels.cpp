@@ -392,22 +392,27 @@ extern "C" int Upsample2xBwd(AOT_ARGS) { return upsample2x_bwd(n, p, nd, sh); }
 // the pre-activation from x and the statistics instead of storing it.
 static inline float sigmoidf(float z) { return 1.f / (1.f + std::exp(-z)); }
 
+// MOD false: SiLU(GroupNorm(x)) alone (the DDPM U-Net's "norm -> SiLU"), without the scale and
+// shift inputs and their gradients.
+template <int EPS_E, bool MOD>
 static int gn_silu_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
-  if (nparam != 8 || ndims[0] != 3) return 1;
+  if (nparam != (MOD ? 8 : 6) || ndims[0] != 3) return 1;
+  const float eps = EPS_E == 5 ? 1e-5f : 1e-6f;
   const float *x = (const float *)params[0], *gamma = (const float *)params[1], *beta = (const float *)params[2];
-  const float *scale = (const float *)params[3], *shift = (const float *)params[4];
-  float *y = (float *)params[5], *mean = (float *)params[6], *rstd = (float *)params[7];
+  const float *scale = MOD ? (const float *)params[3] : nullptr, *shift = MOD ? (const float *)params[4] : nullptr;
+  const int o = MOD ? 5 : 3;
+  float *y = (float *)params[o], *mean = (float *)params[o + 1], *rstd = (float *)params[o + 2];
   int64_t b = shapes[0][0], g = shapes[0][1], n = shapes[0][2], c = shapes[1][0], cg = c / g, hw = n / cg;
 #pragma omp parallel for num_threads(kThreads()) schedule(static)
   for (int64_t bg = 0; bg < b * g; ++bg) {
     const float *xs = x + bg * n;
-    group_stats(xs, n, 1e-5f, mean + bg, rstd + bg);
+    group_stats(xs, n, eps, mean + bg, rstd + bg);
     const float m = mean[bg], r = rstd[bg];
     int64_t c0 = (bg % g) * cg, bb = bg / g;
     for (int64_t ci = 0; ci < cg; ++ci) {
       const int64_t ch = c0 + ci;
-      const float k = 1.f + scale[bb * c + ch];
-      const float a = r * gamma[ch] * k, sh = (beta[ch] - m * r * gamma[ch]) * k + shift[bb * c + ch];
+      const float k = MOD ? 1.f + scale[bb * c + ch] : 1.f, s0 = MOD ? shift[bb * c + ch] : 0.f;
+      const float a = r * gamma[ch] * k, sh = (beta[ch] - m * r * gamma[ch]) * k + s0;
       const float *xc = xs + ci * hw; float *yc = y + bg * n + ci * hw;
       for (int64_t i = 0; i < hw; ++i) { float z = xc[i] * a + sh; yc[i] = z * sigmoidf(z); }
     }
@@ -415,15 +420,17 @@ static int gn_silu_fwd(int nparam, void **params, int *ndims, int64_t **shapes) 
   return 0;
 }
 
-// inputs: dy, x, mean, rstd, gamma, beta, scale, shift; outputs dx, dgamma, dbeta, dscale, dshift
+// inputs: dy, x, mean, rstd, gamma, beta[, scale, shift]; outputs dx, dgamma, dbeta[, dscale, dshift]
+template <bool MOD>
 static int gn_silu_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
-  if (nparam != 13 || ndims[1] != 3) return 1;
+  if (nparam != (MOD ? 13 : 9) || ndims[1] != 3) return 1;
   const float *dy = (const float *)params[0], *x = (const float *)params[1];
   const float *mean = (const float *)params[2], *rstd = (const float *)params[3];
   const float *gamma = (const float *)params[4], *beta = (const float *)params[5];
-  const float *scale = (const float *)params[6], *shift = (const float *)params[7];
-  float *dx = (float *)params[8], *dgamma = (float *)params[9], *dbeta = (float *)params[10];
-  float *dscale = (float *)params[11], *dshift = (float *)params[12];
+  const float *scale = MOD ? (const float *)params[6] : nullptr, *shift = MOD ? (const float *)params[7] : nullptr;
+  const int o = MOD ? 8 : 6;
+  float *dx = (float *)params[o], *dgamma = (float *)params[o + 1], *dbeta = (float *)params[o + 2];
+  float *dscale = MOD ? (float *)params[11] : nullptr, *dshift = MOD ? (float *)params[12] : nullptr;
   int64_t b = shapes[1][0], g = shapes[1][1], n = shapes[1][2], c = shapes[4][0], cg = c / g, hw = n / cg;
   std::vector<float> sdu((size_t)(b * c)), sdux((size_t)(b * c));  // per (b, c): sum du, sum du * xhat
 #pragma omp parallel num_threads(kThreads())
@@ -437,7 +444,7 @@ static int gn_silu_bwd(int nparam, void **params, int *ndims, int64_t **shapes) 
       double s1 = 0.0, s2 = 0.0;
       for (int64_t ci = 0; ci < cg; ++ci) {
         const int64_t ch = c0 + ci;
-        const float k = 1.f + scale[bb * c + ch], sft = shift[bb * c + ch];
+        const float k = MOD ? 1.f + scale[bb * c + ch] : 1.f, sft = MOD ? shift[bb * c + ch] : 0.f;
         const float *xc = xs + ci * hw, *dc = dys + ci * hw; float *duc = du.data() + ci * hw;
         float a_du = 0.f, a_dux = 0.f, a_dz = 0.f, a_dzu = 0.f;
         for (int64_t i = 0; i < hw; ++i) {
@@ -447,7 +454,7 @@ static int gn_silu_bwd(int nparam, void **params, int *ndims, int64_t **shapes) 
           const float d = dz * k;  // gradient at the GroupNorm output u
           duc[i] = d; a_du += d; a_dux += d * xh;
         }
-        dshift[bb * c + ch] = a_dz; dscale[bb * c + ch] = a_dzu;
+        if (MOD) { dshift[bb * c + ch] = a_dz; dscale[bb * c + ch] = a_dzu; }
         sdu[bb * c + ch] = a_du; sdux[bb * c + ch] = a_dux;
         s1 += (double)a_du * gamma[ch]; s2 += (double)a_dux * gamma[ch];
       }
@@ -458,8 +465,12 @@ static int gn_silu_bwd(int nparam, void **params, int *ndims, int64_t **shapes) 
   return 0;
 }
 
-extern "C" int GroupNormSiluFwd(AOT_ARGS) { return gn_silu_fwd(n, p, nd, sh); }
-extern "C" int GroupNormSiluBwd(AOT_ARGS) { return gn_silu_bwd(n, p, nd, sh); }
+extern "C" int GroupNormSiluFwd(AOT_ARGS) { return gn_silu_fwd<5, true>(n, p, nd, sh); }
+extern "C" int GroupNormSiluFwd_eps6(AOT_ARGS) { return gn_silu_fwd<6, true>(n, p, nd, sh); }
+extern "C" int GroupNormSiluBwd(AOT_ARGS) { return gn_silu_bwd<true>(n, p, nd, sh); }
+extern "C" int GroupNormSiluPlainFwd_eps5(AOT_ARGS) { return gn_silu_fwd<5, false>(n, p, nd, sh); }
+extern "C" int GroupNormSiluPlainFwd_eps6(AOT_ARGS) { return gn_silu_fwd<6, false>(n, p, nd, sh); }
+extern "C" int GroupNormSiluPlainBwd(AOT_ARGS) { return gn_silu_bwd<false>(n, p, nd, sh); }
 
 // ---------------------------------------------------------------------------------------------
 // Batched matrix product over the leading dimensions, a^(T) . b^(T), as used by attention.

@@ -1,10 +1,11 @@
 """Denoisers: pure `nn.Cell`s, images and timesteps (and labels) in, a tensor of the image's shape out.
 `build_model(model_config)` builds the backbone a config names; every caller goes through it."""
+from ddpm_ms.models.ddpm_unet import DDPMUNet
 from ddpm_ms.models.dit import DiT
 from ddpm_ms.models.layers import Conv2d
 from ddpm_ms.models.unet import UNet, count_parameters
 
-BACKBONES = {"unet": UNet, "dit": DiT}  # ModelConfig.arch -> the Cell it builds (config.ARCHS lists the same names)
+BACKBONES = {"unet": UNet, "dit": DiT, "ddpm_unet": DDPMUNet}  # ModelConfig.arch -> the Cell it builds (config.ARCHS lists the same names)
 
 
 def build_model(model_config):
@@ -15,4 +16,4 @@ def build_model(model_config):
     return BACKBONES[model_config.arch](model_config)
 
 
-__all__ = ["BACKBONES", "Conv2d", "DiT", "UNet", "build_model", "count_parameters"]
+__all__ = ["BACKBONES", "Conv2d", "DDPMUNet", "DiT", "UNet", "build_model", "count_parameters"]

@@ -138,7 +138,8 @@ class GroupNorm(nn.GroupNorm):
         super().__init__(num_groups, num_channels, eps=eps)
         self.formulation = kernels_or_native(formulation, supported=eps in (1e-5, 1e-6))
         self._aot = kernels.group_norm_op(eps) if self.formulation == "aot" else None
-        self._fused = kernels.group_norm_silu_op() if self.formulation == "aot" and eps == 1e-5 else None
+        self._fused = kernels.group_norm_silu_op(eps) if self.formulation == "aot" else None
+        self._fused_plain = kernels.group_norm_silu_plain_op(eps) if self.formulation == "aot" else None
 
     def construct(self, x):
         if self.formulation == "aot":
@@ -153,6 +154,13 @@ class GroupNorm(nn.GroupNorm):
             return self._fused(x.reshape(b, self.num_groups, -1), self.gamma, self.beta,
                                scale.reshape(b, c), shift.reshape(b, c))[0].reshape(x.shape)
         return ops.silu(self.construct(x) * (scale + 1) + shift)
+
+    def silu(self, x):
+        """SiLU(GroupNorm(x)) (the DDPM U-Net's "norm -> SiLU"); one pass over x with the C++ kernel."""
+        if self._fused_plain is not None:
+            return self._fused_plain(x.reshape(x.shape[0], self.num_groups, -1), self.gamma, self.beta)[0] \
+                .reshape(x.shape)
+        return ops.silu(self.construct(x))
 
 
 class Dense(nn.Dense):

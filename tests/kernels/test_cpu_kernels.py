@@ -7,7 +7,7 @@ from mindspore import ops
 
 from ddpm_ms import kernels
 from ddpm_ms.config import ModelConfig
-from ddpm_ms.models import DiT, UNet
+from ddpm_ms.models import DDPMUNet, DiT, UNet
 from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, GatedResidual, Gelu, GroupNorm, LayerNorm,
                                    PackedSelfAttention, PatchEmbed, Softmax, UpsampleNearest2x)
 
@@ -120,10 +120,39 @@ class _Modulated(ms.nn.Cell):
         return self.norm.modulated_silu(x, scale, shift)
 
 
+class _NormSilu(ms.nn.Cell):
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
+
+    def construct(self, x):
+        return self.norm.silu(x)
+
+
+@pytest.mark.parametrize("eps", [1e-5, 1e-6])
 @pytest.mark.parametrize("groups,channels", [(1, 6), (4, 8)])
-def test_fused_group_norm_modulation_silu_matches_native(groups, channels, rng):
-    native = _Modulated(GroupNorm(groups, channels, formulation="native"))
-    aot = _Modulated(GroupNorm(groups, channels, formulation="aot"))
+def test_fused_group_norm_silu_matches_native(groups, channels, eps, rng):
+    native = _NormSilu(GroupNorm(groups, channels, eps=eps, formulation="native"))
+    aot = _NormSilu(GroupNorm(groups, channels, eps=eps, formulation="aot"))
+    assert aot.norm._fused_plain is not None
+    for p in native.get_parameters():
+        p.set_data(ms.Tensor(rng.standard_normal(p.shape, dtype=np.float32)))
+    _copy_parameters(native, aot)
+    x = ms.Tensor(1 + 2 * rng.standard_normal((3, channels, 5, 4), dtype=np.float32))
+    _assert_agree(_outputs_and_grads(native, x), _outputs_and_grads(aot, x))
+    # the kernel uses its own eps: on a group of spread 1e-3, 1e-5 and 1e-6 give different outputs
+    flat = ms.Tensor(1 + 1e-3 * rng.standard_normal((3, channels, 5, 4), dtype=np.float32))
+    np.testing.assert_allclose(aot(flat).asnumpy(), native(flat).asnumpy(), rtol=1e-3, atol=1e-3)
+    other = _NormSilu(GroupNorm(groups, channels, eps=1e-5 if eps == 1e-6 else 1e-6, formulation="native"))
+    _copy_parameters(native, other)
+    assert np.abs(other(flat).asnumpy() - native(flat).asnumpy()).max() > 0.05
+
+
+@pytest.mark.parametrize("eps", [1e-5, 1e-6])
+@pytest.mark.parametrize("groups,channels", [(1, 6), (4, 8)])
+def test_fused_group_norm_modulation_silu_matches_native(groups, channels, eps, rng):
+    native = _Modulated(GroupNorm(groups, channels, eps=eps, formulation="native"))
+    aot = _Modulated(GroupNorm(groups, channels, eps=eps, formulation="aot"))
     for p in native.get_parameters():
         p.set_data(ms.Tensor(rng.standard_normal(p.shape, dtype=np.float32)))
     _copy_parameters(native, aot)
@@ -307,6 +336,38 @@ def test_unet_with_kernels_matches_pure_mindspore_in_graph_mode(monkeypatch, rng
 
     _assert_agree(_outputs_and_grads(WithTime(reference), x, jit=True),
                   _outputs_and_grads(WithTime(fast), x, jit=True), rtol=1e-3, atol=1e-4)
+
+
+def _ddpm_unet(formulation, monkeypatch):
+    monkeypatch.setenv("DDPM_MS_KERNELS", formulation)
+    return DDPMUNet(ModelConfig(arch="ddpm_unet", image_size=(8, 8), channels=2, dim=8, dim_mults=(1, 2),
+                                num_res_blocks=1, attn_resolutions=(4,), resnet_groups=4, attn_heads=2,
+                                num_classes=3))
+
+
+def test_ddpm_unet_with_kernels_matches_pure_mindspore_in_graph_mode(monkeypatch, rng):
+    """Every layer of the DDPM U-Net has a kernel on CPU (no im2col or native fallback), and the
+    model agrees with its native formulation in outputs and gradients."""
+    reference, fast = _ddpm_unet("native", monkeypatch), _ddpm_unet("aot", monkeypatch)
+    kinds = {cell.formulation for _, cell in fast.cells_and_names() if hasattr(cell, "formulation")}
+    assert kinds == {"aot"}, kinds
+    assert "aot" not in {c.formulation for _, c in reference.cells_and_names() if hasattr(c, "formulation")}
+    for p in reference.trainable_params():  # away from the zero-initialised layers, so that every layer counts
+        p.set_data(ms.Tensor(rng.normal(0, 0.3, p.shape).astype(np.float32)))
+    _copy_parameters(reference, fast)
+    x = ms.Tensor(rng.standard_normal((3, 2, 8, 8), dtype=np.float32))
+    t, y = ms.Tensor(np.array([1, 400, 999], np.int32)), ms.Tensor(np.array([0, 3, 2], np.int32))
+
+    class WithTime(ms.nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, x):
+            return self.net(x, t, y)
+
+    _assert_agree(_outputs_and_grads(WithTime(reference), x, jit=True),
+                  _outputs_and_grads(WithTime(fast), x, jit=True), rtol=1e-3, atol=1e-3)
 
 
 def test_unknown_formulation_in_the_environment_is_named(monkeypatch):
