@@ -35,11 +35,12 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--model", metavar="DIR_OR_NAME", help="a pipeline directory or a shipped pipeline's name")
     src.add_argument("--run", type=Path, help="run directory: its config.json and latest checkpoint")
     src.add_argument("--ckpt", type=Path, help="a checkpoint inside a run directory")
-    src.add_argument("--npz", type=Path, help="score images made elsewhere: uint8 N x 28 x 28 [x 1] under arr_0 "
+    src.add_argument("--npz", type=Path, help="score images made elsewhere: uint8 N x 28 x 28 [x 1] (cifar10: "
+                     "N x 32 x 32 x 3 or N x 3 x 32 x 32) under arr_0 "
                      "(and, if they were drawn for classes, those N classes under labels)")
     src.add_argument("--report", type=Path, metavar="RUN",
                      help="print a run's eval.jsonl as a Markdown table (nothing is sampled)")
-    p.add_argument("--data", choices=["fashion_mnist", "mnist"],
+    p.add_argument("--data", choices=["fashion_mnist", "mnist", "cifar10"],
                    help="which classifier and test set (default: the run's data set; required with --npz)")
     p.add_argument("--data-root", type=Path, help="folder with the data set's IDX files (default: embedded copy)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, help="default dpm++ (DPM-Solver++ 2M); dpm++sde: its SDE form")
@@ -194,12 +195,12 @@ def run(args) -> int:
     from ddpm_ms.config import Config
     from ddpm_ms.files import append_jsonl
     from ddpm_ms.device import machine, select_device
-    from ddpm_ms.metrics.evaluation import (FeatureExtractor, Reference, class_fid_floor, fid_floor, sample_and_score,
-                                            score_images)
+    from ddpm_ms.metrics.evaluation import (SUPPORTED_DATA, FeatureExtractor, MetricsUnavailable, Reference,
+                                            class_fid_floor, crop_margin, fid_floor, sample_and_score, score_images)
     from ddpm_ms.metrics.classifier import NUM_CLASSES
 
     if args.npz is not None and args.data is None:
-        raise ValueError("--npz needs --data fashion_mnist|mnist: which classifier and test set to score against")
+        raise ValueError("--npz needs --data fashion_mnist|mnist|cifar10: which classifier and test set to score against")
     model_only = {"--sampler": args.sampler, "--steps": args.steps, "--spacing": args.spacing,
                   "--timesteps": args.timesteps,
                   "--lambda-min-clipped": args.lambda_min_clipped, "--solver-order": args.solver_order,
@@ -253,9 +254,10 @@ def run(args) -> int:
     # A run's own data folder holds its test split too (MNIST is not embedded).
     run_root = Config.load(run_dir).data.root if run_dir is not None and (run_dir / "config.json").is_file() else None
     data_root = args.data_root or (run_root if data == pipe.dataset else None)
-    if pipe.image_shape != (1, 28, 28):
-        raise ValueError(f"{pipe.source} makes {pipe.image_shape[0]}-channel {pipe.image_shape[1]}x{pipe.image_shape[2]} "
-                         "images; FID here needs 28x28 grayscale (fashion_mnist, mnist)")
+    if data not in SUPPORTED_DATA:
+        raise MetricsUnavailable(f"{pipe.source} learnt {data or 'an unnamed data set'}; FID here is measured for "
+                                 f"{', '.join(SUPPORTED_DATA)} (--data names one of them)")
+    crop_margin(pipe.image_shape, data)  # a model of another image shape stops here, before any work
     for flag, value in (("--guidance-scale", args.guidance_scale), ("--guidance-rescale", args.guidance_rescale),
                         ("--guidance-interval", args.guidance_interval), ("--class-label", args.class_label)):
         if value is not None and not pipe.num_classes:

@@ -1,4 +1,4 @@
-"""python scripts/train_classifier.py --data fashion_mnist|mnist: train the FID feature extractor.
+"""python scripts/train_classifier.py --data fashion_mnist|mnist|cifar10: train the FID feature extractor.
 
 Writes <data>_classifier.ckpt (atomically) and a JSON beside it with the test accuracy, the command
 and the time it took, into $DDPM_MS_CLASSIFIER_DIR or else ./classifiers/: never into the package.
@@ -28,8 +28,9 @@ def default_out(data: str) -> Path:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_classifier.py", description="Train the FID feature classifier.")
-    p.add_argument("--data", required=True, choices=["fashion_mnist", "mnist"])
-    p.add_argument("--root", type=Path, help="folder with the IDX files (default: the embedded copy)")
+    p.add_argument("--data", required=True, choices=["fashion_mnist", "mnist", "cifar10"])
+    p.add_argument("--root", type=Path, help="folder with the IDX files or CIFAR-10's binary archive (default: the "
+                   "data root's copy)")
     p.add_argument("--epochs", type=positive_int, default=4)
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--lr", type=positive_float, default=2e-3)
@@ -59,23 +60,30 @@ def main(argv=None) -> int:
     from mindspore import nn, ops
     from tqdm.auto import tqdm
 
-    from ddpm_ms.data import DataError, idx_dataset
+    from ddpm_ms.data import DataError, cifar10_dataset, idx_dataset
     from ddpm_ms.device import select_device
     from ddpm_ms.files import atomic_write
     from ddpm_ms.metrics.classifier import FeatureClassifier
+    from ddpm_ms.metrics.evaluation import IMAGE_SHAPES
 
     select_device("auto")
     ms.set_seed(args.seed)
     ds.config.set_seed(args.seed)
     try:
-        train = idx_dataset(args.data, args.root, args.batch_size, "train", shuffle=True, with_labels=True)
-        test = idx_dataset(args.data, args.root, 500, "test", shuffle=False, with_labels=True)
+        if args.data == "cifar10":
+            train = cifar10_dataset(args.root, args.batch_size, "train", shuffle=True, random_flip=True,
+                                    with_labels=True)
+            test = cifar10_dataset(args.root, 500, "test", shuffle=False, random_flip=False, with_labels=True)
+        else:
+            train = idx_dataset(args.data, args.root, args.batch_size, "train", shuffle=True, with_labels=True)
+            test = idx_dataset(args.data, args.root, 500, "test", shuffle=False, with_labels=True)
     except DataError as e:
         print(f"error: {e.for_flag('--root')}", file=sys.stderr)
         return 2
     from ddpm_ms.training.optim import WarmupSchedule
 
-    model = FeatureClassifier()
+    channels, size, _ = IMAGE_SHAPES[args.data]
+    model = FeatureClassifier(in_channels=channels, image_size=size)
     per_epoch = train.get_dataset_size()
     total = min(args.epochs * per_epoch, args.max_steps or args.epochs * per_epoch)
     # Cosine decay to 0 after a short warm-up: a constant rate fell short of the target (docs/evaluation.md).

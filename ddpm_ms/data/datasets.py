@@ -18,6 +18,7 @@ import mindspore.dataset.vision as vision
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ddpm_ms.data import cifar10
 from ddpm_ms.data.paths import DATA_ENV, DEFAULT_ROOTS, FOLDERS
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -29,6 +30,7 @@ CLASS_NAMES = {
     "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                       "Ankle boot"),
     "mnist": tuple("0123456789"),
+    "cifar10": cifar10.CLASSES,
 }
 
 
@@ -118,6 +120,18 @@ def idx_dataset(name: str, root=None, batch_size=32, split="train", shuffle=True
     return _finish(dataset, batch_size, random_flip, num_workers, ["image", "label"] if with_labels else ["image"], 1)
 
 
+def cifar10_dataset(root=None, batch_size=128, split="train", shuffle=True, random_flip=True, num_workers=2,
+                    with_labels=False, num_shards=None, shard_id=None):
+    """Batched pipeline over CIFAR-10 (the binary archive or a folder per class, see data/cifar10.py);
+    columns "image" (3, 32, 32) in [-1, 1] (and "label")."""
+    root = DEFAULT_ROOTS["cifar10"] if root is None else Path(root)
+    dataset = cifar10.cifar10_source(root, split, shuffle, num_shards, shard_id)
+    if dataset.get_dataset_size() < batch_size:
+        raise DataError(f"cifar10 {split} in {root} has {dataset.get_dataset_size()} images, fewer than one batch "
+                        f"of {batch_size}")
+    return _finish(dataset, batch_size, random_flip, num_workers, ["image", "label"] if with_labels else ["image"], 3)
+
+
 def scan_image_folder(root=None, strict: bool = False) -> list[Path]:
     """Every decodable image under `root` (default: the embedded cats), sorted. A file with an image
     extension that does not decode is named in a warning and left out (an error when strict)."""
@@ -198,6 +212,12 @@ def build_dataset(data_cfg, model_cfg, batch_size, shuffle=True):
         return idx_dataset(data_cfg.dataset, data_cfg.root, batch_size, shuffle=shuffle,
                            random_flip=data_cfg.random_flip, num_workers=data_cfg.num_workers,
                            with_labels=bool(num_classes), pad=int(data_cfg.pad))
+    if data_cfg.dataset == "cifar10":
+        if tuple(model_cfg.image_size) != (32, 32) or model_cfg.channels != 3:
+            raise ValueError(f"cifar10 images are 32x32 RGB; the model is configured for {model_cfg.image_size} with "
+                             f"{model_cfg.channels} channels: start from --preset cifar10")
+        return cifar10_dataset(data_cfg.root, batch_size, shuffle=shuffle, random_flip=data_cfg.random_flip,
+                               num_workers=data_cfg.num_workers, with_labels=bool(model_cfg.num_classes))
     return image_folder_dataset(data_cfg.root, model_cfg.image_size, model_cfg.channels, batch_size,
                                 shuffle=shuffle, random_flip=data_cfg.random_flip,
                                 num_workers=data_cfg.num_workers, strict=data_cfg.strict,

@@ -1,10 +1,13 @@
-"""Download Fashion-MNIST or MNIST from the official mirrors and verify their md5s.
+"""Download Fashion-MNIST, MNIST or CIFAR-10 from the official sites and verify their md5s.
 
     python -m ddpm_ms.data.download fashion-mnist --to data/fashion-mnist
     python -m ddpm_ms.data.download mnist --to data/mnist
+    python -m ddpm_ms.data.download cifar10 --to data/cifar10
 
-A file is written under a temporary name and moved into place only once its md5 matches.
-Never used by the tests, which read local copies.
+A file is written under a temporary name and moved into place only once its md5 matches. CIFAR-10
+is the binary version (162 MB): its archive is checked, then only the regular files of its
+cifar-10-batches-bin/ folder are extracted (no other path in the archive is written), and the
+archive is deleted. Never used by the tests, which write their own files.
 """
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ import argparse
 import hashlib
 import os
 import sys
+import tarfile
 import urllib.request
 from pathlib import Path
 
-from ddpm_ms.data.paths import OFFICIAL
+from ddpm_ms.data.paths import ARCHIVES, OFFICIAL
 
 
 def md5(path: Path) -> str:
@@ -26,9 +30,58 @@ def md5(path: Path) -> str:
     return h.hexdigest()
 
 
+def fetch(url: str, dest: Path, expected_md5: str, timeout: float = 60.0) -> Path:
+    """`url` into `dest`, through a temporary file moved into place once its md5 is `expected_md5`."""
+    tmp = dest.with_name(f".{dest.name}.part")
+    print(f"fetching {url}")
+    with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
+        while chunk := resp.read(1 << 20):
+            out.write(chunk)
+    got = md5(tmp)
+    if got != expected_md5:
+        tmp.unlink()
+        raise RuntimeError(f"{dest.name}: md5 {got} does not match the published {expected_md5}; try again later")
+    os.replace(tmp, dest)
+    return dest
+
+
+def extract_folder(archive: Path, folder: str, to: Path) -> list[Path]:
+    """The regular files directly inside `folder` of the tar `archive`, written to to/folder/ (each
+    atomically); every other member, and any path that would leave to/folder/, is ignored."""
+    out_dir = to / folder
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar.getmembers():
+            parent, _, fname = member.name.rpartition("/")
+            if not member.isfile() or parent.strip("./") != folder or not fname or fname.startswith("."):
+                continue
+            dest, tmp = out_dir / fname, out_dir / f".{fname}.part"
+            with tar.extractfile(member) as src, open(tmp, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+            os.replace(tmp, dest)
+            done.append(dest)
+    return done
+
+
+def download_archive(name: str, to: Path, timeout: float = 60.0) -> list[Path]:
+    url, expected, folder = ARCHIVES[name]
+    to.mkdir(parents=True, exist_ok=True)
+    archive = to / url.rsplit("/", 1)[1]
+    if not (archive.is_file() and md5(archive) == expected):
+        fetch(url, archive, expected, timeout)
+    files = extract_folder(archive, folder, to)
+    archive.unlink()
+    print(f"{len(files)} files in {to / folder}")
+    return files
+
+
 def download(name: str, to: Path, timeout: float = 60.0) -> list[Path]:
+    if name in ARCHIVES:
+        return download_archive(name, to, timeout)
     if name not in OFFICIAL:
-        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(OFFICIAL)}")
+        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(OFFICIAL) + sorted(ARCHIVES)}")
     bases, files = OFFICIAL[name]
     to.mkdir(parents=True, exist_ok=True)
     done = []
@@ -61,12 +114,13 @@ def download(name: str, to: Path, timeout: float = 60.0) -> list[Path]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=sorted(OFFICIAL))
-    p.add_argument("--to", type=Path, required=True, help="directory to write the four .gz files to")
+    p.add_argument("name", choices=sorted(OFFICIAL) + sorted(ARCHIVES))
+    p.add_argument("--to", type=Path, required=True,
+                   help="directory to write the files to (the four .gz files; cifar10: cifar-10-batches-bin/)")
     args = p.parse_args(argv)
     try:
         download(args.name, args.to)
-    except OSError as e:
+    except (OSError, RuntimeError, tarfile.TarError) as e:
         print(f"download failed: {e}. Check your internet connection, or copy the files by hand.", file=sys.stderr)
         return 1
     return 0

@@ -16,7 +16,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CHECKOUT = PACKAGE_DIR.parent
 REPO_DATA = CHECKOUT / "data"  # the embedded copies; exists only in a checkout
 # What each data set's folder under the data root is called.
-FOLDERS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "image_folder": "cats"}
+FOLDERS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "cifar10": "cifar10", "image_folder": "cats"}
 
 # name -> (base URLs tried in order: the official site first, then its usual mirror, {file: md5})
 OFFICIAL = {
@@ -32,6 +32,11 @@ OFFICIAL = {
         "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
         "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
     }),
+}
+# name -> (archive URL, its md5, the folder inside it whose files are kept): data sets that come as one archive.
+ARCHIVES = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530",
+                "cifar-10-batches-bin"),
 }
 
 
@@ -56,7 +61,7 @@ def default_root(name: str) -> Path:
     if root is None:
         from ddpm_ms.data.datasets import DataError  # datasets imports this module
 
-        what = "your images" if name == "image_folder" else "its IDX files"
+        what = {"image_folder": "your images", "cifar10": "its binary archive"}.get(name, "its IDX files")
         raise DataError(
             f"{name}: no data folder given and no default one: {DATA_ENV} is not set and ddpm_ms runs from an "
             f"installed package ({PACKAGE_DIR}), not from a checkout with a data/ folder (looked for {REPO_DATA}); "

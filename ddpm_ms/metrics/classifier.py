@@ -1,8 +1,8 @@
-"""The feature extractor for FID on 28x28 grayscale images: a small CNN classifier trained on
-Fashion-MNIST or MNIST (scripts/train_classifier.py). Its penultimate activations are the
-features; its softmax gives the Inception Score and the class histogram.
+"""The feature extractor for FID: a small CNN classifier trained on Fashion-MNIST, MNIST
+(28x28 grayscale) or CIFAR-10 (32x32 RGB) by scripts/train_classifier.py. Its penultimate
+activations are the features; its softmax gives the Inception Score and the class histogram.
 
-Inputs are images in [-1, 1], shaped (B, 1, 28, 28): the range the diffusion model produces.
+Inputs are images in [-1, 1], shaped (B, channels, size, size): the range the diffusion model produces.
 """
 from __future__ import annotations
 
@@ -30,13 +30,16 @@ class _ConvBlock(nn.Cell):
 
 
 class FeatureClassifier(nn.Cell):
-    """28x28x1 -> 32 x 14x14 -> 64 x 7x7 -> flatten, dense -> 128 features (ReLU) -> 10 logits."""
+    """28x28x1 -> 32 x 14x14 -> 64 x 7x7 -> flatten, dense -> 128 features (ReLU) -> 10 logits
+    (for 32x32x3 images: 3 channels in, 64 x 8x8 before the dense layer)."""
 
     def __init__(self, width: int = 32, feature_dim: int = FEATURE_DIM, num_classes: int = NUM_CLASSES,
-                 dropout: float = 0.3):
+                 dropout: float = 0.3, in_channels: int = 1, image_size: int = 28):
         super().__init__()
-        self.block1, self.block2 = _ConvBlock(1, width), _ConvBlock(width, 2 * width)
-        self.hidden = Dense(2 * width * 7 * 7, feature_dim)
+        if image_size % 4:
+            raise ValueError(f"the classifier halves the image twice: its size must divide by 4, got {image_size}")
+        self.block1, self.block2 = _ConvBlock(in_channels, width), _ConvBlock(width, 2 * width)
+        self.hidden = Dense(2 * width * (image_size // 4) ** 2, feature_dim)
         self.dropout = nn.Dropout(p=dropout)
         self.head = Dense(feature_dim, num_classes)
 

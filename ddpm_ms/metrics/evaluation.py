@@ -33,8 +33,9 @@ from ddpm_ms.metrics.scores import class_histogram, inception_score, knn_radii, 
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # the committed classifiers (read only)
 CLASSIFIER_ENV = "DDPM_MS_CLASSIFIER_DIR"  # a folder of <data>_classifier.ckpt looked in before WEIGHTS_DIR
-SUPPORTED_DATA = ("fashion_mnist", "mnist")
-IMAGE_SHAPE = (1, 28, 28)
+IMAGE_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W)
+SUPPORTED_DATA = tuple(IMAGE_SHAPES)
+IMAGE_SHAPE = IMAGE_SHAPES["fashion_mnist"]
 PR_K = 3
 
 
@@ -48,9 +49,8 @@ def classifier_weights(data: str, weights=None) -> Path:
     in the package; an error naming where it looked and the fix when there is none."""
     if data not in SUPPORTED_DATA:
         raise MetricsUnavailable(
-            f"FID here is measured with a classifier trained on 28x28 grayscale {' or '.join(SUPPORTED_DATA)}; "
-            f"there is none for {data!r}. Score such samples with a general-purpose tool from the .npz that "
-            "`sample.py --npz` writes")
+            f"FID here is measured with a classifier trained on {', '.join(SUPPORTED_DATA)}; there is none for "
+            f"{data!r}. Score such samples with a general-purpose tool from the .npz that `sample.py --npz` writes")
     name = f"{data}_classifier.ckpt"
     if weights is not None:
         candidates = [Path(weights) / name if Path(weights).is_dir() else Path(weights)]
@@ -74,28 +74,52 @@ def cache_dir() -> Path:
     return Path(root) / "metrics"
 
 
-def to_uint8_gray(images) -> np.ndarray:
-    """Images as (N, 28, 28) uint8. Accepts float (N, 1, 28, 28) in [-1, 1] (what samplers return)
-    and uint8 (N, 28, 28), (N, 28, 28, 1) or (N, 1, 28, 28) (IDX files, sample.py --npz)."""
+def crop_margin(image_shape, data: str) -> int:
+    """The border to cut from every side of `image_shape` (C, H, W) samples to get `data`'s images: 0
+    when they match, 2 for Fashion-MNIST padded to 32x32 (data.pad); a ValueError naming both otherwise."""
+    want = IMAGE_SHAPES[data]
+    c, h, w = (int(v) for v in image_shape)
+    margin = (h - want[1]) // 2
+    if c == want[0] and h == w and margin >= 0 and h == want[1] + 2 * margin:
+        return margin
+    raise ValueError(f"the model makes {c}-channel {h}x{w} images but {data}'s classifier scores {want[0]}-channel "
+                     f"{want[1]}x{want[2]} ones; score against the data set the model was trained on")
+
+
+def centre_crop(images, margin: int):
+    """Images (N, C, H, W) without `margin` pixels on every side (undoes data.pad)."""
+    return images if not margin else images[:, :, margin:-margin, margin:-margin]
+
+
+def to_uint8_images(images, shape=IMAGE_SHAPE) -> np.ndarray:
+    """Images as (N, C, H, W) uint8 of `shape` (C, H, W). Accepts float (N, C, H, W) in [-1, 1] (what
+    samplers return) and uint8 (N, C, H, W) or (N, H, W, C) (and (N, H, W) when C is 1: IDX files,
+    sample.py --npz)."""
+    c, h, w = shape
     x = np.asarray(images)
     if x.dtype != np.uint8:
-        if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(f"float images must be (N, 1, 28, 28) in [-1, 1], got shape {x.shape}")
+        if x.ndim != 4 or x.shape[1:] != tuple(shape):
+            raise ValueError(f"float images must be (N, {c}, {h}, {w}) in [-1, 1], got shape {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("the images contain NaN or Inf: the model that drew them is broken")
         if x.min() >= 0.0 and x.max() > 0.0:
             raise ValueError("float images are expected in [-1, 1] (what the samplers return), but these have no "
                              "negative values: images in [0, 1] would be scored wrong. Pass x * 2 - 1, or uint8")
         from ddpm_ms.viz import to_uint8
-        return to_uint8(x)[:, 0]
-    if x.ndim == 4 and x.shape[-1] == 1:
-        x = x[..., 0]
-    elif x.ndim == 4 and x.shape[1] == 1:
-        x = x[:, 0]
-    if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE[1:]:
-        raise ValueError(f"uint8 images must be 28x28 grayscale (N, 28, 28[, 1]), got shape {np.asarray(images).shape}"
-                         "; FID here is defined for Fashion-MNIST / MNIST-shaped samples")
+        return to_uint8(x)
+    if x.ndim == 3 and c == 1:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1:] != tuple(shape) and x.shape[1:] == (h, w, c):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1:] != tuple(shape):
+        raise ValueError(f"uint8 images must be {h}x{w} with {c} channel(s), (N, {c}, {h}, {w}) or (N, {h}, {w}, {c}), "
+                         f"got shape {np.asarray(images).shape}")
     return x
+
+
+def to_uint8_gray(images) -> np.ndarray:
+    """Fashion-MNIST / MNIST-shaped images as (N, 28, 28) uint8 (see to_uint8_images)."""
+    return to_uint8_images(images, IMAGE_SHAPE)[:, 0]
 
 
 class FeatureExtractor:
@@ -110,7 +134,8 @@ class FeatureExtractor:
 
         path = classifier_weights(data, weights)
         self.data, self.batch_size, self.fingerprint = data, batch_size, _file_digest(path)
-        self.model = FeatureClassifier()
+        self.shape = IMAGE_SHAPES[data]
+        self.model = FeatureClassifier(in_channels=self.shape[0], image_size=self.shape[1])
         missing, _ = ms.load_param_into_net(self.model, ms.load_checkpoint(str(path)), strict_load=True)
         if missing:
             raise MetricsUnavailable(f"{path} does not fit the classifier (missing {', '.join(missing[:5])}); "
@@ -127,13 +152,13 @@ class FeatureExtractor:
         """(features (N, 128), probabilities (N, 10)), both float32."""
         import mindspore as ms
 
-        x = to_uint8_gray(images).astype(np.float32)[:, None] / 127.5 - 1.0
+        x = to_uint8_images(images, self.shape).astype(np.float32) / 127.5 - 1.0
         features, probs = [], []
         for start in range(0, len(x), self.batch_size):
             batch = x[start:start + self.batch_size]
             n = len(batch)
             if n < self.batch_size:  # pad: one compiled shape for every batch
-                batch = np.concatenate([batch, np.zeros((self.batch_size - n, *IMAGE_SHAPE), np.float32)])
+                batch = np.concatenate([batch, np.zeros((self.batch_size - n, *self.shape), np.float32)])
             f, p = self._forward(ms.Tensor(batch))
             features.append(f.asnumpy()[:n])
             probs.append(p.asnumpy()[:n])
@@ -187,9 +212,19 @@ class Reference:
     def cache_file(data: str, extractor: FeatureExtractor, root=None, split: str = "test") -> Path | None:
         """Where load caches the features: keyed by the classifier and by both files, images and labels
         (None when a file is missing, and load's own error names it)."""
-        from ddpm_ms.data.datasets import DEFAULT_ROOTS, IDX_FILES
+        from ddpm_ms.data.datasets import DEFAULT_ROOTS, IDX_FILES, DataError
 
-        files = [Path(root if root is not None else DEFAULT_ROOTS[data]) / name for name in IDX_FILES[split]]
+        folder = Path(root if root is not None else DEFAULT_ROOTS[data])
+        if data == "cifar10":
+            from ddpm_ms.data import cifar10
+            try:
+                files = cifar10.split_files(folder, split)
+            except DataError:
+                return None
+            if files is None:  # a folder of images: not cached
+                return None
+        else:
+            files = [folder / name for name in IDX_FILES[split]]
         if not all(f.is_file() for f in files):
             return None
         return cache_dir() / f"{data}-{split}-clf{extractor.fingerprint}-data{'-'.join(map(_file_digest, files))}.npz"
@@ -207,7 +242,12 @@ class Reference:
                     return cls(data, split, f["features"], f["labels"])
             except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error):
                 pass  # a damaged cache (or one from before labels were kept) is recomputed below
-        images, labels = load_idx_dataset(data, root, split)
+        if data == "cifar10":
+            from ddpm_ms.data import cifar10
+            from ddpm_ms.data.datasets import DEFAULT_ROOTS
+            images, labels = cifar10.load_arrays(DEFAULT_ROOTS[data] if root is None else root, split)
+        else:
+            images, labels = load_idx_dataset(data, root, split)
         features, _ = extractor(images)
         labels = np.asarray(labels, np.int64)
         if cached is not None:
@@ -270,7 +310,7 @@ def class_scores(features, probs, reference: Reference, labels) -> dict:
 
 
 def score_images(images, extractor: FeatureExtractor, reference: Reference, labels=None) -> dict:
-    """score_features of images in [-1, 1] (N, 1, 28, 28) or uint8 (drawn for classes `labels`)."""
+    """score_features of images in [-1, 1] (N, C, H, W) or uint8 (drawn for classes `labels`)."""
     features, probs = extractor(images)
     return score_features(features, probs, reference, labels)
 
@@ -286,8 +326,12 @@ def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sa
     guidance_rescale, guidance_interval, timestep_spacing, lambda_min_clipped, solver_order) go to
     the pipeline's call: None takes its defaults. class_labels: one class (or "none") for every image
     instead of every class in turn; loss_guidance / guidance_through_model: steer the images (see
-    ddpm_ms.sampling.loss_guidance), recorded by name and scale."""
+    ddpm_ms.sampling.loss_guidance), recorded by name and scale. Samples larger than the data's
+    images by an even margin (a model trained with data.pad) are centre-cropped to the data's size
+    before scoring and returned cropped; the record says "crop": margin."""
     from ddpm_ms.metrics.classifier import NUM_CLASSES
+
+    margin = crop_margin(pipe.image_shape, extractor.data)
 
     class_labels = sampling.pop("class_labels", None)
     steering = {k: sampling.pop(k) for k in ("loss_guidance", "guidance_through_model") if k in sampling}
@@ -304,7 +348,10 @@ def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sa
     # Per-class scores need the model's classes to be the classifier's (a model may hold more), and a class.
     scored_labels = out.labels if (conditional and pipe.num_classes <= NUM_CLASSES
                                    and not np.any(out.labels == pipe.num_classes)) else None
-    record = score_images(out.images, extractor, reference, scored_labels)
+    images = centre_crop(out.images, margin)
+    record = score_images(images, extractor, reference, scored_labels)
+    if margin:
+        record["crop"] = margin
     record.update(sampler=sampler or pipe.sampling.sampler, steps=int(len(out.timesteps)),
                   spacing="custom" if timesteps is not None else scheduler.timestep_spacing)
     if timesteps is not None:
@@ -325,7 +372,7 @@ def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sa
     if conditional:
         record.update(guidance_scale=w, **({"guidance_rescale": phi} if phi else {}),
                       **({"guidance_interval": list(interval)} if interval and w != 1 else {}))
-    return record, out.images, out.labels
+    return record, images, out.labels
 
 
 def fid_floor(extractor: FeatureExtractor, reference: Reference, num: int, root=None) -> float:

@@ -140,14 +140,14 @@ class Trainer:
 
     def _build_evaluator(self):
         """(feature extractor, test-set reference) for FID during training, checked before
-        anything is written: only 28x28 grayscale Fashion-MNIST / MNIST models have one."""
-        from ddpm_ms.metrics.evaluation import FeatureExtractor, MetricsUnavailable, Reference
+        anything is written: Fashion-MNIST / MNIST (also padded) and CIFAR-10 models have one."""
+        from ddpm_ms.metrics.evaluation import SUPPORTED_DATA, FeatureExtractor, MetricsUnavailable, Reference, crop_margin
 
         m, data = self.cfg.model, self.cfg.data
-        if (m.channels, *m.image_size) != (1, 28, 28) or data.dataset not in ("fashion_mnist", "mnist"):
-            raise MetricsUnavailable(f"--eval-every measures FID with a Fashion-MNIST / MNIST classifier; this run "
-                                     f"trains {m.channels}-channel {m.image_size[0]}x{m.image_size[1]} "
-                                     f"{data.dataset} images. Drop --eval-every")
+        if data.dataset not in SUPPORTED_DATA:
+            raise MetricsUnavailable(f"--eval-every measures FID with a classifier of {', '.join(SUPPORTED_DATA)}; this "
+                                     f"run trains on {data.dataset} images. Drop --eval-every")
+        crop_margin((m.channels, *m.image_size), data.dataset)
         extractor = FeatureExtractor(data.dataset, jit=self.jit)
         return extractor, Reference.load(data.dataset, extractor, data.root)
 

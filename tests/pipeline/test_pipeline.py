@@ -18,13 +18,13 @@ from ddpm_ms.models import build_model
 from ddpm_ms.pipeline import DiffusionPipeline, PipelineFileError
 from ddpm_ms.pipeline import files
 from ddpm_ms.training import Trainer
+from tiny_models import TINY
 
 FIXTURE_RUN = Path(__file__).resolve().parents[1] / "fixtures" / "run_v1"
 
 
-TINY_MODELS = {"unet": dict(dim=8, dim_mults=(1, 2)),
-               "dit": dict(arch="dit", patch_size=4, hidden_size=16, depth=1, attn_heads=2)}
-WIDTH_KEY = {"unet": ("dim", 12), "dit": ("hidden_size", 32)}  # a model_config edit the weights no longer fit
+TINY_MODELS = TINY  # one small model of every backbone
+WIDTH_KEY = {"unet": ("dim", 12), "dit": ("hidden_size", 32), "ddpm_unet": ("dim", 12)}  # a model_config edit the weights no longer fit
 
 
 def tiny_config(steps=6, arch="unet"):
@@ -68,7 +68,7 @@ def test_an_exported_pipeline_needs_no_run_and_samples_the_same_images(exported)
     assert sorted(p.name for p in pipe_dir.iterdir()) == ["README.md", "model.safetensors", "model_config.json",
                                                           "scheduler_config.json"]
     pipe = DiffusionPipeline.from_pretrained(pipe_dir)
-    assert pipe.model_config.arch == arch and type(pipe.model).__name__ == {"unet": "UNet", "dit": "DiT"}[arch]
+    assert pipe.model_config.arch == arch and type(pipe.model).__name__ == {"unet": "UNet", "dit": "DiT", "ddpm_unet": "DDPMUNet"}[arch]
     loaded = weights_of(pipe.model)
     assert loaded.keys() == ema.keys()
     assert all(np.array_equal(loaded[k], ema[k]) for k in ema), "the pipeline holds the run's EMA weights bit for bit"
