@@ -5,11 +5,17 @@ in safetensors, model_config.json, scheduler_config.json and a model card (READM
 the data set, the training steps, the newest evaluation of that checkpoint in the run's
 eval.jsonl (FID, its floor and sample count; evaluate.py makes one) and the training command.
 `sample.py --model DIR` and `DiffusionPipeline.from_pretrained(DIR)` need nothing else.
+
+--format mindir also writes DIR/denoiser.mindir: the denoiser as one MindIR graph for MindSpore Lite
+or Ascend inference (MindSpore's own ops, dynamic batch, classifier-free guidance inside for a
+class-conditional model; see ddpm_ms/pipeline/mindir.py), exported in a fresh process.
+`DiffusionPipeline.from_pretrained(DIR, mindir=True)` (or sample.py --model DIR --mindir) samples from it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
                    help="auto (default): the EMA weights when the checkpoint has them, else the raw ones")
     p.add_argument("--command", metavar="TEXT",
                    help="the training command for the model card (default: the one the run recorded, if any)")
+    p.add_argument("--format", default="pipeline", choices=["pipeline", "mindir"],
+                   help="pipeline (default): weights + configs + card; mindir: the same plus denoiser.mindir")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it is a pipeline directory")
     return p
 
@@ -62,6 +70,16 @@ def run(args) -> int:
     info.update(evaluation=evaluation_of(run_dir, pipe.checkpoint_step, pipe.loaded_weights),
                 command=args.command or summary.get("command"), machine=summary.get("machine"))
     out = pipe.save_pretrained(args.to, card=render_card(info), overwrite=args.overwrite)
+    if args.format == "mindir":
+        from ddpm_ms.pipeline.mindir import export_in_subprocess
+
+        try:
+            mindir = export_in_subprocess(out, out)
+        except RuntimeError:
+            shutil.rmtree(out, ignore_errors=True)  # no half-made export is left behind
+            raise
+        print(f"mindir: {mindir} ({mindir.stat().st_size / 1e6:.1f} MB; inputs and guidance: "
+              f"{mindir.with_name('denoiser_mindir.json').name})")
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     fid = info["evaluation"]
     print(f"pipeline: {out} ({size:.1f} MB; {pipe.loaded_weights} weights of {pipe.checkpoint}, step "
@@ -76,6 +94,6 @@ def main(argv=None) -> int:
 
     try:
         return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, CheckpointMismatch, CheckpointUnreadable) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointMismatch, CheckpointUnreadable, RuntimeError) as e:
         print(f"export.py: error: {e}", file=sys.stderr)
         return 2

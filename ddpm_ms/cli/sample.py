@@ -65,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
                           f"no source is given: the shipped {DEFAULT_PRETRAINED!r}")
     src.add_argument("--run", type=Path, help="run directory: its config.json and latest checkpoint")
     src.add_argument("--ckpt", type=Path, help="a checkpoint file inside a run directory")
+    p.add_argument("--mindir", action="store_true",
+                   help="with --model DIR: sample the exported graph DIR/denoiser.mindir (export.py --format mindir)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES,
                    help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M) or dpm++sde (its stochastic "
                         "SDE form); default: the model's sampling.sampler (dpm++ for every preset)")
@@ -132,7 +134,10 @@ def load_pipeline(args, weights: str | None = None):
         raise FileNotFoundError(f"run directory {args.run} does not exist")
     if args.ckpt is not None and not args.ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {args.ckpt} does not exist")
-    pipe = DiffusionPipeline.from_pretrained(source, weights=weights or args.weights)
+    if getattr(args, "mindir", False) and args.model is None:
+        raise UsageError("--mindir samples a pipeline directory's exported graph: give --model DIR")
+    pipe = DiffusionPipeline.from_pretrained(source, weights=weights or args.weights,
+                                             mindir=getattr(args, "mindir", False))
     run_dir = args.run or (pipe.checkpoint.parent.parent if args.ckpt is not None else None)
     return pipe, (run_dir / "samples" if run_dir is not None else Path("samples"))
 

@@ -71,14 +71,17 @@ class DiffusionPipeline:
         return pipe
 
     @classmethod
-    def from_pretrained(cls, path, weights: str = "auto") -> "DiffusionPipeline":
+    def from_pretrained(cls, path, weights: str = "auto", mindir: bool = False) -> "DiffusionPipeline":
         """Load from a pipeline directory, a shipped pipeline's name (see `shipped_pipelines`), a run
         directory (its config.json and newest checkpoint) or a checkpoint inside a run.
         weights: for runs and checkpoints, "auto" (EMA when the checkpoint has it), "ema" or "raw";
-        a pipeline directory holds one set."""
+        a pipeline directory holds one set. mindir: sample a pipeline directory's exported graph
+        (denoiser.mindir, written by export.py --format mindir) instead of building the model."""
         path = Path(path)
         if not path.exists() and str(path) in shipped_pipelines():
             path = PRETRAINED_DIR / str(path)
+        if mindir:
+            return cls._from_mindir(path)
         if files.is_pipeline_dir(path):
             if weights not in ("auto", "ema"):
                 raise ValueError(f"{path} is a pipeline directory: it holds one set of weights (weights='auto')")
@@ -103,6 +106,19 @@ class DiffusionPipeline:
         pipe = cls(model, parts["model_config"], parts["diffusion"], parts["sampling"], parts["dataset"],
                    parts["class_names"], parts["card"], source=str(path))
         pipe.loaded_weights = "pipeline"
+        return pipe
+
+    @classmethod
+    def _from_mindir(cls, path: Path) -> "DiffusionPipeline":
+        from ddpm_ms.pipeline.mindir import MINDIR, MindIRDenoiser
+
+        if not (path / MINDIR).is_file():
+            raise FileNotFoundError(f"{path / MINDIR} does not exist: export the model with scripts/export.py "
+                                    f"--format mindir --to {path}")
+        parts = files.read_pipeline_dir(path)
+        pipe = cls(MindIRDenoiser(path / MINDIR), parts["model_config"], parts["diffusion"], parts["sampling"],
+                   parts["dataset"], parts["class_names"], parts["card"], source=str(path))
+        pipe.loaded_weights = "mindir"
         return pipe
 
     @classmethod

@@ -132,8 +132,12 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     if keep is not None and jump_n_sample > 1 and scheduler.multistep:
         raise ValueError(f"resampling jumps (jump_n_sample > 1) step back, and {type(scheduler).__name__} builds each "
                          "step on the previous ones: inpaint with jumps using the ddpm or ddim sampler")
+    in_graph = getattr(model, "guidance_in_graph", False)  # an exported graph (ddpm_ms.pipeline.mindir) guides itself
+    if in_graph and (float(guidance_rescale) or terms):
+        raise ValueError("an exported MindIR denoiser takes the guidance scale only: sample it without "
+                         "guidance_rescale and loss guidance (or from the pipeline's weights)")
     y = None if labels is None else ms.Tensor(labels)
-    if guided:  # the labels, then "no class", in one batch of twice the size
+    if guided and not in_graph:  # the labels, then "no class", in one batch of twice the size
         y_pair = ms.Tensor(np.concatenate([labels, np.full(shape[0], model.num_classes, np.int32)]))
     normal = noise_generator(seed, stream)
     if x_T is None:
@@ -156,7 +160,7 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
     path = repaint_path(len(steps), jump_length, jump_n_sample) if keep is not None else list(range(len(steps) + 1))
     was_training = model.training
     model.set_train(False)
-    forward = compiled(model) if jit else model
+    forward = compiled(model) if jit and not in_graph else model
     ones = ops.ones((shape[0],), ms.float32)
     w, phi = float(guidance_scale), float(guidance_rescale)
     timestep = [int(t) for t in steps] + [-1]  # the timestep of each grid position; -1: the clean image
@@ -169,13 +173,17 @@ def sample(model, scheduler, shape, num_inference_steps=None, seed=0, trajectory
                 x = _renoise(scheduler, x, t, prev, normal(shape))
                 x0 = None
             else:
-                if guided and lo <= t <= hi:
-                    cond = (y_pair, w) + ((phi,) if phi else ())
+                if in_graph:  # the graph mixes the outputs; w = 1 outside the interval
+                    w_t = w if guided and lo <= t <= hi else 1.0
+                    model_output = forward(x, ones * float(t), *(() if y is None else (y, w_t)))
                 else:
-                    cond = () if y is None else (y,)
-                x, model_output = _guided_output(model, forward, scheduler, x, ones * float(t), t, cond,
-                                                 [term for term in terms if term.applies_at(t)],
-                                                 guidance_through_model, jit)
+                    if guided and lo <= t <= hi:
+                        cond = (y_pair, w) + ((phi,) if phi else ())
+                    else:
+                        cond = () if y is None else (y,)
+                    x, model_output = _guided_output(model, forward, scheduler, x, ones * float(t), t, cond,
+                                                     [term for term in terms if term.applies_at(t)],
+                                                     guidance_through_model, jit)
                 noise = normal(shape) if scheduler.needs_noise(t) else None
                 out = scheduler.step(model_output, t, x, noise=noise)
                 x, x0 = out.prev_sample, out.pred_original_sample
