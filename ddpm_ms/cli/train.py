@@ -122,7 +122,35 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--eval-steps", type=positive_int, help="sampler steps for evaluations (default 20)")
     r.add_argument("--strict-data", action="store_true", help="a corrupt image is an error instead of skipped")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dp = p.add_argument_group("data-parallel training (msrun; training/parallel.py)")
+    dp.add_argument("--workers", type=positive_int,
+                    help="train on N local processes launched with msrun, gradients averaged across them "
+                         "(--batch-size is the global batch; each worker takes batch_size / N)")
+    dp.add_argument("--distributed", action="store_true",
+                    help="this process is one msrun worker: `msrun --worker_num=N --local_worker_num=N --join=True "
+                         "python scripts/train.py --distributed ...` (what --workers runs)")
     return p
+
+
+def _launch(workers: int, argv: list[str], out: Path, resume: bool) -> int:
+    """train.py's own command line, less --workers, on `workers` msrun workers writing `out`."""
+    from ddpm_ms.training.parallel import launch
+
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            rest.append(arg)
+    if not resume and not any(a == "--out" or a.startswith("--out=") for a in rest):
+        rest += ["--out", str(out)]
+    try:
+        return launch(workers, rest, Path(out))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def resume_dir(args) -> Path:
@@ -261,6 +289,10 @@ def main(argv=None) -> int:
         out = resume_dir(args)
     else:
         out = args.out or RUNS / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.workers is not None:
+        if args.distributed:
+            p.error("--workers launches the workers; --distributed is what each of them runs: give one")
+        return _launch(args.workers, sys.argv[1:] if argv is None else list(argv), out, args.resume is not None)
 
     from ddpm_ms.data import DataError
     from ddpm_ms.device import DeviceUnavailable
@@ -270,10 +302,11 @@ def main(argv=None) -> int:
     try:
         command = " ".join(["python scripts/train.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
         trainer = Trainer(cfg, out, progress=not args.no_progress, resume=args.resume is not None, command=command,
-                          init_from=args.init_from)
+                          init_from=args.init_from, distributed=args.distributed)
         start = (f"resuming at step {trainer.step} from {trainer.resumed_from}" if trainer.resumed_from else
                  f"starting from {trainer.initialised_from}" if trainer.initialised_from else "from scratch")
-        print(f"run directory: {trainer.out}  device: {trainer.device}  mode: {cfg.train.mode}  "
+        where = f"worker {trainer.parallel.rank} of {trainer.parallel.world}  " if trainer.parallel else ""
+        print(f"{where}run directory: {out}  device: {trainer.device}  mode: {cfg.train.mode}  "
               f"steps: {trainer.total_steps} ({trainer.steps_per_epoch} per epoch), {start}")
         if trainer.amp_note:
             print(f"note: {trainer.amp_note}")

@@ -107,17 +107,22 @@ def _finish(dataset, batch_size, random_flip, num_workers, columns, channels):
 
 
 def idx_dataset(name: str, root=None, batch_size=32, split="train", shuffle=True, random_flip=False,
-                num_workers=2, with_labels=False, pad=0):
+                num_workers=2, with_labels=False, pad=0, num_shards=None, shard_id=None):
     """Batched pipeline over Fashion-MNIST or MNIST; columns "image" (and "label"). `pad` black
-    pixels are added on every side (2: 32x32 images)."""
+    pixels are added on every side (2: 32x32 images). num_shards / shard_id: this rank's share of
+    each epoch's shuffle (data-parallel training)."""
     images, labels = load_idx_dataset(name, root, split)
     if pad:
         images = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
     if len(images) < batch_size:
         raise DataError(f"{name} {split} has {len(images)} images, fewer than one batch of {batch_size}")
     source = {"image": images[..., None], "label": labels.astype(np.int32)}
-    dataset = ds.NumpySlicesDataset(source, shuffle=shuffle)
+    dataset = ds.NumpySlicesDataset(source, shuffle=shuffle, **_shard(num_shards, shard_id))
     return _finish(dataset, batch_size, random_flip, num_workers, ["image", "label"] if with_labels else ["image"], 1)
+
+
+def _shard(num_shards, shard_id) -> dict:
+    return {"num_shards": num_shards, "shard_id": shard_id} if num_shards else {}
 
 
 def cifar10_dataset(root=None, batch_size=128, split="train", shuffle=True, random_flip=True, num_workers=2,
@@ -175,7 +180,8 @@ class _ImageFiles:
 
 
 def image_folder_dataset(root=None, image_size=(64, 64), channels=3, batch_size=16, shuffle=True,
-                         random_flip=True, num_workers=2, strict=False, min_images_per_epoch=None):
+                         random_flip=True, num_workers=2, strict=False, min_images_per_epoch=None,
+                         num_shards=None, shard_id=None):
     """Batched pipeline over a folder of images; column "image".
 
     A small folder is cycled so that an epoch holds at least `min_images_per_epoch` images
@@ -187,16 +193,17 @@ def image_folder_dataset(root=None, image_size=(64, 64), channels=3, batch_size=
     paths = scan_image_folder(root, strict)
     repeat = max(1, math.ceil((min_images_per_epoch or batch_size) / len(paths)))
     dataset = ds.GeneratorDataset(_ImageFiles(paths, channels, repeat), column_names=["image"], shuffle=shuffle,
-                                  num_parallel_workers=1)
+                                  num_parallel_workers=1, **_shard(num_shards, shard_id))
     # Resize the shorter side so that both sides cover the target, then crop the centre.
     resize = [vision.Resize(max(h, w), vision.Inter.BICUBIC), vision.CenterCrop((h, w))]
     dataset = dataset.map(operations=resize, input_columns=["image"], num_parallel_workers=num_workers)
     return _finish(dataset, batch_size, random_flip, num_workers, ["image"], channels)
 
 
-def build_dataset(data_cfg, model_cfg, batch_size, shuffle=True):
+def build_dataset(data_cfg, model_cfg, batch_size, shuffle=True, num_shards=None, shard_id=None):
     """The training pipeline a config asks for: columns "image", and "label" for a class-conditional
-    model."""
+    model; with num_shards, shard `shard_id` of every epoch (batch_size is this shard's)."""
+    shard = _shard(num_shards, shard_id)
     if data_cfg.dataset in ("fashion_mnist", "mnist"):
         side = 28 + 2 * int(data_cfg.pad)
         if tuple(model_cfg.image_size) != (side, side) or model_cfg.channels != 1:
@@ -211,14 +218,14 @@ def build_dataset(data_cfg, model_cfg, batch_size, shuffle=True):
                              f"{len(CLASS_NAMES[data_cfg.dataset])} (or 0 for an unconditional model)")
         return idx_dataset(data_cfg.dataset, data_cfg.root, batch_size, shuffle=shuffle,
                            random_flip=data_cfg.random_flip, num_workers=data_cfg.num_workers,
-                           with_labels=bool(num_classes), pad=int(data_cfg.pad))
+                           with_labels=bool(num_classes), pad=int(data_cfg.pad), **shard)
     if data_cfg.dataset == "cifar10":
         if tuple(model_cfg.image_size) != (32, 32) or model_cfg.channels != 3:
             raise ValueError(f"cifar10 images are 32x32 RGB; the model is configured for {model_cfg.image_size} with "
                              f"{model_cfg.channels} channels: start from --preset cifar10")
         return cifar10_dataset(data_cfg.root, batch_size, shuffle=shuffle, random_flip=data_cfg.random_flip,
-                               num_workers=data_cfg.num_workers, with_labels=bool(model_cfg.num_classes))
+                               num_workers=data_cfg.num_workers, with_labels=bool(model_cfg.num_classes), **shard)
     return image_folder_dataset(data_cfg.root, model_cfg.image_size, model_cfg.channels, batch_size,
                                 shuffle=shuffle, random_flip=data_cfg.random_flip,
                                 num_workers=data_cfg.num_workers, strict=data_cfg.strict,
-                                min_images_per_epoch=max(batch_size, 256))
+                                min_images_per_epoch=max(batch_size * (num_shards or 1), 256), **shard)

@@ -20,13 +20,15 @@ import numpy as np
 
 from ddpm_ms.files import append_jsonl, atomic_write
 
+MSRUN_LOGS = "msrun"  # the worker logs of a data-parallel run (training/parallel.py), written before the run starts
+
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "grad_norm", "img_per_s", "ema_decay", "elapsed_s", "fid"]
 
 
 def prepare_run_dir(out) -> Path:
     """Create `out`; refuse one that already holds a run, so nothing is overwritten."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != MSRUN_LOGS for p in out.iterdir()):  # msrun's logs come first
         raise FileExistsError(f"{out} already exists and is not empty; choose a new --out, or continue "
                               f"that run with --resume {out} (runs are never overwritten)")
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)

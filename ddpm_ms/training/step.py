@@ -44,7 +44,7 @@ class TrainStep:
     """
 
     def __init__(self, diffusion: nn.Cell, optimizer: nn.Optimizer, grad_accum: int = 1, clip_grad=None,
-                 weight_decay: float = 0.0, loss_scaler=None, jit: bool = True):
+                 weight_decay: float = 0.0, loss_scaler=None, jit: bool = True, parallel=None):
         if grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
         if clip_grad is not None and not clip_grad > 0:
@@ -57,6 +57,10 @@ class TrainStep:
         self.accum = (ms.ParameterTuple(list(self.params)).clone(prefix="accum", init="zeros")
                       if grad_accum > 1 else None)
         self.hyper_map = ops.HyperMap()
+        # Data parallelism (training/parallel.py): the gradients and the loss are averaged across ranks.
+        self.reducer = parallel.grad_reducer(self.params) if parallel is not None else None
+        self.all_reduce = ops.AllReduce() if parallel is not None else None
+        self.world = parallel.world if parallel is not None else 1
         self.micro = ms.jit(self._micro) if jit else self._micro
         self.update = ms.jit(self._update) if jit else self._update
 
@@ -92,6 +96,9 @@ class TrainStep:
         loss, grads = self._grads(*batch)
         if self.accum is not None:
             grads = self.hyper_map(self._add_share, self.accum, grads)
+        if self.reducer is not None:  # before the norm: every rank clips and applies the same mean
+            grads = self.reducer(grads)
+            loss = self.all_reduce(loss) / self.world
         lr = self.optimizer.get_lr()
         norm = global_norm(grads)
         if self.scaler is not None:
@@ -110,5 +117,5 @@ class TrainStep:
 
 def make_train_step(diffusion, optimizer, jit: bool = True, **options) -> TrainStep:
     """A `TrainStep`; options are those of TrainStep (grad_accum, clip_grad, weight_decay,
-    loss_scaler)."""
+    loss_scaler, parallel)."""
     return TrainStep(diffusion, optimizer, jit=jit, **options)

@@ -11,9 +11,12 @@ order and skips the ones already used.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import warnings
@@ -37,6 +40,7 @@ from ddpm_ms.training.ema import EMA
 from ddpm_ms.training.events import Periodic
 from ddpm_ms.training.host_loop import HostLoop, NonFiniteLoss
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer, decoupled_decay
+from ddpm_ms.training.parallel import AnyRank, DataParallel
 from ddpm_ms.training.run_dir import LOG_FIELDS, RunDir, prepare_run_dir
 from ddpm_ms.training.run_dir import truncate_evaluations as _truncate_evaluations  # noqa: F401 (tests import it here)
 from ddpm_ms.training.step import TrainStep, make_train_step
@@ -66,13 +70,17 @@ class Trainer:
     run; the optimizer, step and data start afresh (fine-tuning).
     command: the command line that started the run, kept in summary.json (export.py puts it in the
     model card); a resumed run keeps the one it started with.
+    distributed: this process is one worker of an msrun group (training/parallel.py): it reads its
+    shard, averages gradients with the others, and only rank 0 writes into `out`.
     """
 
     def __init__(self, cfg: Config, out, dataset=None, progress: bool = True, resume: bool = False,
-                 init_from=None, command: str | None = None):
+                 init_from=None, command: str | None = None, distributed: bool = False):
         self.cfg = cfg.validate()
         t = cfg.train
         self.device = select_device(t.device)
+        self.parallel = DataParallel.join() if distributed else None
+        self.is_main = self.parallel is None or self.parallel.is_main
         self.amp_level, self.amp_dtype, self.amp_note = resolve_amp(t.amp, t.amp_dtype, self.device)
         if self.amp_note:
             warnings.warn(self.amp_note, stacklevel=2)
@@ -81,7 +89,13 @@ class Trainer:
         self.progress, self.command = progress, command
         self.jit = t.mode == "graph"
 
-        self.dataset = dataset if dataset is not None else build_dataset(cfg.data, cfg.model, t.batch_size)
+        if dataset is not None:
+            self.dataset = dataset
+        elif self.parallel is not None:
+            self.dataset = build_dataset(cfg.data, cfg.model, self.parallel.local_batch(t.batch_size),
+                                         num_shards=self.parallel.world, shard_id=self.parallel.rank)
+        else:
+            self.dataset = build_dataset(cfg.data, cfg.model, t.batch_size)
         self._check_data_fits()
         self.steps_per_epoch = self.dataset.get_dataset_size() // t.grad_accum
         if self.steps_per_epoch < 1:
@@ -108,17 +122,23 @@ class Trainer:
             self._init_weights(init_from or t.init_from)
         self.ema = (EMA(self.model, self.ema_model, t.ema_decay, t.ema_update_every, t.ema_warmup, jit=self.jit)
                     if self.ema_model is not None else None)
-        self.run = RunDir.existing(out) if resume else RunDir.create(out, cfg)
+        if self.is_main:
+            self.run = RunDir.existing(out) if resume else RunDir.create(out, cfg)
+        else:  # the other ranks write only into a scratch folder of their own (no checkpoints, no grids)
+            self.run = RunDir.create(tempfile.mkdtemp(prefix=f"ddpm_ms-rank{self.parallel.rank}-"), cfg)
+            atexit.register(shutil.rmtree, self.run.path, True)
         self.out = self.run.path
         if resume:
-            self._resume()
+            self._resume(Path(out))
         # All weights are in place: only now compile (a compiled graph keeps the values that
         # set_data replaces afterwards).
         self.train_step: TrainStep = make_train_step(
             self.diffusion, self.optimizer, jit=self.jit, grad_accum=t.grad_accum, clip_grad=t.clip_grad,
-            weight_decay=decoupled_decay(t.optimizer, t.weight_decay), loss_scaler=self.scaler)
+            weight_decay=decoupled_decay(t.optimizer, t.weight_decay), loss_scaler=self.scaler,
+            parallel=self.parallel)
         self.host = HostLoop(self.train_step, self.rng, self.schedule.timesteps, cfg.model.num_classes,
-                             cfg.diffusion.cond_drop_prob, self.ema)
+                             cfg.diffusion.cond_drop_prob, self.ema, parallel=self.parallel, seed=t.seed)
+        self._agree = AnyRank() if self.parallel is not None else None
         self._stop_signal, self._stop_at, self._saved_step = None, None, self.step
 
     # -- set-up -------------------------------------------------------------------------------
@@ -156,6 +176,8 @@ class Trainer:
         so successive figures differ by the model only); appended to the run's eval.jsonl."""
         from ddpm_ms.metrics.evaluation import sample_and_score
 
+        if not self.is_main:  # rank 0 measures; the others go on to the next update
+            return None
         t = self.cfg.train
         extractor, reference = self._evaluator
         record, _, _ = sample_and_score(self.pipeline(), extractor, reference, t.eval_sampler,
@@ -176,16 +198,16 @@ class Trainer:
         self.initialised_from = f"{path} ({info['weights']} weights{labels})"
         self.cfg.train.init_from = str(path)
 
-    def _resume(self):
-        path, saved = ckpt_io.resumable_checkpoint(self.out)
-        before = ckpt_io.saved_config(saved) or Config.load(self.out).to_dict()
+    def _resume(self, out: Path):
+        path, saved = ckpt_io.resumable_checkpoint(out)
+        before = ckpt_io.saved_config(saved) or Config.load(out).to_dict()
         ignore = RESUMABLE_CHANGES + ("train.init_from",)
         if self.cfg.train.lr_schedule == "cosine":  # the run's length is the cosine's horizon
             ignore = tuple(k for k in ignore if k not in ("train.steps", "train.epochs"))
         diffs = ckpt_io.config_differences(before, self.cfg.to_dict(), ignore=ignore)
         if diffs:
             raise ckpt_io.CheckpointMismatch(
-                f"cannot resume {self.out} from {path.name}: the settings differ from the checkpoint's: "
+                f"cannot resume {out} from {path.name}: the settings differ from the checkpoint's: "
                 + "; ".join(diffs) + ". Resume without those flags, or start a new run with --init-from "
                 f"{path} to fine-tune from it.")
         ckpt_io.load_into(self.model, path, "raw", saved)
@@ -203,8 +225,9 @@ class Trainer:
         if "rng" in state:
             self.rng.bit_generator.state = json.loads(state["rng"])
         self.ckpt, self.resumed_from = path, path
-        self.command = self.run.command() or self.command  # the command that started the run
-        self.run.resume_at(self.step, self.cfg)
+        if self.is_main:
+            self.command = self.run.command() or self.command  # the command that started the run
+            self.run.resume_at(self.step, self.cfg)
 
     # -- pictures -----------------------------------------------------------------------------
     @property
@@ -232,7 +255,7 @@ class Trainer:
         n = self.cfg.model.num_classes
         return n if n and self.cfg.train.num_samples >= n else None
 
-    def save_samples(self, name: str) -> Path:
+    def save_samples(self, name: str) -> Path | None:
         images, _ = self.sample_images()
         return viz.save_grid(images, self.run.grid(name), nrow=self.grid_columns)
 
@@ -240,6 +263,8 @@ class Trainer:
         viz.plot_loss(self.out / "log.csv", self.out / "loss.png", f"{self.cfg.preset}: training loss")
 
     def _pictures(self, name):
+        if not self.is_main:  # rank 0 draws the run's pictures
+            return
         self.save_samples(name)
         self._plot_loss()
 
@@ -254,6 +279,9 @@ class Trainer:
     def save(self, name: str | None = None) -> Path:
         """Checkpoint the whole training state (atomically), then drop old step checkpoints."""
         t = self.cfg.train
+        if not self.is_main:  # every rank holds the same weights; rank 0 writes them
+            self._saved_step = self.step
+            return self.ckpt
         name = name or f"step_{self.step:07d}.ckpt"
         self.ckpt = ckpt_io.save_checkpoint(
             self.model, self.out / "checkpoints" / name, self.state(), ema_model=self.ema_model,
@@ -330,7 +358,7 @@ class Trainer:
         self.model.set_train(True)
         with self.run.open_log() as log, bar:
             events = self._events(log, bar)
-            while self.step < self.total_steps and self._stop_signal is None:
+            while self.step < self.total_steps and not self._stopping():
                 tic = time.perf_counter()
                 update = self.host.run(batches, self.step + 1)
                 self.step += 1
@@ -365,6 +393,16 @@ class Trainer:
                 Periodic("grid", t.sample_every, lambda: self._pictures(f"step_{self.step:07d}"), at_end=False,
                          when_stopping=False)]
 
+    def _stopping(self) -> bool:
+        """A signal (or stop_at) has asked to stop; in a data-parallel run, on any rank (all ranks stop
+        after the same update, or the others would wait for it forever)."""
+        local = self._stop_signal is not None
+        if self._agree is None:
+            return local
+        if self._agree(local) and self._stop_signal is None:
+            self._stop_signal = "another worker's signal"
+        return self._stop_signal is not None
+
     def _evaluated_at(self, step) -> bool:
         return self.last_eval is not None and self.last_eval["step"] == step
 
@@ -381,6 +419,8 @@ class Trainer:
         """Final checkpoint, loss curve, the final grid and its denoising GIF, summary.json."""
         t = self.cfg.train
         self.save("final.ckpt")
+        if not self.is_main:
+            return self._write_summary(compile_s)
         self._plot_loss()
         images, trajectory = self.sample_images(trajectory_every=max(1, t.sample_steps // 50))
         viz.save_grid(images, self.run.grid("final"), nrow=self.grid_columns)
@@ -395,6 +435,7 @@ class Trainer:
         log = viz.read_log(self.run.log)
         speeds = log["img_per_s"][log["img_per_s"] > 0] if log else []
         summary = {"preset": self.cfg.preset, "command": self.command, "machine": machine(),
+                   "workers": self.parallel.world if self.parallel is not None else 1,
                    "device": self.device, "mode": t.mode, "amp": self.amp_level,
                    "steps": self.step, "epochs": self.epoch, "parameters": count_parameters(self.model),
                    "batch_size": t.batch_size, "grad_accum": t.grad_accum,
