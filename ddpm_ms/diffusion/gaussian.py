@@ -20,9 +20,12 @@ def forward_noise(sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod, x0, t, noi
 
 
 def huber(pred, target, delta=1.0):
-    """Elementwise Huber (smooth L1) loss, quadratic below `delta`, linear above."""
+    """Elementwise Huber (smooth L1) loss, quadratic below `delta`, linear above: with m = min(err,
+    delta), 0.5 m^2 / delta + (err - m). (No select: the backward of ops.where emits ZerosLikeExt,
+    whose documentation names Ascend only; scripts/check_ops.py.)"""
     err = ops.abs(pred - target)
-    return ops.where(err < delta, 0.5 * err * err / delta, err - 0.5 * delta)
+    m = ops.minimum(err, delta)
+    return 0.5 * m * m / delta + (err - m)
 
 
 class GaussianDiffusion(nn.Cell):

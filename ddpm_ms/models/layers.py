@@ -195,6 +195,25 @@ class Gelu(nn.Cell):
         return ops.gelu(x, approximate="tanh")
 
 
+class ExactGelu(nn.Cell):
+    """GELU without approximation, x (1 + erf(x / sqrt 2)) / 2, computed as `nn.GELU(approximate=False)`
+    computes it, with the derivative written out: MindSpore's own backward of erf emits
+    PowTensorScalar, whose documentation names Ascend only (scripts/check_ops.py)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sqrt2 = ms.Tensor(math.sqrt(2.0), ms.float32)
+        self.inv_sqrt_2pi = 1.0 / math.sqrt(2.0 * math.pi)
+
+    def construct(self, x):
+        return x * (ops.erf(x / self.sqrt2.astype(x.dtype)) + 1.0) * 0.5
+
+    def bprop(self, x, out, dout):
+        cdf = (ops.erf(x / self.sqrt2.astype(x.dtype)) + 1.0) * 0.5
+        pdf = ops.exp(x * x * -0.5) * self.inv_sqrt_2pi
+        return (dout * (cdf + x * pdf),)
+
+
 class PatchEmbed(nn.Cell):
     """Image (b, c, h, w) to tokens (b, n, dim), n = (h / p) (w / p) in row-major order, by a
     patch-size-stride convolution (weight (dim, c, p, p) and bias, PyTorch's initialisation). On CPU

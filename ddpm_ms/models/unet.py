@@ -11,7 +11,8 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ddpm_ms.config import ModelConfig
-from ddpm_ms.models.layers import BatchMatMul, Conv2d, Dense, GroupNorm, SinusoidalTimeEmbedding, Softmax, UpsampleNearest2x
+from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, ExactGelu, GroupNorm, SinusoidalTimeEmbedding, Softmax,
+                                   UpsampleNearest2x)
 
 # Parameter names that fine-tuning across label sets rewrites (ddpm_ms/checkpoint.py): the label
 # table, and the bias of the time MLP's last Dense layer, whose output the label embedding is added to.
@@ -58,12 +59,12 @@ class ConvNextBlock(nn.Cell):
 
     def __init__(self, dim, dim_out, time_emb_dim, mult=2, dropout=0.0):
         super().__init__()
-        self.mlp = nn.SequentialCell(nn.GELU(approximate=False), Dense(time_emb_dim, dim))
+        self.mlp = nn.SequentialCell(ExactGelu(), Dense(time_emb_dim, dim))
         self.ds_conv = Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.net = nn.SequentialCell(
             GroupNorm(1, dim),
             Conv2d(dim, dim_out * mult, 3, padding=1),
-            nn.GELU(approximate=False),
+            ExactGelu(),
             nn.Dropout(p=dropout),
             GroupNorm(1, dim_out * mult),
             Conv2d(dim_out * mult, dim_out, 3, padding=1),
@@ -186,7 +187,7 @@ class UNet(nn.Cell):
 
         self.init_conv = Conv2d(config.channels, init_dim, 7, padding=3)
         self.time_mlp = nn.SequentialCell(
-            SinusoidalTimeEmbedding(dim), Dense(dim, time_dim), nn.GELU(approximate=False),
+            SinusoidalTimeEmbedding(dim), Dense(dim, time_dim), ExactGelu(),
             Dense(time_dim, time_dim))
         self.num_classes = int(config.num_classes)
         if self.num_classes:
