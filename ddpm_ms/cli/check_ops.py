@@ -155,7 +155,7 @@ def worker(arch: str, out_json: Path) -> int:
                            weight_decay=decoupled_decay(t.optimizer, t.weight_decay))
     b = 2
     x = ms.Tensor(np.random.default_rng(0).standard_normal((b, m.channels, *m.image_size)).astype(np.float32))
-    ts = ms.Tensor(np.array([1, 500], np.int32))
+    ts = ms.Tensor(np.array([1, d.timesteps - 1], np.int32))
     y = ms.Tensor(np.array([0, m.num_classes], np.int32)) if m.num_classes else None
     model.set_train(True)
     step.update(*((x, ts, x, y) if y is not None else (x, ts, x)))

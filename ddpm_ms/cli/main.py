@@ -22,12 +22,13 @@ COMMANDS = {
     "train": Command("ddpm_ms.cli.train", "train a diffusion model from a preset (or resume / fine-tune a run)"),
     "sample": Command("ddpm_ms.cli.sample", "draw images from the shipped pipeline, a pipeline directory or a run"),
     "evaluate": Command("ddpm_ms.cli.evaluate", "FID, Inception Score, precision and recall of a model or an .npz"),
-    "export": Command("ddpm_ms.cli.export", "write a pipeline directory (EMA weights, configs, model card) from a run"),
+    "export": Command("ddpm_ms.cli.export", "write a pipeline directory (EMA weights, configs, model card; MindIR) from a run"),
     "bench": Command("ddpm_ms.cli.bench", "measure training and sampling speed and memory"),
     "figures": Command("ddpm_ms.cli.figures", "draw the forward process or the noise schedules"),
     "train-classifier": Command("ddpm_ms.cli.train_classifier", "train the classifier that FID is measured with"),
     "demo": Command("ddpm_ms.cli.demo", "a web page to sample, guide and inpaint with a model (needs .[demo])"),
     "train-text-encoder": Command("ddpm_ms.cli.train_text_encoder", "train the text-image model of --prompt guidance"),
+    "check-ops": Command("ddpm_ms.cli.check_ops", "audit the GPU/Ascend path's primitives against their documented platforms"),
 }
 PROG = "ddpm-ms"
 

@@ -18,11 +18,48 @@ import mindspore as ms
 from mindspore import nn, ops
 
 
+_flat = ops.MultitypeFuncGraph("flat_float32")
+_scaled = ops.MultitypeFuncGraph("scaled")
+_decayed = ops.MultitypeFuncGraph("decayed")
+_HYPER_MAP = ops.HyperMap()
+
+
+@_flat.register("Tensor")
+def _flat_one(g):
+    return g.astype(ms.float32).reshape(-1)
+
+
+@_scaled.register("Tensor", "Tensor")
+def _scaled_one(factor, g):
+    return g * factor.astype(g.dtype)
+
+
+@_decayed.register("Tensor", "Tensor")
+def _decayed_one(keep, p):
+    return ops.assign(p, p * keep)
+
+
+_accumulated = ops.MultitypeFuncGraph("accumulated")
+_zeroed = ops.MultitypeFuncGraph("zeroed")
+
+
+@_accumulated.register("Number", "Tensor", "Tensor")
+def _accumulated_one(share, a, g):
+    return ops.assign_add(a, g * share)
+
+
+@_zeroed.register("Tensor")
+def _zeroed_one(a):
+    return ops.assign(a, ops.zeros_like(a))
+
+
+# HyperMap, not Python loops or comprehensions over the parameters: MindSpore compiles those by
+# recursion, and the 35.7M-parameter DDPM U-Net's few hundred tensors exceed its call-depth limit.
 def global_norm(grads):
     """sqrt of the sum of squares of every gradient, in float32, over one concatenation: a square
     and a sum per parameter tensor are two graph ops each, which on CPU cost more to launch than
     the copy."""
-    flat = ops.cat([g.astype(ms.float32).reshape(-1) for g in grads])
+    flat = ops.cat(_HYPER_MAP(_flat, grads))
     return ops.sqrt(ops.square(flat).sum())
 
 
@@ -30,7 +67,7 @@ def clip_by_norm(grads, norm, max_norm):
     """Every gradient times max_norm / max(norm, max_norm) (`ops.clip_by_global_norm` with the
     norm already known)."""
     factor = max_norm / ops.maximum(norm, max_norm)
-    return tuple(g * factor.astype(g.dtype) for g in grads)
+    return _HYPER_MAP(ops.partial(_scaled, factor), grads)
 
 
 class TrainStep:
@@ -80,16 +117,14 @@ class TrainStep:
 
     def _micro(self, *batch):
         loss, grads = self._grads(*batch)
-        for a, g in zip(self.accum, grads):
-            ops.assign_add(a, g / self.grad_accum)
+        self.hyper_map(ops.partial(_accumulated, 1.0 / self.grad_accum), self.accum, grads)
         return loss
 
     def _apply(self, grads, norm, lr):
         if self.clip_grad is not None:
             grads = clip_by_norm(grads, norm, self.clip_grad)
         if self.weight_decay:
-            for p in self.params:
-                ops.assign(p, p * (1.0 - lr * self.weight_decay))
+            self.hyper_map(ops.partial(_decayed, 1.0 - lr * self.weight_decay), self.params)
         return self.optimizer(grads)
 
     def _update(self, *batch):
@@ -110,8 +145,7 @@ class TrainStep:
             finite = ops.isfinite(norm)
             grads = ops.depend(grads, self._apply(grads, norm, lr))
         if self.accum is not None:  # after the sum was read (side effects keep program order)
-            for a in self.accum:
-                ops.assign(a, ops.zeros_like(a))
+            self.hyper_map(_zeroed, self.accum)
         return loss, norm, lr, finite
 
 

@@ -32,7 +32,7 @@ def test_help_lists_every_command_on_one_line(capsys):
         lines = [line for line in out.splitlines() if line.split()[:1] == [name]]
         assert len(lines) == 1 and command.summary in lines[0], (name, out)
     assert set(COMMANDS) == {"train", "sample", "evaluate", "export", "bench", "figures", "train-classifier", "demo",
-                             "train-text-encoder"}
+                             "train-text-encoder", "check-ops"}
 
 
 @pytest.mark.parametrize("name", [n for n in COMMANDS if n != "export"])
