@@ -69,7 +69,8 @@ class GaussianDiffusion(nn.Cell):
         if self.loss_type == "l1":
             return ops.abs(pred - target)
         if self.loss_type == "l2":
-            return ops.square(pred - target)
+            err = pred - target
+            return err * err  # not ops.square: its backward emits PowTensorScalar, documented Ascend-only
         return huber(pred, target)
 
     def p_losses(self, x0, t, noise, y=None):
