@@ -17,12 +17,12 @@ only; the parameters are the same.
 """
 from __future__ import annotations
 
-import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Zero, initializer
 
 from ddpm_ms.config import ModelConfig
-from ddpm_ms.models.layers import BatchMatMul, Conv2d, Dense, GroupNorm, SinusoidalTimeEmbedding, Softmax
+from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, GroupNorm, SinusoidalTimeEmbedding, Softmax,
+                                   add_label)
 from ddpm_ms.models.unet import Upsample
 
 NORM_EPS = 1e-6  # the paper's TF GroupNorm
@@ -178,9 +178,7 @@ class DDPMUNet(nn.Cell):
     def construct(self, x, t, y=None):
         t_emb = self.time_mlp(t)
         if self.num_classes:
-            if y is None:
-                y = ops.full((x.shape[0],), self.num_classes, dtype=ms.int32)
-            t_emb = t_emb + self.class_emb(y)
+            t_emb = add_label(t_emb, self.class_emb, self.num_classes, y, x.shape[0])
         h = self.init_conv(x)
         skips = [h]
         for unit in self.down:

@@ -20,7 +20,7 @@ from mindspore.common.initializer import Normal, Uniform, XavierUniform, Zero, i
 
 from ddpm_ms.config import ModelConfig
 from ddpm_ms.models.layers import (Dense, GatedResidual, Gelu, LayerNorm, PackedSelfAttention, PatchEmbed,
-                                   SinusoidalTimeEmbedding)
+                                   SinusoidalTimeEmbedding, add_label)
 
 TIME_FREQUENCIES = 256  # width of the timestep's sinusoid before the MLP: DiT's width, the U-Net's sinusoid
 
@@ -151,9 +151,7 @@ class DiT(nn.Cell):
     def construct(self, x, t, y=None):
         c = self.time_mlp(t)
         if self.num_classes:
-            if y is None:
-                y = ops.full((x.shape[0],), self.num_classes, dtype=ms.int32)
-            c = c + self.class_emb(y)
+            c = add_label(c, self.class_emb, self.num_classes, y, x.shape[0])
         tokens = self.x_embedder(x)
         tokens = tokens + self.pos_embed.astype(tokens.dtype)  # stays half precision under O2
         for block in self.blocks:

@@ -131,6 +131,14 @@ class SinusoidalTimeEmbedding(nn.Cell):
         return ops.cat((ops.sin(args), ops.cos(args)), axis=-1)
 
 
+def add_label(t_emb, class_emb, num_classes: int, y, batch: int):
+    """The time embedding plus the class embedding of labels y (None: every image "no class", the label
+    num_classes): how every class-conditional backbone here conditions on its labels."""
+    if y is None:
+        y = ops.full((batch,), num_classes, dtype=ms.int32)
+    return t_emb + class_emb(y)
+
+
 class GroupNorm(nn.GroupNorm):
     """`nn.GroupNorm` (same parameters, gamma and beta) computed by the C++ kernel on CPU."""
 

@@ -7,12 +7,11 @@ A class-conditional U-Net adds a learned embedding of the class label to the tim
 """
 from __future__ import annotations
 
-import mindspore as ms
 from mindspore import nn, ops
 
 from ddpm_ms.config import ModelConfig
 from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, ExactGelu, GroupNorm, SinusoidalTimeEmbedding, Softmax,
-                                   UpsampleNearest2x)
+                                   UpsampleNearest2x, add_label)
 
 # Parameter names that fine-tuning across label sets rewrites (ddpm_ms/checkpoint.py): the label
 # table, and the bias of the time MLP's last Dense layer, whose output the label embedding is added to.
@@ -216,9 +215,7 @@ class UNet(nn.Cell):
     def construct(self, x, t, y=None):
         t_emb = self.time_mlp(t)
         if self.num_classes:
-            if y is None:
-                y = ops.full((x.shape[0],), self.num_classes, dtype=ms.int32)
-            t_emb = t_emb + self.class_emb(y)
+            t_emb = add_label(t_emb, self.class_emb, self.num_classes, y, x.shape[0])
         x = self.init_conv(x)
         r = x
         skips = []

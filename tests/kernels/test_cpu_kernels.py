@@ -44,6 +44,19 @@ def _outputs_and_grads(cell, *inputs, jit=False):
     return (cell(*inputs).asnumpy(), [g.asnumpy() for g in input_grads], [g.asnumpy() for g in param_grads])
 
 
+class _WithTime(ms.nn.Cell):
+    """net(x, t[, y]) as a function of x alone, for the whole-model checks."""
+
+    def __init__(self, net, t, y=None):
+        super().__init__()
+        self.net, self.t, self.y = net, t, y
+
+    def construct(self, x):
+        if self.y is None:
+            return self.net(x, self.t)
+        return self.net(x, self.t, self.y)
+
+
 def _assert_agree(reference, candidate, rtol=1e-4, atol=1e-4):
     (y0, gx0, gp0), (y1, gx1, gp1) = reference, candidate
     assert y0.shape == y1.shape
@@ -294,16 +307,8 @@ def test_dit_with_kernels_matches_pure_mindspore_in_graph_mode(monkeypatch, rng)
     x = ms.Tensor(rng.standard_normal((3, 2, 8, 12), dtype=np.float32))
     t, y = ms.Tensor(np.array([1, 400, 999], np.int32)), ms.Tensor(np.array([0, 3, 2], np.int32))
 
-    class WithTime(ms.nn.Cell):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def construct(self, x):
-            return self.net(x, t, y)
-
-    _assert_agree(_outputs_and_grads(WithTime(reference), x, jit=True),
-                  _outputs_and_grads(WithTime(fast), x, jit=True), rtol=1e-3, atol=1e-4)
+    _assert_agree(_outputs_and_grads(_WithTime(reference, t, y), x, jit=True),
+                  _outputs_and_grads(_WithTime(fast, t, y), x, jit=True), rtol=1e-3, atol=1e-4)
 
 
 def _unet(formulation, monkeypatch):
@@ -324,18 +329,10 @@ def test_unet_with_kernels_matches_pure_mindspore_in_graph_mode(monkeypatch, rng
                                                                                    formulations(reference))
     _copy_parameters(reference, fast)
     x = ms.Tensor(rng.standard_normal((3, 1, 8, 8), dtype=np.float32))
-    t = ms.Tensor(np.array([1, 400, 999], np.int32))
+    t, y = ms.Tensor(np.array([1, 400, 999], np.int32)), None
 
-    class WithTime(ms.nn.Cell):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def construct(self, x):
-            return self.net(x, t)
-
-    _assert_agree(_outputs_and_grads(WithTime(reference), x, jit=True),
-                  _outputs_and_grads(WithTime(fast), x, jit=True), rtol=1e-3, atol=1e-4)
+    _assert_agree(_outputs_and_grads(_WithTime(reference, t, y), x, jit=True),
+                  _outputs_and_grads(_WithTime(fast, t, y), x, jit=True), rtol=1e-3, atol=1e-4)
 
 
 def _ddpm_unet(formulation, monkeypatch):
@@ -358,16 +355,8 @@ def test_ddpm_unet_with_kernels_matches_pure_mindspore_in_graph_mode(monkeypatch
     x = ms.Tensor(rng.standard_normal((3, 2, 8, 8), dtype=np.float32))
     t, y = ms.Tensor(np.array([1, 400, 999], np.int32)), ms.Tensor(np.array([0, 3, 2], np.int32))
 
-    class WithTime(ms.nn.Cell):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def construct(self, x):
-            return self.net(x, t, y)
-
-    _assert_agree(_outputs_and_grads(WithTime(reference), x, jit=True),
-                  _outputs_and_grads(WithTime(fast), x, jit=True), rtol=1e-3, atol=1e-3)
+    _assert_agree(_outputs_and_grads(_WithTime(reference, t, y), x, jit=True),
+                  _outputs_and_grads(_WithTime(fast, t, y), x, jit=True), rtol=1e-3, atol=1e-3)
 
 
 def test_unknown_formulation_in_the_environment_is_named(monkeypatch):
