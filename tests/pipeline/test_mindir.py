@@ -94,3 +94,33 @@ def test_guidance_the_graph_cannot_do_is_named(tmp_path, monkeypatch):
         graph(2, num_inference_steps=3, guidance_rescale=0.7, progress=False)
     with pytest.raises(FileNotFoundError, match="export.py --format mindir"):
         DiffusionPipeline.from_pretrained(tmp_path / "nothing", mindir=True)
+
+
+def test_export_and_sample_commands(tmp_path, capsys):
+    """export.py --format mindir on a run writes the pipeline directory and its graph; sample.py
+    --model DIR --mindir draws from the graph; --mindir without a pipeline directory is one line."""
+    import mindspore.dataset as ds
+
+    from ddpm_ms.cli.export import main as export
+    from ddpm_ms.cli.sample import main as sample
+    from ddpm_ms.config import Config, DataConfig, TrainConfig
+    from ddpm_ms.data import load_idx_dataset
+    from ddpm_ms.training import Trainer
+
+    images, labels = load_idx_dataset("fashion_mnist")
+    data = ds.NumpySlicesDataset({"image": images[:16, None].astype(np.float32) / 127.5 - 1.0,
+                                  "label": labels[:16].astype(np.int32)}, shuffle=False).batch(8, drop_remainder=True)
+    cfg = Config(preset="tiny", model=ModelConfig(**TINY["unet"], image_size=(28, 28), channels=1, num_classes=10),
+                 diffusion=DiffusionConfig(timesteps=50), data=DataConfig(dataset="fashion_mnist"),
+                 train=TrainConfig(batch_size=8, steps=2, save_every=2, num_samples=2, sample_steps=2, device="CPU"),
+                 sampling=SamplingConfig(guidance_scale=2.0))
+    Trainer(cfg, tmp_path / "run", dataset=data, progress=False).fit()
+    out = tmp_path / "model"
+    assert export(["--run", str(tmp_path / "run"), "--to", str(out), "--format", "mindir"]) == 0
+    assert "mindir:" in capsys.readouterr().out and (out / MINDIR).is_file()
+    grid = tmp_path / "grid.png"
+    assert sample(["--model", str(out), "--mindir", "--num", "4", "--steps", "3", "--out", str(grid),
+                   "--no-progress"]) == 0
+    assert grid.is_file()
+    assert sample(["--run", str(tmp_path / "run"), "--mindir", "--no-progress"]) == 2
+    assert "--mindir samples a pipeline directory's exported graph" in capsys.readouterr().err
