@@ -26,11 +26,15 @@ from ddpm_ms.pipeline import DiffusionPipeline  # noqa: E402
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("pipeline", type=Path)
-    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--num", type=int, default=16)
+    p.add_argument("--samplers", nargs="+", default=["dpm++:20", "ddim:10"], metavar="NAME:STEPS",
+                   help="samplers and their steps (default dpm++:20 ddim:10; on CPU both sides run MindSpore's "
+                        "own, slower kernels)")
     args = p.parse_args()
     cell = DiffusionPipeline.from_pretrained(args.pipeline)
     graph = DiffusionPipeline.from_pretrained(args.pipeline, mindir=True)
-    for sampler, steps in (("dpm++", 20), ("ddim", 50), ("ddpm", 250)):
+    for sampler, steps in (item.split(":") for item in args.samplers):
+        steps = int(steps)
         times, images = [], []
         for pipe in (cell, graph):
             tic = time.perf_counter()

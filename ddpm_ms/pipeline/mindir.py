@@ -87,6 +87,7 @@ def export_mindir(pipe, out_dir) -> Path:
     tmp = out_dir / ".denoiser-part"  # ms.export adds ".mindir"
     ms.export(net, *graph_inputs(m), file_name=str(tmp), file_format="MINDIR")
     os.replace(tmp.with_name(tmp.name + ".mindir"), out_dir / MINDIR)
+    (out_dir / MINDIR).chmod(0o644)  # MindSpore writes it owner-read-only; a handed-on file is the user's to manage
     names = ["x", "t"] + (["y", "w"] if m.num_classes else [])
     info = {"inputs": names, "image_shape": [m.channels, *m.image_size], "num_classes": int(m.num_classes),
             "prediction": pipe.diffusion.objective, "timesteps": int(pipe.diffusion.timesteps),
