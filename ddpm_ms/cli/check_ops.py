@@ -232,7 +232,7 @@ def main(argv=None) -> int:
         for graph, prims in graphs.items():
             for name in prims:
                 per_prim.setdefault(name, {}).setdefault(arch, {})[graph] = prims[name]
-    for name, why in EXTRA.items():
+    for name in EXTRA:
         per_prim.setdefault(name, {}).setdefault("data parallel", {})["train"] = 1
     rows = audit(per_prim)
     bad = [r["primitive"] for r in rows if not r["ok"]]
