@@ -43,7 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", choices=["fashion_mnist", "mnist", "cifar10"],
                    help="which classifier and test set (default: the run's data set; required with --npz)")
     p.add_argument("--data-root", type=Path, help="folder with the data set's IDX files (default: embedded copy)")
-    p.add_argument("--sampler", choices=SAMPLER_NAMES, help="default dpm++ (DPM-Solver++ 2M); dpm++sde: its SDE form")
+    p.add_argument("--sampler", choices=SAMPLER_NAMES,
+                   help="default: the model's sampling.sampler (dpm++, DPM-Solver++ 2M, for most presets); "
+                        "dpm++sde: its SDE form")
     p.add_argument("--steps", type=positive_int, help="model calls: default all T for ddpm, 50 ddim, 20 dpm++ and dpm++sde")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
                    help="the sampler's timestep grid (default: trailing for dpm++, leading for the others; "

@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
                    help="with --model DIR: sample the exported graph DIR/denoiser.mindir (export.py --format mindir)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES,
                    help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M) or dpm++sde (its stochastic "
-                        "SDE form); default: the model's sampling.sampler (dpm++ for every preset)")
+                        "SDE form); default: the model's sampling.sampler (dpm++ for most presets)")
     p.add_argument("--steps", type=positive_int,
                    help="model calls: default all T for ddpm, 50 for ddim, 20 for dpm++ and dpm++sde")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
