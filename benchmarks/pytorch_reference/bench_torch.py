@@ -2,6 +2,7 @@
 dit_mnist DiT (dit_torch.py), CPU, 2 threads.
 
     $TORCH_VENV/bin/python benchmarks/pytorch_reference/bench_torch.py [--model unet|dit] [--dim 16] [--seconds 20] [--only train32|train128|sample64]
+        [--compile] [--bf16]
 
 The DiT is class-conditional as its preset is: each step draws labels from the ten classes, 10% of
 them replaced by "no class".
@@ -14,6 +15,9 @@ Measurements (each in its own subprocess, so peak RSS belongs to that measuremen
       ddpm_ms's scripts/bench.py.
   sample_b64: one UNet forward at batch 64 under torch.inference_mode(), t walking down from 999
       (img_per_s = images denoised by one step per second = batch x model calls / s).
+--compile runs the model through torch.compile (default inductor backend; the first step, which
+compiles, is reported as first_step_ms and never timed); --bf16 runs the model and the loss under
+torch.autocast("cpu", dtype=torch.bfloat16), what a PyTorch user turns on for bfloat16 on CPU.
 Each: `--warmup` untimed steps (3), then timed steps until `--seconds` have passed (at least
 `--min-steps`). img_per_s = total images / total timed seconds; also the median step time.
 Prints one JSON object.
@@ -21,6 +25,7 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -78,7 +83,10 @@ def worker(args) -> dict:
         model, n_labels = UNet(model_config(dim=args.dim)), 0
     size = {"dim": args.dim} if args.model == "unet" else {k: DIT_MNIST[k] for k in ("patch_size", "hidden_size", "depth")}
     info = {"model": args.model, **size, "params": count_parameters(model), "batch_size": batch,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "compile": args.compile, "bf16": args.bf16}
+    net = torch.compile(model) if args.compile else model
+    def precision():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
 
     def labels():  # as the preset trains: each label replaced by "no class" with probability 0.1
         if not n_labels:
@@ -101,9 +109,10 @@ def worker(args) -> dict:
             t = torch.randint(0, T, (batch,))
             noise = torch.randn(shape)
             x_t = sqrt_ac[t].view(-1, 1, 1, 1) * x0 + sqrt_1m_ac[t].view(-1, 1, 1, 1) * noise
-            pred = model(x_t, t.float(), labels())
-            loss = F.smooth_l1_loss(pred, noise, reduction="none", beta=1.0).mean(dim=(1, 2, 3))
-            loss = (loss * p2[t]).mean()
+            with precision():
+                pred = net(x_t, t.float(), labels())
+                loss = F.smooth_l1_loss(pred.float(), noise, reduction="none", beta=1.0).mean(dim=(1, 2, 3))
+                loss = (loss * p2[t]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -116,9 +125,9 @@ def worker(args) -> dict:
         state = {"step": T - 1}
 
         def run_once():
-            with torch.inference_mode():
+            with torch.inference_mode(), precision():
                 t = torch.full((batch,), float(state["step"]))
-                out = model(x, t, labels())
+                out = net(x, t, labels())
                 float(out[0, 0, 0, 0])  # touch the result
             state["step"] = state["step"] - 1 if state["step"] > 0 else T - 1
 
@@ -158,6 +167,8 @@ def main():
     ap.add_argument("--min-steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=sorted(TASKS), help="run just one measurement")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -170,7 +181,7 @@ def main():
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--only", task, "--dim", str(args.dim),
                "--model", args.model,
                "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--min-steps", str(args.min_steps),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads)] + ["--compile"] * args.compile + ["--bf16"] * args.bf16
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             out[KEYS[task]] = {"error": f"worker exited with {proc.returncode}",
