@@ -1,7 +1,7 @@
 """How far a sampler on the exported MindIR graph lands from the same sampler on the model Cell.
 
     python scripts/export.py --run RUN --to DIR --format mindir
-    python research/mindir_parity.py DIR [--num 64]
+    python research/mindir_parity.py DIR [--num 16] [--samplers dpm++:20 ddim:10]
 
 Loads DIR twice, as the Cell (MindSpore's native ops, the formulation the graph holds) and as the
 graph (`from_pretrained(DIR, mindir=True)`), draws the same images from the same noise with each

@@ -85,6 +85,7 @@ def worker(args) -> dict:
     info = {"model": args.model, **size, "params": count_parameters(model), "batch_size": batch,
             "threads": torch.get_num_threads(), "compile": args.compile, "bf16": args.bf16}
     net = torch.compile(model) if args.compile else model
+
     def precision():
         return torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
 
