@@ -15,6 +15,28 @@ static int kThreads() {
   return n;
 }
 
+// exp(x) to 1e-7 relative error (Cephes' degree-6 polynomial after reducing x by a multiple of
+// ln 2), written so that the compiler vectorises the loops that call it: std::exp is a library
+// call per element, ten times slower. Arguments are clamped to [-87, 88] (exp(-1000) gives 1.6e-38,
+// not 0); NaN stays NaN.
+static inline float fast_exp(float x) {
+  x = x < -87.f ? -87.f : x;  // ternaries, not std::min/max, which return references and branch
+  x = x > 88.f ? 88.f : x;
+  const float n = std::nearbyint(x * 1.44269504088896341f);  // std::floor would not vectorise
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  const int32_t bits = ((int32_t)n + 127) << 23;  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
 extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha,
                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                           float *C, int64_t ldc);
@@ -284,6 +306,18 @@ extern "C" int GroupNormFwd_eps5(AOT_ARGS) { return group_norm_fwd<5>(n, p, nd, 
 extern "C" int GroupNormFwd_eps6(AOT_ARGS) { return group_norm_fwd<6>(n, p, nd, sh); }
 extern "C" int GroupNormBwd(AOT_ARGS) { return group_norm_bwd(n, p, nd, sh); }
 
+// Softmax of n contiguous values x into y (which may be x), vectorised.
+static void softmax_row(const float *x, float *y, int64_t n) {
+  float m = x[0], z = 0.f;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 1; j < n; ++j) m = x[j] > m ? x[j] : m;
+#pragma omp simd reduction(+ : z)
+  for (int64_t j = 0; j < n; ++j) { const float e = fast_exp(x[j] - m); y[j] = e; z += e; }
+  const float iz = 1.f / z;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) y[j] *= iz;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Softmax over one axis of a tensor viewed as (outer, r, inner): axis -1 has inner = 1.
 // The reduced length r comes from the extra `axis_len` convention: the caller passes the view
@@ -299,20 +333,30 @@ static int softmax_fwd(int nparam, void **params, int *ndims, int64_t **shapes) 
     for (int64_t o = 0; o < outer; ++o) {
       const float *xs = x + o * r * inner; float *ys = y + o * r * inner;
       if (inner == 1) {  // softmax along contiguous memory
-        float m = xs[0];
-        for (int64_t j = 1; j < r; ++j) m = std::max(m, xs[j]);
-        float z = 0.f;
-        for (int64_t j = 0; j < r; ++j) { ys[j] = std::exp(xs[j] - m); z += ys[j]; }
-        const float iz = 1.f / z;
-        for (int64_t j = 0; j < r; ++j) ys[j] *= iz;
+        softmax_row(xs, ys, r);
         continue;
       }
-      for (int64_t i = 0; i < inner; ++i) { mx[i] = xs[i]; sm[i] = 0.f; }
-      for (int64_t j = 1; j < r; ++j) for (int64_t i = 0; i < inner; ++i) mx[i] = std::max(mx[i], xs[j * inner + i]);
-      for (int64_t j = 0; j < r; ++j) for (int64_t i = 0; i < inner; ++i) {
-        float e = std::exp(xs[j * inner + i] - mx[i]); ys[j * inner + i] = e; sm[i] += e; }
-      for (int64_t i = 0; i < inner; ++i) sm[i] = 1.f / sm[i];
-      for (int64_t j = 0; j < r; ++j) for (int64_t i = 0; i < inner; ++i) ys[j * inner + i] *= sm[i];
+      // along a strided axis: every loop runs over the contiguous inner axis, vectorised
+      std::memcpy(mx.data(), xs, sizeof(float) * inner);
+      std::fill(sm.begin(), sm.end(), 0.f);
+      float *m = mx.data(), *z = sm.data();
+      for (int64_t j = 1; j < r; ++j) {
+        const float *xr = xs + j * inner;
+#pragma omp simd
+        for (int64_t i = 0; i < inner; ++i) m[i] = xr[i] > m[i] ? xr[i] : m[i];
+      }
+      for (int64_t j = 0; j < r; ++j) {
+        const float *xr = xs + j * inner; float *yr = ys + j * inner;
+#pragma omp simd
+        for (int64_t i = 0; i < inner; ++i) { const float e = fast_exp(xr[i] - m[i]); yr[i] = e; z[i] += e; }
+      }
+#pragma omp simd
+      for (int64_t i = 0; i < inner; ++i) z[i] = 1.f / z[i];
+      for (int64_t j = 0; j < r; ++j) {
+        float *yr = ys + j * inner;
+#pragma omp simd
+        for (int64_t i = 0; i < inner; ++i) yr[i] *= z[i];
+      }
     }
   }
   return 0;
@@ -390,7 +434,7 @@ extern "C" int Upsample2xBwd(AOT_ARGS) { return upsample2x_bwd(n, p, nd, sh); }
 // ResNet block's "norm -> x * (scale + 1) + shift -> SiLU". x is viewed as (b, g, c/g * spatial),
 // scale and shift are (b, c). Forward outputs: y, mean (b, g), rstd (b, g). Backward recomputes
 // the pre-activation from x and the statistics instead of storing it.
-static inline float sigmoidf(float z) { return 1.f / (1.f + std::exp(-z)); }
+static inline float sigmoidf(float z) { return 1.f / (1.f + fast_exp(-z)); }
 
 // MOD false: SiLU(GroupNorm(x)) alone (the DDPM U-Net's "norm -> SiLU"), without the scale and
 // shift inputs and their gradients.
@@ -414,6 +458,7 @@ static int gn_silu_fwd(int nparam, void **params, int *ndims, int64_t **shapes) 
       const float k = MOD ? 1.f + scale[bb * c + ch] : 1.f, s0 = MOD ? shift[bb * c + ch] : 0.f;
       const float a = r * gamma[ch] * k, sh = (beta[ch] - m * r * gamma[ch]) * k + s0;
       const float *xc = xs + ci * hw; float *yc = y + bg * n + ci * hw;
+#pragma omp simd
       for (int64_t i = 0; i < hw; ++i) { float z = xc[i] * a + sh; yc[i] = z * sigmoidf(z); }
     }
   }
@@ -447,6 +492,7 @@ static int gn_silu_bwd(int nparam, void **params, int *ndims, int64_t **shapes) 
         const float k = MOD ? 1.f + scale[bb * c + ch] : 1.f, sft = MOD ? shift[bb * c + ch] : 0.f;
         const float *xc = xs + ci * hw, *dc = dys + ci * hw; float *duc = du.data() + ci * hw;
         float a_du = 0.f, a_dux = 0.f, a_dz = 0.f, a_dzu = 0.f;
+#pragma omp simd reduction(+ : a_du, a_dux, a_dz, a_dzu)
         for (int64_t i = 0; i < hw; ++i) {
           const float xh = (xc[i] - m) * r, u = xh * gamma[ch] + beta[ch], z = u * k + sft;
           const float sg = sigmoidf(z), dz = dc[i] * sg * (1.f + z * (1.f - sg));
@@ -572,7 +618,8 @@ static constexpr float kGeluC = 0.7978845608028654f, kGeluA = 0.044715f;
 // tanh as a rational function of degree 13/6 on [-9, 9] (Eigen's float tanh): std::tanh is a
 // library call the compiler cannot vectorise, this is a few multiplies.
 static inline float fast_tanh(float x) {
-  x = std::min(9.f, std::max(-9.f, x));
+  x = x < -9.f ? -9.f : x;  // ternaries: std::min/max return references and break vectorisation
+  x = x > 9.f ? 9.f : x;
   const float x2 = x * x;
   float p = -2.76076847742355e-16f;
   p = p * x2 + 2.00018790482477e-13f;
@@ -688,13 +735,7 @@ extern "C" int LayerNormModBwd(AOT_ARGS) { return ln_mod_bwd(n, p, nd, sh); }
 // head, and the attention probabilities p (b, heads, n, n) for the backward pass. Heads are read
 // in place through the row stride, so nothing is sliced or transposed.
 static void softmax_rows(float *s, int64_t rows, int64_t cols) {
-  for (int64_t i = 0; i < rows; ++i) {
-    float *r = s + i * cols, m = r[0], z = 0.f;
-    for (int64_t j = 1; j < cols; ++j) m = std::max(m, r[j]);
-    for (int64_t j = 0; j < cols; ++j) { r[j] = std::exp(r[j] - m); z += r[j]; }
-    const float iz = 1.f / z;
-    for (int64_t j = 0; j < cols; ++j) r[j] *= iz;
-  }
+  for (int64_t i = 0; i < rows; ++i) softmax_row(s + i * cols, s + i * cols, cols);
 }
 
 static int attention_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {

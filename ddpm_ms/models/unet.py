@@ -25,14 +25,13 @@ class Block(nn.Cell):
         super().__init__()
         self.proj = Conv2d(dim, dim_out, 3, padding=1)
         self.norm = GroupNorm(groups, dim_out)
-        self.act = nn.SiLU()
         self.dropout = nn.Dropout(p=dropout)
 
     def construct(self, x, scale=None, shift=None):
         x = self.proj(x)
         if scale is not None:
             return self.dropout(self.norm.modulated_silu(x, scale, shift))
-        return self.dropout(self.act(self.norm(x)))
+        return self.dropout(self.norm.silu(x))
 
 
 class ResnetBlock(nn.Cell):
@@ -117,10 +116,11 @@ class LinearAttention(nn.Cell):
     def construct(self, x):
         b, _, h, w = x.shape
         q, k, v = self.to_qkv(x)
-        q = self.softmax_features(q.reshape(b, self.heads, self.dim_head, h * w)) * self.scale
+        q = self.softmax_features(q.reshape(b, self.heads, self.dim_head, h * w))
         k = self.softmax_pixels(k.reshape(b, self.heads, self.dim_head, h * w))
         v = v.reshape(b, self.heads, self.dim_head, h * w)
-        context = self.matmul_nt(k, v)  # (b, heads, d, e)
+        # the 1/sqrt(d) scale goes on the small (d, e) context, not on q (b, heads, d, pixels)
+        context = self.matmul_nt(k, v) * self.scale  # (b, heads, d, e)
         out = self.matmul_tn(context, q)  # (b, heads, e, n)
         return self.to_out(out.reshape(b, self.hidden, h, w))
 

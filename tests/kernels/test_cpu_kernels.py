@@ -184,6 +184,22 @@ def test_softmax_kernel_matches_native(axis, shape, rng):
     np.testing.assert_allclose(aot(x).asnumpy().sum(axis=axis), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_softmax_kernel_on_extreme_logits_and_nan(axis):
+    """The kernel's own exp (a polynomial, vectorised) against float64 softmax where std::exp's range
+    ends: logits ten thousand apart, at +-88, and a NaN, which must not vanish."""
+    rows = np.array([[0.0, -1e4, 1e4, 3.0], [88.5, -88.5, 87.0, 0.0], [-100.0, -100.0, -100.0, -190.0],
+                     [1.0, np.nan, 2.0, 3.0]], dtype=np.float32)
+    x = rows if axis == -1 else rows.T[None].copy()  # axis 1 of (1, 4, 4): the strided layout
+    out = Softmax(axis, formulation="aot")(ms.Tensor(x)).asnumpy()
+    out = out if axis == -1 else out[0].T
+    finite = rows[:3].astype(np.float64)
+    expected = np.exp(finite - finite.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(out[:3], expected, rtol=1e-6, atol=1e-30)
+    assert np.isnan(out[3]).all()  # as NumPy's and PyTorch's; MindSpore's CPU op keeps it at the NaN alone
+
+
 @pytest.mark.parametrize("ta,tb,a_shape,b_shape", [
     (False, False, (2, 3, 4, 5), (2, 3, 5, 6)),
     (True, False, (2, 3, 5, 4), (2, 3, 5, 6)),
