@@ -36,6 +36,15 @@ def peak_rss_mb() -> float:
     return round(rss / 1024 if sys.platform != "darwin" else rss / 2 ** 20, 1)
 
 
+def rss_mb() -> float | None:
+    """Resident set size of this process now, in MB (Linux; None elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return round(next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024, 1)
+    except (OSError, StopIteration):
+        return None
+
+
 # -- one measurement, in this process ------------------------------------------------------------
 def _build(args):
     import mindspore as ms
@@ -52,13 +61,20 @@ def _build(args):
         cfg.model.dim = args.dim
     ms.set_seed(0)
     model = build_model(cfg.model)
+    precision = {}
+    if args.amp_dtype == "bfloat16":  # as `train.py --amp O1 --amp-dtype bfloat16` runs it
+        from ddpm_ms.training.amp import apply_amp, resolve_amp
+        level, dtype, note = resolve_amp("O1", "bfloat16", device)
+        apply_amp(model, level, dtype, device)
+        precision = {"amp": level, **({"amp_note": note} if note else {})}
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     d = cfg.diffusion
     diffusion = GaussianDiffusion(model, schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k, d.min_snr_gamma)
     m = cfg.model
     shape = {"patch_size": m.patch_size, "hidden_size": m.hidden_size, "depth": m.depth, "heads": m.attn_heads} \
         if m.arch == "dit" else {"dim": m.dim}
-    info = {"device": device, "preset": args.preset, "arch": m.arch, **shape, "params": count_parameters(model)}
+    info = {"device": device, "preset": args.preset, "arch": m.arch, **shape, "params": count_parameters(model),
+            "amp_dtype": args.amp_dtype, **precision, "rss_after_build_mb": rss_mb()}
     return cfg, model, schedule, diffusion, info
 
 
@@ -196,7 +212,14 @@ def _summary(info, times, first, images_per_call, batch_size) -> dict:
             "step_ms_median": round(1000 * float(np.median(times)), 1),
             "calls": len(times), "seconds": round(total, 1),
             "compile_s": round(max(first - float(np.median(times)), 0.0), 1),
-            "peak_rss_mb": peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb(), **_peak_over_build(info)}
+
+
+def _peak_over_build(info) -> dict:
+    """Peak RSS minus RSS after import and model build: the memory the step itself costs (the twin
+    in benchmarks/ reports the same figure)."""
+    base = info.get("rss_after_build_mb")
+    return {"peak_over_build_mb": round(peak_rss_mb() - base, 1)} if base is not None else {}
 
 
 def profile(run_once, out_dir, calls=3) -> dict:
@@ -226,7 +249,7 @@ def profile(run_once, out_dir, calls=3) -> dict:
 def _worker_cmd(args, task, mode, batch_size, sampler=None, variant="default"):
     cmd = [sys.executable, "-m", "ddpm_ms.cli.bench", task, "--worker", "--mode", mode, "--variant", variant,
            "--batch-size", str(batch_size), "--seconds", str(args.seconds), "--preset", args.preset,
-           "--device", args.device, "--warmup", str(args.warmup)]
+           "--device", args.device, "--warmup", str(args.warmup), "--amp-dtype", args.amp_dtype]
     if args.sample_steps:
         cmd += ["--sample-steps", str(args.sample_steps)]
     if args.dim:
@@ -306,6 +329,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="measure this preset instead (default: the --model's)")
     p.add_argument("--dim", type=int, help="override the U-Net preset's model width")
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp-dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: the model's matrix products in bfloat16 as `--amp O1 --amp-dtype bfloat16` "
+                        "trains (on CPU: in the C++ kernels, where the CPU has AVX512-BF16 or AMX)")
     p.add_argument("--profile", metavar="DIR",
                    help="instead of timing, profile 3 calls with MindSpore's profiler into DIR and "
                         "report the share of time per op type")

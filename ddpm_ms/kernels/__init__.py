@@ -105,17 +105,31 @@ def why_unavailable() -> str | None:
     return _state["why"]
 
 
+def cpu_has_bf16() -> bool:
+    """True where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo),
+    so the `bf16=True` kernels run faster than float32 rather than emulating."""
+    flags = _cpu_signature().split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _suffix(bf16: bool) -> str:
+    """Entry-point suffix: "_bf16" kernels round both operands of every matrix product to bfloat16
+    and accumulate in float32 (oneDNN's matmul); inputs, outputs and everything else stay float32."""
+    return "_bf16" if bf16 else ""
+
+
 @lru_cache(maxsize=None)
-def conv2d_op(stride: int, padding: int, bias: bool = False):
+def conv2d_op(stride: int, padding: int, bias: bool = False, bf16: bool = False):
     """`y = op(x, w)` or, with `bias`, `y = op(x, w, b)`: a groups=1 convolution of x (b, c, h, w)
-    with w (o, c, k, k), with its backward pass (input, weight and bias gradients) also in C++."""
+    with w (o, c, k, k), with its backward pass (input, weight and bias gradients) also in C++;
+    with `bf16`, every product of the three in bfloat16."""
     if stride not in STRIDES or padding not in PADDINGS:
         raise ValueError(f"the CPU convolution kernel supports stride {STRIDES} and padding {PADDINGS}, "
                          f"not stride={stride}, padding={padding}")
     from mindspore import ops
 
     lib = _require()
-    tag = f"s{stride}_p{padding}"
+    tag = f"s{stride}_p{padding}{_suffix(bf16)}"
 
     def out_shape(x, w, *bias_shape):
         k = w[2]
@@ -243,16 +257,17 @@ def group_norm_silu_plain_op(eps: float):
 
 
 @lru_cache(maxsize=None)
-def batch_matmul_ops():
+def batch_matmul_ops(bf16: bool = False):
     """(nn, tn, nt): batched products a.b, a^T.b and a.b^T over the leading dimensions, each with
-    its backward expressed through the three."""
+    its backward expressed through the three (in bfloat16 with `bf16`)."""
     from mindspore import ops
 
     lib = _require()
     shape = {"NN": lambda a, b: a[:-1] + [b[-1]],
              "TN": lambda a, b: a[:-2] + [a[-1], b[-1]],
              "NT": lambda a, b: a[:-2] + [a[-2], b[-2]]}
-    raw = {k: ops.Custom(f"{lib}:BatchMatMul{k}", f, _same_dtype, func_type="aot") for k, f in shape.items()}
+    suffix = _suffix(bf16)
+    raw = {k: ops.Custom(f"{lib}:BatchMatMul{k}{suffix}", f, _same_dtype, func_type="aot") for k, f in shape.items()}
 
     def bprop_nn(a, b, out, dout):  # c = a b
         return raw["NT"](dout, b), raw["TN"](a, dout)
@@ -263,23 +278,26 @@ def batch_matmul_ops():
     def bprop_nt(a, b, out, dout):  # c = a b^T, b stored (n, k)
         return raw["NN"](dout, b), raw["TN"](dout, a)
 
-    return tuple(ops.Custom(f"{lib}:BatchMatMul{k}", shape[k], _same_dtype, func_type="aot", bprop=bp)
+    return tuple(ops.Custom(f"{lib}:BatchMatMul{k}{suffix}", shape[k], _same_dtype, func_type="aot", bprop=bp)
                  for k, bp in (("NN", bprop_nn), ("TN", bprop_tn), ("NT", bprop_nt)))
 
 
 @lru_cache(maxsize=None)
-def dense_op():
-    """`y = op(x, w, b)`: x (m, in) . w^T (w: out x in) + b, backward in C++."""
+def dense_op(bf16: bool = False):
+    """`y = op(x, w, b)`: x (m, in) . w^T (w: out x in) + b, backward in C++ (products in bfloat16
+    with `bf16`)."""
     from mindspore import ops
 
     lib = _require()
-    backward = ops.Custom(f"{lib}:DenseBwd", lambda x, w, dy: (x, w, w[:1]), lambda x, w, dy: (x, x, x),
+    suffix = _suffix(bf16)
+    backward = ops.Custom(f"{lib}:DenseBwd{suffix}", lambda x, w, dy: (x, w, w[:1]), lambda x, w, dy: (x, x, x),
                           func_type="aot")
 
     def bprop(x, w, b, out, dout):
         return backward(x, w, dout)
 
-    return ops.Custom(f"{lib}:DenseFwd", lambda x, w, b: [x[0], w[0]], _same_dtype, func_type="aot", bprop=bprop)
+    return ops.Custom(f"{lib}:DenseFwd{suffix}", lambda x, w, b: [x[0], w[0]], _same_dtype, func_type="aot",
+                      bprop=bprop)
 
 
 @lru_cache(maxsize=None)

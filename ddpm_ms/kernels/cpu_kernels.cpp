@@ -3,6 +3,7 @@
 // params holds the inputs then the outputs, all float32, contiguous, row-major.
 #include <cstdint>
 #include <cstring>
+#include <unordered_map>
 #include <vector>
 #include <omp.h>
 #include <algorithm>
@@ -41,28 +42,193 @@ extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_
                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                           float *C, int64_t ldc);
 
-static void im2col(const float *x, int c, int h, int w, int k, int s, int p, int ho, int wo, float *cols) {
+// ---------------------------------------------------------------------------------------------
+// bfloat16 matrix products, for the "_bf16" entry points: operands rounded to bfloat16, products
+// accumulated in float32 by oneDNN's matmul primitive from the same libdnnl.so.3 (the library's
+// BLAS-style API has sgemm only). Declared here from oneDNN 3.x's C API (dnnl.h, dnnl_types.h:
+// stable since 3.0; MindSpore 2.10 ships 3.10), since MindSpore ships the library without headers.
+extern "C" {
+typedef struct dnnl_engine *dnnl_engine_t;
+typedef struct dnnl_stream *dnnl_stream_t;
+typedef struct dnnl_memory_desc *dnnl_memory_desc_t;
+typedef struct dnnl_primitive_desc *dnnl_primitive_desc_t;
+typedef struct dnnl_primitive *dnnl_primitive_t;
+typedef struct dnnl_memory *dnnl_memory_t;
+typedef struct dnnl_primitive_attr *dnnl_primitive_attr_t;
+typedef struct dnnl_post_ops *dnnl_post_ops_t;
+typedef int64_t dnnl_dims_t[12];
+typedef struct { int arg; dnnl_memory_t memory; } dnnl_exec_arg_t;
+int dnnl_engine_create(dnnl_engine_t *engine, int kind, size_t index);
+int dnnl_stream_create(dnnl_stream_t *stream, dnnl_engine_t engine, unsigned flags);
+int dnnl_memory_desc_create_with_strides(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims, int data_type,
+                                         const dnnl_dims_t strides);
+int dnnl_memory_desc_destroy(dnnl_memory_desc_t md);
+int dnnl_primitive_attr_create(dnnl_primitive_attr_t *attr);
+int dnnl_primitive_attr_destroy(dnnl_primitive_attr_t attr);
+int dnnl_post_ops_create(dnnl_post_ops_t *post_ops);
+int dnnl_post_ops_destroy(dnnl_post_ops_t post_ops);
+int dnnl_post_ops_append_sum(dnnl_post_ops_t post_ops, float scale, int32_t zero_point, int data_type);
+int dnnl_primitive_attr_set_post_ops(dnnl_primitive_attr_t attr, dnnl_post_ops_t post_ops);
+int dnnl_matmul_primitive_desc_create(dnnl_primitive_desc_t *pd, dnnl_engine_t engine, dnnl_memory_desc_t src,
+                                      dnnl_memory_desc_t weights, dnnl_memory_desc_t bias, dnnl_memory_desc_t dst,
+                                      dnnl_primitive_attr_t attr);
+int dnnl_primitive_desc_destroy(dnnl_primitive_desc_t pd);
+int dnnl_primitive_create(dnnl_primitive_t *primitive, dnnl_primitive_desc_t pd);
+int dnnl_memory_create(dnnl_memory_t *memory, dnnl_memory_desc_t md, dnnl_engine_t engine, void *handle);
+int dnnl_memory_set_data_handle(dnnl_memory_t memory, void *handle);
+int dnnl_primitive_execute(dnnl_primitive_t primitive, dnnl_stream_t stream, int nargs, const dnnl_exec_arg_t *args);
+}
+enum { kDnnlCpu = 1, kDnnlInOrder = 1, kDnnlBf16 = 2, kDnnlF32 = 3, kArgSrc = 1, kArgDst = 17, kArgWeights = 33 };
+
+typedef uint16_t bf16_t;
+
+// Round to nearest even; NaN stays NaN. Branch-free, so conversion loops vectorise.
+static inline bf16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return (bf16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
+}
+
+// rows x cols of src (row stride ld) times alpha into a contiguous bfloat16 matrix
+static void to_bf16_rows(const float *src, int64_t rows, int64_t cols, int64_t ld, bf16_t *dst, float alpha = 1.f) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float *s = src + i * ld; bf16_t *d = dst + i * cols;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) d[j] = to_bf16(s[j] * alpha);
+  }
+}
+
+// The whole of a contiguous tensor, split over the kernel threads.
+static void to_bf16_all(const float *src, int64_t count, bf16_t *dst) {
+#pragma omp parallel for simd num_threads(kThreads()) schedule(static)
+  for (int64_t i = 0; i < count; ++i) dst[i] = to_bf16(src[i]);
+}
+
+struct MatmulKey {
+  int64_t m, n, k, lda, ldb, ldc;
+  char ta, tb;
+  bool acc;
+  bool operator==(const MatmulKey &o) const {
+    return m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && ta == o.ta &&
+           tb == o.tb && acc == o.acc;
+  }
+};
+struct MatmulKeyHash {
+  size_t operator()(const MatmulKey &key) const {
+    size_t h = 1469598103934665603ull;
+    for (int64_t v : {key.m, key.n, key.k, key.lda, key.ldb, key.ldc, (int64_t)key.ta, (int64_t)key.tb, (int64_t)key.acc})
+      h = (h ^ (size_t)v) * 1099511628211ull;
+    return h;
+  }
+};
+struct Matmul { dnnl_primitive_t prim = nullptr; dnnl_memory_t a = nullptr, b = nullptr, c = nullptr; };
+
+static dnnl_engine_t dnnl_cpu_engine() {
+  static dnnl_engine_t engine = [] { dnnl_engine_t e = nullptr; dnnl_engine_create(&e, kDnnlCpu, 0); return e; }();
+  return engine;
+}
+
+// A primitive (and its three memory objects) per shape and thread: creation JIT-compiles a kernel,
+// execution then only swaps the data pointers. The stream has no thread pool, so each call runs
+// on the calling thread; the kernels parallelise over images or rows themselves, as with sgemm.
+static Matmul *matmul_for(const MatmulKey &key) {
+  thread_local std::unordered_map<MatmulKey, Matmul, MatmulKeyHash> cache;
+  auto it = cache.find(key);
+  if (it != cache.end()) return &it->second;
+  dnnl_engine_t engine = dnnl_cpu_engine();
+  if (!engine) return nullptr;
+  dnnl_dims_t ad = {key.m, key.k}, bd = {key.k, key.n}, cd = {key.m, key.n};
+  dnnl_dims_t as = {key.ta == 'N' ? key.lda : 1, key.ta == 'N' ? 1 : key.lda};
+  dnnl_dims_t bs = {key.tb == 'N' ? key.ldb : 1, key.tb == 'N' ? 1 : key.ldb};
+  dnnl_dims_t cs = {key.ldc, 1};
+  dnnl_memory_desc_t a = nullptr, b = nullptr, c = nullptr;
+  dnnl_primitive_attr_t attr = nullptr;
+  dnnl_post_ops_t post = nullptr;
+  dnnl_primitive_desc_t pd = nullptr;
+  Matmul mm;
+  bool ok = dnnl_memory_desc_create_with_strides(&a, 2, ad, kDnnlBf16, as) == 0 &&
+            dnnl_memory_desc_create_with_strides(&b, 2, bd, kDnnlBf16, bs) == 0 &&
+            dnnl_memory_desc_create_with_strides(&c, 2, cd, kDnnlF32, cs) == 0 &&
+            dnnl_primitive_attr_create(&attr) == 0;
+  if (ok && key.acc)  // C += A B: a sum post-op adds the product to what C holds
+    ok = dnnl_post_ops_create(&post) == 0 && dnnl_post_ops_append_sum(post, 1.f, 0, kDnnlF32) == 0 &&
+         dnnl_primitive_attr_set_post_ops(attr, post) == 0;
+  ok = ok && dnnl_matmul_primitive_desc_create(&pd, engine, a, b, nullptr, c, attr) == 0 &&
+       dnnl_primitive_create(&mm.prim, pd) == 0 && dnnl_memory_create(&mm.a, a, engine, nullptr) == 0 &&
+       dnnl_memory_create(&mm.b, b, engine, nullptr) == 0 && dnnl_memory_create(&mm.c, c, engine, nullptr) == 0;
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (post) dnnl_post_ops_destroy(post);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  for (dnnl_memory_desc_t md : {a, b, c}) if (md) dnnl_memory_desc_destroy(md);
+  if (!ok) return nullptr;
+  return &cache.emplace(key, mm).first->second;
+}
+
+// C (m x n, row stride ldc) = op(A) op(B), or += with acc; op(A) is m x k, stored m x k with row
+// stride lda ('N') or k x m ('T'); likewise B. Returns false where oneDNN refused.
+static bool matmul_bf16(char ta, char tb, int64_t m, int64_t n, int64_t k, const bf16_t *a, int64_t lda,
+                        const bf16_t *b, int64_t ldb, bool acc, float *c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return true;
+  if (k <= 0) {
+    if (!acc) for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
+    return true;
+  }
+  thread_local dnnl_stream_t stream = nullptr;
+  if (!stream && dnnl_stream_create(&stream, dnnl_cpu_engine(), kDnnlInOrder) != 0) return false;
+  Matmul *mm = matmul_for({m, n, k, lda, ldb, ldc, ta, tb, acc});
+  if (!mm) return false;
+  dnnl_memory_set_data_handle(mm->a, const_cast<bf16_t *>(a));
+  dnnl_memory_set_data_handle(mm->b, const_cast<bf16_t *>(b));
+  dnnl_memory_set_data_handle(mm->c, c);
+  const dnnl_exec_arg_t args[3] = {{kArgSrc, mm->a}, {kArgWeights, mm->b}, {kArgDst, mm->c}};
+  return dnnl_primitive_execute(mm->prim, stream, 3, args) == 0;
+}
+
+// sgemm's contract (beta 0 or 1) for float operands: in float32 (BF false) or with both operands
+// rounded to bfloat16 first (alpha folded into A's rounding). Returns false on failure.
+template <bool BF>
+static bool gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                 const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+  if (!BF) return dnnl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0;
+  thread_local std::vector<bf16_t> a16, b16;
+  const int64_t ar = ta == 'N' ? m : k, ac = ta == 'N' ? k : m, br = tb == 'N' ? k : n, bc = tb == 'N' ? n : k;
+  a16.resize((size_t)(ar * ac));
+  b16.resize((size_t)(br * bc));
+  to_bf16_rows(a, ar, ac, lda, a16.data(), alpha);
+  to_bf16_rows(b, br, bc, ldb, b16.data());
+  return matmul_bf16(ta, tb, m, n, k, a16.data(), ac, b16.data(), bc, beta != 0.f, c, ldc);
+}
+
+static inline float as_out(float v, float *) { return v; }
+static inline bf16_t as_out(float v, bf16_t *) { return to_bf16(v); }
+
+// Unfold x (c, h, w) into cols (c k k, ho wo), channel-major like the weight, as float or bfloat16.
+template <typename T>
+static void im2col(const float *x, int c, int h, int w, int k, int s, int p, int ho, int wo, T *cols) {
   for (int ci = 0; ci < c; ++ci)
     for (int ki = 0; ki < k; ++ki)
       for (int kj = 0; kj < k; ++kj) {
-        float *row = cols + ((int64_t)(ci * k + ki) * k + kj) * ho * wo;
+        T *row = cols + ((int64_t)(ci * k + ki) * k + kj) * ho * wo;
         const float *xc = x + (int64_t)ci * h * w;
         for (int oi = 0; oi < ho; ++oi) {
           int ii = oi * s - p + ki;
-          float *r = row + oi * wo;
-          if (ii < 0 || ii >= h) { std::memset(r, 0, sizeof(float) * wo); continue; }
+          T *r = row + oi * wo;
+          if (ii < 0 || ii >= h) { std::memset(r, 0, sizeof(T) * wo); continue; }
           const float *xr = xc + (int64_t)ii * w;
           if (s == 1) {
             int lo = p - kj; // oj >= lo so that jj >= 0
             int j0 = lo > 0 ? lo : 0;
             int j1 = w + p - kj; if (j1 > wo) j1 = wo;  // jj < w
-            for (int oj = 0; oj < j0; ++oj) r[oj] = 0.f;
-            if (j1 > j0) std::memcpy(r + j0, xr + j0 - p + kj, sizeof(float) * (j1 - j0));
-            for (int oj = (j1 > j0 ? j1 : j0); oj < wo; ++oj) r[oj] = 0.f;
+            for (int oj = 0; oj < j0; ++oj) r[oj] = 0;
+            const float *src = xr - p + kj;
+#pragma omp simd
+            for (int oj = j0; oj < j1; ++oj) r[oj] = as_out(src[oj], r);
+            for (int oj = (j1 > j0 ? j1 : j0); oj < wo; ++oj) r[oj] = 0;
           } else {
             for (int oj = 0; oj < wo; ++oj) {
               int jj = oj * s - p + kj;
-              r[oj] = (jj >= 0 && jj < w) ? xr[jj] : 0.f;
+              r[oj] = (jj >= 0 && jj < w) ? as_out(xr[jj], r) : T(0);
             }
           }
         }
@@ -81,6 +247,13 @@ static void col2im(const float *cols, int c, int h, int w, int k, int s, int p, 
           if (ii < 0 || ii >= h) continue;
           const float *r = row + oi * wo;
           float *xr = xc + (int64_t)ii * w;
+          if (s == 1) {  // the same valid range as im2col's, added in one vectorised run
+            int j0 = p - kj > 0 ? p - kj : 0, j1 = w + p - kj < wo ? w + p - kj : wo;
+            float *dst = xr - p + kj;
+#pragma omp simd
+            for (int oj = j0; oj < j1; ++oj) dst[oj] += r[oj];
+            continue;
+          }
           for (int oj = 0; oj < wo; ++oj) {
             int jj = oj * s - p + kj;
             if (jj >= 0 && jj < w) xr[jj] += r[oj];
@@ -91,8 +264,9 @@ static void col2im(const float *cols, int c, int h, int w, int k, int s, int p, 
 
 struct Geo { int b, c, h, w, o, k, ho, wo; };
 
-// inputs: x (b,c,h,w), w (o,c,k,k)[, bias (o)]; output y (b,o,ho,wo).
-template <int S, int P, bool BIAS>
+// inputs: x (b,c,h,w), w (o,c,k,k)[, bias (o)]; output y (b,o,ho,wo). BF: the product in bfloat16
+// (the weight rounded once, the columns as they are unfolded), accumulated in float32.
+template <int S, int P, bool BIAS, bool BF>
 static int conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != (BIAS ? 4 : 3)) return 1;
   const float *x = (const float *)params[0], *wt = (const float *)params[1];
@@ -103,21 +277,27 @@ static int conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   int o = shapes[1][0], k = shapes[1][2], ho = ysh[2], wo = ysh[3];
   int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
   bool direct = (k == 1 && S == 1 && P == 0);
-#pragma omp parallel num_threads(kThreads())
+  std::vector<bf16_t> wt16(BF ? (size_t)(o * ckk) : 0);
+  if (BF) to_bf16_all(wt, o * ckk, wt16.data());
+  int failed = 0;
+#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
   {
     std::vector<float> cols(direct ? 0 : ckk * n);
+    std::vector<bf16_t> cols16(BF ? ckk * n : 0);
 #pragma omp for schedule(static)
     for (int i = 0; i < b; ++i) {
       const float *xi = x + (int64_t)i * c * h * w;
       const float *src = xi;
       float *yi = y + (int64_t)i * o * n;
       if (!direct) { im2col(xi, c, h, w, k, S, P, ho, wo, cols.data()); src = cols.data(); }
+      if (BF) to_bf16_rows(src, 1, ckk * n, 0, cols16.data());  // one flat pass: fully vectorised
       if (BIAS)  // start from the bias, accumulate the product on top (beta = 1)
         for (int oc = 0; oc < o; ++oc) std::fill(yi + oc * n, yi + (oc + 1) * n, bias[oc]);
-      dnnl_sgemm('N', 'N', o, n, ckk, 1.f, wt, ckk, src, n, BIAS ? 1.f : 0.f, yi, n);
+      if (BF) failed |= !matmul_bf16('N', 'N', o, n, ckk, wt16.data(), ckk, cols16.data(), n, BIAS, yi, n);
+      else dnnl_sgemm('N', 'N', o, n, ckk, 1.f, wt, ckk, src, n, BIAS ? 1.f : 0.f, yi, n);
     }
   }
-  return 0;
+  return failed ? 7 : 0;
 }
 
 // out (cols x rows) = in (rows x cols)^T, in 32 x 32 blocks to stay in cache.
@@ -134,7 +314,7 @@ static void transpose(const float *in, int64_t rows, int64_t cols, float *out) {
 // inputs: dy (b,o,ho,wo), w (o,c,k,k), x (b,c,h,w) [shape only]; output dx (b,c,h,w).
 // dcols (ckk x n) = w^T (ckk x o) . dy_i (o x n), then col2im. w^T is formed once so that
 // sgemm runs its fast no-transpose path (2-3x faster than transa='T' for these shapes).
-template <int S, int P>
+template <int S, int P, bool BF>
 static int conv_bwd_input(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != 4) return 1;
   const float *dy = (const float *)params[0], *wt = (const float *)params[1];
@@ -145,71 +325,97 @@ static int conv_bwd_input(int nparam, void **params, int *ndims, int64_t **shape
   bool direct = (k == 1 && S == 1 && P == 0);
   std::vector<float> wt_t((size_t)(ckk * o));
   transpose(wt, o, ckk, wt_t.data());
-#pragma omp parallel num_threads(kThreads())
+  std::vector<bf16_t> wt_t16(BF ? (size_t)(ckk * o) : 0);
+  if (BF) to_bf16_all(wt_t.data(), ckk * o, wt_t16.data());
+  int failed = 0;
+#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
   {
     std::vector<float> cols(direct ? 0 : ckk * n);
+    std::vector<bf16_t> dy16(BF ? o * n : 0);
 #pragma omp for schedule(static)
     for (int i = 0; i < b; ++i) {
       float *dxi = dx + (int64_t)i * c * h * w;
       float *dst = direct ? dxi : cols.data();
-      dnnl_sgemm('N', 'N', ckk, n, o, 1.f, wt_t.data(), o, dy + (int64_t)i * o * n, n, 0.f, dst, n);
+      const float *dyi = dy + (int64_t)i * o * n;
+      if (BF) {
+        to_bf16_rows(dyi, 1, o * n, 0, dy16.data());
+        failed |= !matmul_bf16('N', 'N', ckk, n, o, wt_t16.data(), o, dy16.data(), n, false, dst, n);
+      } else {
+        dnnl_sgemm('N', 'N', ckk, n, o, 1.f, wt_t.data(), o, dyi, n, 0.f, dst, n);
+      }
       if (!direct) col2im(cols.data(), c, h, w, k, S, P, ho, wo, dxi);
     }
   }
-  return 0;
+  return failed ? 7 : 0;
 }
 
 // inputs: x (b,c,h,w), dy (b,o,ho,wo), w (o,c,k,k) [shape only]; outputs dw (o,c,k,k)[, dbias (o)].
-// dw += dy_i (o x n) . cols_i^T (n x ckk), with cols_i^T formed explicitly for the same reason;
-// each thread accumulates its own partial sums, added up at the end.
-template <int S, int P, bool BIAS>
+// dw^T (ckk x o) += cols_i (ckk x n) . dy_i^T (n x o): the large operand, the columns, is read
+// as it is unfolded (a 1x1 convolution reads x itself) and only the small dy_i is read transposed;
+// each thread accumulates its own partial sums, added up (and transposed) at the end.
+template <int S, int P, bool BIAS, bool BF>
 static int conv_bwd_weight(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != (BIAS ? 5 : 4)) return 1;
   const float *x = (const float *)params[0], *dy = (const float *)params[1];
   float *dw = (float *)params[3], *db = BIAS ? (float *)params[4] : nullptr;
   int b = shapes[0][0], c = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
   int o = shapes[2][0], k = shapes[2][2], ho = shapes[1][2], wo = shapes[1][3];
-  int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo, per = o * ckk + (BIAS ? o : 0);
+  int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo, per = ckk * o + (BIAS ? o : 0);
   bool direct = (k == 1 && S == 1 && P == 0);
   int nt = b >= kThreads() ? kThreads() : 1;
   std::vector<float> partial((size_t)(nt * per), 0.f);
-#pragma omp parallel num_threads(nt)
+  int failed = 0;
+#pragma omp parallel num_threads(nt) reduction(| : failed)
   {
     int t = omp_get_thread_num();
-    std::vector<float> cols(direct ? 0 : ckk * n), cols_t((size_t)(ckk * n));
+    std::vector<float> cols(direct ? 0 : ckk * n);
+    std::vector<bf16_t> cols16(BF ? ckk * n : 0), dy16(BF ? o * n : 0);
     float *acc = partial.data() + (int64_t)t * per;
 #pragma omp for schedule(static)
     for (int i = 0; i < b; ++i) {
       const float *xi = x + (int64_t)i * c * h * w, *dyi = dy + (int64_t)i * o * n;
       const float *src = xi;
       if (!direct) { im2col(xi, c, h, w, k, S, P, ho, wo, cols.data()); src = cols.data(); }
-      transpose(src, ckk, n, cols_t.data());
-      dnnl_sgemm('N', 'N', o, ckk, n, 1.f, dyi, n, cols_t.data(), ckk, 1.f, acc, ckk);
+      if (BF) {
+        to_bf16_rows(src, 1, ckk * n, 0, cols16.data());
+        to_bf16_rows(dyi, 1, o * n, 0, dy16.data());
+        failed |= !matmul_bf16('N', 'T', ckk, o, n, cols16.data(), n, dy16.data(), n, true, acc, o);
+      } else {
+        dnnl_sgemm('N', 'T', ckk, o, n, 1.f, src, n, dyi, n, 1.f, acc, o);
+      }
       if (BIAS)
         for (int oc = 0; oc < o; ++oc) {
           float sum = 0.f;
           const float *row = dyi + oc * n;
 #pragma omp simd reduction(+ : sum)
           for (int64_t j = 0; j < n; ++j) sum += row[j];
-          acc[o * ckk + oc] += sum;
+          acc[ckk * o + oc] += sum;
         }
     }
   }
-  for (int64_t j = 0; j < per; ++j) {
-    float sum = 0.f;
-    for (int t = 0; t < nt; ++t) sum += partial[(int64_t)t * per + j];
-    if (j < o * ckk) dw[j] = sum; else db[j - o * ckk] = sum;
-  }
-  return 0;
+  for (int64_t oc = 0; oc < o; ++oc)
+    for (int64_t j = 0; j < ckk; ++j) {
+      float sum = 0.f;
+      for (int t = 0; t < nt; ++t) sum += partial[(int64_t)t * per + j * o + oc];
+      dw[oc * ckk + j] = sum;
+    }
+  if (BIAS)
+    for (int64_t oc = 0; oc < o; ++oc) {
+      float sum = 0.f;
+      for (int t = 0; t < nt; ++t) sum += partial[(int64_t)t * per + ckk * o + oc];
+      db[oc] = sum;
+    }
+  return failed ? 7 : 0;
 }
 
 #define AOT_ARGS int n, void **p, int *nd, int64_t **sh, const char **, void *, void *
-#define DEFINE(S, P) \
-  extern "C" int ConvFwd_s##S##_p##P(AOT_ARGS) { return conv_fwd<S, P, false>(n, p, nd, sh); } \
-  extern "C" int ConvBiasFwd_s##S##_p##P(AOT_ARGS) { return conv_fwd<S, P, true>(n, p, nd, sh); } \
-  extern "C" int ConvBwdInput_s##S##_p##P(AOT_ARGS) { return conv_bwd_input<S, P>(n, p, nd, sh); } \
-  extern "C" int ConvBwdWeight_s##S##_p##P(AOT_ARGS) { return conv_bwd_weight<S, P, false>(n, p, nd, sh); } \
-  extern "C" int ConvBiasBwdWeight_s##S##_p##P(AOT_ARGS) { return conv_bwd_weight<S, P, true>(n, p, nd, sh); }
+#define DEFINE_AS(S, P, BF, SUFFIX) \
+  extern "C" int ConvFwd_s##S##_p##P##SUFFIX(AOT_ARGS) { return conv_fwd<S, P, false, BF>(n, p, nd, sh); } \
+  extern "C" int ConvBiasFwd_s##S##_p##P##SUFFIX(AOT_ARGS) { return conv_fwd<S, P, true, BF>(n, p, nd, sh); } \
+  extern "C" int ConvBwdInput_s##S##_p##P##SUFFIX(AOT_ARGS) { return conv_bwd_input<S, P, BF>(n, p, nd, sh); } \
+  extern "C" int ConvBwdWeight_s##S##_p##P##SUFFIX(AOT_ARGS) { return conv_bwd_weight<S, P, false, BF>(n, p, nd, sh); } \
+  extern "C" int ConvBiasBwdWeight_s##S##_p##P##SUFFIX(AOT_ARGS) { return conv_bwd_weight<S, P, true, BF>(n, p, nd, sh); }
+#define DEFINE(S, P) DEFINE_AS(S, P, false, ) DEFINE_AS(S, P, true, _bf16)
 DEFINE(1, 0) DEFINE(1, 1) DEFINE(1, 2) DEFINE(1, 3) DEFINE(2, 0) DEFINE(2, 1) DEFINE(2, 2) DEFINE(2, 3)
 
 // ---------------------------------------------------------------------------------------------
@@ -521,7 +727,7 @@ extern "C" int GroupNormSiluPlainBwd(AOT_ARGS) { return gn_silu_bwd<false>(n, p,
 // ---------------------------------------------------------------------------------------------
 // Batched matrix product over the leading dimensions, a^(T) . b^(T), as used by attention.
 // MindSpore's CPU BatchMatMul costs about 1.8 ms a call even for tiny matrices.
-template <char TA, char TB>
+template <char TA, char TB, bool BF>
 static int batch_matmul(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != 3 || ndims[0] < 2 || ndims[0] != ndims[1]) return 1;
   const float *a = (const float *)params[0], *b = (const float *)params[1];
@@ -531,35 +737,41 @@ static int batch_matmul(int nparam, void **params, int *ndims, int64_t **shapes)
   for (int i = 0; i < nd - 2; ++i) batch *= shapes[0][i];
   const int64_t ar = shapes[0][nd - 2], ac = shapes[0][nd - 1], br = shapes[1][nd - 2], bc = shapes[1][nd - 1];
   const int64_t m = TA == 'N' ? ar : ac, k = TA == 'N' ? ac : ar, n = TB == 'N' ? bc : br;
-#pragma omp parallel for num_threads(kThreads()) schedule(static)
+  int failed = 0;
+#pragma omp parallel for num_threads(kThreads()) schedule(static) reduction(| : failed)
   for (int64_t i = 0; i < batch; ++i)
-    dnnl_sgemm(TA, TB, m, n, k, 1.f, a + i * ar * ac, ac, b + i * br * bc, bc, 0.f, c + i * m * n, n);
-  return 0;
+    failed |= !gemm<BF>(TA, TB, m, n, k, 1.f, a + i * ar * ac, ac, b + i * br * bc, bc, 0.f, c + i * m * n, n);
+  return failed ? 7 : 0;
 }
 
-extern "C" int BatchMatMulNN(AOT_ARGS) { return batch_matmul<'N', 'N'>(n, p, nd, sh); }
-extern "C" int BatchMatMulTN(AOT_ARGS) { return batch_matmul<'T', 'N'>(n, p, nd, sh); }
-extern "C" int BatchMatMulNT(AOT_ARGS) { return batch_matmul<'N', 'T'>(n, p, nd, sh); }
+extern "C" int BatchMatMulNN(AOT_ARGS) { return batch_matmul<'N', 'N', false>(n, p, nd, sh); }
+extern "C" int BatchMatMulTN(AOT_ARGS) { return batch_matmul<'T', 'N', false>(n, p, nd, sh); }
+extern "C" int BatchMatMulNT(AOT_ARGS) { return batch_matmul<'N', 'T', false>(n, p, nd, sh); }
+extern "C" int BatchMatMulNN_bf16(AOT_ARGS) { return batch_matmul<'N', 'N', true>(n, p, nd, sh); }
+extern "C" int BatchMatMulTN_bf16(AOT_ARGS) { return batch_matmul<'T', 'N', true>(n, p, nd, sh); }
+extern "C" int BatchMatMulNT_bf16(AOT_ARGS) { return batch_matmul<'N', 'T', true>(n, p, nd, sh); }
 
 // ---------------------------------------------------------------------------------------------
 // Dense layer on (m, in) rows: y = x . w^T + bias: the U-Net's time-embedding projections, where
 // MindSpore's MatMul costs more in overhead than in arithmetic, and every linear layer of the DiT.
 static constexpr int64_t kSmallGemm = 1 << 16;  // multiply-adds below which plain loops win
 
+template <bool BF>
 static int dense_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != 4 || ndims[0] != 2) return 1;
   const float *x = (const float *)params[0], *w = (const float *)params[1], *bias = (const float *)params[2];
   float *y = (float *)params[3];
   int64_t m = shapes[0][0], in = shapes[0][1], o = shapes[1][0];
-  if (m * in * o > kSmallGemm) {  // MindSpore's dnnl_sgemm runs on one thread: split the rows
-#pragma omp parallel num_threads(kThreads())
+  if (BF || m * in * o > kSmallGemm) {  // MindSpore's dnnl_sgemm runs on one thread: split the rows
+    int failed = 0;
+#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
     {
       const int t = omp_get_thread_num(), nt = omp_get_num_threads();
       const int64_t r0 = m * t / nt, r1 = m * (t + 1) / nt;
       for (int64_t i = r0; i < r1; ++i) std::memcpy(y + i * o, bias, sizeof(float) * o);
-      if (r1 > r0) dnnl_sgemm('N', 'T', r1 - r0, o, in, 1.f, x + r0 * in, in, w, in, 1.f, y + r0 * o, o);
+      if (r1 > r0) failed |= !gemm<BF>('N', 'T', r1 - r0, o, in, 1.f, x + r0 * in, in, w, in, 1.f, y + r0 * o, o);
     }
-    return 0;
+    return failed ? 7 : 0;
   }
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < o; ++j) {
@@ -573,19 +785,22 @@ static int dense_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
 }
 
 // inputs: x (m, in), w (o, in), dy (m, o); outputs dx (m, in), dw (o, in), dbias (o)
+template <bool BF>
 static int dense_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != 6) return 1;
   const float *x = (const float *)params[0], *w = (const float *)params[1], *dy = (const float *)params[2];
   float *dx = (float *)params[3], *dw = (float *)params[4], *db = (float *)params[5];
   int64_t m = shapes[0][0], in = shapes[0][1], o = shapes[1][0];
-  if (m * in * o > kSmallGemm) {  // each thread: a share of dx's rows and of dw's rows
-#pragma omp parallel num_threads(kThreads())
+  if (BF || m * in * o > kSmallGemm) {  // each thread: a share of dx's rows and of dw's rows
+    int failed = 0;
+#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
     {
       const int t = omp_get_thread_num(), nt = omp_get_num_threads();
       const int64_t r0 = m * t / nt, r1 = m * (t + 1) / nt, o0 = o * t / nt, o1 = o * (t + 1) / nt;
-      if (r1 > r0) dnnl_sgemm('N', 'N', r1 - r0, in, o, 1.f, dy + r0 * o, o, w, in, 0.f, dx + r0 * in, in);
-      if (o1 > o0) dnnl_sgemm('T', 'N', o1 - o0, in, m, 1.f, dy + o0, o, x, in, 0.f, dw + o0 * in, in);
+      if (r1 > r0) failed |= !gemm<BF>('N', 'N', r1 - r0, in, o, 1.f, dy + r0 * o, o, w, in, 0.f, dx + r0 * in, in);
+      if (o1 > o0) failed |= !gemm<BF>('T', 'N', o1 - o0, in, m, 1.f, dy + o0, o, x, in, 0.f, dw + o0 * in, in);
     }
+    if (failed) return 7;
   } else {  // rows of w and x are contiguous, so the inner loops vectorise
     std::fill(dx, dx + m * in, 0.f);
     std::fill(dw, dw + o * in, 0.f);
@@ -604,8 +819,10 @@ static int dense_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   return 0;
 }
 
-extern "C" int DenseFwd(AOT_ARGS) { return dense_fwd(n, p, nd, sh); }
-extern "C" int DenseBwd(AOT_ARGS) { return dense_bwd(n, p, nd, sh); }
+extern "C" int DenseFwd(AOT_ARGS) { return dense_fwd<false>(n, p, nd, sh); }
+extern "C" int DenseBwd(AOT_ARGS) { return dense_bwd<false>(n, p, nd, sh); }
+extern "C" int DenseFwd_bf16(AOT_ARGS) { return dense_fwd<true>(n, p, nd, sh); }
+extern "C" int DenseBwd_bf16(AOT_ARGS) { return dense_bwd<true>(n, p, nd, sh); }
 
 // ---------------------------------------------------------------------------------------------
 // The transformer's ops (DiT): MindSpore's CPU GeLU is slow, LayerNorm followed by the adaptive

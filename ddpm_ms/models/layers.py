@@ -58,15 +58,28 @@ class Conv2d(nn.Cell):
         # path convolves with slices of the weight, so the full output is never split or,
         # in the backward pass, concatenated (both cost more than the convolution itself).
         self.out_splits = out_splits
+        self.has_bias = has_bias
+        self.matmul_dtype = "float32"
         if formulation == "aot":  # bias fused into the kernel: no separate add and reduction
-            self._aot = kernels.conv2d_op(2, 0, has_bias) if space_to_depth else \
-                kernels.conv2d_op(stride, padding, has_bias)
+            self._aot = self._kernel(bf16=False)
         fan_in = in_channels // groups * kernel_size * kernel_size
         shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
         self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), shape, ms.float32), name="weight")
-        self.has_bias = has_bias
         self.bias = Parameter(initializer(Uniform(1 / math.sqrt(fan_in)), (out_channels,), ms.float32),
                               name="bias") if has_bias else None
+
+    def _kernel(self, bf16):
+        if self.space_to_depth:
+            return kernels.conv2d_op(2, 0, self.has_bias, bf16)
+        return kernels.conv2d_op(self.stride, self.padding, self.has_bias, bf16)
+
+    def use_bfloat16_matmuls(self) -> bool:
+        """Run this layer's products (forward and backward) in bfloat16 with float32 accumulation,
+        where it computes with the C++ kernels; True if it now does (see training/amp.py)."""
+        if self.formulation != "aot":
+            return False
+        self._aot, self.matmul_dtype = self._kernel(bf16=True), "bfloat16"
+        return True
 
     def construct(self, x):
         if self.out_splits > 1:
@@ -179,6 +192,14 @@ class Dense(nn.Dense):
         super().__init__(in_channels, out_channels)
         self.formulation = kernels_or_native(formulation)
         self._aot = kernels.dense_op() if self.formulation == "aot" else None
+        self.matmul_dtype = "float32"
+
+    def use_bfloat16_matmuls(self) -> bool:
+        """See `Conv2d.use_bfloat16_matmuls`."""
+        if self.formulation != "aot":
+            return False
+        self._aot, self.matmul_dtype = kernels.dense_op(bf16=True), "bfloat16"
+        return True
 
     def construct(self, x):
         if self.formulation == "aot":
@@ -233,10 +254,18 @@ class PatchEmbed(nn.Cell):
         self.in_channels, self.dim, self.patch_size = in_channels, dim, patch_size
         self.formulation = kernels_or_native(formulation)
         self._aot = kernels.dense_op() if self.formulation == "aot" else None
+        self.matmul_dtype = "float32"
         fan_in = in_channels * patch_size * patch_size
         shape = (dim, in_channels, patch_size, patch_size)
         self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), shape, ms.float32), name="weight")
         self.bias = Parameter(initializer(Uniform(1 / math.sqrt(fan_in)), (dim,), ms.float32), name="bias")
+
+    def use_bfloat16_matmuls(self) -> bool:
+        """See `Conv2d.use_bfloat16_matmuls`."""
+        if self.formulation != "aot":
+            return False
+        self._aot, self.matmul_dtype = kernels.dense_op(bf16=True), "bfloat16"
+        return True
 
     def construct(self, x):
         b, c, h, w = x.shape
@@ -351,11 +380,23 @@ class BatchMatMul(nn.Cell):
         if transpose_a and transpose_b:
             raise ValueError("BatchMatMul: transpose_a and transpose_b together are not supported")
         self.formulation = kernels_or_native(formulation)
+        self.transpose_a, self.transpose_b = transpose_a, transpose_b
+        self.matmul_dtype = "float32"
         if self.formulation == "aot":
-            nn_op, tn_op, nt_op = kernels.batch_matmul_ops()
-            self._op = tn_op if transpose_a else nt_op if transpose_b else nn_op
+            self._op = self._kernel(bf16=False)
         else:
             self._op = ops.BatchMatMul(transpose_a=transpose_a, transpose_b=transpose_b)
+
+    def _kernel(self, bf16):
+        nn_op, tn_op, nt_op = kernels.batch_matmul_ops(bf16)
+        return tn_op if self.transpose_a else nt_op if self.transpose_b else nn_op
+
+    def use_bfloat16_matmuls(self) -> bool:
+        """See `Conv2d.use_bfloat16_matmuls`."""
+        if self.formulation != "aot":
+            return False
+        self._op, self.matmul_dtype = self._kernel(bf16=True), "bfloat16"
+        return True
 
     def construct(self, a, b):
         return self._op(a, b)

@@ -12,8 +12,12 @@ layer's inputs (`Cell.to_float`). The loss is computed in float32. float16 train
 dynamic loss scale so that small gradients do not flush to zero; bfloat16 has float32's range
 and needs none.
 
-MindSpore's CPU convolution and im2col kernels take float32 only, so on CPU O1 and O2 fall back
-to O0 with one message that says so.
+On CPU, MindSpore's own kernels take float32 only, so nothing is cast there. Instead, on a CPU
+that multiplies bfloat16 natively (AVX512-BF16 or AMX), `--amp O1 --amp-dtype bfloat16` makes the
+C++ kernels of the convolutions, dense layers and attention products round both operands to
+bfloat16 and accumulate in float32 (oneDNN's matmul), forward and backward, as PyTorch's CPU
+autocast does for its matrix products; norms, softmax and everything else stay float32. O2 runs
+as O1 there. Every other CPU combination falls back to O0, with one message that says why.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import mindspore as ms
 from mindspore import nn
 
 from ddpm_ms.config import AMP_DTYPES, AMP_LEVELS
+from ddpm_ms.device import current_device
 from ddpm_ms.models import layers
 
 DTYPES = {"float16": ms.float16, "bfloat16": ms.bfloat16}
@@ -37,11 +42,30 @@ def resolve_amp(level: str, dtype: str, device: str) -> tuple[str, str, str | No
     if level == "O0":
         return "O0", dtype, None
     if device == "CPU":
-        return "O0", dtype, (f"amp {level} with {dtype} is not supported on CPU (MindSpore's CPU convolution "
-                             "and im2col kernels take float32 only); training in float32 (O0) instead")
+        return _resolve_cpu(level, dtype)
     if device == "GPU" and dtype == "bfloat16" and not _gpu_has_bf16():
         return level, "float16", (f"amp {level} with bfloat16 needs a GPU with compute capability 8.0 or newer; "
                                   f"training with {level} in float16 (with loss scaling) instead")
+    return level, dtype, None
+
+
+def _resolve_cpu(level: str, dtype: str) -> tuple[str, str, str | None]:
+    from ddpm_ms import kernels
+    from ddpm_ms.device import kernel_formulation
+
+    fallback = "; training in float32 (O0) instead"
+    if dtype != "bfloat16":
+        return "O0", dtype, (f"amp {level} with {dtype} is not supported on CPU (MindSpore's CPU kernels take "
+                             f"float32 only; bfloat16 runs in the C++ kernels: --amp-dtype bfloat16){fallback}")
+    if kernel_formulation("CPU") != "aot":
+        why = kernels.why_unavailable() or "DDPM_MS_KERNELS selects another formulation"
+        return "O0", dtype, f"amp {level} with bfloat16 on CPU runs in the C++ kernels, which are off ({why}){fallback}"
+    if not kernels.cpu_has_bf16():
+        return "O0", dtype, (f"amp {level} with bfloat16 is not supported on this CPU (/proc/cpuinfo lists neither "
+                             f"avx512_bf16 nor amx_bf16, so bfloat16 would be emulated){fallback}")
+    if level == "O2":
+        return "O1", dtype, ("amp O2 on CPU runs as O1: bfloat16 covers the C++ kernels' matrix products, "
+                             "the rest stays float32 (MindSpore's CPU kernels take float32 only)")
     return level, dtype, None
 
 
@@ -53,9 +77,15 @@ def _gpu_has_bf16() -> bool:
     return major >= 8
 
 
-def apply_amp(model: nn.Cell, level: str, dtype: str) -> nn.Cell:
-    """Set the compute dtype of `model`'s layers for `level` (in place; returns `model`)."""
+def apply_amp(model: nn.Cell, level: str, dtype: str, device: str | None = None) -> nn.Cell:
+    """Set the compute dtype of `model`'s layers for `level` (in place; returns `model`), for
+    `device` (default: the selected one); `level` and `dtype` as `resolve_amp` returned them."""
     if level == "O0":
+        return model
+    if (device or current_device()) == "CPU":  # no casts: the kernels take bfloat16 inside
+        for _, cell in model.cells_and_names():
+            if hasattr(cell, "use_bfloat16_matmuls"):
+                cell.use_bfloat16_matmuls()
         return model
     low = DTYPES[dtype]
     if level == "O1":

@@ -105,7 +105,7 @@ class Trainer:
         self._evaluator = self._build_evaluator() if t.eval_every else None
         self.last_eval = None
 
-        self.model = apply_amp(build_model(cfg.model), self.amp_level, self.amp_dtype)
+        self.model = apply_amp(build_model(cfg.model), self.amp_level, self.amp_dtype, self.device)
         self.ema_model = build_model(cfg.model) if t.ema_decay > 0 else None
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
         d = cfg.diffusion
