@@ -45,6 +45,15 @@ def peak_rss_mb() -> float:
     return round(rss / 1024 if sys.platform != "darwin" else rss / 2 ** 20, 1)
 
 
+def rss_mb():
+    """Resident set size now, in MB (Linux; None elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return round(next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024, 1)
+    except (OSError, StopIteration):
+        return None
+
+
 def cosine_schedule(timesteps=1000, s=0.008, max_beta=0.999):
     """Same as ddpm_ms.diffusion.schedule.cosine_betas, in float64, then the derived constants."""
     import numpy as np
@@ -132,6 +141,7 @@ def worker(args) -> dict:
                 float(out[0, 0, 0, 0])  # touch the result
             state["step"] = state["step"] - 1 if state["step"] > 0 else T - 1
 
+    built = rss_mb()  # after import and model build: peak minus this is what the step costs
     tic = time.perf_counter()
     run_once()
     first = time.perf_counter() - tic
@@ -143,7 +153,8 @@ def worker(args) -> dict:
            "img_per_s_median": round(batch / float(np.median(times)), 2),
            "step_ms_median": round(1000 * float(np.median(times)), 1),
            "first_step_ms": round(1000 * first, 1),
-           "calls": len(times), "seconds": round(total, 1), "peak_rss_mb": peak_rss_mb()}
+           "calls": len(times), "seconds": round(total, 1), "peak_rss_mb": peak_rss_mb(), "rss_after_build_mb": built,
+           "peak_over_build_mb": round(peak_rss_mb() - built, 1) if built is not None else None}
     if kind == "sample":
         res["model_calls_per_s"] = round(len(times) / total, 2)
     return res

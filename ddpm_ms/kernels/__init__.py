@@ -369,3 +369,22 @@ def gated_add_op():
         return dout, dgate, dy
 
     return ops.Custom(f"{lib}:GatedAddFwd", lambda x, g, y: x, _same_dtype, func_type="aot", bprop=bprop)
+
+
+@lru_cache(maxsize=None)
+def linear_attention_op(bf16: bool = False):
+    """`out = op(q, k, v)`: the U-Net's linear attention for q, k (b, heads, d, n), v (b, heads, e, n):
+    context = softmax_n(k) v^T / sqrt(d), out = context^T softmax_d(q), (b, heads, e, n), in one pass
+    per (image, head); the backward pass recomputes the softmaxes. Products in bfloat16 with `bf16`."""
+    from mindspore import ops
+
+    lib = _require()
+    suffix = _suffix(bf16)
+    backward = ops.Custom(f"{lib}:LinearAttentionBwd{suffix}", lambda dout, q, k, v: (q, k, v),
+                          lambda *d: (d[1], d[2], d[3]), func_type="aot")
+
+    def bprop(q, k, v, out, dout):
+        return backward(dout, q, k, v)
+
+    return ops.Custom(f"{lib}:LinearAttentionFwd{suffix}", lambda q, k, v: v, lambda q, k, v: v, func_type="aot",
+                      bprop=bprop)

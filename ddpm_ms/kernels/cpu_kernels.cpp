@@ -752,6 +752,117 @@ extern "C" int BatchMatMulTN_bf16(AOT_ARGS) { return batch_matmul<'T', 'N', true
 extern "C" int BatchMatMulNT_bf16(AOT_ARGS) { return batch_matmul<'N', 'T', true>(n, p, nd, sh); }
 
 // ---------------------------------------------------------------------------------------------
+// Linear attention (Shen et al. 2018) of one U-Net level, per (image, head) in cache: q softmaxed
+// over its d features, k over the n pixels, context = s k v^T (d x e), out = context^T q (e x n),
+// s = 1/sqrt(d). As separate graph ops this is two softmaxes, two batched products and their
+// backward passes, each a pass over (b, heads, d, n) tensors; here the softmaxed q and k never
+// leave the thread's buffers, and the backward pass recomputes them instead of storing them.
+// Inputs q, k (b, heads, d, n), v (b, heads, e, n); output (b, heads, e, n).
+
+// softmax over the d rows of a (d x n) block, for every column (vectorised along the rows)
+static void softmax_columns(const float *x, int64_t d, int64_t n, float *y, float *tmp) {
+  float *m = tmp, *z = tmp + n;
+  std::memcpy(m, x, sizeof(float) * n);
+  std::fill(z, z + n, 0.f);
+  for (int64_t i = 1; i < d; ++i) {
+    const float *xr = x + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) m[j] = xr[j] > m[j] ? xr[j] : m[j];
+  }
+  for (int64_t i = 0; i < d; ++i) {
+    const float *xr = x + i * n; float *yr = y + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) { const float e = fast_exp(xr[j] - m[j]); yr[j] = e; z[j] += e; }
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) z[j] = 1.f / z[j];
+  for (int64_t i = 0; i < d; ++i) {
+    float *yr = y + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) yr[j] *= z[j];
+  }
+}
+
+template <bool BF>
+static int linear_attention_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 4 || ndims[0] != 4 || ndims[2] != 4) return 1;
+  const float *q = (const float *)params[0], *k = (const float *)params[1], *v = (const float *)params[2];
+  float *out = (float *)params[3];
+  const int64_t bh = shapes[0][0] * shapes[0][1], d = shapes[0][2], n = shapes[0][3], e = shapes[2][2];
+  const float s = 1.f / std::sqrt((float)d);
+  int failed = 0;
+#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
+  {
+    std::vector<float> qs((size_t)(d * n)), ks((size_t)(d * n)), ctx((size_t)(d * e)), tmp((size_t)(2 * n));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < bh; ++i) {
+      softmax_columns(q + i * d * n, d, n, qs.data(), tmp.data());
+      for (int64_t r = 0; r < d; ++r) softmax_row(k + i * d * n + r * n, ks.data() + r * n, n);
+      failed |= !gemm<BF>('N', 'T', d, e, n, s, ks.data(), n, v + i * e * n, n, 0.f, ctx.data(), e);
+      failed |= !gemm<BF>('T', 'N', e, n, d, 1.f, ctx.data(), e, qs.data(), n, 0.f, out + i * e * n, n);
+    }
+  }
+  return failed ? 7 : 0;
+}
+
+// inputs: dout (b, heads, e, n), q, k, v; outputs dq, dk, dv
+template <bool BF>
+static int linear_attention_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 7 || ndims[1] != 4) return 1;
+  const float *dout = (const float *)params[0], *q = (const float *)params[1], *k = (const float *)params[2];
+  const float *v = (const float *)params[3];
+  float *dq = (float *)params[4], *dk = (float *)params[5], *dv = (float *)params[6];
+  const int64_t bh = shapes[1][0] * shapes[1][1], d = shapes[1][2], n = shapes[1][3], e = shapes[3][2];
+  const float s = 1.f / std::sqrt((float)d);
+  int failed = 0;
+#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
+  {
+    std::vector<float> qs((size_t)(d * n)), ks((size_t)(d * n)), ctx((size_t)(d * e)), dctx((size_t)(d * e));
+    std::vector<float> g((size_t)(d * n)), tmp((size_t)(2 * n));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < bh; ++i) {
+      const float *go = dout + i * e * n, *vi = v + i * e * n;
+      softmax_columns(q + i * d * n, d, n, qs.data(), tmp.data());
+      for (int64_t r = 0; r < d; ++r) softmax_row(k + i * d * n + r * n, ks.data() + r * n, n);
+      failed |= !gemm<BF>('N', 'T', d, e, n, s, ks.data(), n, vi, n, 0.f, ctx.data(), e);     // ctx = s k v^T
+      failed |= !gemm<BF>('N', 'T', d, e, n, 1.f, qs.data(), n, go, n, 0.f, dctx.data(), e);  // dctx = qs dout^T
+      // through q's softmax (over the d rows of each column): dq = qs (g - sum_rows(qs g)), g = ctx dout
+      failed |= !gemm<BF>('N', 'N', d, n, e, 1.f, ctx.data(), e, go, n, 0.f, g.data(), n);
+      float *dqi = dq + i * d * n, *col = tmp.data();
+      std::fill(col, col + n, 0.f);
+      for (int64_t r = 0; r < d; ++r) {
+        const float *qr = qs.data() + r * n, *gr = g.data() + r * n;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) col[j] += qr[j] * gr[j];
+      }
+      for (int64_t r = 0; r < d; ++r) {
+        const float *qr = qs.data() + r * n, *gr = g.data() + r * n; float *o = dqi + r * n;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) o[j] = qr[j] * (gr[j] - col[j]);
+      }
+      // dv = s dctx^T ks; through k's softmax (over each row): dk = ks (g - sum(ks g)), g = s dctx v
+      failed |= !gemm<BF>('T', 'N', e, n, d, s, dctx.data(), e, ks.data(), n, 0.f, dv + i * e * n, n);
+      failed |= !gemm<BF>('N', 'N', d, n, e, s, dctx.data(), e, vi, n, 0.f, g.data(), n);
+      float *dki = dk + i * d * n;
+      for (int64_t r = 0; r < d; ++r) {
+        const float *kr = ks.data() + r * n, *gr = g.data() + r * n; float *o = dki + r * n;
+        float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t j = 0; j < n; ++j) dot += kr[j] * gr[j];
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) o[j] = kr[j] * (gr[j] - dot);
+      }
+    }
+  }
+  return failed ? 7 : 0;
+}
+
+extern "C" int LinearAttentionFwd(AOT_ARGS) { return linear_attention_fwd<false>(n, p, nd, sh); }
+extern "C" int LinearAttentionBwd(AOT_ARGS) { return linear_attention_bwd<false>(n, p, nd, sh); }
+extern "C" int LinearAttentionFwd_bf16(AOT_ARGS) { return linear_attention_fwd<true>(n, p, nd, sh); }
+extern "C" int LinearAttentionBwd_bf16(AOT_ARGS) { return linear_attention_bwd<true>(n, p, nd, sh); }
+
+// ---------------------------------------------------------------------------------------------
 // Dense layer on (m, in) rows: y = x . w^T + bias: the U-Net's time-embedding projections, where
 // MindSpore's MatMul costs more in overhead than in arithmetic, and every linear layer of the DiT.
 static constexpr int64_t kSmallGemm = 1 << 16;  // multiply-adds below which plain loops win

@@ -1,7 +1,7 @@
 """Building blocks shared by the denoisers, and the device seam for the ops that are slow on CPU.
 
-The U-Net's `Conv2d`, `GroupNorm` (with `modulated_silu`), `Softmax`, `BatchMatMul` and
-`UpsampleNearest2x`, the DiT's `PatchEmbed`, `LayerNorm` (with `modulate`), `Gelu`,
+The U-Net's `Conv2d`, `GroupNorm` (with `modulated_silu`), `Softmax`, `BatchMatMul`,
+`LinearAttentionCore` and `UpsampleNearest2x`, the DiT's `PatchEmbed`, `LayerNorm` (with `modulate`), `Gelu`,
 `PackedSelfAttention` and `GatedResidual`, and the `Dense` both use, hold the same parameters on
 every target and pick a formulation once, at construction (`kernels_or_native`, from
 `ddpm_ms.device.kernel_formulation`): "native" MindSpore ops on Ascend and GPU; on CPU "aot", the
@@ -400,6 +400,36 @@ class BatchMatMul(nn.Cell):
 
     def construct(self, a, b):
         return self._op(a, b)
+
+
+class LinearAttentionCore(nn.Cell):
+    """Linear attention's parameter-free middle (Shen et al. 2018): for q, k (b, heads, d, n) and
+    v (b, heads, e, n), context = softmax over pixels(k) v^T / sqrt(d) and out = context^T softmax over
+    features(q), (b, heads, e, n). On CPU one C++ op per direction that keeps the softmaxed q and k
+    in cache (natively two softmaxes, two batched products and a scale)."""
+
+    def __init__(self, formulation=None):
+        super().__init__()
+        self.formulation = kernels_or_native(formulation)
+        self.matmul_dtype = "float32"
+        self._aot = kernels.linear_attention_op() if self.formulation == "aot" else None
+        self._context = ops.BatchMatMul(transpose_b=True)
+        self._mix = ops.BatchMatMul(transpose_a=True)
+
+    def use_bfloat16_matmuls(self) -> bool:
+        """See `Conv2d.use_bfloat16_matmuls`."""
+        if self.formulation != "aot":
+            return False
+        self._aot, self.matmul_dtype = kernels.linear_attention_op(bf16=True), "bfloat16"
+        return True
+
+    def construct(self, q, k, v):
+        if self.formulation == "aot":
+            return self._aot(q, k, v)
+        q, k = ops.softmax(q, -2), ops.softmax(k, -1)
+        # the 1/sqrt(d) scale goes on the small (d, e) context, not on q (b, heads, d, pixels)
+        context = self._context(k, v) * (q.shape[-2] ** -0.5)
+        return self._mix(context, q)
 
 
 class UpsampleNearest2x(nn.Cell):

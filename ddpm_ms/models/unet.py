@@ -10,8 +10,8 @@ from __future__ import annotations
 from mindspore import nn, ops
 
 from ddpm_ms.config import ModelConfig
-from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, ExactGelu, GroupNorm, SinusoidalTimeEmbedding, Softmax,
-                                   UpsampleNearest2x, add_label)
+from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, ExactGelu, GroupNorm, LinearAttentionCore,
+                                   SinusoidalTimeEmbedding, Softmax, UpsampleNearest2x, add_label)
 
 # Parameter names that fine-tuning across label sets rewrites (ddpm_ms/checkpoint.py): the label
 # table, and the bias of the time MLP's last Dense layer, whose output the label embedding is added to.
@@ -105,23 +105,17 @@ class LinearAttention(nn.Cell):
 
     def __init__(self, dim, heads=4, dim_head=32):
         super().__init__()
-        self.heads, self.dim_head, self.scale = heads, dim_head, dim_head ** -0.5
+        self.heads, self.dim_head = heads, dim_head
         self.hidden = heads * dim_head
         self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False, out_splits=3)
         self.to_out = nn.SequentialCell(Conv2d(self.hidden, dim, 1), GroupNorm(1, dim))
-        self.matmul_tn = BatchMatMul(transpose_a=True)
-        self.matmul_nt = BatchMatMul(transpose_b=True)
-        self.softmax_features, self.softmax_pixels = Softmax(axis=-2), Softmax(axis=-1)
+        self.attend = LinearAttentionCore()
 
     def construct(self, x):
         b, _, h, w = x.shape
         q, k, v = self.to_qkv(x)
-        q = self.softmax_features(q.reshape(b, self.heads, self.dim_head, h * w))
-        k = self.softmax_pixels(k.reshape(b, self.heads, self.dim_head, h * w))
-        v = v.reshape(b, self.heads, self.dim_head, h * w)
-        # the 1/sqrt(d) scale goes on the small (d, e) context, not on q (b, heads, d, pixels)
-        context = self.matmul_nt(k, v) * self.scale  # (b, heads, d, e)
-        out = self.matmul_tn(context, q)  # (b, heads, e, n)
+        shape = (b, self.heads, self.dim_head, h * w)
+        out = self.attend(q.reshape(shape), k.reshape(shape), v.reshape(shape))  # (b, heads, e, n)
         return self.to_out(out.reshape(b, self.hidden, h, w))
 
 

@@ -2,10 +2,10 @@
 
 - O0: everything in float32.
 - O1: convolutions and dense layers take `dtype` inputs (the bulk of the FLOPs); normalisation,
-  softmax and the DiT's attention cast their inputs back to float32; elementwise layers compute in
-  whatever precision reaches them.
-- O2: the whole network computes in `dtype` except GroupNorm, LayerNorm, softmax and the DiT's
-  attention, which keep float32 (their statistics and exponentials lose too much in 16 bits).
+  softmax and both attentions (the U-Net's linear one, the DiT's) cast their inputs back to
+  float32; elementwise layers compute in whatever precision reaches them.
+- O2: the whole network computes in `dtype` except GroupNorm, LayerNorm, softmax and the
+  attentions, which keep float32 (their statistics and exponentials lose too much in 16 bits).
 
 Weights stay float32 (the optimizer and the EMA update them in float32); casts sit on each
 layer's inputs (`Cell.to_float`). The loss is computed in float32. float16 training needs a
@@ -30,7 +30,8 @@ from ddpm_ms.models import layers
 
 DTYPES = {"float16": ms.float16, "bfloat16": ms.bfloat16}
 _LOW_PRECISION_CELLS = (nn.Conv2d, nn.Dense, layers.Conv2d, layers.Dense, layers.PatchEmbed)
-_FLOAT32_CELLS = (nn.GroupNorm, nn.LayerNorm, layers.Softmax, layers.LayerNorm, layers.PackedSelfAttention)
+_FLOAT32_CELLS = (nn.GroupNorm, nn.LayerNorm, layers.Softmax, layers.LayerNorm, layers.PackedSelfAttention,
+                  layers.LinearAttentionCore)
 
 
 def resolve_amp(level: str, dtype: str, device: str) -> tuple[str, str, str | None]:

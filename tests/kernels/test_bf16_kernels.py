@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ddpm_ms import kernels
-from ddpm_ms.models.layers import BatchMatMul, Conv2d, Dense, PatchEmbed
+from ddpm_ms.models.layers import BatchMatMul, Conv2d, Dense, LinearAttentionCore, PatchEmbed
 
 pytestmark = pytest.mark.skipif(not (kernels.available() and kernels.cpu_has_bf16()),
                                 reason="needs the CPU kernels and a CPU with AVX512-BF16 or AMX "
@@ -107,6 +107,19 @@ def test_bf16_patch_embedding(rng):
 def test_bf16_batch_matmul_rounds_operands_and_accumulates_in_float32(ta, tb, a_shape, b_shape, rng):
     a, b = (rng.standard_normal(s).astype(np.float32) for s in (a_shape, b_shape))
     _check(lambda: BatchMatMul(ta, tb, formulation="aot"), [a, b], rng)
+
+
+def test_bf16_linear_attention_is_close_to_float32(rng):
+    """Its softmaxes stay float32, so only the tolerance check applies (the rounded-operand
+    reference would need the softmaxed q and k, which never leave the kernel)."""
+    q, k = (ms.Tensor(2 * rng.standard_normal((2, 3, 8, 40)).astype(np.float32)) for _ in range(2))
+    v = ms.Tensor(rng.standard_normal((2, 3, 8, 40)).astype(np.float32))
+    g = ms.Tensor(rng.standard_normal((2, 3, 8, 40)).astype(np.float32))
+    ref, low = _pair(lambda: LinearAttentionCore(formulation="aot"))
+    for a, b in zip(*(ms.value_and_grad(lambda *x: (cell(*x) * g).sum(), grad_position=(0, 1, 2))(q, k, v)[1]
+                      for cell in (ref, low))):
+        a, b = a.asnumpy(), b.asnumpy()
+        assert 0 < np.abs(a - b).max() <= 2e-2 * np.abs(a).max()
 
 
 def test_native_layers_stay_float32():

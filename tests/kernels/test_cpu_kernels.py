@@ -8,7 +8,7 @@ from mindspore import ops
 from ddpm_ms import kernels
 from ddpm_ms.config import ModelConfig
 from ddpm_ms.models import DDPMUNet, DiT, UNet
-from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, GatedResidual, Gelu, GroupNorm, LayerNorm,
+from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, GatedResidual, Gelu, GroupNorm, LayerNorm, LinearAttentionCore,
                                    PackedSelfAttention, PatchEmbed, Softmax, UpsampleNearest2x)
 
 pytestmark = pytest.mark.skipif(not kernels.available(),
@@ -198,6 +198,16 @@ def test_softmax_kernel_on_extreme_logits_and_nan(axis):
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(out[:3], expected, rtol=1e-6, atol=1e-30)
     assert np.isnan(out[3]).all()  # as NumPy's and PyTorch's; MindSpore's CPU op keeps it at the NaN alone
+
+
+@pytest.mark.parametrize("heads,d,e,n", [(2, 8, 8, 30), (3, 5, 7, 49)])
+def test_linear_attention_kernel_matches_native(heads, d, e, n, rng):
+    q, k = (ms.Tensor(2 * rng.standard_normal((2, heads, d, n), dtype=np.float32)) for _ in range(2))
+    v = ms.Tensor(rng.standard_normal((2, heads, e, n), dtype=np.float32))
+    native, aot = LinearAttentionCore(formulation="native"), LinearAttentionCore(formulation="aot")
+    assert aot.formulation == "aot"
+    _assert_agree(_outputs_and_grads(native, q, k, v), _outputs_and_grads(aot, q, k, v), atol=1e-5)
+    _assert_agree(_outputs_and_grads(native, q, k, v, jit=True), _outputs_and_grads(aot, q, k, v, jit=True), atol=1e-5)
 
 
 @pytest.mark.parametrize("ta,tb,a_shape,b_shape", [
