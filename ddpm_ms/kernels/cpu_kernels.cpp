@@ -3,6 +3,7 @@
 // params holds the inputs then the outputs, all float32, contiguous, row-major.
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <unordered_map>
 #include <vector>
 #include <omp.h>
@@ -77,8 +78,35 @@ int dnnl_primitive_create(dnnl_primitive_t *primitive, dnnl_primitive_desc_t pd)
 int dnnl_memory_create(dnnl_memory_t *memory, dnnl_memory_desc_t md, dnnl_engine_t engine, void *handle);
 int dnnl_memory_set_data_handle(dnnl_memory_t memory, void *handle);
 int dnnl_primitive_execute(dnnl_primitive_t primitive, dnnl_stream_t stream, int nargs, const dnnl_exec_arg_t *args);
+int dnnl_memory_desc_create_with_tag(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims, int data_type, int tag);
+int dnnl_convolution_forward_primitive_desc_create(dnnl_primitive_desc_t *pd, dnnl_engine_t engine, int prop_kind,
+                                                   int alg_kind, dnnl_memory_desc_t src, dnnl_memory_desc_t weights,
+                                                   dnnl_memory_desc_t bias, dnnl_memory_desc_t dst,
+                                                   const dnnl_dims_t strides, const dnnl_dims_t dilates,
+                                                   const dnnl_dims_t padding_l, const dnnl_dims_t padding_r,
+                                                   dnnl_primitive_attr_t attr);
+dnnl_memory_desc_t dnnl_primitive_desc_query_md(dnnl_primitive_desc_t pd, int what, int index);
+int dnnl_reorder_primitive_desc_create(dnnl_primitive_desc_t *pd, dnnl_memory_desc_t src, dnnl_engine_t src_engine,
+                                       dnnl_memory_desc_t dst, dnnl_engine_t dst_engine, dnnl_primitive_attr_t attr);
+size_t dnnl_memory_desc_get_size(dnnl_memory_desc_t md);
+int dnnl_convolution_backward_data_primitive_desc_create(dnnl_primitive_desc_t *pd, dnnl_engine_t engine, int alg_kind,
+                                                         dnnl_memory_desc_t diff_src, dnnl_memory_desc_t weights,
+                                                         dnnl_memory_desc_t diff_dst, const dnnl_dims_t strides,
+                                                         const dnnl_dims_t dilates, const dnnl_dims_t padding_l,
+                                                         const dnnl_dims_t padding_r, dnnl_primitive_desc_t hint,
+                                                         dnnl_primitive_attr_t attr);
+int dnnl_convolution_backward_weights_primitive_desc_create(dnnl_primitive_desc_t *pd, dnnl_engine_t engine, int alg_kind,
+                                                            dnnl_memory_desc_t src, dnnl_memory_desc_t diff_weights,
+                                                            dnnl_memory_desc_t diff_bias, dnnl_memory_desc_t diff_dst,
+                                                            const dnnl_dims_t strides, const dnnl_dims_t dilates,
+                                                            const dnnl_dims_t padding_l, const dnnl_dims_t padding_r,
+                                                            dnnl_primitive_desc_t hint, dnnl_primitive_attr_t attr);
 }
-enum { kDnnlCpu = 1, kDnnlInOrder = 1, kDnnlBf16 = 2, kDnnlF32 = 3, kArgSrc = 1, kArgDst = 17, kArgWeights = 33 };
+enum { kDnnlCpu = 1, kDnnlInOrder = 1, kDnnlBf16 = 2, kDnnlF32 = 3, kArgSrc = 1, kArgDst = 17, kArgWeights = 33,
+       kArgBias = 41, kTagAny = 1, kTagA = 2, kTagAbcd = 5, kForwardTraining = 64, kConvDirect = 1,
+       kQuerySrcMd = 129, kQueryDiffSrcMd = 130, kQueryWeightsMd = 131, kQueryDiffWeightsMd = 132,
+       kQueryDstMd = 133, kQueryDiffDstMd = 134, kArgDiffSrc = 129, kArgDiffDst = 145, kArgDiffWeights = 161,
+       kArgDiffBias = 169 };
 
 typedef uint16_t bf16_t;
 
@@ -185,6 +213,289 @@ static bool matmul_bf16(char ta, char tb, int64_t m, int64_t n, int64_t k, const
   return dnnl_primitive_execute(mm->prim, stream, 3, args) == 0;
 }
 
+// A 64-byte aligned per-thread scratch buffer (slot 0-2), grown as needed and reused by every shape.
+static void *scratch(int slot, size_t bytes) {
+  thread_local std::vector<char> buffers[3];
+  std::vector<char> &buf = buffers[slot];
+  if (buf.size() < bytes + 64) buf.resize(bytes + 64);
+  return (void *)(((uintptr_t)buf.data() + 63) & ~(uintptr_t)63);
+}
+
+static dnnl_stream_t thread_stream() {
+  thread_local dnnl_stream_t stream = nullptr;
+  if (!stream) dnnl_stream_create(&stream, dnnl_cpu_engine(), kDnnlInOrder);
+  return stream;
+}
+
+// Forward convolution of a chunk of images by oneDNN's own convolution primitive (its JIT kernels
+// want blocked layouts: the plain NCHW input, weight and output are reordered in and out around it,
+// through per-thread scratch buffers); about twice im2col + sgemm per thread, and in bfloat16
+// (BF) it runs avx512_core_bf16 kernels. One primitive set per shape and thread.
+struct ConvKey {
+  int64_t n, c, h, w, o, k, s, p;
+  bool bias, bf;
+  bool operator==(const ConvKey &x) const {
+    return n == x.n && c == x.c && h == x.h && w == x.w && o == x.o && k == x.k && s == x.s && p == x.p &&
+           bias == x.bias && bf == x.bf;
+  }
+};
+struct ConvKeyHash {
+  size_t operator()(const ConvKey &key) const {
+    size_t h = 1469598103934665603ull;
+    for (int64_t v : {key.n, key.c, key.h, key.w, key.o, key.k, key.s, key.p, (int64_t)key.bias, (int64_t)key.bf})
+      h = (h ^ (size_t)v) * 1099511628211ull;
+    return h;
+  }
+};
+struct ConvFwd {
+  dnnl_primitive_t conv = nullptr, to_src = nullptr, to_wei = nullptr, from_dst = nullptr;
+  dnnl_memory_t x = nullptr, xb = nullptr, w = nullptr, wb = nullptr, b = nullptr, yb = nullptr, y = nullptr;
+  size_t xb_bytes = 0, wb_bytes = 0, yb_bytes = 0;
+};
+
+static dnnl_primitive_t reorder(dnnl_memory_desc_t from, dnnl_memory_desc_t to) {
+  dnnl_primitive_desc_t pd = nullptr;
+  dnnl_primitive_t prim = nullptr;
+  if (dnnl_reorder_primitive_desc_create(&pd, from, dnnl_cpu_engine(), to, dnnl_cpu_engine(), nullptr) == 0)
+    dnnl_primitive_create(&prim, pd);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return prim;
+}
+
+static ConvFwd *conv_fwd_for(const ConvKey &key) {
+  thread_local std::unordered_map<ConvKey, ConvFwd, ConvKeyHash> cache;
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second.conv ? &it->second : nullptr;
+  ConvFwd &cf = cache[key];  // stays empty (conv == nullptr) if oneDNN refuses: the caller falls back
+  dnnl_engine_t e = dnnl_cpu_engine();
+  const int64_t ho = (key.h + 2 * key.p - key.k) / key.s + 1, wo = (key.w + 2 * key.p - key.k) / key.s + 1;
+  const int dt = key.bf ? kDnnlBf16 : kDnnlF32;
+  dnnl_dims_t xd = {key.n, key.c, key.h, key.w}, wd = {key.o, key.c, key.k, key.k}, yd = {key.n, key.o, ho, wo};
+  dnnl_dims_t bd = {key.o}, st = {key.s, key.s}, dil = {0, 0}, pad = {key.p, key.p};
+  dnnl_memory_desc_t xa = nullptr, wa = nullptr, ya = nullptr, bm = nullptr, xp = nullptr, wp = nullptr, yp = nullptr;
+  dnnl_primitive_desc_t pd = nullptr;
+  bool ok = dnnl_memory_desc_create_with_tag(&xa, 4, xd, dt, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&wa, 4, wd, dt, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&ya, 4, yd, kDnnlF32, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&bm, 1, bd, kDnnlF32, kTagA) == 0 &&
+            dnnl_memory_desc_create_with_tag(&xp, 4, xd, kDnnlF32, kTagAbcd) == 0 &&
+            dnnl_memory_desc_create_with_tag(&wp, 4, wd, kDnnlF32, kTagAbcd) == 0 &&
+            dnnl_memory_desc_create_with_tag(&yp, 4, yd, kDnnlF32, kTagAbcd) == 0 &&
+            dnnl_convolution_forward_primitive_desc_create(&pd, e, kForwardTraining, kConvDirect, xa, wa,
+                                                           key.bias ? bm : nullptr, ya, st, dil, pad, pad,
+                                                           nullptr) == 0;
+  if (ok) {
+    dnnl_memory_desc_t xb = dnnl_primitive_desc_query_md(pd, kQuerySrcMd, 0);
+    dnnl_memory_desc_t wb = dnnl_primitive_desc_query_md(pd, kQueryWeightsMd, 0);
+    dnnl_memory_desc_t yb = dnnl_primitive_desc_query_md(pd, kQueryDstMd, 0);
+    cf.xb_bytes = dnnl_memory_desc_get_size(xb);
+    cf.wb_bytes = dnnl_memory_desc_get_size(wb);
+    cf.yb_bytes = dnnl_memory_desc_get_size(yb);
+    cf.to_src = reorder(xp, xb);
+    cf.to_wei = reorder(wp, wb);
+    cf.from_dst = reorder(yb, yp);
+    ok = cf.to_src && cf.to_wei && cf.from_dst && dnnl_primitive_create(&cf.conv, pd) == 0 &&
+         dnnl_memory_create(&cf.x, xp, e, nullptr) == 0 && dnnl_memory_create(&cf.xb, xb, e, nullptr) == 0 &&
+         dnnl_memory_create(&cf.w, wp, e, nullptr) == 0 && dnnl_memory_create(&cf.wb, wb, e, nullptr) == 0 &&
+         dnnl_memory_create(&cf.b, bm, e, nullptr) == 0 && dnnl_memory_create(&cf.yb, yb, e, nullptr) == 0 &&
+         dnnl_memory_create(&cf.y, yp, e, nullptr) == 0;
+  }
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  for (dnnl_memory_desc_t md : {xa, wa, ya, bm, xp, wp, yp}) if (md) dnnl_memory_desc_destroy(md);
+  if (!ok) cf.conv = nullptr;
+  return ok ? &cf : nullptr;
+}
+
+static inline bool run(dnnl_primitive_t prim, std::initializer_list<dnnl_exec_arg_t> args) {
+  return dnnl_primitive_execute(prim, thread_stream(), (int)args.size(), args.begin()) == 0;
+}
+
+static constexpr int64_t kConvChunk = 8;  // images per primitive call: the blocked copies stay in cache
+
+// y (b, o, ho, wo) = conv(x (b, c, h, w), wt (o, c, k, k)) [+ bias]; false where oneDNN refused.
+static bool onednn_conv_fwd(const float *x, const float *wt, const float *bias, float *y, int64_t b, int64_t c,
+                            int64_t h, int64_t w, int64_t o, int64_t k, int64_t s, int64_t p, bool bf) {
+  const int64_t ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
+  int failed = 0;
+#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t i0 = b * t / nt, i1 = b * (t + 1) / nt;
+    ConvFwd *weights_for = nullptr;  // the primitive whose weight layout the blocked weights hold
+    for (int64_t i = i0; i < i1 && !failed; i += kConvChunk) {
+      const int64_t n = std::min(kConvChunk, i1 - i);
+      ConvFwd *cf = conv_fwd_for({n, c, h, w, o, k, s, p, bias != nullptr, bf});
+      if (!cf) { failed = 1; break; }
+      void *wb = scratch(0, cf->wb_bytes), *xb = scratch(1, cf->xb_bytes), *yb = scratch(2, cf->yb_bytes);
+      dnnl_memory_set_data_handle(cf->wb, wb);
+      dnnl_memory_set_data_handle(cf->xb, xb);
+      dnnl_memory_set_data_handle(cf->yb, yb);
+      if (cf != weights_for) {  // once per call, unless a last, smaller chunk wants another layout
+        dnnl_memory_set_data_handle(cf->w, const_cast<float *>(wt));
+        failed |= !run(cf->to_wei, {{kArgSrc, cf->w}, {kArgDst, cf->wb}});
+        weights_for = cf;
+      }
+      dnnl_memory_set_data_handle(cf->x, const_cast<float *>(x + i * c * h * w));
+      dnnl_memory_set_data_handle(cf->y, y + i * o * ho * wo);
+      if (bias) dnnl_memory_set_data_handle(cf->b, const_cast<float *>(bias));
+      failed |= !run(cf->to_src, {{kArgSrc, cf->x}, {kArgDst, cf->xb}});
+      if (bias) failed |= !run(cf->conv, {{kArgSrc, cf->xb}, {kArgWeights, cf->wb}, {kArgBias, cf->b}, {kArgDst, cf->yb}});
+      else failed |= !run(cf->conv, {{kArgSrc, cf->xb}, {kArgWeights, cf->wb}, {kArgDst, cf->yb}});
+      failed |= !run(cf->from_dst, {{kArgSrc, cf->yb}, {kArgDst, cf->y}});
+    }
+  }
+  return !failed;
+}
+
+// The backward passes by oneDNN's primitives, likewise: data (dx from dy and the weights) in chunks
+// of images, weights (dw and db from x and dy) over each thread's whole share of the batch, its
+// result reordered to plain float32 and summed over the threads by the caller.
+struct ConvBwd {
+  dnnl_primitive_t conv = nullptr, in1 = nullptr, in2 = nullptr, out = nullptr;
+  dnnl_memory_t a = nullptr, ab = nullptr, c = nullptr, cb = nullptr, r = nullptr, rb = nullptr, bias = nullptr;
+  size_t ab_bytes = 0, cb_bytes = 0, rb_bytes = 0;
+};
+
+// data: a = dy, c = weights, r = dx; weights: a = x, c = dy, r = dw (+ bias = db)
+static ConvBwd *conv_bwd_for(const ConvKey &key, bool weights) {
+  thread_local std::unordered_map<ConvKey, ConvBwd, ConvKeyHash> caches[2];
+  auto &cache = caches[weights];
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second.conv ? &it->second : nullptr;
+  ConvBwd &cb = cache[key];
+  dnnl_engine_t e = dnnl_cpu_engine();
+  const int64_t ho = (key.h + 2 * key.p - key.k) / key.s + 1, wo = (key.w + 2 * key.p - key.k) / key.s + 1;
+  const int dt = key.bf ? kDnnlBf16 : kDnnlF32;
+  dnnl_dims_t xd = {key.n, key.c, key.h, key.w}, wd = {key.o, key.c, key.k, key.k}, yd = {key.n, key.o, ho, wo};
+  dnnl_dims_t bd = {key.o}, st = {key.s, key.s}, dil = {0, 0}, pad = {key.p, key.p};
+  dnnl_memory_desc_t xa = nullptr, wa = nullptr, ya = nullptr, xf = nullptr, wf = nullptr, bm = nullptr;
+  dnnl_memory_desc_t xp = nullptr, wp = nullptr, yp = nullptr;
+  dnnl_primitive_desc_t hint = nullptr, pd = nullptr;
+  bool ok = dnnl_memory_desc_create_with_tag(&xa, 4, xd, dt, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&wa, 4, wd, dt, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&ya, 4, yd, dt, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&xf, 4, xd, kDnnlF32, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&wf, 4, wd, kDnnlF32, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&bm, 1, bd, kDnnlF32, kTagA) == 0 &&
+            dnnl_memory_desc_create_with_tag(&xp, 4, xd, kDnnlF32, kTagAbcd) == 0 &&
+            dnnl_memory_desc_create_with_tag(&wp, 4, wd, kDnnlF32, kTagAbcd) == 0 &&
+            dnnl_memory_desc_create_with_tag(&yp, 4, yd, kDnnlF32, kTagAbcd) == 0 &&
+            dnnl_convolution_forward_primitive_desc_create(&hint, e, kForwardTraining, kConvDirect, xa, wa,
+                                                           key.bias ? bm : nullptr, ya, st, dil, pad, pad,
+                                                           nullptr) == 0;
+  if (ok && !weights)
+    ok = dnnl_convolution_backward_data_primitive_desc_create(&pd, e, kConvDirect, xf, wa, ya, st, dil, pad, pad, hint,
+                                                              nullptr) == 0;
+  if (ok && weights)
+    ok = dnnl_convolution_backward_weights_primitive_desc_create(&pd, e, kConvDirect, xa, wf, key.bias ? bm : nullptr,
+                                                                 ya, st, dil, pad, pad, hint, nullptr) == 0;
+  if (ok) {
+    dnnl_memory_desc_t ab = dnnl_primitive_desc_query_md(pd, weights ? kQuerySrcMd : kQueryDiffDstMd, 0);
+    dnnl_memory_desc_t cbm = dnnl_primitive_desc_query_md(pd, weights ? kQueryDiffDstMd : kQueryWeightsMd, 0);
+    dnnl_memory_desc_t rb = dnnl_primitive_desc_query_md(pd, weights ? kQueryDiffWeightsMd : kQueryDiffSrcMd, 0);
+    dnnl_memory_desc_t ap = weights ? xp : yp, cp = weights ? yp : wp, rp = weights ? wp : xp;
+    cb.ab_bytes = dnnl_memory_desc_get_size(ab);
+    cb.cb_bytes = dnnl_memory_desc_get_size(cbm);
+    cb.rb_bytes = dnnl_memory_desc_get_size(rb);
+    cb.in1 = reorder(ap, ab);
+    cb.in2 = reorder(cp, cbm);
+    cb.out = reorder(rb, rp);
+    ok = cb.in1 && cb.in2 && cb.out && dnnl_primitive_create(&cb.conv, pd) == 0 &&
+         dnnl_memory_create(&cb.a, ap, e, nullptr) == 0 && dnnl_memory_create(&cb.ab, ab, e, nullptr) == 0 &&
+         dnnl_memory_create(&cb.c, cp, e, nullptr) == 0 && dnnl_memory_create(&cb.cb, cbm, e, nullptr) == 0 &&
+         dnnl_memory_create(&cb.r, rp, e, nullptr) == 0 && dnnl_memory_create(&cb.rb, rb, e, nullptr) == 0 &&
+         dnnl_memory_create(&cb.bias, bm, e, nullptr) == 0;
+  }
+  if (hint) dnnl_primitive_desc_destroy(hint);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  for (dnnl_memory_desc_t md : {xa, wa, ya, xf, wf, bm, xp, wp, yp}) if (md) dnnl_memory_desc_destroy(md);
+  if (!ok) cb.conv = nullptr;
+  return ok ? &cb : nullptr;
+}
+
+static bool onednn_conv_bwd_data(const float *dy, const float *wt, float *dx, int64_t b, int64_t c, int64_t h,
+                                 int64_t w, int64_t o, int64_t k, int64_t s, int64_t p, bool bf) {
+  const int64_t ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
+  int failed = 0;
+#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t i0 = b * t / nt, i1 = b * (t + 1) / nt;
+    ConvBwd *weights_for = nullptr;
+    for (int64_t i = i0; i < i1 && !failed; i += kConvChunk) {
+      const int64_t n = std::min(kConvChunk, i1 - i);
+      ConvBwd *cb = conv_bwd_for({n, c, h, w, o, k, s, p, false, bf}, false);
+      if (!cb) { failed = 1; break; }
+      dnnl_memory_set_data_handle(cb->cb, scratch(0, cb->cb_bytes));
+      dnnl_memory_set_data_handle(cb->ab, scratch(1, cb->ab_bytes));
+      dnnl_memory_set_data_handle(cb->rb, scratch(2, cb->rb_bytes));
+      if (cb != weights_for) {
+        dnnl_memory_set_data_handle(cb->c, const_cast<float *>(wt));
+        failed |= !run(cb->in2, {{kArgSrc, cb->c}, {kArgDst, cb->cb}});
+        weights_for = cb;
+      }
+      dnnl_memory_set_data_handle(cb->a, const_cast<float *>(dy + i * o * ho * wo));
+      dnnl_memory_set_data_handle(cb->r, dx + i * c * h * w);
+      failed |= !run(cb->in1, {{kArgSrc, cb->a}, {kArgDst, cb->ab}});
+      failed |= !run(cb->conv, {{kArgDiffDst, cb->ab}, {kArgWeights, cb->cb}, {kArgDiffSrc, cb->rb}});
+      failed |= !run(cb->out, {{kArgSrc, cb->rb}, {kArgDst, cb->r}});
+    }
+  }
+  return !failed;
+}
+
+// dw (o, c, k, k) and, with db, the bias gradient, summed over the batch.
+static bool onednn_conv_bwd_weights(const float *x, const float *dy, float *dw, float *db, int64_t b, int64_t c,
+                                    int64_t h, int64_t w, int64_t o, int64_t k, int64_t s, int64_t p, bool bf) {
+  const int64_t ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1, per = o * c * k * k + o;
+  const int nt_max = kThreads();
+  std::vector<float> partial((size_t)(nt_max * per), 0.f);
+  int failed = 0, used = 0;
+#pragma omp parallel num_threads(nt_max) reduction(| : failed)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+    used = nt;
+    const int64_t i0 = b * t / nt, i1 = b * (t + 1) / nt;
+    if (i1 > i0) {
+      ConvBwd *cb = conv_bwd_for({i1 - i0, c, h, w, o, k, s, p, db != nullptr, bf}, true);
+      if (!cb) {
+        failed = 1;
+      } else {
+        float *mine = partial.data() + (int64_t)t * per;
+        dnnl_memory_set_data_handle(cb->ab, scratch(0, cb->ab_bytes));
+        dnnl_memory_set_data_handle(cb->cb, scratch(1, cb->cb_bytes));
+        dnnl_memory_set_data_handle(cb->rb, scratch(2, cb->rb_bytes));
+        dnnl_memory_set_data_handle(cb->a, const_cast<float *>(x + i0 * c * h * w));
+        dnnl_memory_set_data_handle(cb->c, const_cast<float *>(dy + i0 * o * ho * wo));
+        dnnl_memory_set_data_handle(cb->r, mine);
+        dnnl_memory_set_data_handle(cb->bias, mine + o * c * k * k);
+        failed |= !run(cb->in1, {{kArgSrc, cb->a}, {kArgDst, cb->ab}});
+        failed |= !run(cb->in2, {{kArgSrc, cb->c}, {kArgDst, cb->cb}});
+        if (db) failed |= !run(cb->conv, {{kArgSrc, cb->ab}, {kArgDiffDst, cb->cb}, {kArgDiffWeights, cb->rb},
+                                          {kArgDiffBias, cb->bias}});
+        else failed |= !run(cb->conv, {{kArgSrc, cb->ab}, {kArgDiffDst, cb->cb}, {kArgDiffWeights, cb->rb}});
+        failed |= !run(cb->out, {{kArgSrc, cb->rb}, {kArgDst, cb->r}});
+      }
+    }
+  }
+  if (failed) return false;
+  const int64_t nw = o * c * k * k;
+  for (int64_t j = 0; j < nw; ++j) {
+    float sum = 0.f;
+    for (int t = 0; t < used; ++t) sum += partial[(int64_t)t * per + j];
+    dw[j] = sum;
+  }
+  if (db)
+    for (int64_t j = 0; j < o; ++j) {
+      float sum = 0.f;
+      for (int t = 0; t < used; ++t) sum += partial[(int64_t)t * per + nw + j];
+      db[j] = sum;
+    }
+  return true;
+}
+
+
 // sgemm's contract (beta 0 or 1) for float operands: in float32 (BF false) or with both operands
 // rounded to bfloat16 first (alpha folded into A's rounding). Returns false on failure.
 template <bool BF>
@@ -276,6 +587,7 @@ static int conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   int b = shapes[0][0], c = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
   int o = shapes[1][0], k = shapes[1][2], ho = ysh[2], wo = ysh[3];
   int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
+  if (onednn_conv_fwd(x, wt, bias, y, b, c, h, w, o, k, S, P, BF)) return 0;
   bool direct = (k == 1 && S == 1 && P == 0);
   std::vector<bf16_t> wt16(BF ? (size_t)(o * ckk) : 0);
   if (BF) to_bf16_all(wt, o * ckk, wt16.data());
@@ -322,6 +634,7 @@ static int conv_bwd_input(int nparam, void **params, int *ndims, int64_t **shape
   int b = shapes[2][0], c = shapes[2][1], h = shapes[2][2], w = shapes[2][3];
   int o = shapes[1][0], k = shapes[1][2], ho = shapes[0][2], wo = shapes[0][3];
   int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
+  if (onednn_conv_bwd_data(dy, wt, dx, b, c, h, w, o, k, S, P, BF)) return 0;
   bool direct = (k == 1 && S == 1 && P == 0);
   std::vector<float> wt_t((size_t)(ckk * o));
   transpose(wt, o, ckk, wt_t.data());
@@ -361,6 +674,7 @@ static int conv_bwd_weight(int nparam, void **params, int *ndims, int64_t **shap
   int b = shapes[0][0], c = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
   int o = shapes[2][0], k = shapes[2][2], ho = shapes[1][2], wo = shapes[1][3];
   int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo, per = ckk * o + (BIAS ? o : 0);
+  if (onednn_conv_bwd_weights(x, dy, dw, db, b, c, h, w, o, k, S, P, BF)) return 0;
   bool direct = (k == 1 && S == 1 && P == 0);
   int nt = b >= kThreads() ? kThreads() : 1;
   std::vector<float> partial((size_t)(nt * per), 0.f);
