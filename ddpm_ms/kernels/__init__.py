@@ -2,10 +2,12 @@
 
 MindSpore 2.10's CPU convolutions hand oneDNN plain NCHW descriptors; k x k convolutions then
 run on oneDNN's reference kernel, and even 1x1 backward passes reach only 1-3 GFLOP/s inside a
-train step. `cpu_kernels.cpp` computes a convolution image by image as im2col into a small
-per-thread buffer followed by `dnnl_sgemm` from the oneDNN library that MindSpore itself ships
-(`mindspore/lib/libdnnl.so.3`), with the batch split across OpenMP threads. The unfolded
-columns never become graph tensors, so they cost neither memory bandwidth nor peak memory.
+train step. `cpu_kernels.cpp` calls the oneDNN library that MindSpore itself ships
+(`mindspore/lib/libdnnl.so.3`, through its C API) directly: convolutions by its convolution
+primitives with the blocked layouts its JIT kernels want (the plain tensors are reordered in and
+out, a few images at a time, in per-thread buffers), matrix products by `dnnl_sgemm` or, for
+bfloat16, its matmul primitive; the batch is split across OpenMP threads. Norms, softmaxes,
+attention and the elementwise work are plain C++ loops written to vectorise.
 
 The library is compiled with the system C++ compiler on first use and cached under
 `$DDPM_MS_KERNEL_CACHE` (default `~/.cache/ddpm_ms/kernels`), keyed by the source, the flags,

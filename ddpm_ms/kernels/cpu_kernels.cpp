@@ -127,12 +127,6 @@ static void to_bf16_rows(const float *src, int64_t rows, int64_t cols, int64_t l
   }
 }
 
-// The whole of a contiguous tensor, split over the kernel threads.
-static void to_bf16_all(const float *src, int64_t count, bf16_t *dst) {
-#pragma omp parallel for simd num_threads(kThreads()) schedule(static)
-  for (int64_t i = 0; i < count; ++i) dst[i] = to_bf16(src[i]);
-}
-
 struct MatmulKey {
   int64_t m, n, k, lda, ldb, ldc;
   char ta, tb;
@@ -511,215 +505,33 @@ static bool gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha,
   return matmul_bf16(ta, tb, m, n, k, a16.data(), ac, b16.data(), bc, beta != 0.f, c, ldc);
 }
 
-static inline float as_out(float v, float *) { return v; }
-static inline bf16_t as_out(float v, bf16_t *) { return to_bf16(v); }
-
-// Unfold x (c, h, w) into cols (c k k, ho wo), channel-major like the weight, as float or bfloat16.
-template <typename T>
-static void im2col(const float *x, int c, int h, int w, int k, int s, int p, int ho, int wo, T *cols) {
-  for (int ci = 0; ci < c; ++ci)
-    for (int ki = 0; ki < k; ++ki)
-      for (int kj = 0; kj < k; ++kj) {
-        T *row = cols + ((int64_t)(ci * k + ki) * k + kj) * ho * wo;
-        const float *xc = x + (int64_t)ci * h * w;
-        for (int oi = 0; oi < ho; ++oi) {
-          int ii = oi * s - p + ki;
-          T *r = row + oi * wo;
-          if (ii < 0 || ii >= h) { std::memset(r, 0, sizeof(T) * wo); continue; }
-          const float *xr = xc + (int64_t)ii * w;
-          if (s == 1) {
-            int lo = p - kj; // oj >= lo so that jj >= 0
-            int j0 = lo > 0 ? lo : 0;
-            int j1 = w + p - kj; if (j1 > wo) j1 = wo;  // jj < w
-            for (int oj = 0; oj < j0; ++oj) r[oj] = 0;
-            const float *src = xr - p + kj;
-#pragma omp simd
-            for (int oj = j0; oj < j1; ++oj) r[oj] = as_out(src[oj], r);
-            for (int oj = (j1 > j0 ? j1 : j0); oj < wo; ++oj) r[oj] = 0;
-          } else {
-            for (int oj = 0; oj < wo; ++oj) {
-              int jj = oj * s - p + kj;
-              r[oj] = (jj >= 0 && jj < w) ? as_out(xr[jj], r) : T(0);
-            }
-          }
-        }
-      }
-}
-
-static void col2im(const float *cols, int c, int h, int w, int k, int s, int p, int ho, int wo, float *x) {
-  std::memset(x, 0, sizeof(float) * c * h * w);
-  for (int ci = 0; ci < c; ++ci)
-    for (int ki = 0; ki < k; ++ki)
-      for (int kj = 0; kj < k; ++kj) {
-        const float *row = cols + ((int64_t)(ci * k + ki) * k + kj) * ho * wo;
-        float *xc = x + (int64_t)ci * h * w;
-        for (int oi = 0; oi < ho; ++oi) {
-          int ii = oi * s - p + ki;
-          if (ii < 0 || ii >= h) continue;
-          const float *r = row + oi * wo;
-          float *xr = xc + (int64_t)ii * w;
-          if (s == 1) {  // the same valid range as im2col's, added in one vectorised run
-            int j0 = p - kj > 0 ? p - kj : 0, j1 = w + p - kj < wo ? w + p - kj : wo;
-            float *dst = xr - p + kj;
-#pragma omp simd
-            for (int oj = j0; oj < j1; ++oj) dst[oj] += r[oj];
-            continue;
-          }
-          for (int oj = 0; oj < wo; ++oj) {
-            int jj = oj * s - p + kj;
-            if (jj >= 0 && jj < w) xr[jj] += r[oj];
-          }
-        }
-      }
-}
-
-struct Geo { int b, c, h, w, o, k, ho, wo; };
-
-// inputs: x (b,c,h,w), w (o,c,k,k)[, bias (o)]; output y (b,o,ho,wo). BF: the product in bfloat16
-// (the weight rounded once, the columns as they are unfolded), accumulated in float32.
+// The convolution entry points. inputs: x (b,c,h,w), w (o,c,k,k)[, bias (o)]; output y (b,o,ho,wo).
 template <int S, int P, bool BIAS, bool BF>
 static int conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != (BIAS ? 4 : 3)) return 1;
-  const float *x = (const float *)params[0], *wt = (const float *)params[1];
-  const float *bias = BIAS ? (const float *)params[2] : nullptr;
-  float *y = (float *)params[BIAS ? 3 : 2];
-  const int64_t *ysh = shapes[BIAS ? 3 : 2];
-  int b = shapes[0][0], c = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
-  int o = shapes[1][0], k = shapes[1][2], ho = ysh[2], wo = ysh[3];
-  int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
-  if (onednn_conv_fwd(x, wt, bias, y, b, c, h, w, o, k, S, P, BF)) return 0;
-  bool direct = (k == 1 && S == 1 && P == 0);
-  std::vector<bf16_t> wt16(BF ? (size_t)(o * ckk) : 0);
-  if (BF) to_bf16_all(wt, o * ckk, wt16.data());
-  int failed = 0;
-#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
-  {
-    std::vector<float> cols(direct ? 0 : ckk * n);
-    std::vector<bf16_t> cols16(BF ? ckk * n : 0);
-#pragma omp for schedule(static)
-    for (int i = 0; i < b; ++i) {
-      const float *xi = x + (int64_t)i * c * h * w;
-      const float *src = xi;
-      float *yi = y + (int64_t)i * o * n;
-      if (!direct) { im2col(xi, c, h, w, k, S, P, ho, wo, cols.data()); src = cols.data(); }
-      if (BF) to_bf16_rows(src, 1, ckk * n, 0, cols16.data());  // one flat pass: fully vectorised
-      if (BIAS)  // start from the bias, accumulate the product on top (beta = 1)
-        for (int oc = 0; oc < o; ++oc) std::fill(yi + oc * n, yi + (oc + 1) * n, bias[oc]);
-      if (BF) failed |= !matmul_bf16('N', 'N', o, n, ckk, wt16.data(), ckk, cols16.data(), n, BIAS, yi, n);
-      else dnnl_sgemm('N', 'N', o, n, ckk, 1.f, wt, ckk, src, n, BIAS ? 1.f : 0.f, yi, n);
-    }
-  }
-  return failed ? 7 : 0;
-}
-
-// out (cols x rows) = in (rows x cols)^T, in 32 x 32 blocks to stay in cache.
-static void transpose(const float *in, int64_t rows, int64_t cols, float *out) {
-  constexpr int64_t B = 32;
-  for (int64_t i0 = 0; i0 < rows; i0 += B)
-    for (int64_t j0 = 0; j0 < cols; j0 += B) {
-      int64_t i1 = std::min(i0 + B, rows), j1 = std::min(j0 + B, cols);
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = j0; j < j1; ++j) out[j * rows + i] = in[i * cols + j];
-    }
+  const int64_t *x = shapes[0], *w = shapes[1];
+  return onednn_conv_fwd((const float *)params[0], (const float *)params[1],
+                         BIAS ? (const float *)params[2] : nullptr, (float *)params[BIAS ? 3 : 2], x[0], x[1], x[2],
+                         x[3], w[0], w[2], S, P, BF) ? 0 : 7;
 }
 
 // inputs: dy (b,o,ho,wo), w (o,c,k,k), x (b,c,h,w) [shape only]; output dx (b,c,h,w).
-// dcols (ckk x n) = w^T (ckk x o) . dy_i (o x n), then col2im. w^T is formed once so that
-// sgemm runs its fast no-transpose path (2-3x faster than transa='T' for these shapes).
 template <int S, int P, bool BF>
 static int conv_bwd_input(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != 4) return 1;
-  const float *dy = (const float *)params[0], *wt = (const float *)params[1];
-  float *dx = (float *)params[3];
-  int b = shapes[2][0], c = shapes[2][1], h = shapes[2][2], w = shapes[2][3];
-  int o = shapes[1][0], k = shapes[1][2], ho = shapes[0][2], wo = shapes[0][3];
-  int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo;
-  if (onednn_conv_bwd_data(dy, wt, dx, b, c, h, w, o, k, S, P, BF)) return 0;
-  bool direct = (k == 1 && S == 1 && P == 0);
-  std::vector<float> wt_t((size_t)(ckk * o));
-  transpose(wt, o, ckk, wt_t.data());
-  std::vector<bf16_t> wt_t16(BF ? (size_t)(ckk * o) : 0);
-  if (BF) to_bf16_all(wt_t.data(), ckk * o, wt_t16.data());
-  int failed = 0;
-#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
-  {
-    std::vector<float> cols(direct ? 0 : ckk * n);
-    std::vector<bf16_t> dy16(BF ? o * n : 0);
-#pragma omp for schedule(static)
-    for (int i = 0; i < b; ++i) {
-      float *dxi = dx + (int64_t)i * c * h * w;
-      float *dst = direct ? dxi : cols.data();
-      const float *dyi = dy + (int64_t)i * o * n;
-      if (BF) {
-        to_bf16_rows(dyi, 1, o * n, 0, dy16.data());
-        failed |= !matmul_bf16('N', 'N', ckk, n, o, wt_t16.data(), o, dy16.data(), n, false, dst, n);
-      } else {
-        dnnl_sgemm('N', 'N', ckk, n, o, 1.f, wt_t.data(), o, dyi, n, 0.f, dst, n);
-      }
-      if (!direct) col2im(cols.data(), c, h, w, k, S, P, ho, wo, dxi);
-    }
-  }
-  return failed ? 7 : 0;
+  const int64_t *x = shapes[2], *w = shapes[1];
+  return onednn_conv_bwd_data((const float *)params[0], (const float *)params[1], (float *)params[3], x[0], x[1],
+                              x[2], x[3], w[0], w[2], S, P, BF) ? 0 : 7;
 }
 
 // inputs: x (b,c,h,w), dy (b,o,ho,wo), w (o,c,k,k) [shape only]; outputs dw (o,c,k,k)[, dbias (o)].
-// dw^T (ckk x o) += cols_i (ckk x n) . dy_i^T (n x o): the large operand, the columns, is read
-// as it is unfolded (a 1x1 convolution reads x itself) and only the small dy_i is read transposed;
-// each thread accumulates its own partial sums, added up (and transposed) at the end.
 template <int S, int P, bool BIAS, bool BF>
 static int conv_bwd_weight(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != (BIAS ? 5 : 4)) return 1;
-  const float *x = (const float *)params[0], *dy = (const float *)params[1];
-  float *dw = (float *)params[3], *db = BIAS ? (float *)params[4] : nullptr;
-  int b = shapes[0][0], c = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
-  int o = shapes[2][0], k = shapes[2][2], ho = shapes[1][2], wo = shapes[1][3];
-  int64_t ckk = (int64_t)c * k * k, n = (int64_t)ho * wo, per = ckk * o + (BIAS ? o : 0);
-  if (onednn_conv_bwd_weights(x, dy, dw, db, b, c, h, w, o, k, S, P, BF)) return 0;
-  bool direct = (k == 1 && S == 1 && P == 0);
-  int nt = b >= kThreads() ? kThreads() : 1;
-  std::vector<float> partial((size_t)(nt * per), 0.f);
-  int failed = 0;
-#pragma omp parallel num_threads(nt) reduction(| : failed)
-  {
-    int t = omp_get_thread_num();
-    std::vector<float> cols(direct ? 0 : ckk * n);
-    std::vector<bf16_t> cols16(BF ? ckk * n : 0), dy16(BF ? o * n : 0);
-    float *acc = partial.data() + (int64_t)t * per;
-#pragma omp for schedule(static)
-    for (int i = 0; i < b; ++i) {
-      const float *xi = x + (int64_t)i * c * h * w, *dyi = dy + (int64_t)i * o * n;
-      const float *src = xi;
-      if (!direct) { im2col(xi, c, h, w, k, S, P, ho, wo, cols.data()); src = cols.data(); }
-      if (BF) {
-        to_bf16_rows(src, 1, ckk * n, 0, cols16.data());
-        to_bf16_rows(dyi, 1, o * n, 0, dy16.data());
-        failed |= !matmul_bf16('N', 'T', ckk, o, n, cols16.data(), n, dy16.data(), n, true, acc, o);
-      } else {
-        dnnl_sgemm('N', 'T', ckk, o, n, 1.f, src, n, dyi, n, 1.f, acc, o);
-      }
-      if (BIAS)
-        for (int oc = 0; oc < o; ++oc) {
-          float sum = 0.f;
-          const float *row = dyi + oc * n;
-#pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j < n; ++j) sum += row[j];
-          acc[ckk * o + oc] += sum;
-        }
-    }
-  }
-  for (int64_t oc = 0; oc < o; ++oc)
-    for (int64_t j = 0; j < ckk; ++j) {
-      float sum = 0.f;
-      for (int t = 0; t < nt; ++t) sum += partial[(int64_t)t * per + j * o + oc];
-      dw[oc * ckk + j] = sum;
-    }
-  if (BIAS)
-    for (int64_t oc = 0; oc < o; ++oc) {
-      float sum = 0.f;
-      for (int t = 0; t < nt; ++t) sum += partial[(int64_t)t * per + ckk * o + oc];
-      db[oc] = sum;
-    }
-  return failed ? 7 : 0;
+  const int64_t *x = shapes[0], *w = shapes[2];
+  return onednn_conv_bwd_weights((const float *)params[0], (const float *)params[1], (float *)params[3],
+                                 BIAS ? (float *)params[4] : nullptr, x[0], x[1], x[2], x[3], w[0], w[2], S, P, BF)
+             ? 0 : 7;
 }
 
 #define AOT_ARGS int n, void **p, int *nd, int64_t **sh, const char **, void *, void *
