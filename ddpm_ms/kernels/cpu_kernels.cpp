@@ -505,11 +505,117 @@ static bool gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha,
   return matmul_bf16(ta, tb, m, n, k, a16.data(), ac, b16.data(), bc, beta != 0.f, c, ldc);
 }
 
+// 1x1 stride-1 convolutions are plain matrix products per image, y_i (o x n) = w (o x c) x_i (c x n):
+// sgemm (or the bfloat16 matmul) on the tensors as they lie beats oneDNN's convolution, whose
+// reorders in and out cost more than the product at these few input channels.
+template <bool BF>
+static bool conv1x1_fwd(const float *x, const float *wt, const float *bias, float *y, int64_t b, int64_t c,
+                        int64_t n, int64_t o) {
+  std::vector<bf16_t> w16(BF ? (size_t)(o * c) : 0);
+  if (BF) to_bf16_rows(wt, 1, o * c, 0, w16.data());
+  int failed = 0;
+#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
+  {
+    std::vector<bf16_t> x16(BF ? (size_t)(c * n) : 0);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < b; ++i) {
+      const float *xi = x + i * c * n;
+      float *yi = y + i * o * n;
+      if (bias)  // start from the bias, accumulate the product on top
+        for (int64_t oc = 0; oc < o; ++oc) std::fill(yi + oc * n, yi + (oc + 1) * n, bias[oc]);
+      if (BF) {
+        to_bf16_rows(xi, 1, c * n, 0, x16.data());
+        failed |= !matmul_bf16('N', 'N', o, n, c, w16.data(), c, x16.data(), n, bias != nullptr, yi, n);
+      } else {
+        dnnl_sgemm('N', 'N', o, n, c, 1.f, wt, c, xi, n, bias ? 1.f : 0.f, yi, n);
+      }
+    }
+  }
+  return !failed;
+}
+
+// dx_i (c x n) = w^T (c x o) dy_i (o x n), w^T formed once (sgemm's no-transpose path is faster)
+template <bool BF>
+static bool conv1x1_bwd_data(const float *dy, const float *wt, float *dx, int64_t b, int64_t c, int64_t n, int64_t o) {
+  std::vector<float> wt_t((size_t)(c * o));
+  for (int64_t oc = 0; oc < o; ++oc)
+    for (int64_t ic = 0; ic < c; ++ic) wt_t[ic * o + oc] = wt[oc * c + ic];
+  std::vector<bf16_t> wt16(BF ? (size_t)(c * o) : 0);
+  if (BF) to_bf16_rows(wt_t.data(), 1, c * o, 0, wt16.data());
+  int failed = 0;
+#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
+  {
+    std::vector<bf16_t> dy16(BF ? (size_t)(o * n) : 0);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < b; ++i) {
+      const float *dyi = dy + i * o * n;
+      float *dxi = dx + i * c * n;
+      if (BF) {
+        to_bf16_rows(dyi, 1, o * n, 0, dy16.data());
+        failed |= !matmul_bf16('N', 'N', c, n, o, wt16.data(), o, dy16.data(), n, false, dxi, n);
+      } else {
+        dnnl_sgemm('N', 'N', c, n, o, 1.f, wt_t.data(), o, dyi, n, 0.f, dxi, n);
+      }
+    }
+  }
+  return !failed;
+}
+
+// dw^T (c x o) += x_i (c x n) dy_i^T per thread, then summed, transposed, over the threads; db = sum dy
+template <bool BF>
+static bool conv1x1_bwd_weights(const float *x, const float *dy, float *dw, float *db, int64_t b, int64_t c,
+                                int64_t n, int64_t o) {
+  const int nt = b >= kThreads() ? kThreads() : 1;
+  const int64_t per = c * o + o;
+  std::vector<float> partial((size_t)(nt * per), 0.f);
+  int failed = 0;
+#pragma omp parallel num_threads(nt) reduction(| : failed)
+  {
+    float *acc = partial.data() + (int64_t)omp_get_thread_num() * per;
+    std::vector<bf16_t> x16(BF ? (size_t)(c * n) : 0), dy16(BF ? (size_t)(o * n) : 0);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < b; ++i) {
+      const float *xi = x + i * c * n, *dyi = dy + i * o * n;
+      if (BF) {
+        to_bf16_rows(xi, 1, c * n, 0, x16.data());
+        to_bf16_rows(dyi, 1, o * n, 0, dy16.data());
+        failed |= !matmul_bf16('N', 'T', c, o, n, x16.data(), n, dy16.data(), n, true, acc, o);
+      } else {
+        dnnl_sgemm('N', 'T', c, o, n, 1.f, xi, n, dyi, n, 1.f, acc, o);
+      }
+      if (db)
+        for (int64_t oc = 0; oc < o; ++oc) {
+          float sum = 0.f;
+          const float *row = dyi + oc * n;
+#pragma omp simd reduction(+ : sum)
+          for (int64_t j = 0; j < n; ++j) sum += row[j];
+          acc[c * o + oc] += sum;
+        }
+    }
+  }
+  for (int64_t oc = 0; oc < o; ++oc)
+    for (int64_t ic = 0; ic < c; ++ic) {
+      float sum = 0.f;
+      for (int t = 0; t < nt; ++t) sum += partial[(int64_t)t * per + ic * o + oc];
+      dw[oc * c + ic] = sum;
+    }
+  if (db)
+    for (int64_t oc = 0; oc < o; ++oc) {
+      float sum = 0.f;
+      for (int t = 0; t < nt; ++t) sum += partial[(int64_t)t * per + c * o + oc];
+      db[oc] = sum;
+    }
+  return !failed;
+}
+
 // The convolution entry points. inputs: x (b,c,h,w), w (o,c,k,k)[, bias (o)]; output y (b,o,ho,wo).
 template <int S, int P, bool BIAS, bool BF>
 static int conv_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != (BIAS ? 4 : 3)) return 1;
   const int64_t *x = shapes[0], *w = shapes[1];
+  if (w[2] == 1 && S == 1 && P == 0)
+    return conv1x1_fwd<BF>((const float *)params[0], (const float *)params[1], BIAS ? (const float *)params[2] : nullptr,
+                           (float *)params[BIAS ? 3 : 2], x[0], x[1], x[2] * x[3], w[0]) ? 0 : 7;
   return onednn_conv_fwd((const float *)params[0], (const float *)params[1],
                          BIAS ? (const float *)params[2] : nullptr, (float *)params[BIAS ? 3 : 2], x[0], x[1], x[2],
                          x[3], w[0], w[2], S, P, BF) ? 0 : 7;
@@ -520,6 +626,9 @@ template <int S, int P, bool BF>
 static int conv_bwd_input(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != 4) return 1;
   const int64_t *x = shapes[2], *w = shapes[1];
+  if (w[2] == 1 && S == 1 && P == 0)
+    return conv1x1_bwd_data<BF>((const float *)params[0], (const float *)params[1], (float *)params[3], x[0], x[1],
+                                x[2] * x[3], w[0]) ? 0 : 7;
   return onednn_conv_bwd_data((const float *)params[0], (const float *)params[1], (float *)params[3], x[0], x[1],
                               x[2], x[3], w[0], w[2], S, P, BF) ? 0 : 7;
 }
@@ -529,6 +638,9 @@ template <int S, int P, bool BIAS, bool BF>
 static int conv_bwd_weight(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != (BIAS ? 5 : 4)) return 1;
   const int64_t *x = shapes[0], *w = shapes[2];
+  if (w[2] == 1 && S == 1 && P == 0)
+    return conv1x1_bwd_weights<BF>((const float *)params[0], (const float *)params[1], (float *)params[3],
+                                   BIAS ? (float *)params[4] : nullptr, x[0], x[1], x[2] * x[3], w[0]) ? 0 : 7;
   return onednn_conv_bwd_weights((const float *)params[0], (const float *)params[1], (float *)params[3],
                                  BIAS ? (float *)params[4] : nullptr, x[0], x[1], x[2], x[3], w[0], w[2], S, P, BF)
              ? 0 : 7;
