@@ -375,18 +375,20 @@ def gated_add_op():
 
 @lru_cache(maxsize=None)
 def linear_attention_op(bf16: bool = False):
-    """`out = op(q, k, v)`: the U-Net's linear attention for q, k (b, heads, d, n), v (b, heads, e, n):
-    context = softmax_n(k) v^T / sqrt(d), out = context^T softmax_d(q), (b, heads, e, n), in one pass
-    per (image, head); the backward pass recomputes the softmaxes. Products in bfloat16 with `bf16`."""
+    """`out = op(x, w)`: the U-Net's linear attention with its projection, for x (b, c, h, w) and the
+    1x1 projection's weight viewed as w (3, heads, d, c): [q; k; v] = w x, then per head
+    context = softmax_pixels(k) v^T / sqrt(d) and out = context^T softmax_features(q), (b, heads, d, h w),
+    in one pass per image; the backward pass recomputes q, k, v and the softmaxes. Products in
+    bfloat16 with `bf16`."""
     from mindspore import ops
 
     lib = _require()
     suffix = _suffix(bf16)
-    backward = ops.Custom(f"{lib}:LinearAttentionBwd{suffix}", lambda dout, q, k, v: (q, k, v),
-                          lambda *d: (d[1], d[2], d[3]), func_type="aot")
+    backward = ops.Custom(f"{lib}:LinearAttentionBwd{suffix}", lambda dout, x, w: (x, w), lambda *d: (d[1], d[2]),
+                          func_type="aot")
 
-    def bprop(q, k, v, out, dout):
-        return backward(dout, q, k, v)
+    def bprop(x, w, out, dout):
+        return backward(dout, x, w)
 
-    return ops.Custom(f"{lib}:LinearAttentionFwd{suffix}", lambda q, k, v: v, lambda q, k, v: v, func_type="aot",
-                      bprop=bprop)
+    return ops.Custom(f"{lib}:LinearAttentionFwd{suffix}", lambda x, w: [x[0], w[1], w[2], x[2] * x[3]],
+                      lambda x, w: x, func_type="aot", bprop=bprop)

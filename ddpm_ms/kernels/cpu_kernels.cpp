@@ -990,12 +990,13 @@ extern "C" int BatchMatMulTN_bf16(AOT_ARGS) { return batch_matmul<'T', 'N', true
 extern "C" int BatchMatMulNT_bf16(AOT_ARGS) { return batch_matmul<'N', 'T', true>(n, p, nd, sh); }
 
 // ---------------------------------------------------------------------------------------------
-// Linear attention (Shen et al. 2018) of one U-Net level, per (image, head) in cache: q softmaxed
-// over its d features, k over the n pixels, context = s k v^T (d x e), out = context^T q (e x n),
-// s = 1/sqrt(d). As separate graph ops this is two softmaxes, two batched products and their
-// backward passes, each a pass over (b, heads, d, n) tensors; here the softmaxed q and k never
-// leave the thread's buffers, and the backward pass recomputes them instead of storing them.
-// Inputs q, k (b, heads, d, n), v (b, heads, e, n); output (b, heads, e, n).
+// Linear attention (Shen et al. 2018) of one U-Net level with its q, k, v projection, per image in
+// cache: qkv = w x (a 1x1 convolution without bias, 3 heads d rows), then per head q softmaxed over
+// its d features, k over the n pixels, context = s k v^T (d x d), out = context^T q (d x n),
+// s = 1/sqrt(d). As graph ops this is a convolution writing three (b, heads, d, n) tensors, two
+// softmaxes, two batched products and all their backward passes; here q, k, v and their softmaxes
+// never leave the thread's buffers, and the backward pass recomputes them instead of storing them.
+// Inputs x (b, c, h, w), w (3, heads, d, c); output (b, heads, d, h w).
 
 // softmax over the d rows of a (d x n) block, for every column (vectorised along the rows)
 static void softmax_columns(const float *x, int64_t d, int64_t n, float *y, float *tmp) {
@@ -1021,76 +1022,117 @@ static void softmax_columns(const float *x, int64_t d, int64_t n, float *y, floa
   }
 }
 
+struct LinearAttentionBuffers {
+  std::vector<float> qkv, dqkv, qs, ks, ctx, dctx, g, tmp;
+  LinearAttentionBuffers(int64_t rows, int64_t d, int64_t n)
+      : qkv(rows * n), dqkv(rows * n), qs(d * n), ks(d * n), ctx(d * d), dctx(d * d), g(d * n), tmp(2 * n) {}
+};
+
+// One head: q, k, v (d x n) -> the softmaxes in buf.qs, buf.ks, the context in buf.ctx, out (d x n)
+template <bool BF>
+static bool la_head_forward(const float *q, const float *k, const float *v, int64_t d, int64_t n,
+                            LinearAttentionBuffers &buf, float *out) {
+  const float s = 1.f / std::sqrt((float)d);
+  softmax_columns(q, d, n, buf.qs.data(), buf.tmp.data());
+  for (int64_t r = 0; r < d; ++r) softmax_row(k + r * n, buf.ks.data() + r * n, n);
+  bool ok = gemm<BF>('N', 'T', d, d, n, s, buf.ks.data(), n, v, n, 0.f, buf.ctx.data(), d);  // ctx = s k v^T
+  if (out) ok = ok && gemm<BF>('T', 'N', d, n, d, 1.f, buf.ctx.data(), d, buf.qs.data(), n, 0.f, out, n);
+  return ok;
+}
+
+// One head's backward: dout (d x n) -> dq, dk, dv (d x n), after la_head_forward(out = nullptr)
+template <bool BF>
+static bool la_head_backward(const float *v, const float *go, int64_t d, int64_t n, LinearAttentionBuffers &buf,
+                             float *dq, float *dk, float *dv) {
+  const float s = 1.f / std::sqrt((float)d);
+  const float *qs = buf.qs.data(), *ks = buf.ks.data();
+  float *g = buf.g.data(), *col = buf.tmp.data();
+  bool ok = gemm<BF>('N', 'T', d, d, n, 1.f, qs, n, go, n, 0.f, buf.dctx.data(), d);  // dctx = qs dout^T
+  // through q's softmax (over the d rows of each column): dq = qs (g - sum_rows(qs g)), g = ctx dout
+  ok = ok && gemm<BF>('N', 'N', d, n, d, 1.f, buf.ctx.data(), d, go, n, 0.f, g, n);
+  std::fill(col, col + n, 0.f);
+  for (int64_t r = 0; r < d; ++r) {
+    const float *qr = qs + r * n, *gr = g + r * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) col[j] += qr[j] * gr[j];
+  }
+  for (int64_t r = 0; r < d; ++r) {
+    const float *qr = qs + r * n, *gr = g + r * n; float *o = dq + r * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) o[j] = qr[j] * (gr[j] - col[j]);
+  }
+  // dv = s dctx^T ks; through k's softmax (over each row): dk = ks (g - sum(ks g)), g = s dctx v
+  ok = ok && gemm<BF>('T', 'N', d, n, d, s, buf.dctx.data(), d, ks, n, 0.f, dv, n);
+  ok = ok && gemm<BF>('N', 'N', d, n, d, s, buf.dctx.data(), d, v, n, 0.f, g, n);
+  for (int64_t r = 0; r < d; ++r) {
+    const float *kr = ks + r * n, *gr = g + r * n; float *o = dk + r * n;
+    float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t j = 0; j < n; ++j) dot += kr[j] * gr[j];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) o[j] = kr[j] * (gr[j] - dot);
+  }
+  return ok;
+}
+
 template <bool BF>
 static int linear_attention_fwd(int nparam, void **params, int *ndims, int64_t **shapes) {
-  if (nparam != 4 || ndims[0] != 4 || ndims[2] != 4) return 1;
-  const float *q = (const float *)params[0], *k = (const float *)params[1], *v = (const float *)params[2];
-  float *out = (float *)params[3];
-  const int64_t bh = shapes[0][0] * shapes[0][1], d = shapes[0][2], n = shapes[0][3], e = shapes[2][2];
-  const float s = 1.f / std::sqrt((float)d);
+  if (nparam != 3 || ndims[0] != 4 || ndims[1] != 4) return 1;
+  const float *x = (const float *)params[0], *w = (const float *)params[1];
+  float *out = (float *)params[2];
+  const int64_t b = shapes[0][0], c = shapes[0][1], n = shapes[0][2] * shapes[0][3];
+  const int64_t heads = shapes[1][1], d = shapes[1][2], rows = 3 * heads * d;
   int failed = 0;
 #pragma omp parallel num_threads(kThreads()) reduction(| : failed)
   {
-    std::vector<float> qs((size_t)(d * n)), ks((size_t)(d * n)), ctx((size_t)(d * e)), tmp((size_t)(2 * n));
+    LinearAttentionBuffers buf(rows, d, n);
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < bh; ++i) {
-      softmax_columns(q + i * d * n, d, n, qs.data(), tmp.data());
-      for (int64_t r = 0; r < d; ++r) softmax_row(k + i * d * n + r * n, ks.data() + r * n, n);
-      failed |= !gemm<BF>('N', 'T', d, e, n, s, ks.data(), n, v + i * e * n, n, 0.f, ctx.data(), e);
-      failed |= !gemm<BF>('T', 'N', e, n, d, 1.f, ctx.data(), e, qs.data(), n, 0.f, out + i * e * n, n);
+    for (int64_t i = 0; i < b; ++i) {
+      float *qkv = buf.qkv.data();
+      failed |= !gemm<BF>('N', 'N', rows, n, c, 1.f, w, c, x + i * c * n, n, 0.f, qkv, n);
+      for (int64_t h = 0; h < heads; ++h)
+        failed |= !la_head_forward<BF>(qkv + h * d * n, qkv + (heads + h) * d * n, qkv + (2 * heads + h) * d * n,
+                                       d, n, buf, out + (i * heads + h) * d * n);
     }
   }
   return failed ? 7 : 0;
 }
 
-// inputs: dout (b, heads, e, n), q, k, v; outputs dq, dk, dv
+// inputs: dout (b, heads, d, n), x, w; outputs dx (b, c, h, w), dw (3, heads, d, c)
 template <bool BF>
 static int linear_attention_bwd(int nparam, void **params, int *ndims, int64_t **shapes) {
-  if (nparam != 7 || ndims[1] != 4) return 1;
-  const float *dout = (const float *)params[0], *q = (const float *)params[1], *k = (const float *)params[2];
-  const float *v = (const float *)params[3];
-  float *dq = (float *)params[4], *dk = (float *)params[5], *dv = (float *)params[6];
-  const int64_t bh = shapes[1][0] * shapes[1][1], d = shapes[1][2], n = shapes[1][3], e = shapes[3][2];
-  const float s = 1.f / std::sqrt((float)d);
+  if (nparam != 5 || ndims[1] != 4 || ndims[2] != 4) return 1;
+  const float *dout = (const float *)params[0], *x = (const float *)params[1], *w = (const float *)params[2];
+  float *dx = (float *)params[3], *dw = (float *)params[4];
+  const int64_t b = shapes[1][0], c = shapes[1][1], n = shapes[1][2] * shapes[1][3];
+  const int64_t heads = shapes[2][1], d = shapes[2][2], rows = 3 * heads * d;
+  const int nt = b >= kThreads() ? kThreads() : 1;
+  std::vector<float> partial((size_t)(nt * rows * c), 0.f);
   int failed = 0;
-#pragma omp parallel num_threads(kThreads()) reduction(| : failed)
+#pragma omp parallel num_threads(nt) reduction(| : failed)
   {
-    std::vector<float> qs((size_t)(d * n)), ks((size_t)(d * n)), ctx((size_t)(d * e)), dctx((size_t)(d * e));
-    std::vector<float> g((size_t)(d * n)), tmp((size_t)(2 * n));
+    LinearAttentionBuffers buf(rows, d, n);
+    float *dw_mine = partial.data() + (int64_t)omp_get_thread_num() * rows * c;
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < bh; ++i) {
-      const float *go = dout + i * e * n, *vi = v + i * e * n;
-      softmax_columns(q + i * d * n, d, n, qs.data(), tmp.data());
-      for (int64_t r = 0; r < d; ++r) softmax_row(k + i * d * n + r * n, ks.data() + r * n, n);
-      failed |= !gemm<BF>('N', 'T', d, e, n, s, ks.data(), n, vi, n, 0.f, ctx.data(), e);     // ctx = s k v^T
-      failed |= !gemm<BF>('N', 'T', d, e, n, 1.f, qs.data(), n, go, n, 0.f, dctx.data(), e);  // dctx = qs dout^T
-      // through q's softmax (over the d rows of each column): dq = qs (g - sum_rows(qs g)), g = ctx dout
-      failed |= !gemm<BF>('N', 'N', d, n, e, 1.f, ctx.data(), e, go, n, 0.f, g.data(), n);
-      float *dqi = dq + i * d * n, *col = tmp.data();
-      std::fill(col, col + n, 0.f);
-      for (int64_t r = 0; r < d; ++r) {
-        const float *qr = qs.data() + r * n, *gr = g.data() + r * n;
-#pragma omp simd
-        for (int64_t j = 0; j < n; ++j) col[j] += qr[j] * gr[j];
+    for (int64_t i = 0; i < b; ++i) {
+      const float *xi = x + i * c * n;
+      float *qkv = buf.qkv.data(), *dqkv = buf.dqkv.data();
+      failed |= !gemm<BF>('N', 'N', rows, n, c, 1.f, w, c, xi, n, 0.f, qkv, n);
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t oq = h * d * n, ok = (heads + h) * d * n, ov = (2 * heads + h) * d * n;
+        failed |= !la_head_forward<BF>(qkv + oq, qkv + ok, qkv + ov, d, n, buf, nullptr);
+        failed |= !la_head_backward<BF>(qkv + ov, dout + (i * heads + h) * d * n, d, n, buf, dqkv + oq, dqkv + ok,
+                                        dqkv + ov);
       }
-      for (int64_t r = 0; r < d; ++r) {
-        const float *qr = qs.data() + r * n, *gr = g.data() + r * n; float *o = dqi + r * n;
-#pragma omp simd
-        for (int64_t j = 0; j < n; ++j) o[j] = qr[j] * (gr[j] - col[j]);
-      }
-      // dv = s dctx^T ks; through k's softmax (over each row): dk = ks (g - sum(ks g)), g = s dctx v
-      failed |= !gemm<BF>('T', 'N', e, n, d, s, dctx.data(), e, ks.data(), n, 0.f, dv + i * e * n, n);
-      failed |= !gemm<BF>('N', 'N', d, n, e, s, dctx.data(), e, vi, n, 0.f, g.data(), n);
-      float *dki = dk + i * d * n;
-      for (int64_t r = 0; r < d; ++r) {
-        const float *kr = ks.data() + r * n, *gr = g.data() + r * n; float *o = dki + r * n;
-        float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t j = 0; j < n; ++j) dot += kr[j] * gr[j];
-#pragma omp simd
-        for (int64_t j = 0; j < n; ++j) o[j] = kr[j] * (gr[j] - dot);
-      }
+      // through the projection: dw += dqkv x_i^T, dx_i = w^T dqkv
+      failed |= !gemm<BF>('N', 'T', rows, c, n, 1.f, dqkv, n, xi, n, 1.f, dw_mine, c);
+      failed |= !gemm<BF>('T', 'N', c, n, rows, 1.f, w, c, dqkv, n, 0.f, dx + i * c * n, n);
     }
+  }
+  for (int64_t j = 0; j < rows * c; ++j) {
+    float sum = 0.f;
+    for (int t = 0; t < nt; ++t) sum += partial[(int64_t)t * rows * c + j];
+    dw[j] = sum;
   }
   return failed ? 7 : 0;
 }

@@ -403,13 +403,16 @@ class BatchMatMul(nn.Cell):
 
 
 class LinearAttentionCore(nn.Cell):
-    """Linear attention's parameter-free middle (Shen et al. 2018): for q, k (b, heads, d, n) and
-    v (b, heads, e, n), context = softmax over pixels(k) v^T / sqrt(d) and out = context^T softmax over
-    features(q), (b, heads, e, n). On CPU one C++ op per direction that keeps the softmaxed q and k
-    in cache (natively two softmaxes, two batched products and a scale)."""
+    """Linear attention (Shen et al. 2018) from its input: x (b, c, h, w) and the weight of its 1x1,
+    bias-free q, k, v projection (3 heads d, c, 1, 1) give, per head, context = softmax over pixels(k)
+    v^T / sqrt(d) and out = context^T softmax over features(q), returned as (b, heads, d, h w). The
+    projection's weight stays with its owner (the model's `to_qkv`). On CPU one C++ op per direction
+    that keeps q, k, v and their softmaxes in cache (natively a convolution, two softmaxes, two
+    batched products and a scale)."""
 
-    def __init__(self, formulation=None):
+    def __init__(self, heads, dim_head, formulation=None):
         super().__init__()
+        self.heads, self.dim_head = heads, dim_head
         self.formulation = kernels_or_native(formulation)
         self.matmul_dtype = "float32"
         self._aot = kernels.linear_attention_op() if self.formulation == "aot" else None
@@ -423,12 +426,14 @@ class LinearAttentionCore(nn.Cell):
         self._aot, self.matmul_dtype = kernels.linear_attention_op(bf16=True), "bfloat16"
         return True
 
-    def construct(self, q, k, v):
+    def construct(self, x, weight):
+        b, c, h, w = x.shape
         if self.formulation == "aot":
-            return self._aot(q, k, v)
-        q, k = ops.softmax(q, -2), ops.softmax(k, -1)
-        # the 1/sqrt(d) scale goes on the small (d, e) context, not on q (b, heads, d, pixels)
-        context = self._context(k, v) * (q.shape[-2] ** -0.5)
+            return self._aot(x, weight.reshape(3, self.heads, self.dim_head, c))
+        qkv = ops.conv2d(x, weight).reshape(b, 3, self.heads, self.dim_head, h * w)
+        q, k, v = ops.softmax(qkv[:, 0], -2), ops.softmax(qkv[:, 1], -1), qkv[:, 2]
+        # the 1/sqrt(d) scale goes on the small (d, d) context, not on q (b, heads, d, pixels)
+        context = self._context(k, v) * (self.dim_head ** -0.5)
         return self._mix(context, q)
 
 

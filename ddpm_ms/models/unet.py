@@ -107,15 +107,13 @@ class LinearAttention(nn.Cell):
         super().__init__()
         self.heads, self.dim_head = heads, dim_head
         self.hidden = heads * dim_head
-        self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False, out_splits=3)
+        self.to_qkv = Conv2d(dim, self.hidden * 3, 1, has_bias=False)  # its weight: attend applies it
         self.to_out = nn.SequentialCell(Conv2d(self.hidden, dim, 1), GroupNorm(1, dim))
-        self.attend = LinearAttentionCore()
+        self.attend = LinearAttentionCore(heads, dim_head)
 
     def construct(self, x):
         b, _, h, w = x.shape
-        q, k, v = self.to_qkv(x)
-        shape = (b, self.heads, self.dim_head, h * w)
-        out = self.attend(q.reshape(shape), k.reshape(shape), v.reshape(shape))  # (b, heads, e, n)
+        out = self.attend(x, self.to_qkv.weight)  # (b, heads, d, h w)
         return self.to_out(out.reshape(b, self.hidden, h, w))
 
 

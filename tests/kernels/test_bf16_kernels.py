@@ -111,12 +111,12 @@ def test_bf16_batch_matmul_rounds_operands_and_accumulates_in_float32(ta, tb, a_
 
 def test_bf16_linear_attention_is_close_to_float32(rng):
     """Its softmaxes stay float32, so only the tolerance check applies (the rounded-operand
-    reference would need the softmaxed q and k, which never leave the kernel)."""
-    q, k = (ms.Tensor(2 * rng.standard_normal((2, 3, 8, 40)).astype(np.float32)) for _ in range(2))
-    v = ms.Tensor(rng.standard_normal((2, 3, 8, 40)).astype(np.float32))
-    g = ms.Tensor(rng.standard_normal((2, 3, 8, 40)).astype(np.float32))
-    ref, low = _pair(lambda: LinearAttentionCore(formulation="aot"))
-    for a, b in zip(*(ms.value_and_grad(lambda *x: (cell(*x) * g).sum(), grad_position=(0, 1, 2))(q, k, v)[1]
+    reference would need q, k and their softmaxes, which never leave the kernel)."""
+    x = ms.Tensor(rng.standard_normal((2, 8, 6, 7)).astype(np.float32))
+    w = ms.Tensor(0.5 * rng.standard_normal((3 * 3 * 8, 8, 1, 1)).astype(np.float32))
+    g = ms.Tensor(rng.standard_normal((2, 3, 8, 42)).astype(np.float32))
+    ref, low = _pair(lambda: LinearAttentionCore(3, 8, formulation="aot"))
+    for a, b in zip(*(ms.value_and_grad(lambda *t: (cell(*t) * g).sum(), grad_position=(0, 1))(x, w)[1]
                       for cell in (ref, low))):
         a, b = a.asnumpy(), b.asnumpy()
         assert 0 < np.abs(a - b).max() <= 2e-2 * np.abs(a).max()

@@ -200,14 +200,15 @@ def test_softmax_kernel_on_extreme_logits_and_nan(axis):
     assert np.isnan(out[3]).all()  # as NumPy's and PyTorch's; MindSpore's CPU op keeps it at the NaN alone
 
 
-@pytest.mark.parametrize("heads,d,e,n", [(2, 8, 8, 30), (3, 5, 7, 49)])
-def test_linear_attention_kernel_matches_native(heads, d, e, n, rng):
-    q, k = (ms.Tensor(2 * rng.standard_normal((2, heads, d, n), dtype=np.float32)) for _ in range(2))
-    v = ms.Tensor(rng.standard_normal((2, heads, e, n), dtype=np.float32))
-    native, aot = LinearAttentionCore(formulation="native"), LinearAttentionCore(formulation="aot")
+@pytest.mark.parametrize("heads,d,c,size", [(2, 8, 5, (5, 6)), (3, 5, 8, (7, 7))])
+def test_linear_attention_kernel_matches_native(heads, d, c, size, rng):
+    """Projection, both softmaxes and both products, with gradients for the input and the weight."""
+    x = ms.Tensor(rng.standard_normal((2, c, *size), dtype=np.float32))
+    w = ms.Tensor(rng.standard_normal((3 * heads * d, c, 1, 1), dtype=np.float32))
+    native, aot = (LinearAttentionCore(heads, d, formulation=f) for f in ("native", "aot"))
     assert aot.formulation == "aot"
-    _assert_agree(_outputs_and_grads(native, q, k, v), _outputs_and_grads(aot, q, k, v), atol=1e-5)
-    _assert_agree(_outputs_and_grads(native, q, k, v, jit=True), _outputs_and_grads(aot, q, k, v, jit=True), atol=1e-5)
+    _assert_agree(_outputs_and_grads(native, x, w), _outputs_and_grads(aot, x, w), atol=1e-5)
+    _assert_agree(_outputs_and_grads(native, x, w, jit=True), _outputs_and_grads(aot, x, w, jit=True), atol=1e-5)
 
 
 @pytest.mark.parametrize("ta,tb,a_shape,b_shape", [
