@@ -95,8 +95,8 @@ def kernel_formulation(target: str | None = None) -> str:
     """How layers compute convolutions on `target` (default: the selected device).
 
     "native" on Ascend and GPU: MindSpore's own kernels. On CPU, "aot": the C++ kernels of
-    `ddpm_ms.kernels` (im2col + oneDNN sgemm per image) when they can be built here, otherwise
-    "im2col": `ops.unfold` + 1x1 convolution, because MindSpore 2.10 runs k x k convolutions on
+    `ddpm_ms.kernels` (oneDNN's convolutions and sgemm, called directly) when they can be built
+    here, otherwise "im2col": `ops.unfold` + 1x1 convolution, because MindSpore 2.10 runs k x k convolutions on
     oneDNN's reference kernel (about 40x slower, see docs/performance.md).
     The environment variable DDPM_MS_KERNELS=native|im2col|aot overrides the choice.
     """

@@ -1,8 +1,8 @@
 """Hand-written CPU kernels, loaded into MindSpore graphs as `ops.Custom(func_type="aot")`.
 
 MindSpore 2.10's CPU convolutions hand oneDNN plain NCHW descriptors; k x k convolutions then
-run on oneDNN's reference kernel, and even 1x1 backward passes reach only 1-3 GFLOP/s inside a
-train step. `cpu_kernels.cpp` calls the oneDNN library that MindSpore itself ships
+run on oneDNN's reference kernel, and even 1x1 backward passes are slow inside a train step
+(docs/experiments/cpu_speed.md). `cpu_kernels.cpp` calls the oneDNN library that MindSpore itself ships
 (`mindspore/lib/libdnnl.so.3`, through its C API) directly: convolutions by its convolution
 primitives with the blocked layouts its JIT kernels want (the plain tensors are reordered in and
 out, a few images at a time, in per-thread buffers), matrix products by `dnnl_sgemm` or, for

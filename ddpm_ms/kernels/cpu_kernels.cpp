@@ -223,8 +223,8 @@ static dnnl_stream_t thread_stream() {
 
 // Forward convolution of a chunk of images by oneDNN's own convolution primitive (its JIT kernels
 // want blocked layouts: the plain NCHW input, weight and output are reordered in and out around it,
-// through per-thread scratch buffers); about twice im2col + sgemm per thread, and in bfloat16
-// (BF) it runs avx512_core_bf16 kernels. One primitive set per shape and thread.
+// through per-thread scratch buffers), well ahead of im2col + sgemm (docs/experiments/speed_round2.md);
+// in bfloat16 (BF) it runs oneDNN's bfloat16 kernels. One primitive set per shape and thread.
 struct ConvKey {
   int64_t n, c, h, w, o, k, s, p;
   bool bias, bf;
@@ -762,6 +762,30 @@ static void softmax_row(const float *x, float *y, int64_t n) {
   for (int64_t j = 0; j < n; ++j) y[j] *= iz;
 }
 
+// softmax over the d rows of a (d x n) block, for every column (vectorised along the rows)
+static void softmax_columns(const float *x, int64_t d, int64_t n, float *y, float *tmp) {
+  float *m = tmp, *z = tmp + n;
+  std::memcpy(m, x, sizeof(float) * n);
+  std::fill(z, z + n, 0.f);
+  for (int64_t i = 1; i < d; ++i) {
+    const float *xr = x + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) m[j] = xr[j] > m[j] ? xr[j] : m[j];
+  }
+  for (int64_t i = 0; i < d; ++i) {
+    const float *xr = x + i * n; float *yr = y + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) { const float e = fast_exp(xr[j] - m[j]); yr[j] = e; z[j] += e; }
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) z[j] = 1.f / z[j];
+  for (int64_t i = 0; i < d; ++i) {
+    float *yr = y + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) yr[j] *= z[j];
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Softmax over one axis of a tensor viewed as (outer, r, inner): axis -1 has inner = 1.
 // The reduced length r comes from the extra `axis_len` convention: the caller passes the view
@@ -772,35 +796,12 @@ static int softmax_fwd(int nparam, void **params, int *ndims, int64_t **shapes) 
   int64_t outer = shapes[0][0], r = shapes[0][1], inner = shapes[0][2];
 #pragma omp parallel num_threads(kThreads())
   {
-    std::vector<float> mx((size_t)inner), sm((size_t)inner);
+    std::vector<float> tmp((size_t)(2 * inner));
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < outer; ++o) {
       const float *xs = x + o * r * inner; float *ys = y + o * r * inner;
-      if (inner == 1) {  // softmax along contiguous memory
-        softmax_row(xs, ys, r);
-        continue;
-      }
-      // along a strided axis: every loop runs over the contiguous inner axis, vectorised
-      std::memcpy(mx.data(), xs, sizeof(float) * inner);
-      std::fill(sm.begin(), sm.end(), 0.f);
-      float *m = mx.data(), *z = sm.data();
-      for (int64_t j = 1; j < r; ++j) {
-        const float *xr = xs + j * inner;
-#pragma omp simd
-        for (int64_t i = 0; i < inner; ++i) m[i] = xr[i] > m[i] ? xr[i] : m[i];
-      }
-      for (int64_t j = 0; j < r; ++j) {
-        const float *xr = xs + j * inner; float *yr = ys + j * inner;
-#pragma omp simd
-        for (int64_t i = 0; i < inner; ++i) { const float e = fast_exp(xr[i] - m[i]); yr[i] = e; z[i] += e; }
-      }
-#pragma omp simd
-      for (int64_t i = 0; i < inner; ++i) z[i] = 1.f / z[i];
-      for (int64_t j = 0; j < r; ++j) {
-        float *yr = ys + j * inner;
-#pragma omp simd
-        for (int64_t i = 0; i < inner; ++i) yr[i] *= z[i];
-      }
+      if (inner == 1) softmax_row(xs, ys, r);  // along contiguous memory
+      else softmax_columns(xs, r, inner, ys, tmp.data());  // along a strided axis, vectorised across it
     }
   }
   return 0;
@@ -997,30 +998,6 @@ extern "C" int BatchMatMulNT_bf16(AOT_ARGS) { return batch_matmul<'N', 'T', true
 // softmaxes, two batched products and all their backward passes; here q, k, v and their softmaxes
 // never leave the thread's buffers, and the backward pass recomputes them instead of storing them.
 // Inputs x (b, c, h, w), w (3, heads, d, c); output (b, heads, d, h w).
-
-// softmax over the d rows of a (d x n) block, for every column (vectorised along the rows)
-static void softmax_columns(const float *x, int64_t d, int64_t n, float *y, float *tmp) {
-  float *m = tmp, *z = tmp + n;
-  std::memcpy(m, x, sizeof(float) * n);
-  std::fill(z, z + n, 0.f);
-  for (int64_t i = 1; i < d; ++i) {
-    const float *xr = x + i * n;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) m[j] = xr[j] > m[j] ? xr[j] : m[j];
-  }
-  for (int64_t i = 0; i < d; ++i) {
-    const float *xr = x + i * n; float *yr = y + i * n;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) { const float e = fast_exp(xr[j] - m[j]); yr[j] = e; z[j] += e; }
-  }
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) z[j] = 1.f / z[j];
-  for (int64_t i = 0; i < d; ++i) {
-    float *yr = y + i * n;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) yr[j] *= z[j];
-  }
-}
 
 struct LinearAttentionBuffers {
   std::vector<float> qkv, dqkv, qs, ks, ctx, dctx, g, tmp;
