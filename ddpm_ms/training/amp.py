@@ -15,7 +15,7 @@ and needs none.
 On CPU, MindSpore's own kernels take float32 only, so nothing is cast there. Instead, on a CPU
 that multiplies bfloat16 natively (AVX512-BF16 or AMX), `--amp O1 --amp-dtype bfloat16` makes the
 C++ kernels of the convolutions, dense layers and attention products round both operands to
-bfloat16 and accumulate in float32 (oneDNN's matmul), forward and backward, as PyTorch's CPU
+bfloat16 and accumulate in float32 (oneDNN's bfloat16 primitives), forward and backward, as PyTorch's CPU
 autocast does for its matrix products; norms, softmax and everything else stay float32. O2 runs
 as O1 there. Every other CPU combination falls back to O0, with one message that says why.
 """
