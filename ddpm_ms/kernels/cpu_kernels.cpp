@@ -241,12 +241,6 @@ struct ConvKeyHash {
     return h;
   }
 };
-struct ConvFwd {
-  dnnl_primitive_t conv = nullptr, to_src = nullptr, to_wei = nullptr, from_dst = nullptr;
-  dnnl_memory_t x = nullptr, xb = nullptr, w = nullptr, wb = nullptr, b = nullptr, yb = nullptr, y = nullptr;
-  size_t xb_bytes = 0, wb_bytes = 0, yb_bytes = 0;
-};
-
 static dnnl_primitive_t reorder(dnnl_memory_desc_t from, dnnl_memory_desc_t to) {
   dnnl_primitive_desc_t pd = nullptr;
   dnnl_primitive_t prim = nullptr;
@@ -256,48 +250,79 @@ static dnnl_primitive_t reorder(dnnl_memory_desc_t from, dnnl_memory_desc_t to) 
   return prim;
 }
 
-static ConvFwd *conv_fwd_for(const ConvKey &key) {
-  thread_local std::unordered_map<ConvKey, ConvFwd, ConvKeyHash> cache;
+// One pass of a convolution as oneDNN primitives: two plain float32 inputs reordered in (a, c), the
+// convolution on the blocked copies (ab, cb, rb), its result reordered out to plain float32 (r).
+//   forward: a = x,  c = weights, r = y  (+ bias in)
+//   data:    a = dy, c = weights, r = dx
+//   weights: a = x,  c = dy,      r = dw (+ bias = db)
+enum ConvPass { kPassForward = 0, kPassData = 1, kPassWeights = 2 };
+struct ConvPrims {
+  dnnl_primitive_t conv = nullptr, in1 = nullptr, in2 = nullptr, out = nullptr;
+  dnnl_memory_t a = nullptr, ab = nullptr, c = nullptr, cb = nullptr, r = nullptr, rb = nullptr, bias = nullptr;
+  size_t ab_bytes = 0, cb_bytes = 0, rb_bytes = 0;
+};
+
+static ConvPrims *conv_prims_for(const ConvKey &key, ConvPass pass) {
+  thread_local std::unordered_map<ConvKey, ConvPrims, ConvKeyHash> caches[3];
+  auto &cache = caches[pass];
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.conv ? &it->second : nullptr;
-  ConvFwd &cf = cache[key];  // stays empty (conv == nullptr) if oneDNN refuses: the caller falls back
+  ConvPrims &cp = cache[key];  // stays empty (conv == nullptr) if oneDNN refuses: the caller falls back
   dnnl_engine_t e = dnnl_cpu_engine();
   const int64_t ho = (key.h + 2 * key.p - key.k) / key.s + 1, wo = (key.w + 2 * key.p - key.k) / key.s + 1;
   const int dt = key.bf ? kDnnlBf16 : kDnnlF32;
   dnnl_dims_t xd = {key.n, key.c, key.h, key.w}, wd = {key.o, key.c, key.k, key.k}, yd = {key.n, key.o, ho, wo};
   dnnl_dims_t bd = {key.o}, st = {key.s, key.s}, dil = {0, 0}, pad = {key.p, key.p};
-  dnnl_memory_desc_t xa = nullptr, wa = nullptr, ya = nullptr, bm = nullptr, xp = nullptr, wp = nullptr, yp = nullptr;
-  dnnl_primitive_desc_t pd = nullptr;
+  dnnl_memory_desc_t xa = nullptr, wa = nullptr, ya = nullptr, xf = nullptr, wf = nullptr, bm = nullptr;
+  dnnl_memory_desc_t xp = nullptr, wp = nullptr, yp = nullptr;
+  dnnl_primitive_desc_t fwd = nullptr, bwd = nullptr;
+  // The forward pass writes float32 (bfloat16 in, float32 out); the backward passes take its
+  // descriptor as their hint, with dy in the compute type.
   bool ok = dnnl_memory_desc_create_with_tag(&xa, 4, xd, dt, kTagAny) == 0 &&
             dnnl_memory_desc_create_with_tag(&wa, 4, wd, dt, kTagAny) == 0 &&
-            dnnl_memory_desc_create_with_tag(&ya, 4, yd, kDnnlF32, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&ya, 4, yd, pass == kPassForward ? kDnnlF32 : dt, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&xf, 4, xd, kDnnlF32, kTagAny) == 0 &&
+            dnnl_memory_desc_create_with_tag(&wf, 4, wd, kDnnlF32, kTagAny) == 0 &&
             dnnl_memory_desc_create_with_tag(&bm, 1, bd, kDnnlF32, kTagA) == 0 &&
             dnnl_memory_desc_create_with_tag(&xp, 4, xd, kDnnlF32, kTagAbcd) == 0 &&
             dnnl_memory_desc_create_with_tag(&wp, 4, wd, kDnnlF32, kTagAbcd) == 0 &&
             dnnl_memory_desc_create_with_tag(&yp, 4, yd, kDnnlF32, kTagAbcd) == 0 &&
-            dnnl_convolution_forward_primitive_desc_create(&pd, e, kForwardTraining, kConvDirect, xa, wa,
+            dnnl_convolution_forward_primitive_desc_create(&fwd, e, kForwardTraining, kConvDirect, xa, wa,
                                                            key.bias ? bm : nullptr, ya, st, dil, pad, pad,
                                                            nullptr) == 0;
+  if (ok && pass == kPassData)
+    ok = dnnl_convolution_backward_data_primitive_desc_create(&bwd, e, kConvDirect, xf, wa, ya, st, dil, pad, pad, fwd,
+                                                              nullptr) == 0;
+  if (ok && pass == kPassWeights)
+    ok = dnnl_convolution_backward_weights_primitive_desc_create(&bwd, e, kConvDirect, xa, wf, key.bias ? bm : nullptr,
+                                                                 ya, st, dil, pad, pad, fwd, nullptr) == 0;
   if (ok) {
-    dnnl_memory_desc_t xb = dnnl_primitive_desc_query_md(pd, kQuerySrcMd, 0);
-    dnnl_memory_desc_t wb = dnnl_primitive_desc_query_md(pd, kQueryWeightsMd, 0);
-    dnnl_memory_desc_t yb = dnnl_primitive_desc_query_md(pd, kQueryDstMd, 0);
-    cf.xb_bytes = dnnl_memory_desc_get_size(xb);
-    cf.wb_bytes = dnnl_memory_desc_get_size(wb);
-    cf.yb_bytes = dnnl_memory_desc_get_size(yb);
-    cf.to_src = reorder(xp, xb);
-    cf.to_wei = reorder(wp, wb);
-    cf.from_dst = reorder(yb, yp);
-    ok = cf.to_src && cf.to_wei && cf.from_dst && dnnl_primitive_create(&cf.conv, pd) == 0 &&
-         dnnl_memory_create(&cf.x, xp, e, nullptr) == 0 && dnnl_memory_create(&cf.xb, xb, e, nullptr) == 0 &&
-         dnnl_memory_create(&cf.w, wp, e, nullptr) == 0 && dnnl_memory_create(&cf.wb, wb, e, nullptr) == 0 &&
-         dnnl_memory_create(&cf.b, bm, e, nullptr) == 0 && dnnl_memory_create(&cf.yb, yb, e, nullptr) == 0 &&
-         dnnl_memory_create(&cf.y, yp, e, nullptr) == 0;
+    const dnnl_primitive_desc_t pd = pass == kPassForward ? fwd : bwd;
+    static const int queries[3][3] = {{kQuerySrcMd, kQueryWeightsMd, kQueryDstMd},
+                                      {kQueryDiffDstMd, kQueryWeightsMd, kQueryDiffSrcMd},
+                                      {kQuerySrcMd, kQueryDiffDstMd, kQueryDiffWeightsMd}};
+    const dnnl_memory_desc_t plain[3][3] = {{xp, wp, yp}, {yp, wp, xp}, {xp, yp, wp}};
+    dnnl_memory_desc_t ab = dnnl_primitive_desc_query_md(pd, queries[pass][0], 0);
+    dnnl_memory_desc_t cbm = dnnl_primitive_desc_query_md(pd, queries[pass][1], 0);
+    dnnl_memory_desc_t rb = dnnl_primitive_desc_query_md(pd, queries[pass][2], 0);
+    const dnnl_memory_desc_t ap = plain[pass][0], cpl = plain[pass][1], rp = plain[pass][2];
+    cp.ab_bytes = dnnl_memory_desc_get_size(ab);
+    cp.cb_bytes = dnnl_memory_desc_get_size(cbm);
+    cp.rb_bytes = dnnl_memory_desc_get_size(rb);
+    cp.in1 = reorder(ap, ab);
+    cp.in2 = reorder(cpl, cbm);
+    cp.out = reorder(rb, rp);
+    ok = cp.in1 && cp.in2 && cp.out && dnnl_primitive_create(&cp.conv, pd) == 0 &&
+         dnnl_memory_create(&cp.a, ap, e, nullptr) == 0 && dnnl_memory_create(&cp.ab, ab, e, nullptr) == 0 &&
+         dnnl_memory_create(&cp.c, cpl, e, nullptr) == 0 && dnnl_memory_create(&cp.cb, cbm, e, nullptr) == 0 &&
+         dnnl_memory_create(&cp.r, rp, e, nullptr) == 0 && dnnl_memory_create(&cp.rb, rb, e, nullptr) == 0 &&
+         dnnl_memory_create(&cp.bias, bm, e, nullptr) == 0;
   }
-  if (pd) dnnl_primitive_desc_destroy(pd);
-  for (dnnl_memory_desc_t md : {xa, wa, ya, bm, xp, wp, yp}) if (md) dnnl_memory_desc_destroy(md);
-  if (!ok) cf.conv = nullptr;
-  return ok ? &cf : nullptr;
+  if (fwd) dnnl_primitive_desc_destroy(fwd);
+  if (bwd) dnnl_primitive_desc_destroy(bwd);
+  for (dnnl_memory_desc_t md : {xa, wa, ya, xf, wf, bm, xp, wp, yp}) if (md) dnnl_memory_desc_destroy(md);
+  if (!ok) cp.conv = nullptr;
+  return ok ? &cp : nullptr;
 }
 
 static inline bool run(dnnl_primitive_t prim, std::initializer_list<dnnl_exec_arg_t> args) {
@@ -315,98 +340,34 @@ static bool onednn_conv_fwd(const float *x, const float *wt, const float *bias, 
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t i0 = b * t / nt, i1 = b * (t + 1) / nt;
-    ConvFwd *weights_for = nullptr;  // the primitive whose weight layout the blocked weights hold
+    ConvPrims *weights_for = nullptr;  // the primitive whose weight layout the blocked weights hold
     for (int64_t i = i0; i < i1 && !failed; i += kConvChunk) {
       const int64_t n = std::min(kConvChunk, i1 - i);
-      ConvFwd *cf = conv_fwd_for({n, c, h, w, o, k, s, p, bias != nullptr, bf});
-      if (!cf) { failed = 1; break; }
-      void *wb = scratch(0, cf->wb_bytes), *xb = scratch(1, cf->xb_bytes), *yb = scratch(2, cf->yb_bytes);
-      dnnl_memory_set_data_handle(cf->wb, wb);
-      dnnl_memory_set_data_handle(cf->xb, xb);
-      dnnl_memory_set_data_handle(cf->yb, yb);
-      if (cf != weights_for) {  // once per call, unless a last, smaller chunk wants another layout
-        dnnl_memory_set_data_handle(cf->w, const_cast<float *>(wt));
-        failed |= !run(cf->to_wei, {{kArgSrc, cf->w}, {kArgDst, cf->wb}});
-        weights_for = cf;
+      ConvPrims *cp = conv_prims_for({n, c, h, w, o, k, s, p, bias != nullptr, bf}, kPassForward);
+      if (!cp) { failed = 1; break; }
+      dnnl_memory_set_data_handle(cp->cb, scratch(0, cp->cb_bytes));
+      dnnl_memory_set_data_handle(cp->ab, scratch(1, cp->ab_bytes));
+      dnnl_memory_set_data_handle(cp->rb, scratch(2, cp->rb_bytes));
+      if (cp != weights_for) {  // once per call, unless a last, smaller chunk wants another layout
+        dnnl_memory_set_data_handle(cp->c, const_cast<float *>(wt));
+        failed |= !run(cp->in2, {{kArgSrc, cp->c}, {kArgDst, cp->cb}});
+        weights_for = cp;
       }
-      dnnl_memory_set_data_handle(cf->x, const_cast<float *>(x + i * c * h * w));
-      dnnl_memory_set_data_handle(cf->y, y + i * o * ho * wo);
-      if (bias) dnnl_memory_set_data_handle(cf->b, const_cast<float *>(bias));
-      failed |= !run(cf->to_src, {{kArgSrc, cf->x}, {kArgDst, cf->xb}});
-      if (bias) failed |= !run(cf->conv, {{kArgSrc, cf->xb}, {kArgWeights, cf->wb}, {kArgBias, cf->b}, {kArgDst, cf->yb}});
-      else failed |= !run(cf->conv, {{kArgSrc, cf->xb}, {kArgWeights, cf->wb}, {kArgDst, cf->yb}});
-      failed |= !run(cf->from_dst, {{kArgSrc, cf->yb}, {kArgDst, cf->y}});
+      dnnl_memory_set_data_handle(cp->a, const_cast<float *>(x + i * c * h * w));
+      dnnl_memory_set_data_handle(cp->r, y + i * o * ho * wo);
+      if (bias) dnnl_memory_set_data_handle(cp->bias, const_cast<float *>(bias));
+      failed |= !run(cp->in1, {{kArgSrc, cp->a}, {kArgDst, cp->ab}});
+      if (bias) failed |= !run(cp->conv, {{kArgSrc, cp->ab}, {kArgWeights, cp->cb}, {kArgBias, cp->bias}, {kArgDst, cp->rb}});
+      else failed |= !run(cp->conv, {{kArgSrc, cp->ab}, {kArgWeights, cp->cb}, {kArgDst, cp->rb}});
+      failed |= !run(cp->out, {{kArgSrc, cp->rb}, {kArgDst, cp->r}});
     }
   }
   return !failed;
 }
 
-// The backward passes by oneDNN's primitives, likewise: data (dx from dy and the weights) in chunks
-// of images, weights (dw and db from x and dy) over each thread's whole share of the batch, its
-// result reordered to plain float32 and summed over the threads by the caller.
-struct ConvBwd {
-  dnnl_primitive_t conv = nullptr, in1 = nullptr, in2 = nullptr, out = nullptr;
-  dnnl_memory_t a = nullptr, ab = nullptr, c = nullptr, cb = nullptr, r = nullptr, rb = nullptr, bias = nullptr;
-  size_t ab_bytes = 0, cb_bytes = 0, rb_bytes = 0;
-};
-
-// data: a = dy, c = weights, r = dx; weights: a = x, c = dy, r = dw (+ bias = db)
-static ConvBwd *conv_bwd_for(const ConvKey &key, bool weights) {
-  thread_local std::unordered_map<ConvKey, ConvBwd, ConvKeyHash> caches[2];
-  auto &cache = caches[weights];
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second.conv ? &it->second : nullptr;
-  ConvBwd &cb = cache[key];
-  dnnl_engine_t e = dnnl_cpu_engine();
-  const int64_t ho = (key.h + 2 * key.p - key.k) / key.s + 1, wo = (key.w + 2 * key.p - key.k) / key.s + 1;
-  const int dt = key.bf ? kDnnlBf16 : kDnnlF32;
-  dnnl_dims_t xd = {key.n, key.c, key.h, key.w}, wd = {key.o, key.c, key.k, key.k}, yd = {key.n, key.o, ho, wo};
-  dnnl_dims_t bd = {key.o}, st = {key.s, key.s}, dil = {0, 0}, pad = {key.p, key.p};
-  dnnl_memory_desc_t xa = nullptr, wa = nullptr, ya = nullptr, xf = nullptr, wf = nullptr, bm = nullptr;
-  dnnl_memory_desc_t xp = nullptr, wp = nullptr, yp = nullptr;
-  dnnl_primitive_desc_t hint = nullptr, pd = nullptr;
-  bool ok = dnnl_memory_desc_create_with_tag(&xa, 4, xd, dt, kTagAny) == 0 &&
-            dnnl_memory_desc_create_with_tag(&wa, 4, wd, dt, kTagAny) == 0 &&
-            dnnl_memory_desc_create_with_tag(&ya, 4, yd, dt, kTagAny) == 0 &&
-            dnnl_memory_desc_create_with_tag(&xf, 4, xd, kDnnlF32, kTagAny) == 0 &&
-            dnnl_memory_desc_create_with_tag(&wf, 4, wd, kDnnlF32, kTagAny) == 0 &&
-            dnnl_memory_desc_create_with_tag(&bm, 1, bd, kDnnlF32, kTagA) == 0 &&
-            dnnl_memory_desc_create_with_tag(&xp, 4, xd, kDnnlF32, kTagAbcd) == 0 &&
-            dnnl_memory_desc_create_with_tag(&wp, 4, wd, kDnnlF32, kTagAbcd) == 0 &&
-            dnnl_memory_desc_create_with_tag(&yp, 4, yd, kDnnlF32, kTagAbcd) == 0 &&
-            dnnl_convolution_forward_primitive_desc_create(&hint, e, kForwardTraining, kConvDirect, xa, wa,
-                                                           key.bias ? bm : nullptr, ya, st, dil, pad, pad,
-                                                           nullptr) == 0;
-  if (ok && !weights)
-    ok = dnnl_convolution_backward_data_primitive_desc_create(&pd, e, kConvDirect, xf, wa, ya, st, dil, pad, pad, hint,
-                                                              nullptr) == 0;
-  if (ok && weights)
-    ok = dnnl_convolution_backward_weights_primitive_desc_create(&pd, e, kConvDirect, xa, wf, key.bias ? bm : nullptr,
-                                                                 ya, st, dil, pad, pad, hint, nullptr) == 0;
-  if (ok) {
-    dnnl_memory_desc_t ab = dnnl_primitive_desc_query_md(pd, weights ? kQuerySrcMd : kQueryDiffDstMd, 0);
-    dnnl_memory_desc_t cbm = dnnl_primitive_desc_query_md(pd, weights ? kQueryDiffDstMd : kQueryWeightsMd, 0);
-    dnnl_memory_desc_t rb = dnnl_primitive_desc_query_md(pd, weights ? kQueryDiffWeightsMd : kQueryDiffSrcMd, 0);
-    dnnl_memory_desc_t ap = weights ? xp : yp, cp = weights ? yp : wp, rp = weights ? wp : xp;
-    cb.ab_bytes = dnnl_memory_desc_get_size(ab);
-    cb.cb_bytes = dnnl_memory_desc_get_size(cbm);
-    cb.rb_bytes = dnnl_memory_desc_get_size(rb);
-    cb.in1 = reorder(ap, ab);
-    cb.in2 = reorder(cp, cbm);
-    cb.out = reorder(rb, rp);
-    ok = cb.in1 && cb.in2 && cb.out && dnnl_primitive_create(&cb.conv, pd) == 0 &&
-         dnnl_memory_create(&cb.a, ap, e, nullptr) == 0 && dnnl_memory_create(&cb.ab, ab, e, nullptr) == 0 &&
-         dnnl_memory_create(&cb.c, cp, e, nullptr) == 0 && dnnl_memory_create(&cb.cb, cbm, e, nullptr) == 0 &&
-         dnnl_memory_create(&cb.r, rp, e, nullptr) == 0 && dnnl_memory_create(&cb.rb, rb, e, nullptr) == 0 &&
-         dnnl_memory_create(&cb.bias, bm, e, nullptr) == 0;
-  }
-  if (hint) dnnl_primitive_desc_destroy(hint);
-  if (pd) dnnl_primitive_desc_destroy(pd);
-  for (dnnl_memory_desc_t md : {xa, wa, ya, xf, wf, bm, xp, wp, yp}) if (md) dnnl_memory_desc_destroy(md);
-  if (!ok) cb.conv = nullptr;
-  return ok ? &cb : nullptr;
-}
-
+// The backward passes likewise: data (dx from dy and the weights) in chunks of images, weights (dw
+// and db from x and dy) over each thread's whole share of the batch, its result reordered to plain
+// float32 and summed over the threads.
 static bool onednn_conv_bwd_data(const float *dy, const float *wt, float *dx, int64_t b, int64_t c, int64_t h,
                                  int64_t w, int64_t o, int64_t k, int64_t s, int64_t p, bool bf) {
   const int64_t ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
@@ -415,10 +376,10 @@ static bool onednn_conv_bwd_data(const float *dy, const float *wt, float *dx, in
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t i0 = b * t / nt, i1 = b * (t + 1) / nt;
-    ConvBwd *weights_for = nullptr;
+    ConvPrims *weights_for = nullptr;
     for (int64_t i = i0; i < i1 && !failed; i += kConvChunk) {
       const int64_t n = std::min(kConvChunk, i1 - i);
-      ConvBwd *cb = conv_bwd_for({n, c, h, w, o, k, s, p, false, bf}, false);
+      ConvPrims *cb = conv_prims_for({n, c, h, w, o, k, s, p, false, bf}, kPassData);
       if (!cb) { failed = 1; break; }
       dnnl_memory_set_data_handle(cb->cb, scratch(0, cb->cb_bytes));
       dnnl_memory_set_data_handle(cb->ab, scratch(1, cb->ab_bytes));
@@ -452,7 +413,7 @@ static bool onednn_conv_bwd_weights(const float *x, const float *dy, float *dw, 
     used = nt;
     const int64_t i0 = b * t / nt, i1 = b * (t + 1) / nt;
     if (i1 > i0) {
-      ConvBwd *cb = conv_bwd_for({i1 - i0, c, h, w, o, k, s, p, db != nullptr, bf}, true);
+      ConvPrims *cb = conv_prims_for({i1 - i0, c, h, w, o, k, s, p, db != nullptr, bf}, kPassWeights);
       if (!cb) {
         failed = 1;
       } else {
