@@ -466,6 +466,49 @@ static bool gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha,
   return matmul_bf16(ta, tb, m, n, k, a16.data(), ac, b16.data(), bc, beta != 0.f, c, ldc);
 }
 
+// A float32 matrix with, where a bfloat16 product will read it more than once, its rounded copy
+// (contiguous rows): gemm_on rounds an operand once instead of once per product, which on an AMX
+// host costs more than the small products themselves (docs/experiments/speed_round2.md).
+struct Operand {
+  const float *f;
+  int64_t ld;
+  const bf16_t *h = nullptr;
+};
+
+// Rounds rows x cols of src (row stride ld) into dst and returns the operand with both.
+static Operand rounded(const float *src, int64_t rows, int64_t cols, int64_t ld, std::vector<bf16_t> &dst) {
+  dst.resize((size_t)(rows * cols));
+  to_bf16_rows(src, rows, cols, ld, dst.data());
+  return {src, ld, dst.data()};
+}
+
+// gemm<BF> on operands, reading the rounded copies where they exist; alpha with a rounded A needs beta 0.
+template <bool BF>
+static bool gemm_on(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha, Operand a, Operand b, float beta,
+                    float *c, int64_t ldc) {
+  if (!BF || (!a.h && !b.h)) return gemm<BF>(ta, tb, m, n, k, alpha, a.f, a.ld, b.f, b.ld, beta, c, ldc);
+  thread_local std::vector<bf16_t> a16, b16;
+  const int64_t ar = ta == 'N' ? m : k, ac = ta == 'N' ? k : m, br = tb == 'N' ? k : n, bc = tb == 'N' ? n : k;
+  float scale_after = 1.f;
+  if (!a.h) {  // alpha folded into A's rounding
+    a16.resize((size_t)(ar * ac));
+    to_bf16_rows(a.f, ar, ac, a.ld, a16.data(), alpha);
+    a.h = a16.data();
+  } else if (alpha != 1.f) {
+    if (beta != 0.f) return false;
+    scale_after = alpha;
+  }
+  if (!b.h) b = rounded(b.f, br, bc, b.ld, b16);
+  if (!matmul_bf16(ta, tb, m, n, k, a.h, ac, b.h, bc, beta != 0.f, c, ldc)) return false;
+  if (scale_after != 1.f)
+    for (int64_t i = 0; i < m; ++i) {
+      float *row = c + i * ldc;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) row[j] *= scale_after;
+    }
+  return true;
+}
+
 // 1x1 stride-1 convolutions are plain matrix products per image, y_i (o x n) = w (o x c) x_i (c x n):
 // sgemm (or the bfloat16 matmul) on the tensors as they lie beats oneDNN's convolution, whose
 // reorders in and out cost more than the product at these few input channels.
@@ -962,8 +1005,13 @@ extern "C" int BatchMatMulNT_bf16(AOT_ARGS) { return batch_matmul<'N', 'T', true
 
 struct LinearAttentionBuffers {
   std::vector<float> qkv, dqkv, qs, ks, ctx, dctx, g, tmp;
+  // bfloat16 copies, each rounded once per use: the softmaxes, v and dout of one head; the image
+  // and the projection's gradient; the projection's weights (once per call)
+  std::vector<bf16_t> qs16, ks16, v16, go16, x16, dqkv16, w16;
+  Operand qs_op, ks_op, v_op;
   LinearAttentionBuffers(int64_t rows, int64_t d, int64_t n)
-      : qkv(rows * n), dqkv(rows * n), qs(d * n), ks(d * n), ctx(d * d), dctx(d * d), g(d * n), tmp(2 * n) {}
+      : qkv(rows * n), dqkv(rows * n), qs(d * n), ks(d * n), ctx(d * d), dctx(d * d), g(d * n), tmp(2 * n),
+        qs_op{nullptr, n}, ks_op{nullptr, n}, v_op{nullptr, n} {}
 };
 
 // One head: q, k, v (d x n) -> the softmaxes in buf.qs, buf.ks, the context in buf.ctx, out (d x n)
@@ -973,21 +1021,28 @@ static bool la_head_forward(const float *q, const float *k, const float *v, int6
   const float s = 1.f / std::sqrt((float)d);
   softmax_columns(q, d, n, buf.qs.data(), buf.tmp.data());
   for (int64_t r = 0; r < d; ++r) softmax_row(k + r * n, buf.ks.data() + r * n, n);
-  bool ok = gemm<BF>('N', 'T', d, d, n, s, buf.ks.data(), n, v, n, 0.f, buf.ctx.data(), d);  // ctx = s k v^T
-  if (out) ok = ok && gemm<BF>('T', 'N', d, n, d, 1.f, buf.ctx.data(), d, buf.qs.data(), n, 0.f, out, n);
+  buf.qs_op = {buf.qs.data(), n}, buf.ks_op = {buf.ks.data(), n}, buf.v_op = {v, n};
+  if (BF) {  // each is read by two products (in the backward pass)
+    buf.ks_op = rounded(buf.ks.data(), d, n, n, buf.ks16);
+    buf.v_op = rounded(v, d, n, n, buf.v16);
+    if (!out) buf.qs_op = rounded(buf.qs.data(), d, n, n, buf.qs16);
+  }
+  bool ok = gemm_on<BF>('N', 'T', d, d, n, s, buf.ks_op, buf.v_op, 0.f, buf.ctx.data(), d);  // ctx = s k v^T
+  if (out) ok = ok && gemm_on<BF>('T', 'N', d, n, d, 1.f, {buf.ctx.data(), d}, buf.qs_op, 0.f, out, n);
   return ok;
 }
 
-// One head's backward: dout (d x n) -> dq, dk, dv (d x n), after la_head_forward(out = nullptr)
+// One head's backward: dout (d x n) -> dq, dk, dv (d x n), after la_head_forward(out = nullptr) (whose v it reads)
 template <bool BF>
-static bool la_head_backward(const float *v, const float *go, int64_t d, int64_t n, LinearAttentionBuffers &buf,
-                             float *dq, float *dk, float *dv) {
+static bool la_head_backward(const float *go, int64_t d, int64_t n, LinearAttentionBuffers &buf, float *dq,
+                             float *dk, float *dv) {
   const float s = 1.f / std::sqrt((float)d);
   const float *qs = buf.qs.data(), *ks = buf.ks.data();
   float *g = buf.g.data(), *col = buf.tmp.data();
-  bool ok = gemm<BF>('N', 'T', d, d, n, 1.f, qs, n, go, n, 0.f, buf.dctx.data(), d);  // dctx = qs dout^T
+  const Operand go_op = BF ? rounded(go, d, n, n, buf.go16) : Operand{go, n}, ctx{buf.ctx.data(), d}, dctx{buf.dctx.data(), d};
+  bool ok = gemm_on<BF>('N', 'T', d, d, n, 1.f, buf.qs_op, go_op, 0.f, buf.dctx.data(), d);  // dctx = qs dout^T
   // through q's softmax (over the d rows of each column): dq = qs (g - sum_rows(qs g)), g = ctx dout
-  ok = ok && gemm<BF>('N', 'N', d, n, d, 1.f, buf.ctx.data(), d, go, n, 0.f, g, n);
+  ok = ok && gemm_on<BF>('N', 'N', d, n, d, 1.f, ctx, go_op, 0.f, g, n);
   std::fill(col, col + n, 0.f);
   for (int64_t r = 0; r < d; ++r) {
     const float *qr = qs + r * n, *gr = g + r * n;
@@ -1000,8 +1055,8 @@ static bool la_head_backward(const float *v, const float *go, int64_t d, int64_t
     for (int64_t j = 0; j < n; ++j) o[j] = qr[j] * (gr[j] - col[j]);
   }
   // dv = s dctx^T ks; through k's softmax (over each row): dk = ks (g - sum(ks g)), g = s dctx v
-  ok = ok && gemm<BF>('T', 'N', d, n, d, s, buf.dctx.data(), d, ks, n, 0.f, dv, n);
-  ok = ok && gemm<BF>('N', 'N', d, n, d, s, buf.dctx.data(), d, v, n, 0.f, g, n);
+  ok = ok && gemm_on<BF>('T', 'N', d, n, d, s, dctx, buf.ks_op, 0.f, dv, n);
+  ok = ok && gemm_on<BF>('N', 'N', d, n, d, s, dctx, buf.v_op, 0.f, g, n);
   for (int64_t r = 0; r < d; ++r) {
     const float *kr = ks + r * n, *gr = g + r * n; float *o = dk + r * n;
     float dot = 0.f;
@@ -1024,10 +1079,11 @@ static int linear_attention_fwd(int nparam, void **params, int *ndims, int64_t *
 #pragma omp parallel num_threads(kThreads()) reduction(| : failed)
   {
     LinearAttentionBuffers buf(rows, d, n);
+    const Operand w_op = BF ? rounded(w, rows, c, c, buf.w16) : Operand{w, c};
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < b; ++i) {
       float *qkv = buf.qkv.data();
-      failed |= !gemm<BF>('N', 'N', rows, n, c, 1.f, w, c, x + i * c * n, n, 0.f, qkv, n);
+      failed |= !gemm_on<BF>('N', 'N', rows, n, c, 1.f, w_op, {x + i * c * n, n}, 0.f, qkv, n);
       for (int64_t h = 0; h < heads; ++h)
         failed |= !la_head_forward<BF>(qkv + h * d * n, qkv + (heads + h) * d * n, qkv + (2 * heads + h) * d * n,
                                        d, n, buf, out + (i * heads + h) * d * n);
@@ -1051,20 +1107,22 @@ static int linear_attention_bwd(int nparam, void **params, int *ndims, int64_t *
   {
     LinearAttentionBuffers buf(rows, d, n);
     float *dw_mine = partial.data() + (int64_t)omp_get_thread_num() * rows * c;
+    const Operand w_op = BF ? rounded(w, rows, c, c, buf.w16) : Operand{w, c};
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < b; ++i) {
       const float *xi = x + i * c * n;
+      const Operand x_op = BF ? rounded(xi, c, n, n, buf.x16) : Operand{xi, n};
       float *qkv = buf.qkv.data(), *dqkv = buf.dqkv.data();
-      failed |= !gemm<BF>('N', 'N', rows, n, c, 1.f, w, c, xi, n, 0.f, qkv, n);
+      failed |= !gemm_on<BF>('N', 'N', rows, n, c, 1.f, w_op, x_op, 0.f, qkv, n);
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t oq = h * d * n, ok = (heads + h) * d * n, ov = (2 * heads + h) * d * n;
         failed |= !la_head_forward<BF>(qkv + oq, qkv + ok, qkv + ov, d, n, buf, nullptr);
-        failed |= !la_head_backward<BF>(qkv + ov, dout + (i * heads + h) * d * n, d, n, buf, dqkv + oq, dqkv + ok,
-                                        dqkv + ov);
+        failed |= !la_head_backward<BF>(dout + (i * heads + h) * d * n, d, n, buf, dqkv + oq, dqkv + ok, dqkv + ov);
       }
       // through the projection: dw += dqkv x_i^T, dx_i = w^T dqkv
-      failed |= !gemm<BF>('N', 'T', rows, c, n, 1.f, dqkv, n, xi, n, 1.f, dw_mine, c);
-      failed |= !gemm<BF>('T', 'N', c, n, rows, 1.f, w, c, dqkv, n, 0.f, dx + i * c * n, n);
+      const Operand dqkv_op = BF ? rounded(dqkv, rows, n, n, buf.dqkv16) : Operand{dqkv, n};
+      failed |= !gemm_on<BF>('N', 'T', rows, c, n, 1.f, dqkv_op, x_op, 1.f, dw_mine, c);
+      failed |= !gemm_on<BF>('T', 'N', c, n, rows, 1.f, w_op, dqkv_op, 0.f, dx + i * c * n, n);
     }
   }
   for (int64_t j = 0; j < rows * c; ++j) {
