@@ -28,7 +28,25 @@ def kernels_or_native(formulation=None, supported=True) -> str:
     return "aot" if supported and (formulation or kernel_formulation()) == "aot" else "native"
 
 
-class Conv2d(nn.Cell):
+class Bfloat16Kernels:
+    """The bfloat16 switch of a layer whose C++ kernels have bfloat16 entry points: the layer builds
+    its kernel with `_kernel(bf16)`, keeps it in `_aot`, and `matmul_dtype` says which one it runs."""
+
+    matmul_dtype = "float32"
+
+    def _kernel(self, bf16: bool):
+        raise NotImplementedError
+
+    def use_bfloat16_matmuls(self) -> bool:
+        """Run this layer's products (forward and backward) in bfloat16 with float32 accumulation,
+        where it computes with the C++ kernels; True if it now does (see training/amp.py)."""
+        if self.formulation != "aot":
+            return False
+        self._aot, self.matmul_dtype = self._kernel(bf16=True), "bfloat16"
+        return True
+
+
+class Conv2d(Bfloat16Kernels, nn.Cell):
     """2-D convolution with PyTorch's initialisation and a device-chosen formulation."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
@@ -59,7 +77,6 @@ class Conv2d(nn.Cell):
         # in the backward pass, concatenated (both cost more than the convolution itself).
         self.out_splits = out_splits
         self.has_bias = has_bias
-        self.matmul_dtype = "float32"
         if formulation == "aot":  # bias fused into the kernel: no separate add and reduction
             self._aot = self._kernel(bf16=False)
         fan_in = in_channels // groups * kernel_size * kernel_size
@@ -72,14 +89,6 @@ class Conv2d(nn.Cell):
         if self.space_to_depth:
             return kernels.conv2d_op(2, 0, self.has_bias, bf16)
         return kernels.conv2d_op(self.stride, self.padding, self.has_bias, bf16)
-
-    def use_bfloat16_matmuls(self) -> bool:
-        """Run this layer's products (forward and backward) in bfloat16 with float32 accumulation,
-        where it computes with the C++ kernels; True if it now does (see training/amp.py)."""
-        if self.formulation != "aot":
-            return False
-        self._aot, self.matmul_dtype = self._kernel(bf16=True), "bfloat16"
-        return True
 
     def construct(self, x):
         if self.out_splits > 1:
@@ -184,22 +193,17 @@ class GroupNorm(nn.GroupNorm):
         return ops.silu(self.construct(x))
 
 
-class Dense(nn.Dense):
+class Dense(Bfloat16Kernels, nn.Dense):
     """`nn.Dense` (same parameters, weight and bias) computed by the C++ kernel on CPU; input
     (..., in_channels)."""
 
     def __init__(self, in_channels, out_channels, formulation=None):
         super().__init__(in_channels, out_channels)
         self.formulation = kernels_or_native(formulation)
-        self._aot = kernels.dense_op() if self.formulation == "aot" else None
-        self.matmul_dtype = "float32"
+        self._aot = self._kernel(bf16=False) if self.formulation == "aot" else None
 
-    def use_bfloat16_matmuls(self) -> bool:
-        """See `Conv2d.use_bfloat16_matmuls`."""
-        if self.formulation != "aot":
-            return False
-        self._aot, self.matmul_dtype = kernels.dense_op(bf16=True), "bfloat16"
-        return True
+    def _kernel(self, bf16):
+        return kernels.dense_op(bf16)
 
     def construct(self, x):
         if self.formulation == "aot":
@@ -243,7 +247,7 @@ class ExactGelu(nn.Cell):
         return (dout * (cdf + x * pdf),)
 
 
-class PatchEmbed(nn.Cell):
+class PatchEmbed(Bfloat16Kernels, nn.Cell):
     """Image (b, c, h, w) to tokens (b, n, dim), n = (h / p) (w / p) in row-major order, by a
     patch-size-stride convolution (weight (dim, c, p, p) and bias, PyTorch's initialisation). On CPU
     the patches are cut by a reshape and multiplied by the C++ Dense kernel (MindSpore's convolution
@@ -253,19 +257,14 @@ class PatchEmbed(nn.Cell):
         super().__init__()
         self.in_channels, self.dim, self.patch_size = in_channels, dim, patch_size
         self.formulation = kernels_or_native(formulation)
-        self._aot = kernels.dense_op() if self.formulation == "aot" else None
-        self.matmul_dtype = "float32"
+        self._aot = self._kernel(bf16=False) if self.formulation == "aot" else None
         fan_in = in_channels * patch_size * patch_size
         shape = (dim, in_channels, patch_size, patch_size)
         self.weight = Parameter(initializer(HeUniform(negative_slope=math.sqrt(5)), shape, ms.float32), name="weight")
         self.bias = Parameter(initializer(Uniform(1 / math.sqrt(fan_in)), (dim,), ms.float32), name="bias")
 
-    def use_bfloat16_matmuls(self) -> bool:
-        """See `Conv2d.use_bfloat16_matmuls`."""
-        if self.formulation != "aot":
-            return False
-        self._aot, self.matmul_dtype = kernels.dense_op(bf16=True), "bfloat16"
-        return True
+    def _kernel(self, bf16):
+        return kernels.dense_op(bf16)
 
     def construct(self, x):
         b, c, h, w = x.shape
@@ -371,7 +370,7 @@ class Softmax(nn.Cell):
         return self._aot(x.contiguous().reshape(outer, shape[axis], inner)).reshape(shape)
 
 
-class BatchMatMul(nn.Cell):
+class BatchMatMul(Bfloat16Kernels, nn.Cell):
     """Batched matrix product over the leading dimensions with optional transposes, like
     `ops.BatchMatMul(transpose_a, transpose_b)`; the C++ kernel on CPU."""
 
@@ -381,28 +380,20 @@ class BatchMatMul(nn.Cell):
             raise ValueError("BatchMatMul: transpose_a and transpose_b together are not supported")
         self.formulation = kernels_or_native(formulation)
         self.transpose_a, self.transpose_b = transpose_a, transpose_b
-        self.matmul_dtype = "float32"
-        if self.formulation == "aot":
-            self._op = self._kernel(bf16=False)
-        else:
-            self._op = ops.BatchMatMul(transpose_a=transpose_a, transpose_b=transpose_b)
+        self._aot = self._kernel(bf16=False) if self.formulation == "aot" else None
+        self._native = ops.BatchMatMul(transpose_a=transpose_a, transpose_b=transpose_b)
 
     def _kernel(self, bf16):
         nn_op, tn_op, nt_op = kernels.batch_matmul_ops(bf16)
         return tn_op if self.transpose_a else nt_op if self.transpose_b else nn_op
 
-    def use_bfloat16_matmuls(self) -> bool:
-        """See `Conv2d.use_bfloat16_matmuls`."""
-        if self.formulation != "aot":
-            return False
-        self._op, self.matmul_dtype = self._kernel(bf16=True), "bfloat16"
-        return True
-
     def construct(self, a, b):
-        return self._op(a, b)
+        if self.formulation == "aot":
+            return self._aot(a, b)
+        return self._native(a, b)
 
 
-class LinearAttentionCore(nn.Cell):
+class LinearAttentionCore(Bfloat16Kernels, nn.Cell):
     """Linear attention (Shen et al. 2018) from its input: x (b, c, h, w) and the weight of its 1x1,
     bias-free q, k, v projection (3 heads d, c, 1, 1) give, per head, context = softmax over pixels(k)
     v^T / sqrt(d) and out = context^T softmax over features(q), returned as (b, heads, d, h w). The
@@ -414,17 +405,12 @@ class LinearAttentionCore(nn.Cell):
         super().__init__()
         self.heads, self.dim_head = heads, dim_head
         self.formulation = kernels_or_native(formulation)
-        self.matmul_dtype = "float32"
-        self._aot = kernels.linear_attention_op() if self.formulation == "aot" else None
+        self._aot = self._kernel(bf16=False) if self.formulation == "aot" else None
         self._context = ops.BatchMatMul(transpose_b=True)
         self._mix = ops.BatchMatMul(transpose_a=True)
 
-    def use_bfloat16_matmuls(self) -> bool:
-        """See `Conv2d.use_bfloat16_matmuls`."""
-        if self.formulation != "aot":
-            return False
-        self._aot, self.matmul_dtype = kernels.linear_attention_op(bf16=True), "bfloat16"
-        return True
+    def _kernel(self, bf16):
+        return kernels.linear_attention_op(bf16)
 
     def construct(self, x, weight):
         b, c, h, w = x.shape
