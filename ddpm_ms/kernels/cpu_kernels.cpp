@@ -187,6 +187,17 @@ static Matmul *matmul_for(const MatmulKey &key) {
   return &cache.emplace(key, mm).first->second;
 }
 
+// One in-order stream per thread; run executes a primitive on it.
+static dnnl_stream_t thread_stream() {
+  thread_local dnnl_stream_t stream = nullptr;
+  if (!stream) dnnl_stream_create(&stream, dnnl_cpu_engine(), kDnnlInOrder);
+  return stream;
+}
+
+static inline bool run(dnnl_primitive_t prim, std::initializer_list<dnnl_exec_arg_t> args) {
+  return dnnl_primitive_execute(prim, thread_stream(), (int)args.size(), args.begin()) == 0;
+}
+
 // C (m x n, row stride ldc) = op(A) op(B), or += with acc; op(A) is m x k, stored m x k with row
 // stride lda ('N') or k x m ('T'); likewise B. Returns false where oneDNN refused.
 static bool matmul_bf16(char ta, char tb, int64_t m, int64_t n, int64_t k, const bf16_t *a, int64_t lda,
@@ -196,15 +207,12 @@ static bool matmul_bf16(char ta, char tb, int64_t m, int64_t n, int64_t k, const
     if (!acc) for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
     return true;
   }
-  thread_local dnnl_stream_t stream = nullptr;
-  if (!stream && dnnl_stream_create(&stream, dnnl_cpu_engine(), kDnnlInOrder) != 0) return false;
   Matmul *mm = matmul_for({m, n, k, lda, ldb, ldc, ta, tb, acc});
   if (!mm) return false;
   dnnl_memory_set_data_handle(mm->a, const_cast<bf16_t *>(a));
   dnnl_memory_set_data_handle(mm->b, const_cast<bf16_t *>(b));
   dnnl_memory_set_data_handle(mm->c, c);
-  const dnnl_exec_arg_t args[3] = {{kArgSrc, mm->a}, {kArgWeights, mm->b}, {kArgDst, mm->c}};
-  return dnnl_primitive_execute(mm->prim, stream, 3, args) == 0;
+  return run(mm->prim, {{kArgSrc, mm->a}, {kArgWeights, mm->b}, {kArgDst, mm->c}});
 }
 
 // A 64-byte aligned per-thread scratch buffer (slot 0-2), grown as needed and reused by every shape.
@@ -213,12 +221,6 @@ static void *scratch(int slot, size_t bytes) {
   std::vector<char> &buf = buffers[slot];
   if (buf.size() < bytes + 64) buf.resize(bytes + 64);
   return (void *)(((uintptr_t)buf.data() + 63) & ~(uintptr_t)63);
-}
-
-static dnnl_stream_t thread_stream() {
-  thread_local dnnl_stream_t stream = nullptr;
-  if (!stream) dnnl_stream_create(&stream, dnnl_cpu_engine(), kDnnlInOrder);
-  return stream;
 }
 
 // Forward convolution of a chunk of images by oneDNN's own convolution primitive (its JIT kernels
@@ -323,10 +325,6 @@ static ConvPrims *conv_prims_for(const ConvKey &key, ConvPass pass) {
   for (dnnl_memory_desc_t md : {xa, wa, ya, xf, wf, bm, xp, wp, yp}) if (md) dnnl_memory_desc_destroy(md);
   if (!ok) cp.conv = nullptr;
   return ok ? &cp : nullptr;
-}
-
-static inline bool run(dnnl_primitive_t prim, std::initializer_list<dnnl_exec_arg_t> args) {
-  return dnnl_primitive_execute(prim, thread_stream(), (int)args.size(), args.begin()) == 0;
 }
 
 static constexpr int64_t kConvChunk = 8;  // images per primitive call: the blocked copies stay in cache
@@ -451,23 +449,8 @@ static bool onednn_conv_bwd_weights(const float *x, const float *dy, float *dw, 
 }
 
 
-// sgemm's contract (beta 0 or 1) for float operands: in float32 (BF false) or with both operands
-// rounded to bfloat16 first (alpha folded into A's rounding). Returns false on failure.
-template <bool BF>
-static bool gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
-                 const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
-  if (!BF) return dnnl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0;
-  thread_local std::vector<bf16_t> a16, b16;
-  const int64_t ar = ta == 'N' ? m : k, ac = ta == 'N' ? k : m, br = tb == 'N' ? k : n, bc = tb == 'N' ? n : k;
-  a16.resize((size_t)(ar * ac));
-  b16.resize((size_t)(br * bc));
-  to_bf16_rows(a, ar, ac, lda, a16.data(), alpha);
-  to_bf16_rows(b, br, bc, ldb, b16.data());
-  return matmul_bf16(ta, tb, m, n, k, a16.data(), ac, b16.data(), bc, beta != 0.f, c, ldc);
-}
-
 // A float32 matrix with, where a bfloat16 product will read it more than once, its rounded copy
-// (contiguous rows): gemm_on rounds an operand once instead of once per product, which on an AMX
+// (contiguous rows): an operand is then rounded once instead of once per product, which on an AMX
 // host costs more than the small products themselves (docs/experiments/speed_round2.md).
 struct Operand {
   const float *f;
@@ -482,15 +465,17 @@ static Operand rounded(const float *src, int64_t rows, int64_t cols, int64_t ld,
   return {src, ld, dst.data()};
 }
 
-// gemm<BF> on operands, reading the rounded copies where they exist; alpha with a rounded A needs beta 0.
+// sgemm's contract (beta 0 or 1) on operands: in float32 (BF false), or in bfloat16 reading the
+// rounded copies where the operands carry them and rounding the others here (alpha folded into A's
+// rounding; with an already rounded A, alpha scales the result, beta 0 only). False on failure.
 template <bool BF>
 static bool gemm_on(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha, Operand a, Operand b, float beta,
                     float *c, int64_t ldc) {
-  if (!BF || (!a.h && !b.h)) return gemm<BF>(ta, tb, m, n, k, alpha, a.f, a.ld, b.f, b.ld, beta, c, ldc);
+  if (!BF) return dnnl_sgemm(ta, tb, m, n, k, alpha, a.f, a.ld, b.f, b.ld, beta, c, ldc) == 0;
   thread_local std::vector<bf16_t> a16, b16;
   const int64_t ar = ta == 'N' ? m : k, ac = ta == 'N' ? k : m, br = tb == 'N' ? k : n, bc = tb == 'N' ? n : k;
   float scale_after = 1.f;
-  if (!a.h) {  // alpha folded into A's rounding
+  if (!a.h) {
     a16.resize((size_t)(ar * ac));
     to_bf16_rows(a.f, ar, ac, a.ld, a16.data(), alpha);
     a.h = a16.data();
@@ -507,6 +492,13 @@ static bool gemm_on(char ta, char tb, int64_t m, int64_t n, int64_t k, float alp
       for (int64_t j = 0; j < n; ++j) row[j] *= scale_after;
     }
   return true;
+}
+
+// gemm_on for plain float pointers.
+template <bool BF>
+static bool gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                 const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+  return gemm_on<BF>(ta, tb, m, n, k, alpha, {a, lda}, {b, ldb}, beta, c, ldc);
 }
 
 // 1x1 stride-1 convolutions are plain matrix products per image, y_i (o x n) = w (o x c) x_i (c x n):
