@@ -27,7 +27,6 @@ import numpy as np
 from mindspore import nn
 
 from ddpm_ms.config import Config
-from ddpm_ms.models.unet import LABEL_TABLE, TIME_OUT_BIAS
 from ddpm_ms.files import atomic_write
 
 FORMAT = 2
@@ -182,7 +181,7 @@ def assign(net: nn.Cell, params: dict, source: str) -> None:
 
 
 def adapt_label_embedding(params: dict, net: nn.Cell) -> tuple[dict, str | None]:
-    """Weights `params` of a U-Net rewritten for `net`'s label set, so that fine-tuning starts from
+    """Weights `params` of a denoiser rewritten for `net`'s label set, so that fine-tuning starts from
     exactly the source model's unconditional behaviour ("no class", or no labels at all):
 
     - class-conditional -> unconditional (an image folder has no labels): the "no class" row
@@ -191,25 +190,27 @@ def adapt_label_embedding(params: dict, net: nn.Cell) -> tuple[dict, str | None]
     - another number of classes: every row, the new labels' too, starts as the source's "no class"
       row (labels of another data set mean other things).
 
+    The two parameters' names are the backbone's declared `label_table` and `time_bias`.
     Returns (params, a note saying what changed, or None when the label sets agree)."""
+    table_name, bias_name = net.label_table, net.time_bias
     want = {name: tuple(p.shape) for name, p in net.parameters_and_names()}
-    if LABEL_TABLE not in params and LABEL_TABLE not in want:
+    if table_name not in params and table_name not in want:
         return params, None
-    if LABEL_TABLE in params and tuple(params[LABEL_TABLE].shape) == want.get(LABEL_TABLE):
+    if table_name in params and tuple(params[table_name].shape) == want.get(table_name):
         return params, None
     params = dict(params)
-    if LABEL_TABLE not in want:
-        table = params.pop(LABEL_TABLE).asnumpy()
-        if TIME_OUT_BIAS not in params:
-            raise CheckpointMismatch(f"the checkpoint has a label embedding but no {TIME_OUT_BIAS} to fold it into")
-        bias = params[TIME_OUT_BIAS].asnumpy()
-        params[TIME_OUT_BIAS] = ms.Tensor(bias + table[-1].astype(bias.dtype))
+    if table_name not in want:
+        table = params.pop(table_name).asnumpy()
+        if bias_name not in params:
+            raise CheckpointMismatch(f"the checkpoint has a label embedding but no {bias_name} to fold it into")
+        bias = params[bias_name].asnumpy()
+        params[bias_name] = ms.Tensor(bias + table[-1].astype(bias.dtype))
         return params, (f"its {table.shape[0] - 1} class labels dropped, the 'no class' embedding folded "
                         "into the time embedding: this model is unconditional")
-    rows, width = want[LABEL_TABLE]
+    rows, width = want[table_name]
     no_class = np.zeros(width, np.float32)
-    if LABEL_TABLE in params:
-        old = params[LABEL_TABLE].asnumpy()
+    if table_name in params:
+        old = params[table_name].asnumpy()
         if old.shape[1] != width:
             raise CheckpointMismatch(f"the checkpoint's label embedding is {old.shape[1]} wide, the model's {width}")
         no_class = old[-1].astype(np.float32)
@@ -217,7 +218,7 @@ def adapt_label_embedding(params: dict, net: nn.Cell) -> tuple[dict, str | None]
     else:
         note = f"{rows - 1} class labels added to the source's unconditional model, each starting as 'no class'"
     table = np.tile(no_class, (rows, 1))
-    params[LABEL_TABLE] = ms.Tensor(table)
+    params[table_name] = ms.Tensor(table)
     return params, note
 
 

@@ -11,23 +11,23 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ddpm_ms.files import atomic_write
+from ddpm_ms.registry import BACKBONES, DATASETS, SAMPLERS
 
-CONFIG_FORMAT = 2  # 1 (no format_version): guidance and the DDPM variance lived in the train section
-ARCHS = ("unet", "dit", "ddpm_unet")  # ddpm_ms.models.build_model's backbones
-BLOCKS = ("resnet", "convnext")
+# 1 (no format_version): guidance and the DDPM variance lived in the train section;
+# 2: one flat model section held every backbone's fields; 3: only the backbone's own.
+CONFIG_FORMAT = 3
 BETA_SCHEDULES = ("linear", "cosine", "quadratic", "sigmoid")
 OBJECTIVES = ("eps", "x0", "v")
 LOSS_TYPES = ("l1", "l2", "huber")
 VARIANCES = ("fixed_small", "fixed_large")
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder")
 MODES = ("graph", "pynative")
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "warmup-constant")
 AMP_LEVELS = ("O0", "O1", "O2")
 AMP_DTYPES = ("float16", "bfloat16")
-SAMPLER_NAMES = ("ddpm", "ddim", "dpm++", "dpm++sde")  # ddpm_ms.sampling.SAMPLERS' keys, for the CLIs
 
 
 def _size2(size) -> tuple[int, int]:
@@ -54,106 +54,49 @@ def check_guidance_interval(interval):
 
 @dataclass
 class ModelConfig:
-    """The denoiser: `arch` picks the backbone (ddpm_ms.models.build_model), the rest its shape.
-    `image_size` is (height, width) or one int for square images. num_classes > 0
+    """What every denoiser shares; each backbone's config class (ddpm_ms.models: UNetConfig, DiTConfig,
+    DDPMUNetConfig) adds its own fields, defaults and checks, and `backbone_config(arch, ...)` builds the
+    one `arch` names. `image_size` is (height, width) or one int for square images. num_classes > 0
     makes the model class-conditional on labels 0..num_classes-1, with one more label,
-    `num_classes` itself, for "no class" (classifier-free guidance, Ho & Salimans 2022).
-
-    Each backbone reads its own fields. "unet": dim, init_dim, dim_mults, block, resnet_groups,
-    convnext_mult, dropout, attn_heads, attn_dim_head. "dit" (Peebles & Xie 2023): patch_size,
-    hidden_size, depth (DiT blocks), attn_heads, mlp_ratio. "ddpm_unet" (Ho et al. 2020): dim (the
-    paper's ch), dim_mults, num_res_blocks, attn_resolutions (the side lengths, in pixels, of the
-    levels with self-attention), attn_heads, dropout, resnet_groups."""
-    arch: str = "unet"
+    `num_classes` itself, for "no class" (classifier-free guidance, Ho & Salimans 2022)."""
+    arch: str = ""
+    flags: ClassVar[dict] = {}  # {"--flag": (field, help)}: the command-line flags that size this backbone
     image_size: tuple = (28, 28)
     channels: int = 1
-    dim: int = 28
-    init_dim: int | None = None
-    dim_mults: tuple = (1, 2, 4)
-    block: str = "resnet"
-    resnet_groups: int = 4
-    convnext_mult: int = 2
-    dropout: float = 0.0
-    attn_heads: int = 4
-    attn_dim_head: int = 32
     num_classes: int = 0
-    patch_size: int = 2
-    hidden_size: int = 64
-    depth: int = 3
-    mlp_ratio: float = 4.0
-    num_res_blocks: int = 2
-    attn_resolutions: tuple = (16,)
+
+    def __post_init__(self):
+        if type(self) is ModelConfig:
+            raise TypeError("ModelConfig holds what every backbone shares: build a backbone's own config "
+                            "(UNetConfig, DiTConfig, ...) or backbone_config(arch, **fields)")
 
     @property
     def out_channels(self) -> int:
         return self.channels
 
     def validate(self) -> None:
+        """Checks of the shared fields; a backbone's config extends it with its own."""
         self.image_size = _size2(self.image_size)
-        self.dim_mults = tuple(self.dim_mults)
-        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
-        if self.arch not in ARCHS:
-            raise ValueError(f"model.arch must be one of {ARCHS}, got {self.arch!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        BACKBONES.check(self.arch, "model.arch")
+        if type(self) is not BACKBONES[self.arch].config:
+            raise ValueError(f"model.arch is {self.arch!r} but the config is a {type(self).__name__}; build it "
+                             f"with backbone_config({self.arch!r}, ...)")
+        if int(self.channels) < 1:
+            raise ValueError(f"model.channels must be >= 1, got {self.channels}")
         if int(self.num_classes) < 0:
             raise ValueError(f"model.num_classes must be >= 0 (0: unconditional), got {self.num_classes}")
-        if self.arch == "dit":
-            self._validate_dit()
-        else:
-            self._validate_unet()
-        if self.arch == "ddpm_unet":
-            self._validate_ddpm_unet()
-
-    def _validate_dit(self) -> None:
-        h, w, p = *self.image_size, int(self.patch_size)
-        if p < 1 or h % p or w % p:
-            raise ValueError(f"image size {h}x{w} does not divide by model.patch_size={self.patch_size}; "
-                             f"resize the images or pick a patch size (train.py --patch-size) that divides both sides")
-        if int(self.depth) < 1:
-            raise ValueError(f"model.depth must be >= 1 DiT block, got {self.depth} (train.py --depth)")
-        if not int(self.hidden_size * self.mlp_ratio) >= 1:
-            raise ValueError(f"model.mlp_ratio={self.mlp_ratio} leaves the MLP no units at width "
-                             f"{self.hidden_size}; use a ratio of about 4 (DiT's)")
-        if int(self.attn_heads) < 1:
-            raise ValueError(f"model.attn_heads must be >= 1, got {self.attn_heads} (train.py --heads)")
-        if int(self.hidden_size) < 4 or self.hidden_size % 4 or self.hidden_size % self.attn_heads:
-            heads = [n for n in range(1, self.hidden_size + 1) if self.hidden_size % n == 0] \
-                if self.hidden_size >= 4 and self.hidden_size % 4 == 0 else []
-            fix = f"at width {self.hidden_size}, --heads may be one of {heads}" if heads else \
-                "choose a width (train.py --hidden-size) that is a multiple of 4"
-            raise ValueError(f"model.hidden_size={self.hidden_size} must be a multiple of 4 (the 2-D sin-cos "
-                             f"position embedding) and of model.attn_heads={self.attn_heads}: {fix}")
-
-    def _validate_unet(self) -> None:
-        if self.block not in BLOCKS:
-            raise ValueError(f"model.block must be one of {BLOCKS}, got {self.block!r}")
-        if not self.dim_mults or any(m < 1 for m in self.dim_mults):
-            raise ValueError(f"model.dim_mults must be positive integers, got {self.dim_mults}")
-        factor = 2 ** (len(self.dim_mults) - 1)
-        h, w = self.image_size
-        if h % factor or w % factor:
-            raise ValueError(
-                f"image size {h}x{w} does not divide by 2^(levels-1) = {factor} for dim_mults={self.dim_mults}; "
-                f"resize the images to a multiple of {factor} or use fewer levels")
-        init_dim = self.init_dim or self.dim
-        widths = [init_dim] + [self.dim * m for m in self.dim_mults]
-        if (self.block == "resnet" or self.arch == "ddpm_unet") and any(c % self.resnet_groups for c in widths):
-            raise ValueError(f"every level width {widths} must divide by resnet_groups={self.resnet_groups}: "
-                             f"choose a dim (train.py --dim) that is a multiple of {self.resnet_groups}")
 
 
-    def _validate_ddpm_unet(self) -> None:
-        if int(self.num_res_blocks) < 1:
-            raise ValueError(f"model.num_res_blocks must be >= 1, got {self.num_res_blocks}")
-        sides = [min(self.image_size) // 2 ** i for i in range(len(self.dim_mults))]
-        if any(r not in sides for r in self.attn_resolutions):
-            raise ValueError(f"model.attn_resolutions {self.attn_resolutions} names a side length the model never "
-                             f"has: its levels are {sides} pixels; pick from those (or () for no attention "
-                             "outside the middle)")
-        bad = [self.dim * m for m in self.dim_mults if (self.dim * m) % int(self.attn_heads)]
-        if bad:
-            raise ValueError(f"level widths {bad} do not divide by model.attn_heads={self.attn_heads}")
+def backbone_config(arch: str, **fields) -> ModelConfig:
+    """The config of backbone `arch` (a ddpm_ms.registry.BACKBONES name) with `fields` set; a field
+    that backbone does not have is an error naming it."""
+    klass = BACKBONES[arch].config
+    known = {f.name for f in dataclasses.fields(klass)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"the {arch} backbone has no field(s) {unknown}; its fields: {sorted(known - {'arch'})}")
+    fields.pop("arch", None)
+    return klass(**fields)
 
 
 @dataclass
@@ -192,22 +135,22 @@ class DiffusionConfig:
 
 @dataclass
 class DataConfig:
-    """Where the images come from and how they are prepared. pad: black pixels added on every
-    side of Fashion-MNIST / MNIST images (2 makes them 32x32, for a backbone that halves the size
-    three times); samples are centre-cropped back before they are scored."""
+    """Where the images come from and how they are prepared. dataset: a ddpm_ms.registry.DATASETS
+    name. pad: black pixels added on every side of a data set's fixed-size images (2 makes
+    Fashion-MNIST 32x32, for a backbone that halves the size three times); samples are
+    centre-cropped back before they are scored."""
     dataset: str = "fashion_mnist"
-    root: str | None = None  # None: the copy embedded in this repository (data/<dataset>)
+    root: str | None = None  # None: the data set's folder under the data root (ddpm_ms.data.paths)
     random_flip: bool = True
     num_workers: int = 2
     strict: bool = False     # image_folder: a corrupt file is an error instead of a skipped warning
     pad: int = 0
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"data.dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if int(self.pad) < 0 or (self.pad and self.dataset not in ("fashion_mnist", "mnist")):
-            raise ValueError(f"data.pad must be >= 0 and pads Fashion-MNIST / MNIST only, got {self.pad} for "
-                             f"{self.dataset}")
+        DATASETS.check(self.dataset, "data.dataset")
+        if int(self.pad) < 0 or (self.pad and DATASETS[self.dataset].image_shape is None):
+            raise ValueError(f"data.pad must be >= 0 and pads data sets of one image size only (not {self.dataset}, "
+                             f"whose images are resized to the model's), got {self.pad}")
 
 
 @dataclass
@@ -268,7 +211,7 @@ class TrainConfig:
         for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
                                      ("amp", self.amp, AMP_LEVELS), ("amp_dtype", self.amp_dtype, AMP_DTYPES),
-                                     ("eval_sampler", self.eval_sampler, SAMPLER_NAMES)):
+                                     ("eval_sampler", self.eval_sampler, SAMPLERS.names())):
             if value not in allowed:
                 raise ValueError(f"train.{name} must be one of {allowed}, got {value!r}")
         if self.weight_decay < 0:
@@ -293,7 +236,7 @@ class TrainConfig:
 @dataclass
 class SamplingConfig:
     """How a trained model is sampled by default: the pipeline's call, sample.py and evaluate.py
-    start from these (their arguments override them). sampler: a ddpm_ms.sampling.SAMPLERS name;
+    start from these (their arguments override them). sampler: a ddpm_ms.registry.SAMPLERS name;
     steps: model calls (None: the sampler's own default, 20 for DPM-Solver++).
     guidance_scale: classifier-free guidance weight w of a class-conditional model,
     out = uncond + w (cond - uncond); 1: no guidance. guidance_rescale: its over-exposure fix
@@ -308,8 +251,7 @@ class SamplingConfig:
     variance: str = "fixed_small"
 
     def validate(self) -> None:
-        if self.sampler not in SAMPLER_NAMES:
-            raise ValueError(f"sampling.sampler must be one of {SAMPLER_NAMES}, got {self.sampler!r}")
+        SAMPLERS.check(self.sampler, "sampling.sampler")
         if self.steps is not None and int(self.steps) < 1:
             raise ValueError(f"sampling.steps must be a positive integer or None (the sampler's default), "
                              f"got {self.steps}")
@@ -332,6 +274,17 @@ class SamplingConfig:
 # Settings that moved between sections, by config format: {format: {(old section, key): new section}}.
 _MOVED = {2: {("train", "guidance_scale"): "sampling", ("train", "guidance_rescale"): "sampling",
               ("train", "guidance_interval"): "sampling", ("train", "variance"): "sampling"}}
+# Format 2's one flat model section: the fields of every backbone, of which format 3 keeps the backbone's own.
+FLAT_MODEL_FIELDS = ("arch", "image_size", "channels", "dim", "init_dim", "dim_mults", "block", "resnet_groups",
+                     "convnext_mult", "dropout", "attn_heads", "attn_dim_head", "num_classes", "patch_size",
+                     "hidden_size", "depth", "mlp_ratio", "num_res_blocks", "attn_resolutions")
+
+
+def own_model_fields(model: dict) -> dict:
+    """A flat (format 2) model section as its backbone's own fields: the other backbones' are dropped,
+    and anything else is kept for the config class to refuse."""
+    own = {f.name for f in dataclasses.fields(BACKBONES[model.get("arch", "unet")].config)}
+    return {k: v for k, v in model.items() if k in own or k not in FLAT_MODEL_FIELDS}
 
 
 def migrate_config(d: dict, source: str = "config") -> dict:
@@ -346,6 +299,8 @@ def migrate_config(d: dict, source: str = "config") -> dict:
         for (section, key), new_section in _MOVED.get(target, {}).items():
             if key in d.get(section, {}):
                 d.setdefault(new_section, {})[key] = d[section].pop(key)
+    if version < 3 and isinstance(d.get("model"), dict):
+        d["model"] = own_model_fields(d["model"])
     d["format_version"] = CONFIG_FORMAT
     return d
 
@@ -353,7 +308,7 @@ def migrate_config(d: dict, source: str = "config") -> dict:
 @dataclass
 class Config:
     preset: str
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: backbone_config("unet"))
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -368,8 +323,8 @@ class Config:
         if self.train.eval_every and self.train.eval_steps > self.diffusion.timesteps:
             raise ValueError(f"train.eval_steps ({self.train.eval_steps}) cannot exceed "
                              f"diffusion.timesteps ({self.diffusion.timesteps})")
-        if self.model.num_classes and self.data.dataset == "image_folder":
-            raise ValueError("an image folder has no class labels, so the model cannot be class-conditional: "
+        if self.model.num_classes and not DATASETS[self.data.dataset].class_names:
+            raise ValueError(f"{self.data.dataset} has no class labels, so the model cannot be class-conditional: "
                              "set model.num_classes to 0")
         t = self.sampling
         if not self.model.num_classes and t.guided:
@@ -397,17 +352,19 @@ class Config:
             raise ValueError(f"{source} has unknown sections {sorted(unknown)}")
         kwargs = {"preset": d.get("preset", "custom")}
         for name, klass in cls.SECTIONS.items():
-            known = {f.name for f in dataclasses.fields(klass)}
             given = d.get(name, {})
+            if name == "model":  # the backbone's own config class
+                arch = given.get("arch", "unet")
+                try:
+                    klass = BACKBONES[arch].config
+                except ValueError as e:
+                    raise ValueError(f"{source}: model.arch: {e}") from None
+            known = {f.name for f in dataclasses.fields(klass)}
             unknown = set(given) - known
             if unknown:
                 raise ValueError(f"{source}: section {name!r} has unknown keys {sorted(unknown)}")
             kwargs[name] = klass(**given)
-        cfg = cls(**kwargs)
-        cfg.model.image_size = _size2(cfg.model.image_size)
-        cfg.model.dim_mults = tuple(cfg.model.dim_mults)
-        cfg.model.attn_resolutions = tuple(cfg.model.attn_resolutions)
-        return cfg.validate()
+        return cls(**kwargs).validate()
 
     def save(self, path) -> None:
         """Write JSON atomically: a reader never sees half a file."""
@@ -427,125 +384,3 @@ class Config:
             raise ValueError(f"{path} is not valid JSON ({e}); it may be cut short: restore it from the run's "
                              "checkpoints (each holds its config)") from None
         return cls.from_dict(d, source=str(path))
-
-
-def _fashion_like(name: str) -> Config:
-    # The recipe chosen for Fashion-MNIST within a 2-hour budget on a 2-core CPU (the study and its
-    # figures: docs/experiments/recipe_search.md): 7,500 updates of batch 32, a 500-step warm-up to
-    # 2e-3 and a cosine decay to 0, an EMA of 0.995 updated every 10 steps, class labels with
-    # classifier-free guidance at w = 2 on the steps at t <= 700 only (Kynkaenniemi et al. 2024), and
-    # no flips (every shoe in Fashion-MNIST points the same way; a mirrored digit is not a digit).
-    # On an accelerator, train longer: --steps 30000.
-    return Config(preset=name,
-                  model=ModelConfig(image_size=(28, 28), channels=1, dim=16, dim_mults=(1, 2, 4), num_classes=10),
-                  diffusion=DiffusionConfig(timesteps=1000, beta_schedule="cosine", loss_type="huber",
-                                            p2_gamma=0.5, p2_k=1.0),
-                  data=DataConfig(dataset=name, random_flip=False),
-                  train=TrainConfig(batch_size=32, lr=2e-3, lr_schedule="cosine", warmup_steps=500,
-                                    epochs=4, steps=7500, sample_every=2500, num_samples=20,
-                                    ema_decay=0.995, ema_update_every=10),
-                  sampling=SamplingConfig(sampler="dpm++", guidance_scale=2.0, guidance_interval=(0, 700)))
-
-
-def _dit_like(name: str, dataset: str) -> Config:
-    # The U-Net preset's diffusion, data and sampling, with a DiT (Peebles & Xie 2023) as the
-    # denoiser: patch 4 (7 x 7 tokens), width 64, 3 blocks of 4 heads (the MNIST DiT of issue 39).
-    # Its updates are much cheaper than the U-Net's, so it takes batches of 128 and as many updates
-    # as fit in the U-Net preset's training time on a 2-core CPU (how they were counted:
-    # docs/experiments/dit.md). AdamW at 1e-3 after the same warm-up, cosine decay to 0.
-    cfg = _fashion_like(dataset)
-    cfg.preset = name
-    cfg.model = ModelConfig(arch="dit", image_size=(28, 28), channels=1, patch_size=4, hidden_size=64,
-                            depth=3, attn_heads=4, mlp_ratio=4.0, num_classes=10)
-    t = cfg.train
-    t.lr, t.optimizer, t.batch_size, t.steps, t.epochs, t.sample_every = 1e-3, "adamw", 128, 32500, 70, 5000
-    return cfg
-
-
-def _ddpm_unet_fashion(name: str) -> Config:
-    # The default preset's diffusion, labels, guidance, optimiser and length, with the DDPM paper's
-    # U-Net at a quarter of its width (ch 32, mults (1, 2, 2, 2), 2 blocks, attention at 16x16,
-    # no dropout) as the denoiser. The paper's U-Net halves the size three times, so the
-    # 28x28 images are padded to 32x32 (data.pad); samples are cropped back to 28x28 when scored.
-    # It answers "does the architecture learn?" at equal training time (docs/experiments/ddpm_unet.md).
-    cfg = _fashion_like("fashion_mnist")
-    cfg.preset = name
-    cfg.model = ModelConfig(arch="ddpm_unet", image_size=(32, 32), channels=1, dim=32, dim_mults=(1, 2, 2, 2),
-                            num_res_blocks=2, attn_resolutions=(16,), attn_heads=1, resnet_groups=32,
-                            dropout=0.0, num_classes=10)
-    cfg.data.pad = 2
-    # As many updates as fit in the default preset's 65 minutes on a 2-core CPU (34 images/s at batch 32).
-    cfg.train.steps, cfg.train.epochs = 4100, 3
-    # Deterministic samplers (DDIM, DPM-Solver++) leave grain in this model's images that the
-    # stochastic ones remove; its default is the SDE form (docs/experiments/ddpm_unet.md).
-    cfg.sampling.sampler = cfg.train.eval_sampler = "dpm++sde"
-    return cfg
-
-
-def _cifar10() -> Config:
-    # Ho et al. 2020 (DDPM), CIFAR-10: the 35.7M-parameter U-Net (ch 128, mults (1, 2, 2, 2), 2 blocks,
-    # attention at 16x16, dropout 0.1), T = 1000 linear betas 1e-4..0.02, epsilon and a plain MSE,
-    # Adam at 2e-4 after 5,000 warm-up steps, then constant, gradient clipping at 1, EMA 0.9999,
-    # batch 128, random horizontal flips, 800k steps; ancestral sampling with sigma^2 = beta
-    # ("fixed_large"), 1000 steps. Unconditional.
-    return Config(
-        preset="cifar10",
-        model=ModelConfig(arch="ddpm_unet", image_size=(32, 32), channels=3, dim=128, dim_mults=(1, 2, 2, 2),
-                          num_res_blocks=2, attn_resolutions=(16,), attn_heads=1, resnet_groups=32, dropout=0.1),
-        diffusion=DiffusionConfig(timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                                  objective="eps", loss_type="l2", p2_gamma=0.0),
-        data=DataConfig(dataset="cifar10", random_flip=True),
-        train=TrainConfig(batch_size=128, lr=2e-4, lr_schedule="warmup-constant", warmup_steps=5000,
-                          steps=800_000, epochs=2048, clip_grad=1.0, ema_decay=0.9999, ema_update_every=1,
-                          ema_warmup=False, save_every=5000, sample_every=10_000, num_samples=64,
-                          sample_steps=1000),
-        sampling=SamplingConfig(sampler="ddpm", steps=1000, variance="fixed_large"))
-
-
-def _cifar10_cond() -> Config:
-    # The conditional reproduction of zoubohao/DenoisingDiffusionProbabilityModel-ddpm-
-    # (DiffusionFreeGuidence, MainCondition.py): T = 500 linear betas 1e-4..0.028, ch 128, mults
-    # (1, 2, 2, 2), 2 blocks, dropout 0.15, labels with 10% dropped for classifier-free guidance,
-    # AdamW (weight decay 1e-4) warmed up over 7 of 70 epochs to 2.5e-4 (lr 1e-4 x multiplier 2.5),
-    # then a cosine to 0, gradient clipping at 1, batch 80 (625 updates an epoch), no EMA; 500
-    # ancestral steps with sigma^2 = beta and guidance w = 1.8 in its (1 + w) eps_c - w eps_u, which is
-    # w = 2.8 in ddpm_ms's eps_u + w (eps_c - eps_u). The backbone is ddpm_ms's DDPM-paper U-Net
-    # (attention at 16x16, the label embedded into the time embedding), not that repository's
-    # attention-in-every-block variant.
-    cfg = _cifar10()
-    cfg.preset = "cifar10_cond"
-    cfg.model.dropout, cfg.model.num_classes = 0.15, 10
-    cfg.diffusion = DiffusionConfig(timesteps=500, beta_schedule="linear", beta_start=1e-4, beta_end=0.028,
-                                    objective="eps", loss_type="l2", p2_gamma=0.0, cond_drop_prob=0.1)
-    t = cfg.train
-    t.batch_size, t.lr, t.optimizer, t.weight_decay = 80, 2.5e-4, "adamw", 1e-4
-    t.lr_schedule, t.warmup_steps, t.steps, t.epochs, t.ema_decay = "cosine", 4375, 43_750, 70, 0.0
-    t.sample_steps, t.num_samples = 500, 80
-    cfg.sampling = SamplingConfig(sampler="ddpm", steps=500, variance="fixed_large", guidance_scale=2.8)
-    return cfg
-
-
-PRESETS = {
-    "fashion_mnist": lambda: _fashion_like("fashion_mnist"),
-    "mnist": lambda: _fashion_like("mnist"),
-    "dit_fashion_mnist": lambda: _dit_like("dit_fashion_mnist", "fashion_mnist"),
-    "dit_mnist": lambda: _dit_like("dit_mnist", "mnist"),
-    "ddpm_unet_fashion_mnist": lambda: _ddpm_unet_fashion("ddpm_unet_fashion_mnist"),
-    "cifar10": _cifar10,
-    "cifar10_cond": _cifar10_cond,
-    "cats": lambda: Config(
-        preset="cats",
-        model=ModelConfig(image_size=(64, 64), channels=3, dim=32, dim_mults=(1, 2, 4, 8)),
-        diffusion=DiffusionConfig(timesteps=1000, beta_schedule="cosine", loss_type="huber",
-                                  p2_gamma=0.5, p2_k=1.0),
-        data=DataConfig(dataset="image_folder", random_flip=True),
-        train=TrainConfig(batch_size=8, lr=2e-4, epochs=1, steps=2000, save_every=500, sample_every=500,
-                          num_samples=8)),
-}
-
-
-def preset(name: str) -> Config:
-    """A fresh copy of the named preset."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return copy.deepcopy(PRESETS[name]()).validate()

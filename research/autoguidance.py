@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def parser() -> argparse.ArgumentParser:
     from ddpm_ms.cli.args import guidance_interval, non_negative_float, non_negative_int, positive_int
-    from ddpm_ms.config import SAMPLER_NAMES
+    from ddpm_ms.registry import SAMPLERS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
                     help="w (default: the model's sampling.guidance_scale; 1: the model alone)")
     ap.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
                     help="guide only at timesteps LO <= t <= HI (default: the model's sampling.guidance_interval)")
-    ap.add_argument("--sampler", choices=SAMPLER_NAMES, help="default: the model's")
+    ap.add_argument("--sampler", choices=SAMPLERS.names(), help="default: the model's")
     ap.add_argument("--steps", type=positive_int, help="default: the model's (20 for dpm++)")
     ap.add_argument("--num", type=positive_int, default=10_000, help="images to draw (default 10000)")
     ap.add_argument("--seed", type=non_negative_int, default=0)

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--num", type=int, default=2000, help="train images to perturb and score (default 2000)")
     args = ap.parse_args(argv)
 
-    from ddpm_ms.data.datasets import CLASS_NAMES, load_idx_dataset
+    from ddpm_ms.data import class_names, load_idx_dataset
     from ddpm_ms.device import select_device
     from ddpm_ms.metrics.evaluation import FeatureExtractor, Reference, score_images
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         samples = np.load(args.samples)["arr_0"].reshape(-1, 28, 28)[:num].astype(np.float32)
         rows += [(f"samples ({os.path.basename(args.samples)})", samples),
                  ("the same, values 1-8 set to 0", np.where(samples <= 8, 0, samples))]
-    bag = CLASS_NAMES["fashion_mnist"].index("Bag")
+    bag = class_names("fashion_mnist").index("Bag")
     print(f"| {num:,} images, against the 10,000 test images | FID | zero pixels | called bags |\n| --- | --- | --- | --- |")
     for name, images in rows:
         images = np.clip(np.round(images), 0, 255).astype(np.uint8)
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     test, labels = load_idx_dataset("fashion_mnist", split="test")
     verdict = extractor(np.ascontiguousarray(test[:, :, ::-1]))[1].argmax(axis=1)
     print("\n| mirrored test images of class | classified correctly | called bags |\n| --- | --- | --- |")
-    for c, name in enumerate(CLASS_NAMES["fashion_mnist"]):
+    for c, name in enumerate(class_names("fashion_mnist")):
         mine = verdict[labels == c]
         print(f"| {name} | {np.mean(mine == c):.0%} | {np.mean(mine == bag):.0%} |")
     return 0

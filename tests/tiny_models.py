@@ -1,19 +1,18 @@
-"""Small denoisers of every backbone, for the tests that must hold for each (`ARCHS`)."""
+"""Small denoisers of every registered backbone (each entry's `tiny` fields), for the tests that must
+hold for each (`ARCHS`)."""
 import mindspore as ms
 import numpy as np
 
-from ddpm_ms.config import ModelConfig
+from ddpm_ms.config import backbone_config
 from ddpm_ms.models import build_model
+from ddpm_ms.registry import BACKBONES
 
-ARCHS = ("unet", "dit", "ddpm_unet")
-TINY = {"unet": dict(dim=8, dim_mults=(1, 2)),
-        "dit": dict(arch="dit", patch_size=4, hidden_size=16, depth=1, attn_heads=2),
-        "ddpm_unet": dict(arch="ddpm_unet", dim=8, dim_mults=(1, 2), num_res_blocks=1, attn_resolutions=(),
-                          resnet_groups=4)}
+ARCHS = BACKBONES.names()
+TINY = {arch: {"arch": arch, **BACKBONES[arch].tiny} for arch in ARCHS}
 
 
-def tiny_config(arch: str, **fields) -> ModelConfig:
-    return ModelConfig(**{**TINY[arch], **fields})
+def tiny_config(arch: str, **fields):
+    return backbone_config(**{**TINY[arch], **fields})
 
 
 def wake(model, seed: int = 0, std: float = 0.1):
@@ -28,7 +27,7 @@ def wake(model, seed: int = 0, std: float = 0.1):
 
 
 def tiny_model(arch: str, seed: int = 0, **fields):
-    """A freshly built small model of `arch` (fields override its ModelConfig), woken up."""
+    """A freshly built small model of `arch` (fields override its config), woken up."""
     ms.set_seed(seed)
     return wake(build_model(tiny_config(arch, **fields)), seed)
 

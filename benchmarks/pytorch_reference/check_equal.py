@@ -33,7 +33,7 @@ def ms_side(dim: int, block: str, num_classes: int = 0, model: str = "unet") -> 
     sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root
     import mindspore as ms
     from ddpm_ms.device import select_device
-    from ddpm_ms.config import preset
+    from ddpm_ms.presets import preset
     from ddpm_ms.models import build_model, count_parameters
 
     select_device("CPU")

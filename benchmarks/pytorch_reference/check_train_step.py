@@ -32,7 +32,7 @@ def ms_side(args) -> str:
     sys.path.insert(0, ROOT)
     import mindspore as ms
 
-    from ddpm_ms.config import preset
+    from ddpm_ms.presets import preset
     from ddpm_ms.device import select_device
     from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
     from ddpm_ms.models import build_model

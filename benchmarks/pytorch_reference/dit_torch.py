@@ -3,7 +3,7 @@
 The same architecture with the same parameter names and shapes as the MindSpore version (state
 dicts map 1:1 except the label table, embedding_table <-> weight), written the way a PyTorch user
 would write it: nn.Conv2d for the patches, nn.LayerNorm, F.scaled_dot_product_attention,
-nn.GELU(approximate="tanh"). Config: a dict with ddpm_ms.config.ModelConfig's fields, e.g. DIT_MNIST.
+nn.GELU(approximate="tanh"). Config: a dict with ddpm_ms.models.DiTConfig's fields, e.g. DIT_MNIST.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Same architecture, same parameter shapes and the same module/attribute names as 
 version (so state dicts map 1:1 except GroupNorm gamma/beta <-> weight/bias). Written the way a
 PyTorch user would write it: nn.Conv2d, nn.GroupNorm, nn.PixelUnshuffle, nn.Upsample, torch.softmax.
 
-Config: a plain dict with the fields of ddpm_ms.config.ModelConfig, e.g. FASHION_MNIST below.
+Config: a plain dict with the fields of ddpm_ms.models.UNetConfig, e.g. FASHION_MNIST below.
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ddpm_ms.registry import BACKBONES, SAMPLERS
+
 
 def _number(convert, what: str, ok, requirement: str):
     def parse(text):
@@ -65,17 +67,22 @@ SOLVER_ORDER_HELP = ("DPM-Solver++'s order: 2 (2M, the default), 1 (first order)
                      "see docs/sampling.md)")
 
 
-def dpm_solver_flag_problem(sampler: str, solver_order: int | None = None,
-                            lambda_min_clipped: float | None = None) -> str | None:
-    """Why --solver-order / --lambda-min-clipped do not go with --sampler SAMPLER (both belong to
-    DPM-Solver++), or None when they do."""
-    given = [flag for flag, value in (("--solver-order", solver_order), ("--lambda-min-clipped", lambda_min_clipped))
-             if value is not None]
-    if given and not sampler.startswith("dpm++"):
-        return f"{given[0]} applies to --sampler dpm++ and dpm++sde, not {sampler}"
-    if solver_order == 3 and sampler != "dpm++":
+def sampler_flag_problem(sampler: str, **options) -> str | None:
+    """Why a sampler setting given as a flag (eta=..., solver_order=..., lambda_min_clipped=...; None: not
+    given) does not go with --sampler SAMPLER (each belongs to the samplers whose registry entry lists it
+    among its options), or None when they all do."""
+    for option, value in options.items():
+        if value is not None and option not in SAMPLERS[sampler].options:
+            takers = [n for n in SAMPLERS if option in SAMPLERS[n].options]
+            return f"--{option.replace('_', '-')} applies to --sampler {' and '.join(takers)}, not {sampler}"
+    if options.get("solver_order") == 3 and sampler != "dpm++":
         return f"--solver-order 3 solves the ODE only: use --sampler dpm++, or order 1 or 2 with {sampler}"
     return None
+
+
+def sampler_help(what: str) -> str:
+    """--sampler's help: every registered sampler by name and title, then `what` says the default."""
+    return ", ".join(f"{n} ({SAMPLERS[n].title})" for n in SAMPLERS) + f"; {what}"
 
 
 def timestep_list(text):
@@ -87,3 +94,39 @@ def timestep_list(text):
     if not steps:
         raise argparse.ArgumentTypeError("give at least one timestep")
     return steps
+
+
+def model_flags() -> dict:
+    """{"--flag": (field, help, the backbones it sizes)} over every registered backbone's config `flags`."""
+    flags = {}
+    for name in BACKBONES:
+        for flag, (field, help_text) in BACKBONES[name].config.flags.items():
+            flags.setdefault(flag, (field, help_text, []))[2].append(name)
+    return flags
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that size a backbone, one group per backbone (a flag two backbones share is listed once)."""
+    seen = set()
+    for name in BACKBONES:
+        entry = BACKBONES[name]
+        new = {f: v for f, v in entry.config.flags.items() if f not in seen}
+        if new:
+            group = p.add_argument_group(f"{entry.title or name} size (--preset or --config picks the backbone)")
+            for flag, (_, help_text) in new.items():
+                group.add_argument(flag, type=positive_int, help=help_text)
+            seen.update(new)
+
+
+def set_model_fields(model, args) -> None:
+    """Set the model fields that add_model_flags' flags give; a flag that does not size this backbone
+    is an error naming the backbones it sizes and this one's own flags."""
+    for flag, (field, _, owners) in model_flags().items():
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is None:
+            continue
+        if flag not in type(model).flags:
+            titles = " or a ".join(BACKBONES[n].title or n for n in owners)
+            own = ", ".join(type(model).flags) or "none"
+            raise ValueError(f"{flag} sizes a {titles}; a {BACKBONES[model.arch].title or model.arch} takes {own}")
+        setattr(model, field, value)

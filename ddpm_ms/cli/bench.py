@@ -24,7 +24,8 @@ import subprocess
 import sys
 import time
 
-from ddpm_ms.config import SAMPLER_NAMES
+from ddpm_ms.cli.args import set_model_fields
+from ddpm_ms.registry import BACKBONES, SAMPLERS
 
 MODES = ("graph", "pynative")
 DEFAULT_BATCH = {"train": 32, "sample": 64}
@@ -48,7 +49,7 @@ def rss_mb() -> float | None:
 # -- one measurement, in this process ------------------------------------------------------------
 def _build(args):
     import mindspore as ms
-    from ddpm_ms.config import preset
+    from ddpm_ms.presets import preset
     from ddpm_ms.device import select_device
     from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
     from ddpm_ms.models import build_model, count_parameters
@@ -57,8 +58,7 @@ def _build(args):
     if args.mode == "pynative":
         ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = preset(args.preset)
-    if args.dim:
-        cfg.model.dim = args.dim
+    set_model_fields(cfg.model, args)
     ms.set_seed(0)
     model = build_model(cfg.model)
     precision = {}
@@ -71,8 +71,7 @@ def _build(args):
     d = cfg.diffusion
     diffusion = GaussianDiffusion(model, schedule, d.objective, d.loss_type, d.p2_gamma, d.p2_k, d.min_snr_gamma)
     m = cfg.model
-    shape = {"patch_size": m.patch_size, "hidden_size": m.hidden_size, "depth": m.depth, "heads": m.attn_heads} \
-        if m.arch == "dit" else {"dim": m.dim}
+    shape = {flag[2:].replace("-", "_"): getattr(m, field) for flag, (field, _) in type(m).flags.items()}
     info = {"device": device, "preset": args.preset, "arch": m.arch, **shape, "params": count_parameters(model),
             "amp_dtype": args.amp_dtype, **precision, "rss_after_build_mb": rss_mb()}
     return cfg, model, schedule, diffusion, info
@@ -320,14 +319,15 @@ def parser() -> argparse.ArgumentParser:
                         "every update), default (clipping + the EMA every ema_update_every updates, as the "
                         "preset trains), accum4 (default with 4 micro-batches per update); several: each "
                         "one's img/s relative to the first")
-    p.add_argument("--samplers", nargs="+", choices=SAMPLER_NAMES, default=["ddpm", "ddim", "dpm++"],
+    p.add_argument("--samplers", nargs="+", choices=SAMPLERS.names(), default=["ddpm", "ddim", "dpm++"],
                    help="samplers to time (default: ddpm ddim dpm++; dpm++sde costs what dpm++ does)")
     p.add_argument("--sample-steps", type=int,
                    help="steps per chain for every sampler (default: DDPM 1000, DDIM 50, DPM-Solver++ 20)")
-    p.add_argument("--model", choices=["unet", "dit"],
-                   help="the backbone whose preset is measured: unet (fashion_mnist) or dit (dit_mnist)")
+    p.add_argument("--model", choices=BACKBONES.names(),
+                   help="the backbone whose reference preset is measured (ddpm_ms.presets.reference_preset; "
+                        "default unet)")
     p.add_argument("--preset", help="measure this preset instead (default: the --model's)")
-    p.add_argument("--dim", type=int, help="override the U-Net preset's model width")
+    p.add_argument("--dim", type=int, help="override the (U-Net) preset's model width")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp-dtype", choices=["float32", "bfloat16"], default="float32",
                    help="bfloat16: the model's matrix products in bfloat16 as `--amp O1 --amp-dtype bfloat16` "
@@ -338,25 +338,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print only the JSON object")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
-    p.add_argument("--sampler", choices=SAMPLER_NAMES, default="ddpm", help=argparse.SUPPRESS)
+    p.add_argument("--sampler", choices=SAMPLERS.names(), default="ddpm", help=argparse.SUPPRESS)
     p.add_argument("--variant", choices=list(TRAIN_VARIANTS), default="default", help=argparse.SUPPRESS)
     return p
 
 
 def _check_model_args(args) -> str | None:
     """Settle which preset is measured; an error message when the flags contradict each other."""
-    from ddpm_ms.config import preset
+    from ddpm_ms.presets import preset, reference_preset
 
     if args.preset is None:
-        args.preset = "dit_mnist" if args.model == "dit" else "fashion_mnist"
+        args.preset = reference_preset(args.model or "unet")
     try:
-        arch = preset(args.preset).model.arch
+        model = preset(args.preset).model
+        if args.model and args.model != model.arch:
+            return f"--preset {args.preset} is a {model.arch} preset, not a {args.model} one; give --model or --preset"
+        set_model_fields(model, args)
     except ValueError as e:
         return str(e)
-    if args.model and args.model != arch:
-        return f"--preset {args.preset} is a {arch} preset, not a {args.model} one; give --model or --preset"
-    if args.dim and arch == "dit":
-        return f"--dim sizes a U-Net; {args.preset} is a DiT preset"
     return None
 
 

@@ -1,7 +1,7 @@
 """python scripts/check_ops.py: which MindSpore primitives the GPU and Ascend path runs, and whether
 MindSpore's documentation says those back ends have them.
 
-For each backbone's preset (unet: fashion_mnist, dit: dit_mnist, ddpm_unet: cifar10_cond), built with
+For each registered backbone's reference preset (ddpm_ms.presets.reference_preset), built with
 the native formulation (DDPM_MS_KERNELS=native, the one GPU and Ascend use), a fresh process compiles
 in graph mode, with jit_syntax_level STRICT:
 
@@ -28,7 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-PRESETS = {"unet": "fashion_mnist", "dit": "dit_mnist", "ddpm_unet": "cifar10_cond"}
+from ddpm_ms.registry import BACKBONES
+
 PLUMBING = {"Load", "UpdateState", "MakeTuple", "TupleGetItem", "Depend", "Return", "MakeList", "ListGetItem",
             "make_tuple", "tuple_getitem", "depend", "Switch", "Partial", "J"}
 TARGETS = ("Ascend", "GPU")
@@ -129,7 +130,7 @@ def worker(arch: str, out_json: Path) -> int:
     import mindspore as ms
     import numpy as np
 
-    from ddpm_ms.config import preset
+    from ddpm_ms.presets import preset, reference_preset
     from ddpm_ms.device import select_device
     from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
     from ddpm_ms.models import build_model
@@ -143,7 +144,7 @@ def worker(arch: str, out_json: Path) -> int:
     select_device("CPU")
     ms.set_context(jit_syntax_level=ms.STRICT)
     dump, seen, found = Path(os.environ["MS_DEV_SAVE_GRAPHS_PATH"]), set(), {}
-    cfg = preset(PRESETS[arch])
+    cfg = preset(reference_preset(arch))
     t, d, m = cfg.train, cfg.diffusion, cfg.model
     ms.set_seed(0)
     model, ema_model = build_model(m), build_model(m)
@@ -211,7 +212,8 @@ def table(rows, archs) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="check_ops.py", description="Audit the primitives of the GPU/Ascend path "
                                 "against MindSpore's documented platforms.")
-    p.add_argument("--arch", nargs="+", choices=sorted(PRESETS), default=sorted(PRESETS))
+    p.add_argument("--arch", nargs="+", choices=BACKBONES.names(), default=list(BACKBONES.names()),
+                   help="the backbones whose reference presets are audited (default: all)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a Markdown table")
     p.add_argument("--worker", nargs=2, metavar=("ARCH", "OUT"), help=argparse.SUPPRESS)
     return p

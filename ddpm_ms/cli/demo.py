@@ -21,11 +21,16 @@ import numpy as np
 
 from ddpm_ms.cli.args import non_negative_int
 from ddpm_ms.pipeline.pipeline import DEFAULT_PRETRAINED
+from ddpm_ms.registry import SAMPLERS
 
-SAMPLERS = ("dpm++", "ddim", "ddpm", "dpm++sde")
 MASKS = ("none (image-to-image)", "left half", "right half", "top half", "bottom half", "centre", "border")
 NO_CLASS = "none (unconditional)"
 MAX_IMAGES = 16
+
+
+def sampler_menu(pipe) -> list:
+    """Every registered sampler, the pipeline's default first."""
+    return [pipe.sampling.sampler] + [n for n in SAMPLERS if n != pipe.sampling.sampler]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -140,7 +145,7 @@ def build_app(demo: Demo):
                 class_name = gr.Dropdown(demo.class_choices, value=demo.class_choices[0], label="class",
                                          interactive=bool(pipe.num_classes), elem_id="class")
                 with gr.Row():
-                    sampler = gr.Dropdown(list(SAMPLERS), value=pipe.sampling.sampler, label="sampler", elem_id="sampler")
+                    sampler = gr.Dropdown(sampler_menu(pipe), value=pipe.sampling.sampler, label="sampler", elem_id="sampler")
                     steps = gr.Slider(1, 100, value=pipe.sampling.steps or 20, step=1, label="steps", elem_id="steps")
                 cfg = gr.Slider(0, 8, value=pipe.sampling.guidance_scale, step=0.1, label="class guidance (CFG) scale",
                                 interactive=bool(pipe.num_classes), elem_id="cfg")

@@ -21,9 +21,10 @@ from pathlib import Path
 from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit, _number,
                               timestep_list,
                               guidance_interval, non_negative_float, non_negative_int, positive_int,
-                              dpm_solver_flag_problem, unit_float)
+                              sampler_flag_problem, sampler_help, unit_float)
 from ddpm_ms.cli.steering import add_steering_flags, steering_kwargs
-from ddpm_ms.config import SAMPLER_NAMES
+from ddpm_ms.metrics.evaluation import scored_datasets
+from ddpm_ms.registry import SAMPLERS
 
 at_least_4 = _number(int, "an integer", lambda v: v >= 4, "at least 4 (precision and recall use 3 nearest neighbours)")
 
@@ -40,12 +41,11 @@ def parser() -> argparse.ArgumentParser:
                      "(and, if they were drawn for classes, those N classes under labels)")
     src.add_argument("--report", type=Path, metavar="RUN",
                      help="print a run's eval.jsonl as a Markdown table (nothing is sampled)")
-    p.add_argument("--data", choices=["fashion_mnist", "mnist", "cifar10"],
+    p.add_argument("--data", choices=scored_datasets(),
                    help="which classifier and test set (default: the run's data set; required with --npz)")
     p.add_argument("--data-root", type=Path, help="folder with the data set's IDX files (default: embedded copy)")
-    p.add_argument("--sampler", choices=SAMPLER_NAMES,
-                   help="default: the model's sampling.sampler (dpm++, DPM-Solver++ 2M, for most presets); "
-                        "dpm++sde: its SDE form")
+    p.add_argument("--sampler", choices=SAMPLERS.names(),
+                   help=sampler_help("default: the model's sampling.sampler (dpm++ for most presets)"))
     p.add_argument("--steps", type=positive_int, help="model calls: default all T for ddpm, 50 ddim, 20 dpm++ and dpm++sde")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
                    help="the sampler's timestep grid (default: trailing for dpm++, leading for the others; "
@@ -182,10 +182,10 @@ def class_counts(labels):
 
 
 def print_class_table(record: dict, labels, data: str) -> None:
-    from ddpm_ms.data.datasets import CLASS_NAMES
+    from ddpm_ms.data import class_names
 
     print(f"FID by class, each against its floor (as many real train images of the class; {data}):\n"
-          + class_table(record, class_counts(labels), CLASS_NAMES.get(data, ())), file=sys.stderr)
+          + class_table(record, class_counts(labels), class_names(data)), file=sys.stderr)
 
 
 def run(args) -> int:
@@ -197,12 +197,13 @@ def run(args) -> int:
     from ddpm_ms.config import Config
     from ddpm_ms.files import append_jsonl
     from ddpm_ms.device import machine, select_device
-    from ddpm_ms.metrics.evaluation import (SUPPORTED_DATA, FeatureExtractor, MetricsUnavailable, Reference,
+    from ddpm_ms.metrics.evaluation import (FeatureExtractor, MetricsUnavailable, Reference,
                                             class_fid_floor, crop_margin, fid_floor, sample_and_score, score_images)
     from ddpm_ms.metrics.classifier import NUM_CLASSES
 
     if args.npz is not None and args.data is None:
-        raise ValueError("--npz needs --data fashion_mnist|mnist|cifar10: which classifier and test set to score against")
+        raise ValueError(f"--npz needs --data {'|'.join(scored_datasets())}: which classifier and test set to score "
+                         "against")
     model_only = {"--sampler": args.sampler, "--steps": args.steps, "--spacing": args.spacing,
                   "--timesteps": args.timesteps,
                   "--lambda-min-clipped": args.lambda_min_clipped, "--solver-order": args.solver_order,
@@ -256,16 +257,17 @@ def run(args) -> int:
     # A run's own data folder holds its test split too (MNIST is not embedded).
     run_root = Config.load(run_dir).data.root if run_dir is not None and (run_dir / "config.json").is_file() else None
     data_root = args.data_root or (run_root if data == pipe.dataset else None)
-    if data not in SUPPORTED_DATA:
+    if data not in scored_datasets():
         raise MetricsUnavailable(f"{pipe.source} learnt {data or 'an unnamed data set'}; FID here is measured for "
-                                 f"{', '.join(SUPPORTED_DATA)} (--data names one of them)")
+                                 f"{', '.join(scored_datasets())} (--data names one of them)")
     crop_margin(pipe.image_shape, data)  # a model of another image shape stops here, before any work
     for flag, value in (("--guidance-scale", args.guidance_scale), ("--guidance-rescale", args.guidance_rescale),
                         ("--guidance-interval", args.guidance_interval), ("--class-label", args.class_label)):
         if value is not None and not pipe.num_classes:
             raise ValueError(f"{flag} applies to class-conditional models; this one is unconditional")
     sampler = args.sampler or pipe.sampling.sampler
-    if problem := dpm_solver_flag_problem(sampler, args.solver_order, args.lambda_min_clipped):
+    if problem := sampler_flag_problem(sampler, solver_order=args.solver_order,
+                                       lambda_min_clipped=args.lambda_min_clipped):
         raise ValueError(problem)
     if args.timesteps is not None and (args.steps or args.spacing):
         raise ValueError("--timesteps is the whole grid: drop --steps and --spacing")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from ddpm_ms.cli.args import positive_int
 from ddpm_ms.config import BETA_SCHEDULES
-from ddpm_ms.data.paths import DATA_ENV, FOLDERS, data_root
+from ddpm_ms.data.paths import DATA_ENV, data_root
+from ddpm_ms.registry import DATASETS
 
-CAT = Path(FOLDERS["image_folder"]) / "skimage_chelsea.png"  # under the data root
+CAT = "skimage_chelsea.png"  # in the image folder's default folder under the data root
 
 
 def default_image() -> Path:
@@ -22,15 +23,15 @@ def default_image() -> Path:
     if root is None:
         raise FileNotFoundError(f"no --image given and no embedded cat photo: {DATA_ENV} is not set and ddpm_ms runs "
                                 f"from an installed package, not a checkout with data/; pass --image PHOTO "
-                                f"(or set {DATA_ENV} to a folder that holds {CAT})")
-    return root / CAT
+                                f"(or set {DATA_ENV} to a folder that holds {DATASETS['image_folder'].folder}/{CAT})")
+    return root / DATASETS["image_folder"].folder / CAT
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="figures.py", description="Draw the forward process or the noise schedules.")
     sub = p.add_subparsers(dest="figure", required=True)
     fwd = sub.add_parser("forward", help="a photo noised at several timesteps")
-    fwd.add_argument("--image", type=Path, help=f"photo to noise (default: the embedded cat, data/{CAT})")
+    fwd.add_argument("--image", type=Path, help=f"photo to noise (default: the embedded cat photo, {CAT} under the data root)")
     fwd.add_argument("--size", type=positive_int, default=64, help="side of the resized centre crop in pixels")
     fwd.add_argument("--t", type=int, nargs="+", default=[0, 50, 100, 200, 400, 700, 999], help="timesteps")
     fwd.add_argument("--schedule", default="cosine", choices=BETA_SCHEDULES)

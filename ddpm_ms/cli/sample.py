@@ -1,14 +1,14 @@
 """python scripts/sample.py [--model DIR_OR_NAME | --run DIR | --ckpt PATH] [flags]: draw images.
 
 The model is a pipeline directory (scripts/export.py writes one), a shipped pipeline's name (the
-default, "fashion_mnist": the default preset's trained weights, shipped with the package), a
+default: the default preset's trained weights, shipped with the package), a
 training run or one of its checkpoints; everything is drawn through ddpm_ms.pipeline.
 
 Writes a grid PNG and, on request, every image as its own PNG (--save-dir), all images as one
 uint8 N x H x W x C array (--npz, key "arr_0", the layout FID tools read, with the class of each
 image under "labels" for a class-conditional model) and the denoising GIF
-(--gif). --compare draws the same noise with DDPM (all T steps), DDIM (50), DPM-Solver++ (20) and
-its SDE form (20) and puts the four grids side by side. A class-conditional model draws every class
+(--gif). --compare draws the same noise with every sampler at its default steps (DDPM all T, DDIM
+50, DPM-Solver++ and its SDE form 20) and puts the grids side by side. A class-conditional model draws every class
 in turn (one per grid column) or the --class-label given, with classifier-free guidance
 --guidance-scale.
 """
@@ -22,19 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit,
-                              guidance_interval, dpm_solver_flag_problem, timestep_list,
+                              guidance_interval, sampler_flag_problem, sampler_help, timestep_list,
                               non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
 from ddpm_ms.cli.steering import add_steering_flags, describe, steering_kwargs
-from ddpm_ms.config import SAMPLER_NAMES
 from ddpm_ms.pipeline.pipeline import DEFAULT_PRETRAINED
-
-COMPARED = ("ddpm", "ddim", "dpm++", "dpm++sde")
-TITLES = {"ddpm": "DDPM", "ddim": "DDIM (eta 0)", "dpm++": "DPM-Solver++ 2M", "dpm++sde": "DPM-Solver++ 2M SDE"}
+from ddpm_ms.registry import SAMPLERS
 
 
 def sampler_title(name: str, solver_order: int | None = None) -> str:
     """The sampler's name for people, with DPM-Solver++'s order when it is not 2 ("DPM-Solver++ 3M")."""
-    return TITLES[name].replace("2M", f"{solver_order}M") if solver_order else TITLES[name]
+    title = SAMPLERS[name].title
+    return title.replace("2M", f"{solver_order}M") if solver_order else title
 
 
 def sampler_tag(args, steps: int) -> str:
@@ -67,9 +65,8 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--ckpt", type=Path, help="a checkpoint file inside a run directory")
     p.add_argument("--mindir", action="store_true",
                    help="with --model DIR: sample the exported graph DIR/denoiser.mindir (export.py --format mindir)")
-    p.add_argument("--sampler", choices=SAMPLER_NAMES,
-                   help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M) or dpm++sde (its stochastic "
-                        "SDE form); default: the model's sampling.sampler (dpm++ for most presets)")
+    p.add_argument("--sampler", choices=SAMPLERS.names(),
+                   help=sampler_help("default: the model's sampling.sampler (dpm++ for most presets)"))
     p.add_argument("--steps", type=positive_int,
                    help="model calls: default all T for ddpm, 50 for ddim, 20 for dpm++ and dpm++sde")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
@@ -181,12 +178,10 @@ def run(args) -> int:
     device = select_device(args.device)
     pipe, samples_dir = load_pipeline(args, weights="ema" if args.weights == "both" else None)
     args.sampler = args.sampler or pipe.sampling.sampler
-    if args.eta is not None and (args.sampler != "ddim" or args.compare):
-        raise UsageError("--eta applies to --sampler ddim only")
-    if args.solver_order is not None and args.compare:
-        raise UsageError("--compare draws each sampler at its default order: drop --solver-order")
-    if problem := dpm_solver_flag_problem(args.sampler, args.solver_order,
-                                          None if args.compare else args.lambda_min_clipped):
+    if (args.eta is not None or args.solver_order is not None) and args.compare:
+        raise UsageError("--compare draws each sampler at its defaults: drop --eta and --solver-order")
+    if problem := sampler_flag_problem(args.sampler, eta=args.eta, solver_order=args.solver_order,
+                                       lambda_min_clipped=None if args.compare else args.lambda_min_clipped):
         raise UsageError(problem)
     if args.compare and (args.steps or args.timesteps or args.save_dir or args.npz or args.gif):
         raise UsageError("--compare uses fixed step counts and writes one figure: drop --steps, --timesteps, "
@@ -210,15 +205,16 @@ def run(args) -> int:
 
     if args.compare:
         grids, lines = {}, []
-        for name in COMPARED:
+        for name in SAMPLERS:
+            takes_lambda = "lambda_min_clipped" in SAMPLERS[name].options
             scheduler = pipe.scheduler(name, clip_sample=not args.no_clip, timestep_spacing=args.spacing,
-                                       lambda_min_clipped=args.lambda_min_clipped if name.startswith("dpm++") else None)
+                                       lambda_min_clipped=args.lambda_min_clipped if takes_lambda else None)
             steps = scheduler.num_inference_steps
             tic = time.perf_counter()
             images = pipe(args.num, scheduler=scheduler, **common).images
             seconds = time.perf_counter() - tic
-            grids[f"{TITLES[name]}, {steps} steps\n{seconds:.1f} s for {args.num} images"] = images
-            lines.append(f"{TITLES[name]:>19}: {steps:4d} steps, {seconds:6.1f} s, {args.num / seconds:6.1f} images/s")
+            grids[f"{sampler_title(name)}, {steps} steps\n{seconds:.1f} s for {args.num} images"] = images
+            lines.append(f"{sampler_title(name):>19}: {steps:4d} steps, {seconds:6.1f} s, {args.num / seconds:6.1f} images/s")
         out = viz.save_comparison(grids, args.out or samples_dir / f"compare-seed{args.seed}.png")
         print("\n".join(lines))
         print(f"comparison: {out}")

@@ -1,4 +1,4 @@
-"""python scripts/train.py [--preset fashion_mnist|mnist|cats] [flags]: train a DDPM.
+"""python scripts/train.py [--preset NAME] [flags]: train a DDPM (default: the Fashion-MNIST U-Net preset).
 
 Writes a run directory with config.json, log.csv, checkpoints/, samples/ (EMA grids), loss.png,
 denoising.gif and summary.json. `--resume [RUN_DIR]` continues a run where its newest
@@ -12,10 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, guidance_interval, non_negative_float, non_negative_int,
-                               positive_float, positive_int, unit_float)
-from ddpm_ms.config import (AMP_DTYPES, AMP_LEVELS, DATASETS, LR_SCHEDULES, OPTIMIZERS, PRESETS, SAMPLER_NAMES, Config,
-                             preset)
+from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, add_model_flags, guidance_interval, non_negative_float,
+                               non_negative_int, positive_float, positive_int, set_model_fields, unit_float)
+from ddpm_ms.config import AMP_DTYPES, AMP_LEVELS, LR_SCHEDULES, OPTIMIZERS, Config
+from ddpm_ms.presets import DEFAULT_PRESET, PRESETS, preset
+from ddpm_ms.registry import DATASETS, SAMPLERS
 
 RUNS = Path("runs")
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
@@ -32,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="Train a denoising diffusion model.")
     base = p.add_mutually_exclusive_group()
     base.add_argument("--preset", choices=sorted(PRESETS),
-                      help="data set and model preset (default: fashion_mnist, embedded in data/)")
+                      help=f"data set and model preset (default: {DEFAULT_PRESET}, embedded in data/)")
     base.add_argument("--config", type=Path, metavar="JSON_OR_RUN",
                       help="start from a saved config.json (or a run directory's) instead of a preset")
     length = p.add_mutually_exclusive_group()
@@ -48,16 +49,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-snr-gamma", type=non_negative_float,
                    help="Min-SNR-gamma loss weighting, e.g. 5 (Hang et al. 2023; default 0: off); "
                         "multiplies the p2 weight, so pair it with --p2-gamma 0")
-    p.add_argument("--dim", type=positive_int,
-                   help="U-Net base width: channels of its first level (fashion_mnist/mnist presets: 16)")
-    d = p.add_argument_group("DiT size (the dit_* presets: patch 4, hidden size 64, depth 3, 4 heads)")
-    d.add_argument("--patch-size", type=positive_int, help="pixels per side of a DiT token's tile")
-    d.add_argument("--hidden-size", type=positive_int, help="DiT token width")
-    d.add_argument("--depth", type=positive_int, help="number of DiT blocks")
-    d.add_argument("--heads", type=positive_int, help="attention heads per DiT block")
+    add_model_flags(p)
     c = p.add_argument_group("class conditioning (classifier-free guidance)")
     c.add_argument("--num-classes", type=non_negative_int,
-                   help="condition on the data's labels (10 for fashion_mnist and mnist); 0: unconditional")
+                   help="condition on the data's labels (10 for Fashion-MNIST and MNIST); 0: unconditional")
     c.add_argument("--cond-drop-prob", type=unit_float, metavar="P",
                    help="share of training labels replaced by 'no class' (default 0.1)")
     c.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
@@ -70,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
                    help=GUIDANCE_INTERVAL_HELP + ": the run's default for its grids and evaluations")
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<preset>-<time>)")
     p.add_argument("--data", type=Path, help="data directory (default: the embedded copy under data/)")
-    p.add_argument("--dataset", choices=DATASETS,
+    p.add_argument("--dataset", choices=DATASETS.names(),
                    help="data set kind, overriding the preset's (e.g. image_folder to fine-tune on photos)")
     p.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror a random half of the training images (preset default: on for photos, off for "
@@ -117,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--eval-every", type=non_negative_int,
                    help="updates between FID evaluations, logged in log.csv's fid column and eval.jsonl (default 0: none)")
     e.add_argument("--eval-num", type=positive_int, help="images per evaluation (default 1000)")
-    e.add_argument("--eval-sampler", choices=SAMPLER_NAMES,
+    e.add_argument("--eval-sampler", choices=SAMPLERS.names(),
                    help="sampler for evaluations (default dpm++)")
     e.add_argument("--eval-steps", type=positive_int, help="sampler steps for evaluations (default 20)")
     r.add_argument("--strict-data", action="store_true", help="a corrupt image is an error instead of skipped")
@@ -181,7 +176,7 @@ def base_config(args) -> Config:
             cfg = Config.load(source)
             cfg.train.init_from = None  # set to the resolved checkpoint by the Trainer
             return cfg
-    return preset(args.preset or "fashion_mnist")
+    return preset(args.preset or DEFAULT_PRESET)
 
 
 def warmup_note(t, total_steps: int) -> str | None:
@@ -223,18 +218,7 @@ def config_from_args(args) -> Config:
         cfg.diffusion.p2_gamma = args.p2_gamma
     if args.min_snr_gamma is not None:
         cfg.diffusion.min_snr_gamma = args.min_snr_gamma
-    if args.dim is not None:
-        if cfg.model.arch == "dit":
-            raise ValueError("--dim sizes a U-Net; a DiT's width is --hidden-size")
-        cfg.model.dim = args.dim
-    dit_size = {"patch_size": args.patch_size, "hidden_size": args.hidden_size, "depth": args.depth,
-                "attn_heads": args.heads}
-    for field, value in dit_size.items():
-        if value is not None:
-            if cfg.model.arch != "dit":
-                raise ValueError(f"--{field.replace('attn_', '').replace('_', '-')} sizes a DiT; start from a dit_* "
-                                 f"preset (--preset dit_mnist) or a DiT run")
-            setattr(cfg.model, field, value)
+    set_model_fields(cfg.model, args)
     if args.num_classes is not None:
         cfg.model.num_classes = args.num_classes
     if args.cond_drop_prob is not None:
@@ -256,8 +240,8 @@ def config_from_args(args) -> Config:
         cfg.data.dataset = args.dataset
         if args.data is None and args.resume is None:
             cfg.data.root = None
-    if cfg.data.dataset == "image_folder" and cfg.model.num_classes and args.num_classes is None:
-        # A folder has no labels: a class-conditional base (the fashion_mnist preset, or a run given to
+    if not DATASETS[cfg.data.dataset].class_names and cfg.model.num_classes and args.num_classes is None:
+        # Unlabelled data (a folder of photos): a class-conditional base (the default preset, or a run given to
         # --init-from) trains unconditionally; the Trainer folds its "no class" embedding into the
         # time embedding, so fine-tuning starts from the model's unconditional behaviour.
         cfg.model.num_classes = 0

@@ -1,6 +1,6 @@
-"""python scripts/train_classifier.py --data fashion_mnist|mnist|cifar10: train the FID feature extractor.
+"""python scripts/train_classifier.py --data DATA: train the FID feature extractor of a data set.
 
-Writes <data>_classifier.ckpt (atomically) and a JSON beside it with the test accuracy, the command
+Writes the data set's classifier checkpoint, <data>_classifier.ckpt (atomically), and a JSON beside it with the test accuracy, the command
 and the time it took, into $DDPM_MS_CLASSIFIER_DIR or else ./classifiers/: never into the package.
 The evaluation uses it once $DDPM_MS_CLASSIFIER_DIR names its folder (else the committed classifier);
 to replace a committed classifier, pass --out ddpm_ms/metrics/weights/<data>_classifier.ckpt in a checkout.
@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 from ddpm_ms.cli.args import positive_float, positive_int
-from ddpm_ms.metrics.evaluation import CLASSIFIER_ENV  # numpy only: --help stays fast
+from ddpm_ms.config import DataConfig
+from ddpm_ms.metrics.evaluation import CLASSIFIER_ENV, image_shape, scored_datasets
+from ddpm_ms.registry import DATASETS
 
 USER_DIR = Path("classifiers")  # relative to the working directory, as train.py's runs/
 
@@ -23,12 +25,12 @@ USER_DIR = Path("classifiers")  # relative to the working directory, as train.py
 def default_out(data: str) -> Path:
     """Where the checkpoint goes without --out: $DDPM_MS_CLASSIFIER_DIR, else ./classifiers/."""
     env = os.environ.get(CLASSIFIER_ENV)
-    return (Path(env).expanduser() if env else USER_DIR) / f"{data}_classifier.ckpt"
+    return (Path(env).expanduser() if env else USER_DIR) / DATASETS[data].classifier
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_classifier.py", description="Train the FID feature classifier.")
-    p.add_argument("--data", required=True, choices=["fashion_mnist", "mnist", "cifar10"])
+    p.add_argument("--data", required=True, choices=scored_datasets())
     p.add_argument("--root", type=Path, help="folder with the IDX files or CIFAR-10's binary archive (default: the "
                    "data root's copy)")
     p.add_argument("--epochs", type=positive_int, default=4)
@@ -60,29 +62,27 @@ def main(argv=None) -> int:
     from mindspore import nn, ops
     from tqdm.auto import tqdm
 
-    from ddpm_ms.data import DataError, cifar10_dataset, idx_dataset
+    from ddpm_ms.data import DataError
     from ddpm_ms.device import select_device
     from ddpm_ms.files import atomic_write
     from ddpm_ms.metrics.classifier import FeatureClassifier
-    from ddpm_ms.metrics.evaluation import IMAGE_SHAPES
 
     select_device("auto")
     ms.set_seed(args.seed)
     ds.config.set_seed(args.seed)
+    entry, shape = DATASETS[args.data], image_shape(args.data)
+    root = None if args.root is None else str(args.root)
     try:
-        if args.data == "cifar10":
-            train = cifar10_dataset(args.root, args.batch_size, "train", shuffle=True, random_flip=True,
-                                    with_labels=True)
-            test = cifar10_dataset(args.root, 500, "test", shuffle=False, random_flip=False, with_labels=True)
-        else:
-            train = idx_dataset(args.data, args.root, args.batch_size, "train", shuffle=True, with_labels=True)
-            test = idx_dataset(args.data, args.root, 500, "test", shuffle=False, with_labels=True)
+        train = entry.load(DataConfig(args.data, root, random_flip=entry.flips), shape, args.batch_size, "train",
+                           shuffle=True, with_labels=True)
+        test = entry.load(DataConfig(args.data, root, random_flip=False), shape, 500, "test", shuffle=False,
+                          with_labels=True)
     except DataError as e:
         print(f"error: {e.for_flag('--root')}", file=sys.stderr)
         return 2
     from ddpm_ms.training.optim import WarmupSchedule
 
-    channels, size, _ = IMAGE_SHAPES[args.data]
+    channels, size, _ = shape
     model = FeatureClassifier(in_channels=channels, image_size=size)
     per_epoch = train.get_dataset_size()
     total = min(args.epochs * per_epoch, args.max_steps or args.epochs * per_epoch)
@@ -124,6 +124,6 @@ def main(argv=None) -> int:
     text = json.dumps(info, indent=2) + "\n"
     atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
     print(f"test accuracy {accuracy:.4f} after {steps} steps ({seconds / 60:.1f} min): {out}")
-    if out.name == f"{args.data}_classifier.ckpt":
+    if out.name == entry.classifier:
         print(f"the evaluation uses it with {CLASSIFIER_ENV}={out.resolve().parent}")
     return 0

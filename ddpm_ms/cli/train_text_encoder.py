@@ -17,27 +17,28 @@ from pathlib import Path
 import numpy as np
 
 from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int
-
-DATASETS = ("fashion_mnist", "mnist")
+from ddpm_ms.pipeline.pipeline import DEFAULT_PRETRAINED
+from ddpm_ms.textimage.vocab import worded_datasets
 
 
 def data_pair(text):
-    """DATA=VALUE with DATA one of DATASETS (--data-root DATA=DIR, --denoiser DATA=MODEL)."""
+    """DATA=VALUE with DATA a data set whose classes have words (--data-root DATA=DIR, --denoiser DATA=MODEL)."""
     data, sep, value = text.partition("=")
-    if not sep or data not in DATASETS or not value:
-        raise argparse.ArgumentTypeError(f"{text!r} is not DATA=... with DATA one of {', '.join(DATASETS)}")
+    if not sep or data not in worded_datasets() or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DATA=... with DATA one of {', '.join(worded_datasets())}")
     return data, value
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_text_encoder.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS),
-                   help="what it learns to name (default: both)")
+    p.add_argument("--datasets", nargs="+", choices=worded_datasets(), default=list(worded_datasets()),
+                   help="what it learns to name (default: every data set whose classes have words)")
     p.add_argument("--data-root", action="append", type=data_pair, default=[], metavar="DATA=DIR",
-                   help="where a data set's IDX files are (default: the usual data folders); repeatable")
+                   help="where a data set's files are (default: the usual data folders); repeatable")
     p.add_argument("--denoiser", action="append", type=data_pair, default=[], metavar="DATA=MODEL",
                    help="a pipeline, shipped pipeline name or run whose x0 estimates of DATA the image encoder "
-                        "also learns from (default: fashion_mnist=fashion_mnist, the shipped one); repeatable")
+                        f"also learns from (default: {DEFAULT_PRETRAINED}={DEFAULT_PRETRAINED}, the shipped one); "
+                        "repeatable")
     p.add_argument("--views", type=non_negative_int, default=1, help="x0 estimates per training image (default 1)")
     p.add_argument("--steps", type=positive_int, default=3000, help="updates (default 3000)")
     p.add_argument("--batch-size", type=positive_int, default=256)
@@ -50,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    from ddpm_ms.data.datasets import DataError
+    from ddpm_ms.data import DataError
 
     try:
         return run(args, argv)
@@ -65,25 +66,26 @@ def main(argv=None) -> int:
 def run(args, argv) -> int:
     import mindspore as ms
 
-    from ddpm_ms.data.datasets import load_idx_dataset
     from ddpm_ms.pipeline import DiffusionPipeline
+    from ddpm_ms.registry import DATASETS
     from ddpm_ms.textimage import TextImageModel
+    from ddpm_ms.textimage.model import TextImageConfig
     from ddpm_ms.textimage.training import (LabelledImages, denoiser_views, phrase_accuracy, train,
                                             zero_shot_accuracy)
 
     if args.out.exists() and any(args.out.iterdir()):
         raise FileExistsError(f"{args.out} is not empty; choose another --out (models are never written over)")
     roots = dict(args.data_root)
-    denoisers = {"fashion_mnist": "fashion_mnist", **dict(args.denoiser)}
+    denoisers = {DEFAULT_PRETRAINED: DEFAULT_PRETRAINED, **dict(args.denoiser)}  # shipped pipelines are named after their data
     progress = not args.no_progress
     ms.set_seed(args.seed)
-    loaded = {data: (load_idx_dataset(data, roots.get(data), "train"), load_idx_dataset(data, roots.get(data), "test"))
+    loaded = {data: tuple(DATASETS[data].load_split(roots.get(data), split) for split in ("train", "test"))
               for data in args.datasets}  # every file checked before the long work starts
     parts, tests, lines = [], [], []
     for data, ((images, labels), (test_images, test_labels)) in loaded.items():
-        clean = images[:, None].astype(np.float32) / 127.5 - 1
+        clean = images.astype(np.float32) / 127.5 - 1
         parts.append(LabelledImages(data, clean, labels))
-        test = LabelledImages(data, test_images[:, None].astype(np.float32) / 127.5 - 1, test_labels)
+        test = LabelledImages(data, test_images.astype(np.float32) / 127.5 - 1, test_labels)
         tests.append(test)
         if data in denoisers and args.views:
             pipe = DiffusionPipeline.from_pretrained(denoisers[data])
@@ -97,7 +99,7 @@ def run(args, argv) -> int:
         else:
             lines.append(f"{data}: clean images only (no --denoiser {data}=MODEL)")
     print("\n".join(lines))
-    model = TextImageModel()
+    model = TextImageModel(TextImageConfig(datasets=tuple(args.datasets)))
     tic = time.perf_counter()
     history = train(model, parts, args.steps, args.batch_size, args.lr, args.seed, progress=progress)
     minutes = (time.perf_counter() - tic) / 60

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import mindspore as ms
 import mindspore.dataset as ds
 import mindspore.dataset.transforms as transforms
 import mindspore.dataset.vision as vision
+import numpy as np
+
+from ddpm_ms.data.errors import DataError
+from ddpm_ms.data.paths import fetch_command, resolve
+from ddpm_ms.data.transforms import finish, shard
+from ddpm_ms.registry import DATASETS, Dataset, Download
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 RECORD_BYTES = 1 + 32 * 32 * 3
 RECORDS_PER_FILE = 10_000  # Cifar10Dataset reads every file as this many records
 BIN_FILES = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)}
 BIN_FOLDER = "cifar-10-batches-bin"
-FETCH = "python -m ddpm_ms.data.download cifar10 --to {root}"
-
-
-def _error(message):
-    from ddpm_ms.data.datasets import DataError  # datasets imports this module
-    return DataError(message)
 
 
 def binary_folder(root: Path) -> Path | None:
@@ -53,12 +52,12 @@ def check_binary(folder: Path, split: str) -> list[Path]:
     names = BIN_FILES[split]
     present = [folder / n for n in names if (folder / n).is_file()]
     if not present:
-        raise _error(f"cifar10: no {' / '.join(names)} in {folder}; get the binary archive with "
-                     f"`{FETCH.format(root=folder.parent if folder.name == BIN_FOLDER else folder)}`")
+        raise DataError(f"cifar10: no {' / '.join(names)} in {folder}; get the binary archive with "
+                     f"`{fetch_command('cifar10', folder.parent if folder.name == BIN_FOLDER else folder)}`")
     for path in present:
         size = path.stat().st_size
         if size != RECORDS_PER_FILE * RECORD_BYTES:
-            raise _error(f"{path} holds {size} bytes, not the {RECORDS_PER_FILE} records of {RECORD_BYTES} bytes "
+            raise DataError(f"{path} holds {size} bytes, not the {RECORDS_PER_FILE} records of {RECORD_BYTES} bytes "
                          f"({RECORDS_PER_FILE * RECORD_BYTES} bytes) of the CIFAR-10 binary version: the file is cut "
                          "short or another format (the Python pickles are not read); download it again")
     return present
@@ -67,19 +66,19 @@ def check_binary(folder: Path, split: str) -> list[Path]:
 def cifar10_source(root: Path, split: str = "train", shuffle: bool = True, num_shards=None, shard_id=None):
     """Unbatched dataset of CIFAR-10 from `root`: columns "image" (32, 32, 3) uint8 and "label" int32."""
     root = Path(root)
-    shard = {"num_shards": num_shards, "shard_id": shard_id} if num_shards else {}
     folder = binary_folder(root)
     if folder is not None:
         check_binary(folder, split)
-        dataset = ds.Cifar10Dataset(str(folder), usage=split, shuffle=shuffle, **shard)
+        dataset = ds.Cifar10Dataset(str(folder), usage=split, shuffle=shuffle, **shard(num_shards, shard_id))
     else:
         folder = class_folder(root, split)
         if folder is None:
-            raise _error(f"cifar10: {root} holds neither the binary archive's .bin files (nor {BIN_FOLDER}/) nor a "
+            raise DataError(f"cifar10: {root} holds neither the binary archive's .bin files (nor {BIN_FOLDER}/) nor a "
                          f"folder per class ({', '.join(CLASSES)}); get the archive with "
-                         f"`{FETCH.format(root=root)}` or pass {{folder_flag}} DIR pointing at it")
+                         f"`{fetch_command('cifar10', root)}` or pass {{folder_flag}} DIR pointing at it")
         dataset = ds.ImageFolderDataset(str(folder), shuffle=shuffle, decode=True,
-                                        class_indexing={name: i for i, name in enumerate(CLASSES)}, **shard)
+                                        class_indexing={name: i for i, name in enumerate(CLASSES)},
+                                        **shard(num_shards, shard_id))
         dataset = dataset.map([vision.Resize((32, 32))], input_columns=["image"])  # CIFAR's size, whatever was saved
     return dataset.map(transforms.TypeCast(ms.int32), input_columns=["label"])
 
@@ -102,3 +101,32 @@ def load_arrays(root, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
         images.append(image.transpose(2, 0, 1))
         labels.append(int(label))
     return np.stack(images), np.asarray(labels, np.int64)
+
+
+def cifar10_dataset(root=None, batch_size=128, split="train", shuffle=True, random_flip=True, num_workers=2,
+                    with_labels=False, pad=0, num_shards=None, shard_id=None):
+    """Batched pipeline over CIFAR-10 (the binary archive or a folder per class); columns "image"
+    (3, 32, 32) in [-1, 1] (and "label")."""
+    root, _ = resolve("cifar10", root)
+    dataset = cifar10_source(root, split, shuffle, num_shards, shard_id)
+    if dataset.get_dataset_size() < batch_size:
+        raise DataError(f"cifar10 {split} in {root} has {dataset.get_dataset_size()} images, fewer than one batch "
+                        f"of {batch_size}")
+    return finish(dataset, batch_size, random_flip, num_workers, ["image", "label"] if with_labels else ["image"], 3,
+                  pad)
+
+
+def _load(data, image_shape, batch_size, split="train", shuffle=True, with_labels=False, num_shards=None,
+          shard_id=None):
+    return cifar10_dataset(data.root, batch_size, split, shuffle=shuffle, random_flip=data.random_flip,
+                           num_workers=data.num_workers, with_labels=with_labels, pad=int(data.pad),
+                           num_shards=num_shards, shard_id=shard_id)
+
+
+DATASETS.register(Dataset(
+    "cifar10", _load, "cifar10", image_shape=(3, 32, 32), class_names=CLASSES,
+    load_split=lambda root, split: load_arrays(resolve("cifar10", root)[0], split),
+    split_files=lambda root, split: split_files(resolve("cifar10", root)[0], split),
+    download=Download(archive="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+                      archive_md5="c32a1d4ab5d03f1284b67883e8d87530", archive_folder=BIN_FOLDER),
+    classifier="cifar10_classifier.ckpt"))

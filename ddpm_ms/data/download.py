@@ -1,6 +1,6 @@
 """Download Fashion-MNIST, MNIST or CIFAR-10 from the official sites and verify their md5s.
 
-    python -m ddpm_ms.data.download fashion-mnist --to data/fashion-mnist
+    python -m ddpm_ms.data.download fashion_mnist --to data/fashion-mnist
     python -m ddpm_ms.data.download mnist --to data/mnist
     python -m ddpm_ms.data.download cifar10 --to data/cifar10
 
@@ -19,7 +19,21 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from ddpm_ms.data.paths import ARCHIVES, OFFICIAL
+from ddpm_ms.registry import DATASETS, Download
+
+
+def downloadable() -> dict:
+    """{name: Download} of the registered data sets that have official files."""
+    return {name: DATASETS[name].download for name in DATASETS if DATASETS[name].download is not None}
+
+
+def spec(name: str) -> Download:
+    """The download of data set `name`, also by its folder's name ("fashion-mnist")."""
+    specs = downloadable()
+    by_folder = {DATASETS[n].folder: n for n in specs}
+    if name not in specs and name not in by_folder:
+        raise ValueError(f"no download for {name!r}; choose one of {', '.join(specs)}")
+    return specs[by_folder.get(name, name)]
 
 
 def md5(path: Path) -> str:
@@ -65,34 +79,32 @@ def extract_folder(archive: Path, folder: str, to: Path) -> list[Path]:
     return done
 
 
-def download_archive(name: str, to: Path, timeout: float = 60.0) -> list[Path]:
-    url, expected, folder = ARCHIVES[name]
+def download_archive(d: Download, to: Path, timeout: float = 60.0) -> list[Path]:
     to.mkdir(parents=True, exist_ok=True)
-    archive = to / url.rsplit("/", 1)[1]
-    if not (archive.is_file() and md5(archive) == expected):
-        fetch(url, archive, expected, timeout)
-    files = extract_folder(archive, folder, to)
+    archive = to / d.archive.rsplit("/", 1)[1]
+    if not (archive.is_file() and md5(archive) == d.archive_md5):
+        fetch(d.archive, archive, d.archive_md5, timeout)
+    files = extract_folder(archive, d.archive_folder, to)
     archive.unlink()
-    print(f"{len(files)} files in {to / folder}")
+    print(f"{len(files)} files in {to / d.archive_folder}")
     return files
 
 
-def download(name: str, to: Path, timeout: float = 60.0) -> list[Path]:
-    if name in ARCHIVES:
-        return download_archive(name, to, timeout)
-    if name not in OFFICIAL:
-        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(OFFICIAL) + sorted(ARCHIVES)}")
-    bases, files = OFFICIAL[name]
+def download(name: str, to: Path, timeout: float = 60.0, d: Download | None = None) -> list[Path]:
+    """Data set `name`'s official files into `to` (d: another Download to fetch instead, for tests)."""
+    d = d or spec(name)
+    if d.archive:
+        return download_archive(d, to, timeout)
     to.mkdir(parents=True, exist_ok=True)
     done = []
-    for fname, expected in files.items():
+    for fname, expected in d.files.items():
         dest = to / fname
         if dest.is_file() and md5(dest) == expected:
             print(f"{dest} present, md5 ok")
             done.append(dest)
             continue
         tmp = to / f".{fname}.part"
-        for i, base in enumerate(bases):
+        for i, base in enumerate(d.urls):
             print(f"fetching {base}{fname}")
             try:
                 with urllib.request.urlopen(base + fname, timeout=timeout) as resp, open(tmp, "wb") as out:
@@ -100,7 +112,7 @@ def download(name: str, to: Path, timeout: float = 60.0) -> list[Path]:
                         out.write(chunk)
                 break
             except OSError as e:
-                if i == len(bases) - 1:
+                if i == len(d.urls) - 1:
                     raise
                 print(f"  {e}; trying the next mirror")
         got = md5(tmp)
@@ -114,7 +126,9 @@ def download(name: str, to: Path, timeout: float = 60.0) -> list[Path]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=sorted(OFFICIAL) + sorted(ARCHIVES))
+    names = list(downloadable())
+    p.add_argument("name", choices=names + [DATASETS[n].folder for n in names if DATASETS[n].folder not in names],
+                   help="the data set (or its folder's name)")
     p.add_argument("--to", type=Path, required=True,
                    help="directory to write the files to (the four .gz files; cifar10: cifar-10-batches-bin/)")
     args = p.parse_args(argv)

@@ -3,8 +3,8 @@ FID, classifier Inception Score, class histogram and k-NN precision / recall; fo
 for given classes also the share the classifier assigns to their class and the FID of each class
 against that class's real images.
 
-    extractor = FeatureExtractor("fashion_mnist")
-    reference = Reference.load("fashion_mnist", extractor)        # test set, cached on disk
+    extractor = FeatureExtractor(data)                            # data: a data set with a classifier
+    reference = Reference.load(data, extractor)                   # its test set, cached on disk
     scores = score_images(images, extractor, reference)           # images in [-1, 1] or uint8
     scores = score_images(images, extractor, reference, labels)   # + class_accuracy, class_fid
     fid_floor(extractor, reference, len(images))                  # the same count of real train images
@@ -28,15 +28,25 @@ from pathlib import Path
 
 import numpy as np
 
+from ddpm_ms.data.errors import DataError
+from ddpm_ms.files import atomic_write
 from ddpm_ms.metrics.fid import feature_statistics, frechet_distance
 from ddpm_ms.metrics.scores import class_histogram, inception_score, knn_radii, precision_recall
+from ddpm_ms.registry import DATASETS
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # the committed classifiers (read only)
 CLASSIFIER_ENV = "DDPM_MS_CLASSIFIER_DIR"  # a folder of <data>_classifier.ckpt looked in before WEIGHTS_DIR
-IMAGE_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W)
-SUPPORTED_DATA = tuple(IMAGE_SHAPES)
-IMAGE_SHAPE = IMAGE_SHAPES["fashion_mnist"]
 PR_K = 3
+
+
+def scored_datasets() -> tuple:
+    """The registered data sets that FID is measured on here: those with a classifier and a test split."""
+    return tuple(n for n in DATASETS if DATASETS[n].classifier and DATASETS[n].load_split and DATASETS[n].image_shape)
+
+
+def image_shape(data: str) -> tuple:
+    """(C, H, W) of the images of data set `data`."""
+    return tuple(DATASETS[data].image_shape)
 
 
 class MetricsUnavailable(ValueError):
@@ -47,11 +57,11 @@ def classifier_weights(data: str, weights=None) -> Path:
     """The classifier checkpoint for `data`: `weights` (a .ckpt, or a folder holding <data>_classifier.ckpt)
     when given, else the first of $DDPM_MS_CLASSIFIER_DIR/<data>_classifier.ckpt and the committed one
     in the package; an error naming where it looked and the fix when there is none."""
-    if data not in SUPPORTED_DATA:
+    if data not in scored_datasets():
         raise MetricsUnavailable(
-            f"FID here is measured with a classifier trained on {', '.join(SUPPORTED_DATA)}; there is none for "
+            f"FID here is measured with a classifier trained on {', '.join(scored_datasets())}; there is none for "
             f"{data!r}. Score such samples with a general-purpose tool from the .npz that `sample.py --npz` writes")
-    name = f"{data}_classifier.ckpt"
+    name = DATASETS[data].classifier
     if weights is not None:
         candidates = [Path(weights) / name if Path(weights).is_dir() else Path(weights)]
     else:
@@ -77,7 +87,7 @@ def cache_dir() -> Path:
 def crop_margin(image_shape, data: str) -> int:
     """The border to cut from every side of `image_shape` (C, H, W) samples to get `data`'s images: 0
     when they match, 2 for Fashion-MNIST padded to 32x32 (data.pad); a ValueError naming both otherwise."""
-    want = IMAGE_SHAPES[data]
+    want = image_shape(data)
     c, h, w = (int(v) for v in image_shape)
     margin = (h - want[1]) // 2
     if c == want[0] and h == w and margin >= 0 and h == want[1] + 2 * margin:
@@ -91,7 +101,7 @@ def centre_crop(images, margin: int):
     return images if not margin else images[:, :, margin:-margin, margin:-margin]
 
 
-def to_uint8_images(images, shape=IMAGE_SHAPE) -> np.ndarray:
+def to_uint8_images(images, shape) -> np.ndarray:
     """Images as (N, C, H, W) uint8 of `shape` (C, H, W). Accepts float (N, C, H, W) in [-1, 1] (what
     samplers return) and uint8 (N, C, H, W) or (N, H, W, C) (and (N, H, W) when C is 1: IDX files,
     sample.py --npz)."""
@@ -117,11 +127,6 @@ def to_uint8_images(images, shape=IMAGE_SHAPE) -> np.ndarray:
     return x
 
 
-def to_uint8_gray(images) -> np.ndarray:
-    """Fashion-MNIST / MNIST-shaped images as (N, 28, 28) uint8 (see to_uint8_images)."""
-    return to_uint8_images(images, IMAGE_SHAPE)[:, 0]
-
-
 class FeatureExtractor:
     """The classifier for `data` (its weights found by classifier_weights: `weights`, $DDPM_MS_CLASSIFIER_DIR,
     then the committed ones): images -> (penultimate features, class probabilities)."""
@@ -134,7 +139,7 @@ class FeatureExtractor:
 
         path = classifier_weights(data, weights)
         self.data, self.batch_size, self.fingerprint = data, batch_size, _file_digest(path)
-        self.shape = IMAGE_SHAPES[data]
+        self.shape = image_shape(data)
         self.model = FeatureClassifier(in_channels=self.shape[0], image_size=self.shape[1])
         missing, _ = ms.load_param_into_net(self.model, ms.load_checkpoint(str(path)), strict_load=True)
         if missing:
@@ -210,31 +215,20 @@ class Reference:
 
     @staticmethod
     def cache_file(data: str, extractor: FeatureExtractor, root=None, split: str = "test") -> Path | None:
-        """Where load caches the features: keyed by the classifier and by both files, images and labels
-        (None when a file is missing, and load's own error names it)."""
-        from ddpm_ms.data.datasets import DEFAULT_ROOTS, IDX_FILES, DataError
-
-        folder = Path(root if root is not None else DEFAULT_ROOTS[data])
-        if data == "cifar10":
-            from ddpm_ms.data import cifar10
-            try:
-                files = cifar10.split_files(folder, split)
-            except DataError:
-                return None
-            if files is None:  # a folder of images: not cached
-                return None
-        else:
-            files = [folder / name for name in IDX_FILES[split]]
-        if not all(f.is_file() for f in files):
+        """Where load caches the features: keyed by the classifier and by the split's files (None when a
+        file is missing, and load's own error names it, or when the data set's files are not known)."""
+        entry = DATASETS[data]
+        try:
+            files = entry.split_files(root, split) if entry.split_files else None
+        except DataError:
+            return None
+        if files is None or not all(Path(f).is_file() for f in files):
             return None
         return cache_dir() / f"{data}-{split}-clf{extractor.fingerprint}-data{'-'.join(map(_file_digest, files))}.npz"
 
     @classmethod
     def load(cls, data: str, extractor: FeatureExtractor, root=None, split: str = "test") -> "Reference":
-        """The real `split` of `data` (from `root`, default the embedded copy), its features cached."""
-        from ddpm_ms.data.datasets import load_idx_dataset
-        from ddpm_ms.files import atomic_write
-
+        """The real `split` of `data` (from `root`, default its folder under the data root), its features cached."""
         cached = cls.cache_file(data, extractor, root, split)
         if cached is not None and cached.is_file():
             try:
@@ -242,12 +236,7 @@ class Reference:
                     return cls(data, split, f["features"], f["labels"])
             except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error):
                 pass  # a damaged cache (or one from before labels were kept) is recomputed below
-        if data == "cifar10":
-            from ddpm_ms.data import cifar10
-            from ddpm_ms.data.datasets import DEFAULT_ROOTS
-            images, labels = cifar10.load_arrays(DEFAULT_ROOTS[data] if root is None else root, split)
-        else:
-            images, labels = load_idx_dataset(data, root, split)
+        images, labels = DATASETS[data].load_split(root, split)
         features, _ = extractor(images)
         labels = np.asarray(labels, np.int64)
         if cached is not None:

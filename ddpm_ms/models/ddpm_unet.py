@@ -17,15 +17,52 @@ only; the parameters are the same.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from mindspore import nn, ops
 from mindspore.common.initializer import Zero, initializer
 
 from ddpm_ms.config import ModelConfig
 from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, GroupNorm, SinusoidalTimeEmbedding, Softmax,
                                    add_label)
-from ddpm_ms.models.unet import Upsample
+from ddpm_ms.models.unet import UNet, Upsample, check_dropout, check_groups, check_levels
+from ddpm_ms.registry import BACKBONES, Backbone
 
 NORM_EPS = 1e-6  # the paper's TF GroupNorm
+
+
+@dataclass
+class DDPMUNetConfig(ModelConfig):
+    """The DDPM paper's U-Net: dim (the paper's ch), dim_mults (ch_mult), num_res_blocks per level,
+    attn_resolutions (the side lengths, in pixels, of the levels with self-attention) with attn_heads
+    heads, dropout inside every residual block, GroupNorm of resnet_groups groups."""
+    arch: str = "ddpm_unet"
+    flags: ClassVar[dict] = {"--dim": ("dim", "the DDPM U-Net's ch: channels of its first level (cifar10: 128)")}
+    dim: int = 28
+    dim_mults: tuple = (1, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple = (16,)
+    attn_heads: int = 4
+    dropout: float = 0.0
+    resnet_groups: int = 4
+
+    def validate(self) -> None:
+        super().validate()
+        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
+        check_dropout(self.dropout)
+        self.dim_mults = check_levels(self.image_size, self.dim_mults)
+        check_groups([self.dim] + [self.dim * m for m in self.dim_mults], self.resnet_groups)
+        if int(self.num_res_blocks) < 1:
+            raise ValueError(f"model.num_res_blocks must be >= 1, got {self.num_res_blocks}")
+        sides = [min(self.image_size) // 2 ** i for i in range(len(self.dim_mults))]
+        if any(r not in sides for r in self.attn_resolutions):
+            raise ValueError(f"model.attn_resolutions {self.attn_resolutions} names a side length the model never "
+                             f"has: its levels are {sides} pixels; pick from those (or () for no attention "
+                             "outside the middle)")
+        bad = [self.dim * m for m in self.dim_mults if (self.dim * m) % int(self.attn_heads)]
+        if bad:
+            raise ValueError(f"level widths {bad} do not divide by model.attn_heads={self.attn_heads}")
 
 
 def zero_init(cell):
@@ -130,7 +167,9 @@ class DDPMUNet(nn.Cell):
     of `x`. Reads model.dim (ch), dim_mults (ch_mult), num_res_blocks, attn_resolutions (side
     lengths, in pixels, of the levels with attention), attn_heads, dropout, resnet_groups."""
 
-    def __init__(self, config: ModelConfig):
+    label_table, time_bias = UNet.label_table, UNet.time_bias
+
+    def __init__(self, config: DDPMUNetConfig):
         super().__init__()
         config.validate()
         self.config = config
@@ -192,3 +231,8 @@ class DDPMUNet(nn.Cell):
                 i -= 1
             h = unit(h, t_emb)
         return self.final_conv(self.final_norm.silu(h))
+
+
+BACKBONES.register(Backbone("ddpm_unet", DDPMUNet, DDPMUNetConfig, "DDPM U-Net",
+                            tiny={"dim": 8, "dim_mults": (1, 2), "num_res_blocks": 1, "attn_resolutions": (),
+                                  "resnet_groups": 4}))

@@ -12,6 +12,8 @@ LayerNorm and a linear layer give each token its tile back (unpatchify).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import mindspore as ms
 import numpy as np
@@ -21,8 +23,46 @@ from mindspore.common.initializer import Normal, Uniform, XavierUniform, Zero, i
 from ddpm_ms.config import ModelConfig
 from ddpm_ms.models.layers import (Dense, GatedResidual, Gelu, LayerNorm, PackedSelfAttention, PatchEmbed,
                                    SinusoidalTimeEmbedding, add_label)
+from ddpm_ms.registry import BACKBONES, Backbone
 
 TIME_FREQUENCIES = 256  # width of the timestep's sinusoid before the MLP: DiT's width, the U-Net's sinusoid
+
+
+@dataclass
+class DiTConfig(ModelConfig):
+    """DiT (Peebles & Xie 2023): patch_size pixels per side of a token's tile, hidden_size the token
+    width, depth DiT blocks of attn_heads heads, an MLP of mlp_ratio x hidden_size units."""
+    arch: str = "dit"
+    flags: ClassVar[dict] = {"--patch-size": ("patch_size", "pixels per side of a DiT token's tile (dit_* presets: 4)"),
+                             "--hidden-size": ("hidden_size", "DiT token width (dit_* presets: 64)"),
+                             "--depth": ("depth", "number of DiT blocks (dit_* presets: 3)"),
+                             "--heads": ("attn_heads", "attention heads per DiT block (dit_* presets: 4)")}
+    patch_size: int = 2
+    hidden_size: int = 64
+    depth: int = 3
+    attn_heads: int = 4
+    mlp_ratio: float = 4.0
+
+    def validate(self) -> None:
+        super().validate()
+        h, w, p = *self.image_size, int(self.patch_size)
+        if p < 1 or h % p or w % p:
+            raise ValueError(f"image size {h}x{w} does not divide by model.patch_size={self.patch_size}; "
+                             f"resize the images or pick a patch size (train.py --patch-size) that divides both sides")
+        if int(self.depth) < 1:
+            raise ValueError(f"model.depth must be >= 1 DiT block, got {self.depth} (train.py --depth)")
+        if not int(self.hidden_size * self.mlp_ratio) >= 1:
+            raise ValueError(f"model.mlp_ratio={self.mlp_ratio} leaves the MLP no units at width "
+                             f"{self.hidden_size}; use a ratio of about 4 (DiT's)")
+        if int(self.attn_heads) < 1:
+            raise ValueError(f"model.attn_heads must be >= 1, got {self.attn_heads} (train.py --heads)")
+        if int(self.hidden_size) < 4 or self.hidden_size % 4 or self.hidden_size % self.attn_heads:
+            heads = [n for n in range(1, self.hidden_size + 1) if self.hidden_size % n == 0] \
+                if self.hidden_size >= 4 and self.hidden_size % 4 == 0 else []
+            fix = f"at width {self.hidden_size}, --heads may be one of {heads}" if heads else \
+                "choose a width (train.py --hidden-size) that is a multiple of 4"
+            raise ValueError(f"model.hidden_size={self.hidden_size} must be a multiple of 4 (the 2-D sin-cos "
+                             f"position embedding) and of model.attn_heads={self.attn_heads}: {fix}")
 
 
 def sincos_position_embedding(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
@@ -97,7 +137,9 @@ class DiT(nn.Cell):
     (b, c, h, w), timesteps (b,) and, for a class-conditional model (config.num_classes > 0), int32
     labels (b,) to a tensor of x's shape. Label `num_classes`, or no `y`, means "no class"."""
 
-    def __init__(self, config: ModelConfig):
+    label_table, time_bias = "class_emb.embedding_table", "time_mlp.3.bias"  # see UNet
+
+    def __init__(self, config: DiTConfig):
         super().__init__()
         config.validate()
         self.config = config
@@ -107,8 +149,6 @@ class DiT(nn.Cell):
         self.out_channels = config.out_channels
         self.x_embedder = PatchEmbed(channels, dim, p)  # patchify: a patch-size-stride convolution
         self.pos_embed = ms.Tensor(sincos_position_embedding(dim, *self.grid)[None])
-        # Parameter names as the U-Net's (time_mlp.3.bias, class_emb.embedding_table), which
-        # ddpm_ms.checkpoint rewrites when fine-tuning changes the label set.
         self.time_mlp = nn.SequentialCell(SinusoidalTimeEmbedding(TIME_FREQUENCIES),
                                           Dense(TIME_FREQUENCIES, dim), nn.SiLU(), Dense(dim, dim))
         self.num_classes = int(config.num_classes)
@@ -157,3 +197,7 @@ class DiT(nn.Cell):
         for block in self.blocks:
             tokens = block(tokens, c)
         return self.unpatchify(self.final_layer(tokens, c))
+
+
+BACKBONES.register(Backbone("dit", DiT, DiTConfig, "DiT",
+                            tiny={"patch_size": 4, "hidden_size": 16, "depth": 1, "attn_heads": 2}))

@@ -7,15 +7,70 @@ A class-conditional U-Net adds a learned embedding of the class label to the tim
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from mindspore import nn, ops
 
 from ddpm_ms.config import ModelConfig
 from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, ExactGelu, GroupNorm, LinearAttentionCore,
                                    SinusoidalTimeEmbedding, Softmax, UpsampleNearest2x, add_label)
+from ddpm_ms.registry import BACKBONES, Backbone
 
-# Parameter names that fine-tuning across label sets rewrites (ddpm_ms/checkpoint.py): the label
-# table, and the bias of the time MLP's last Dense layer, whose output the label embedding is added to.
-LABEL_TABLE, TIME_OUT_BIAS = "class_emb.embedding_table", "time_mlp.3.bias"
+BLOCKS = ("resnet", "convnext")
+
+
+@dataclass
+class UNetConfig(ModelConfig):
+    """The annotated-diffusion U-Net: dim, the first level's width (init_dim: the stem's, default dim);
+    dim_mults, each level's width as a multiple of dim; block, "resnet" (GroupNorm groups:
+    resnet_groups) or "convnext" (its MLP's expansion: convnext_mult); attention heads of
+    attn_dim_head channels each; dropout inside the blocks."""
+    arch: str = "unet"
+    flags: ClassVar[dict] = {"--dim": ("dim", "U-Net base width: channels of its first level (the Fashion-MNIST/MNIST "
+                                              "presets: 16)")}
+    dim: int = 28
+    init_dim: int | None = None
+    dim_mults: tuple = (1, 2, 4)
+    block: str = "resnet"
+    resnet_groups: int = 4
+    convnext_mult: int = 2
+    dropout: float = 0.0
+    attn_heads: int = 4
+    attn_dim_head: int = 32
+
+    def validate(self) -> None:
+        super().validate()
+        if self.block not in BLOCKS:
+            raise ValueError(f"model.block must be one of {BLOCKS}, got {self.block!r}")
+        self.dim_mults = check_levels(self.image_size, self.dim_mults)
+        check_dropout(self.dropout)
+        if self.block == "resnet":
+            check_groups([self.init_dim or self.dim] + [self.dim * m for m in self.dim_mults], self.resnet_groups)
+
+
+def check_levels(image_size, dim_mults) -> tuple:
+    """dim_mults as a tuple, checked: positive, and the image halves cleanly once per level after the first."""
+    dim_mults = tuple(dim_mults)
+    if not dim_mults or any(m < 1 for m in dim_mults):
+        raise ValueError(f"model.dim_mults must be positive integers, got {dim_mults}")
+    factor = 2 ** (len(dim_mults) - 1)
+    h, w = image_size
+    if h % factor or w % factor:
+        raise ValueError(f"image size {h}x{w} does not divide by 2^(levels-1) = {factor} for dim_mults={dim_mults}; "
+                         f"resize the images to a multiple of {factor} or use fewer levels")
+    return dim_mults
+
+
+def check_groups(widths, groups: int) -> None:
+    if any(c % groups for c in widths):
+        raise ValueError(f"every level width {widths} must divide by resnet_groups={groups}: "
+                         f"choose a dim (train.py --dim) that is a multiple of {groups}")
+
+
+def check_dropout(dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
 
 
 class Block(nn.Cell):
@@ -158,7 +213,11 @@ class UNet(nn.Cell):
     the same shape as `x` (noise, x0 or v, as the diffusion asks). Label `num_classes` means "no
     class", and so does leaving `y` out; an unconditional model takes no labels."""
 
-    def __init__(self, config: ModelConfig):
+    # The parameters that fine-tuning across label sets rewrites (ddpm_ms.checkpoint.adapt_label_embedding):
+    # the label table, and the bias of the time MLP's last Dense layer, whose output the label embedding is added to.
+    label_table, time_bias = "class_emb.embedding_table", "time_mlp.3.bias"
+
+    def __init__(self, config: UNetConfig):
         super().__init__()
         config.validate()
         self.config = config
@@ -231,3 +290,6 @@ class UNet(nn.Cell):
 def count_parameters(net: nn.Cell) -> int:
     """Number of trainable scalars."""
     return sum(p.size for p in net.trainable_params())
+
+
+BACKBONES.register(Backbone("unet", UNet, UNetConfig, "U-Net", tiny={"dim": 8, "dim_mults": (1, 2)}))

@@ -20,16 +20,15 @@ from pathlib import Path
 
 import mindspore as ms
 
-from ddpm_ms.config import DiffusionConfig, ModelConfig, SamplingConfig
+from ddpm_ms.config import DiffusionConfig, ModelConfig, SamplingConfig, backbone_config, own_model_fields
+from ddpm_ms.registry import BACKBONES, SAMPLERS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: model_config.json listed every backbone's fields; 2: only its backbone's
 WEIGHTS, MODEL_CONFIG, SCHEDULER_CONFIG, CARD = ("model.safetensors", "model_config.json", "scheduler_config.json",
                                                  "README.md")
 REQUIRED = (WEIGHTS, MODEL_CONFIG, SCHEDULER_CONFIG)
 # ddpm_ms's prediction targets under diffusers' names (ddpm_ms.sampling reads both).
 DIFFUSERS_PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
-SCHEDULER_CLASSES = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler",
-                     "dpm++sde": "DPMSolverMultistepScheduler"}
 
 
 class PipelineFileError(ValueError):
@@ -50,7 +49,7 @@ def model_config_dict(model_config: ModelConfig, dataset: str | None, class_name
 
 
 def scheduler_config_dict(diffusion: DiffusionConfig, sampling: SamplingConfig) -> dict:
-    return {"format_version": FORMAT_VERSION, "_class_name": SCHEDULER_CLASSES[sampling.sampler],
+    return {"format_version": FORMAT_VERSION, "_class_name": SAMPLERS[sampling.sampler].scheduler.__name__,
             "num_train_timesteps": diffusion.timesteps, "beta_schedule": diffusion.beta_schedule,
             "beta_start": diffusion.beta_start, "beta_end": diffusion.beta_end,
             "prediction_type": DIFFUSERS_PREDICTION[diffusion.objective], "variance_type": sampling.variance,
@@ -58,9 +57,7 @@ def scheduler_config_dict(diffusion: DiffusionConfig, sampling: SamplingConfig) 
 
 
 def type_name(model_config: ModelConfig) -> str:
-    from ddpm_ms.models import BACKBONES
-
-    return BACKBONES[model_config.arch].__name__
+    return BACKBONES[model_config.arch].model.__name__
 
 
 def write_pipeline_dir(out, model, model_config: ModelConfig, diffusion: DiffusionConfig, sampling: SamplingConfig,
@@ -109,9 +106,11 @@ def read_pipeline_dir(path) -> dict:
     model_d = _read_json(path / MODEL_CONFIG)
     sched_d = _read_json(path / SCHEDULER_CONFIG)
     meta = {k: model_d.pop(k, None) for k in ("format_version", "_class_name", "dataset", "class_names")}
+    if meta["format_version"] < 2:
+        model_d = own_model_fields(model_d)
     try:
-        model_config = ModelConfig(**model_d)
-        model_config.validate()
+        model = backbone_config(model_d.pop("arch", "unet"), **model_d)
+        model.validate()
         diffusion = DiffusionConfig(timesteps=sched_d["num_train_timesteps"], beta_schedule=sched_d["beta_schedule"],
                                     beta_start=sched_d.get("beta_start"), beta_end=sched_d.get("beta_end"),
                                     objective=_objective(sched_d["prediction_type"]))
@@ -130,7 +129,7 @@ def read_pipeline_dir(path) -> dict:
         raise PipelineFileError(f"{path / WEIGHTS} cannot be read as safetensors ({type(e).__name__}); it may be "
                                 "cut short: export the pipeline again") from None
     card = (path / CARD).read_text() if (path / CARD).is_file() else ""
-    return {"model_config": model_config, "diffusion": diffusion, "sampling": sampling,
+    return {"model_config": model, "diffusion": diffusion, "sampling": sampling,
             "dataset": meta["dataset"], "class_names": meta["class_names"] or [], "weights": weights, "card": card}
 
 

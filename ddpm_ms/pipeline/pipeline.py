@@ -1,6 +1,6 @@
 """DiffusionPipeline: a trained denoiser, its noise schedule and its sampling defaults in one object.
 
-    pipe = DiffusionPipeline.from_pretrained("fashion_mnist")     # the shipped model, or a directory
+    pipe = DiffusionPipeline.from_pretrained(DEFAULT_PRETRAINED)  # the shipped model, or a directory
     out = pipe(num_images=20, class_labels="sneaker", seed=0)      # DPM-Solver++ 20, guided as trained
     viz.save_grid(out.images, "sneakers.png")
     pipe.save_pretrained("my_model")                               # weights + configs + model card
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ddpm_ms.config import Config, DiffusionConfig, ModelConfig, SamplingConfig, check_guidance_interval
+from ddpm_ms.data.datasets import class_names
 from ddpm_ms.pipeline import files
 from ddpm_ms.pipeline.card import render_card
 
@@ -321,8 +322,6 @@ class DiffusionPipeline:
 
 
 def _default_class_names(dataset, model_config) -> list:
-    from ddpm_ms.data.datasets import CLASS_NAMES
-
-    names = list(CLASS_NAMES.get(dataset, ()))
+    names = list(class_names(dataset))
     n = int(model_config.num_classes)
     return names if len(names) == n else [str(i) for i in range(n)]

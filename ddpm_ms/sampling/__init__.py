@@ -1,56 +1,42 @@
 """Schedulers with one diffusers-shaped API and the sampling loop that drives any of them.
 Users sample through ddpm_ms.pipeline.DiffusionPipeline, which configures both."""
-from functools import partial
-
+from ddpm_ms.diffusion import NoiseSchedule
+from ddpm_ms.registry import SAMPLERS
 from ddpm_ms.sampling.base import Scheduler, SchedulerOutput, spaced_timesteps
-from ddpm_ms.sampling.ddim import DDIMScheduler
-from ddpm_ms.sampling.ddpm import DDPMScheduler
-from ddpm_ms.sampling.dpm_solver import DPMSolverMultistepScheduler
+# The order of these imports is the order the samplers register in, and so the order menus list them.
+from ddpm_ms.sampling.ddpm import DDPMScheduler  # isort: skip
+from ddpm_ms.sampling.ddim import DDIMScheduler  # isort: skip
+from ddpm_ms.sampling.dpm_solver import DPMSolverMultistepScheduler  # isort: skip
 from ddpm_ms.sampling.loop import (Frame, balanced_labels, class_label_array, compiled, noise_generator, sample,
                                   sample_many)
 
-# Command-line names: "dpm++" is DPM-Solver++ 2M on the ODE, "dpm++sde" the same multistep solver
-# on the SDE (diffusers' algorithm_type="sde-dpmsolver++").
-SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler,
-            "dpm++sde": partial(DPMSolverMultistepScheduler, algorithm_type="sde-dpmsolver++")}
-
 
 def make_scheduler(name: str, schedule, **kwargs) -> Scheduler:
-    """A scheduler by its command-line name: "ddpm", "ddim", "dpm++" (DPM-Solver++ 2M) or "dpm++sde"
-    (DPM-Solver++ 2M SDE)."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](schedule, **kwargs)
+    """A scheduler by its registered name (ddpm_ms.registry.SAMPLERS: "ddpm", "ddim", "dpm++", "dpm++sde", ...)
+    over `schedule`; kwargs go to its constructor."""
+    entry = SAMPLERS[name]
+    return entry.scheduler(schedule, **entry.fixed, **kwargs)
 
 
-def scheduler_for(name: str, diffusion, variance: str = "fixed_small", eta: float | None = None, clip: bool = True,
-                  timestep_spacing: str | None = None, lambda_min_clipped: float | None = None,
-                  solver_order: int | None = None) -> Scheduler:
+def scheduler_for(name: str, diffusion, variance: str = "fixed_small", clip: bool = True,
+                  timestep_spacing: str | None = None, **options) -> Scheduler:
     """The scheduler `name` for a model trained with the DiffusionConfig `diffusion`: its schedule and
-    prediction target; variance: DDPM's posterior variance; DDIM is deterministic unless `eta` is given.
+    prediction target. variance: the model's DDPM posterior variance, for the samplers that take one;
     timestep_spacing: None for the scheduler's default grid, or leading / trailing / linspace;
-    lambda_min_clipped (DPM-Solver++ only): None for its default, else the lowest log-SNR visited;
-    solver_order (DPM-Solver++ only): None for 2 (2M), or 1 or 3 (3M, the ODE only)."""
-    from ddpm_ms.diffusion import NoiseSchedule
-
-    kwargs = {"prediction_type": diffusion.objective, "clip_sample": clip, "timestep_spacing": timestep_spacing}
-    if lambda_min_clipped is not None:
-        if not name.startswith("dpm++"):
-            raise ValueError(f"lambda_min_clipped applies to the DPM-Solver++ samplers, not {name!r}")
-        kwargs["lambda_min_clipped"] = lambda_min_clipped
-    if solver_order is not None:
-        if not name.startswith("dpm++"):
-            raise ValueError(f"solver_order applies to the DPM-Solver++ samplers, not {name!r}")
-        kwargs["solver_order"] = solver_order
-    if name == "ddpm":
-        kwargs["variance_type"] = variance
-    if eta is not None and name != "ddim":
-        raise ValueError(f"eta applies to the DDIM sampler, not {name!r}")
-    if name == "ddim":
-        kwargs["eta"] = 0.0 if eta is None else eta
-    return make_scheduler(name, NoiseSchedule.from_config(diffusion), **kwargs)
+    options: the sampler's own settings (its registry entry's `options`: eta for DDIM, solver_order and
+    lambda_min_clipped for DPM-Solver++), None leaving one at its default; another sampler's is an error."""
+    entry = SAMPLERS[name]
+    options = {k: v for k, v in options.items() if v is not None}
+    for key in options:
+        if key not in entry.options:
+            takers = [n for n in SAMPLERS if key in SAMPLERS[n].options]
+            raise ValueError(f"{key} applies to the {' and '.join(takers) or 'no'} sampler(s), not {name!r}")
+    if "variance_type" in entry.options:
+        options.setdefault("variance_type", variance)
+    return make_scheduler(name, NoiseSchedule.from_config(diffusion), prediction_type=diffusion.objective,
+                          clip_sample=clip, timestep_spacing=timestep_spacing, **options)
 
 
-__all__ = ["SAMPLERS", "balanced_labels", "class_label_array", "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "Frame", "Scheduler",
+__all__ = ["balanced_labels", "class_label_array", "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "Frame", "Scheduler",
            "SchedulerOutput", "compiled", "make_scheduler", "noise_generator", "sample", "sample_many",
            "scheduler_for", "spaced_timesteps"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ddpm_ms.diffusion.schedule import NoiseSchedule
+from ddpm_ms.registry import SAMPLERS, Sampler
 from ddpm_ms.sampling.base import Scheduler, SchedulerOutput
 
 
@@ -49,3 +50,6 @@ class DDIMScheduler(Scheduler):
                 raise ValueError(f"the step from t={timestep} adds noise (eta={self.eta}): pass `noise`")
             prev = prev + sigma * noise
         return SchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+
+
+SAMPLERS.register(Sampler("ddim", DDIMScheduler, "DDIM", options=("eta",)))

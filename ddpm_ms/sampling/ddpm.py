@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ddpm_ms.diffusion.schedule import NoiseSchedule
+from ddpm_ms.registry import SAMPLERS, Sampler
 from ddpm_ms.sampling.base import Scheduler, SchedulerOutput
 
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
@@ -51,3 +52,6 @@ class DDPMScheduler(Scheduler):
                 raise ValueError(f"the step from t={timestep} adds noise: pass `noise`")
             prev = prev + c["std"] * noise
         return SchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+
+
+SAMPLERS.register(Sampler("ddpm", DDPMScheduler, "DDPM", options=("variance_type",)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ddpm_ms.diffusion.schedule import NoiseSchedule
+from ddpm_ms.registry import SAMPLERS, Sampler
 from ddpm_ms.sampling.base import Scheduler, SchedulerOutput
 
 
@@ -152,3 +153,11 @@ class DPMSolverMultistepScheduler(Scheduler):
                 out = out + float(sigma_t * np.sqrt(-np.expm1(-2.0 * h))) * noise
         self._history = [*self._history[-1:], (t, x0)]
         return SchedulerOutput(prev_sample=out, pred_original_sample=x0)
+
+
+# "dpm++" is DPM-Solver++ 2M on the ODE, "dpm++sde" the same multistep solver on the SDE (diffusers'
+# algorithm_type="sde-dpmsolver++"; "DPM++ 2M SDE" in image tools).
+SAMPLERS.register(Sampler("dpm++", DPMSolverMultistepScheduler, "DPM-Solver++ 2M",
+                          options=("solver_order", "lambda_min_clipped")))
+SAMPLERS.register(Sampler("dpm++sde", DPMSolverMultistepScheduler, "DPM-Solver++ 2M SDE",
+                          fixed={"algorithm_type": "sde-dpmsolver++"}, options=("solver_order", "lambda_min_clipped")))

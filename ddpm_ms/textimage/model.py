@@ -35,7 +35,7 @@ class TextImageConfig:
     width: int = 16
     embed_dim: int = 64
     text_dim: int = 64
-    datasets: tuple = ("fashion_mnist", "mnist")
+    datasets: tuple = ()
 
 
 def _normalize(v):

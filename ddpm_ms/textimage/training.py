@@ -15,7 +15,8 @@ import numpy as np
 from mindspore import nn, ops
 from tqdm.auto import tqdm
 
-from ddpm_ms.textimage.vocab import FILLERS, NAMES, class_phrases, tokenize
+from ddpm_ms.registry import DATASETS
+from ddpm_ms.textimage.vocab import FILLERS, class_phrases, tokenize
 
 
 @dataclass
@@ -82,7 +83,7 @@ def train(model, parts: list[LabelledImages], steps: int, batch_size: int = 256,
     rng = np.random.default_rng(seed)
     offsets, start = {}, 0
     for name in dict.fromkeys(p.dataset for p in parts):
-        offsets[name], start = start, start + len(NAMES[name])
+        offsets[name], start = start, start + len(DATASETS[name].class_words)
     pool = [(p, offsets[p.dataset]) for p in parts]
     sizes = np.array([len(p.images) for p, _ in pool], np.float64)
     warmup = min(100, steps // 10)  # a short linear warm-up: at full rate from the start the embeddings collapse
@@ -127,7 +128,7 @@ def train(model, parts: list[LabelledImages], steps: int, batch_size: int = 256,
 def zero_shot_accuracy(model, part: LabelledImages, split: str = "train", batch_size: int = 1000) -> float:
     """Share of images whose nearest class text is their own: each class's text embedding is the mean of
     its `split` phrases' embeddings (CLIP's prompt ensembling), renormalised."""
-    classes = range(len(NAMES[part.dataset]))
+    classes = range(len(DATASETS[part.dataset].class_words))
     prototypes = []
     for c in classes:
         emb = model.embed_text(class_phrases(part.dataset, c, split)).asnumpy().mean(axis=0)
@@ -146,7 +147,7 @@ def phrase_accuracy(model, part: LabelledImages, split: str = "held_out", batch_
     each phrase, alone, names its class."""
     from ddpm_ms.textimage.vocab import prompt_for
 
-    num_classes = len(NAMES[part.dataset])
+    num_classes = len(DATASETS[part.dataset].class_words)
     plain = model.embed_text([prompt_for(part.dataset, c) for c in range(num_classes)]).asnumpy()
     image_emb = np.concatenate([model.image(ms.Tensor(part.images[s:s + batch_size])).asnumpy()
                                 for s in range(0, len(part.images), batch_size)])

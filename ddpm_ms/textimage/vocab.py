@@ -1,5 +1,5 @@
-"""What the text-image model can read: the classes of Fashion-MNIST and MNIST by their names and
-synonyms, in templates ("a photo of a sneaker", "the digit seven"), and a tokenizer that turns text
+"""What the text-image model can read: the classes of a data set by their names and synonyms (each
+data set's `class_words` in ddpm_ms.registry.DATASETS: Fashion-MNIST's and MNIST's), in templates ("a photo of a sneaker", "the digit seven"), and a tokenizer that turns text
 into hashed character n-grams.
 
 Words are read as fastText does (Bojanowski et al. 2017): a word is the set of its character 3- and
@@ -18,29 +18,11 @@ import zlib
 
 import numpy as np
 
+from ddpm_ms.registry import DATASETS
+
 BUCKETS = 4096  # hashed n-gram rows; row 0 is padding
 MAX_WORDS, MAX_GRAMS = 12, 24
 
-# Each class's names: the first list trains, the second is held out (other spellings and combinations of
-# the same words; none equals a training name once lower-cased and split into words).
-NAMES = {
-    "fashion_mnist": [
-        (["t-shirt", "tshirt", "tee", "top", "tee shirt"], ["t shirts", "tees", "tops"]),
-        (["trouser", "trousers", "pants", "slacks"], ["pair of pants", "pair of trousers"]),
-        (["pullover", "sweater", "jumper"], ["pullovers", "sweaters", "jumpers"]),
-        (["dress", "gown", "frock"], ["dresses", "gowns"]),
-        (["coat", "jacket", "overcoat"], ["coats", "jackets"]),
-        (["sandal", "sandals", "flip flop"], ["flip flops", "summer sandal"]),
-        (["shirt", "blouse", "button shirt"], ["shirts", "blouses", "button-down shirt"]),
-        (["sneaker", "sneakers", "trainer", "running shoe"], ["trainers", "running shoes", "sneaker shoe"]),
-        (["bag", "handbag", "purse", "tote bag"], ["bags", "handbags", "purses"]),
-        (["ankle boot", "boot", "boots"], ["ankle boots", "short boot"]),
-    ],
-    "mnist": [
-        ([f"digit {w}", w, str(i), f"number {w}"], [f"{w}s", f"numeral {i}", f"the number {i}"])
-        for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
-    ],
-}
 TEMPLATES = {
     "train": ["{}", "a {}", "the {}", "a photo of a {}", "a picture of the {}", "an image of a {}",
               "a small {}", "a photo of the {}", "a blurry photo of a {}", "a black and white picture of a {}"],
@@ -53,10 +35,15 @@ FILLERS = ["nice", "old", "new", "clean", "dark", "bright", "simple", "plain", "
            "tiny", "scanned", "handwritten", "sketch", "of", "in", "with"]
 
 
+def worded_datasets() -> tuple:
+    """The registered data sets whose classes have words, so the text-image model can learn to name them."""
+    return tuple(name for name in DATASETS if DATASETS[name].class_words)
+
+
 def class_phrases(dataset: str, label: int, split: str = "train") -> list[str]:
     """Every phrase for a class: its names (of `split`) in each template (of `split`). Held-out phrases
     are a held-out name in any template, or any name in a held-out template: none appears in training."""
-    train_names, held_names = NAMES[dataset][label]
+    train_names, held_names = DATASETS[dataset].class_words[label]
     if split == "train":
         return [t.format(n) for t in TEMPLATES["train"] for n in train_names]
     return ([t.format(n) for t in TEMPLATES["held_out"] for n in train_names + held_names]
@@ -65,7 +52,7 @@ def class_phrases(dataset: str, label: int, split: str = "train") -> list[str]:
 
 def prompt_for(dataset: str, label: int) -> str:
     """The plain prompt for a class ("a photo of a sneaker")."""
-    return f"a photo of a {NAMES[dataset][label][0][0]}"
+    return f"a photo of a {DATASETS[dataset].class_words[label][0][0]}"
 
 
 def words(text: str) -> list[str]:

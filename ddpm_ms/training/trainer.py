@@ -151,7 +151,7 @@ class Trainer:
         if m.num_classes and (len(shapes) != 2 or len(shapes[1]) != 1):
             raise ValueError(f"the model is class-conditional (num_classes={m.num_classes}) but the data set yields "
                              f"{len(shapes)} column(s) {shapes}; it needs (image, label) batches: use a labelled "
-                             "data set (fashion_mnist, mnist) or set model.num_classes to 0")
+                             "data set or set model.num_classes to 0")
         if (c, h, w) != (m.channels, *m.image_size):
             raise ValueError(
                 f"the data yields {c}-channel {h}x{w} images but the model is configured for {m.channels}-channel "
@@ -161,11 +161,12 @@ class Trainer:
     def _build_evaluator(self):
         """(feature extractor, test-set reference) for FID during training, checked before
         anything is written: Fashion-MNIST / MNIST (also padded) and CIFAR-10 models have one."""
-        from ddpm_ms.metrics.evaluation import SUPPORTED_DATA, FeatureExtractor, MetricsUnavailable, Reference, crop_margin
+        from ddpm_ms.metrics.evaluation import (FeatureExtractor, MetricsUnavailable, Reference, crop_margin,
+                                                scored_datasets)
 
         m, data = self.cfg.model, self.cfg.data
-        if data.dataset not in SUPPORTED_DATA:
-            raise MetricsUnavailable(f"--eval-every measures FID with a classifier of {', '.join(SUPPORTED_DATA)}; this "
+        if data.dataset not in scored_datasets():
+            raise MetricsUnavailable(f"--eval-every measures FID with a classifier of {', '.join(scored_datasets())}; this "
                                      f"run trains on {data.dataset} images. Drop --eval-every")
         crop_margin((m.channels, *m.image_size), data.dataset)
         extractor = FeatureExtractor(data.dataset, jit=self.jit)

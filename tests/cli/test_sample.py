@@ -7,13 +7,13 @@ import pytest
 from PIL import Image
 
 from ddpm_ms.cli.sample import main
-from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
-from ddpm_ms.models import UNet
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, TrainConfig
+from ddpm_ms.models import UNet, UNetConfig
 from ddpm_ms.checkpoint import save_checkpoint
 
 
 def make_run(path, timesteps=40, dim=8, num_classes=0):
-    cfg = Config(preset="tiny", model=ModelConfig(image_size=(8, 8), channels=1, dim=dim, dim_mults=(1, 2),
+    cfg = Config(preset="tiny", model=UNetConfig(image_size=(8, 8), channels=1, dim=dim, dim_mults=(1, 2),
                                                   num_classes=num_classes),
                  diffusion=DiffusionConfig(timesteps=timesteps), data=DataConfig(), train=TrainConfig(sample_steps=10))
     path.mkdir(parents=True)
@@ -127,7 +127,7 @@ def test_ema_weights_by_default_raw_on_request_and_both_side_by_side(tmp_path, c
     import mindspore as ms
 
     run = tmp_path / "ema_run"
-    cfg = Config(preset="tiny", model=ModelConfig(image_size=(8, 8), channels=1, dim=8, dim_mults=(1, 2)),
+    cfg = Config(preset="tiny", model=UNetConfig(image_size=(8, 8), channels=1, dim=8, dim_mults=(1, 2)),
                  diffusion=DiffusionConfig(timesteps=40), data=DataConfig(), train=TrainConfig(sample_steps=10))
     run.mkdir()
     cfg.save(run / "config.json")

@@ -162,7 +162,7 @@ def test_config_file_and_run_directory_are_starting_points(tmp_path):
     (["--patch-size", "2"], "--patch-size sizes a DiT"),
     (["--hidden-size", "96"], "--hidden-size sizes a DiT"),
     (["--heads", "2"], "--heads sizes a DiT"),
-    (["--preset", "dit_mnist", "--dim", "32"], "--dim sizes a U-Net; a DiT's width is --hidden-size"),
+    (["--preset", "dit_mnist", "--dim", "32"], "--dim sizes a U-Net or a DDPM U-Net; a DiT takes --patch-size, --hidden-size"),
     (["--preset", "dit_mnist", "--patch-size", "3"], "does not divide by model.patch_size=3"),
     (["--preset", "dit_mnist", "--heads", "5"], "--heads may be one of [1, 2, 4, 8, 16, 32, 64]"),
     (["--preset", "dit_mnist", "--hidden-size", "30"], "multiple of 4"),
@@ -170,7 +170,7 @@ def test_config_file_and_run_directory_are_starting_points(tmp_path):
 ])
 def test_bad_long_run_arguments_exit_with_a_message(argv, needle, capsys, tmp_path, monkeypatch):
     (tmp_path / "x").mkdir()
-    from ddpm_ms.config import preset as make_preset
+    from ddpm_ms.presets import preset as make_preset
     make_preset("fashion_mnist").save(tmp_path / "x" / "config.json")
     before = (tmp_path / "x" / "config.json").read_bytes()
     monkeypatch.chdir(tmp_path)  # where a default run directory would be made

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from cifar_files import COLOURS, cifar_images, write_cifar10
-from ddpm_ms.config import preset
+from ddpm_ms.presets import preset
 from ddpm_ms.data import DataError, build_dataset, cifar10_dataset
 from ddpm_ms.data import download as dl
 from ddpm_ms.data.cifar10 import CLASSES
-from ddpm_ms.data.paths import ARCHIVES
+from ddpm_ms.registry import DATASETS, Download
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +116,9 @@ def test_download_verifies_the_archive_and_extracts_only_its_batches(tmp_path, m
     served.parent.mkdir()
     md5 = _archive(served, {"cifar-10-batches-bin/data_batch_1.bin": b"abc", "cifar-10-batches-bin/test_batch.bin": b"d",
                             "../escape.bin": b"x", "other/file.bin": b"y"})
-    monkeypatch.setitem(ARCHIVES, "cifar10", (served.as_uri(), md5, "cifar-10-batches-bin"))
     out = tmp_path / "out"
-    files = dl.download("cifar10", out)
+    files = dl.download("cifar10", out, d=Download(archive=served.as_uri(), archive_md5=md5,
+                                                   archive_folder="cifar-10-batches-bin"))
     assert sorted(p.name for p in files) == ["data_batch_1.bin", "test_batch.bin"]
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
         "out/cifar-10-batches-bin/data_batch_1.bin", "out/cifar-10-batches-bin/test_batch.bin",
@@ -128,12 +128,14 @@ def test_download_verifies_the_archive_and_extracts_only_its_batches(tmp_path, m
 def test_download_with_a_wrong_md5_leaves_nothing(tmp_path, monkeypatch):
     served = tmp_path / "cifar-10-binary.tar.gz"
     _archive(served, {"cifar-10-batches-bin/data_batch_1.bin": b"abc"})
-    monkeypatch.setitem(ARCHIVES, "cifar10", (served.as_uri(), "0" * 32, "cifar-10-batches-bin"))
-    assert dl.main(["cifar10", "--to", str(tmp_path / "out")]) == 1
+    with pytest.raises(RuntimeError, match="md5"):
+        dl.download("cifar10", tmp_path / "out", d=Download(archive=served.as_uri(), archive_md5="0" * 32,
+                                                           archive_folder="cifar-10-batches-bin"))
     assert not any((tmp_path / "out").iterdir())
 
 
 def test_the_official_archive_and_its_published_md5():
     # from https://www.cs.toronto.edu/~kriz/cifar.html ("CIFAR-10 binary version (suitable for C programs)")
-    assert ARCHIVES["cifar10"] == ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-                                   "c32a1d4ab5d03f1284b67883e8d87530", "cifar-10-batches-bin")
+    d = DATASETS["cifar10"].download
+    assert (d.archive, d.archive_md5, d.archive_folder) == ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+                                                            "c32a1d4ab5d03f1284b67883e8d87530", "cifar-10-batches-bin")

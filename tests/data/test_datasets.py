@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddpm_ms.config import preset
+from ddpm_ms.presets import preset
 from ddpm_ms.data import (DataError, build_dataset, idx_dataset, image_folder_dataset, load_idx_dataset, read_idx,
                           scan_image_folder)
-from ddpm_ms.data.paths import DEFAULT_ROOTS
+from ddpm_ms.data.paths import default_root
 
 
 def first_batch(dataset):
@@ -76,7 +76,7 @@ def test_missing_data_says_where_and_how(tmp_path):
 
 
 def test_truncated_idx_is_named(tmp_path):
-    src = DEFAULT_ROOTS["fashion_mnist"] / "t10k-labels-idx1-ubyte.gz"
+    src = default_root("fashion_mnist") / "t10k-labels-idx1-ubyte.gz"
     raw = gzip.decompress(src.read_bytes())
     bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
     bad.write_bytes(gzip.compress(raw[:-10]))

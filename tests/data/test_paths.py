@@ -18,14 +18,14 @@ def installed(monkeypatch, tmp_path):
 def test_checkout_data_is_the_default(monkeypatch):
     monkeypatch.delenv(paths.DATA_ENV, raising=False)
     assert paths.running_from_checkout()
-    assert paths.DEFAULT_ROOTS["fashion_mnist"] == paths.CHECKOUT / "data" / "fashion-mnist"
+    assert paths.default_root("fashion_mnist") == paths.CHECKOUT / "data" / "fashion-mnist"
     images, labels = load_idx_dataset("fashion_mnist", split="test")
     assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
 
 
 def test_env_overrides_the_checkout_and_is_read_at_call_time(monkeypatch, tmp_path):
     monkeypatch.setenv(paths.DATA_ENV, str(tmp_path))
-    assert paths.DEFAULT_ROOTS["mnist"] == tmp_path / "mnist"
+    assert paths.default_root("mnist") == tmp_path / "mnist"
     with pytest.raises(DataError) as e:
         load_idx_dataset("fashion_mnist")
     message = e.value.for_flag("--data")

@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from ddpm_ms.config import DiffusionConfig, ModelConfig, SamplingConfig
+from ddpm_ms.config import DiffusionConfig, SamplingConfig, backbone_config
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
 from ddpm_ms.models import build_model
 from ddpm_ms.pipeline import DiffusionPipeline
@@ -25,7 +25,7 @@ def strict():
 
 def _pair(arch, monkeypatch, **fields):
     """(native model, model with this machine's default formulation), same weights."""
-    cfg = ModelConfig(**{**TINY[arch], "image_size": (16, 16), "channels": 1, "num_classes": 3, **fields})
+    cfg = backbone_config(**{**TINY[arch], "image_size": (16, 16), "channels": 1, "num_classes": 3, **fields})
     monkeypatch.setenv("DDPM_MS_KERNELS", "native")
     ms.set_seed(0)
     native = wake(build_model(cfg))

@@ -5,6 +5,7 @@ import pytest
 from mindspore import nn
 
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
+from ddpm_ms.models import UNetConfig
 
 
 class Fixed(nn.Cell):
@@ -96,11 +97,11 @@ def test_bad_objective_and_loss_are_errors():
 
 
 def test_graph_mode_equals_pynative_loss(rng):
-    from ddpm_ms.config import ModelConfig
+    
     from ddpm_ms.models import UNet
 
     ms.set_seed(0)
-    net = UNet(ModelConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2)))
+    net = UNet(UNetConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2)))
     diff = GaussianDiffusion(net, NoiseSchedule(100, "cosine"), loss_type="huber", p2_gamma=0.5)
     x0 = ms.Tensor(rng.uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32))
     t = ms.Tensor(np.array([0, 20, 50, 99], np.int32))

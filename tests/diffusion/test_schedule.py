@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from ddpm_ms.config import PRESETS, preset
+from ddpm_ms.presets import PRESETS, preset
 from ddpm_ms.diffusion import NoiseSchedule
 
 

@@ -6,8 +6,8 @@ import pytest
 from mindspore import ops
 
 from ddpm_ms import kernels
-from ddpm_ms.config import ModelConfig
-from ddpm_ms.models import DDPMUNet, DiT, UNet
+
+from ddpm_ms.models import DDPMUNet, DDPMUNetConfig, DiT, DiTConfig, UNet, UNetConfig
 from ddpm_ms.models.layers import (BatchMatMul, Conv2d, Dense, GatedResidual, Gelu, GroupNorm, LayerNorm, LinearAttentionCore,
                                    PackedSelfAttention, PatchEmbed, Softmax, UpsampleNearest2x)
 
@@ -321,7 +321,7 @@ def test_patch_embedding_kernel_matches_native(channels, patch, size, rng):
 
 def _dit(formulation, monkeypatch):
     monkeypatch.setenv("DDPM_MS_KERNELS", formulation)
-    return DiT(ModelConfig(arch="dit", image_size=(8, 12), channels=2, patch_size=2, hidden_size=16, depth=2,
+    return DiT(DiTConfig(image_size=(8, 12), channels=2, patch_size=2, hidden_size=16, depth=2,
                            attn_heads=2, mlp_ratio=2.0, num_classes=3))
 
 
@@ -342,7 +342,7 @@ def test_dit_with_kernels_matches_pure_mindspore_in_graph_mode(monkeypatch, rng)
 
 def _unet(formulation, monkeypatch):
     monkeypatch.setenv("DDPM_MS_KERNELS", formulation)
-    cfg = ModelConfig(image_size=(8, 8), channels=1, dim=8, dim_mults=(1, 2), resnet_groups=4,
+    cfg = UNetConfig(image_size=(8, 8), channels=1, dim=8, dim_mults=(1, 2), resnet_groups=4,
                       attn_heads=2, attn_dim_head=4)
     return UNet(cfg)
 
@@ -366,7 +366,7 @@ def test_unet_with_kernels_matches_pure_mindspore_in_graph_mode(monkeypatch, rng
 
 def _ddpm_unet(formulation, monkeypatch):
     monkeypatch.setenv("DDPM_MS_KERNELS", formulation)
-    return DDPMUNet(ModelConfig(arch="ddpm_unet", image_size=(8, 8), channels=2, dim=8, dim_mults=(1, 2),
+    return DDPMUNet(DDPMUNetConfig(image_size=(8, 8), channels=2, dim=8, dim_mults=(1, 2),
                                 num_res_blocks=1, attn_resolutions=(4,), resnet_groups=4, attn_heads=2,
                                 num_classes=3))
 

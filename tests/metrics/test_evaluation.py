@@ -11,12 +11,13 @@ import pytest
 
 from ddpm_ms import viz
 from ddpm_ms.cli.evaluate import main
-from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, SamplingConfig, TrainConfig
-from ddpm_ms.data.datasets import IDX_FILES, load_idx_dataset
-from ddpm_ms.data.paths import DEFAULT_ROOTS
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, SamplingConfig, TrainConfig
+from ddpm_ms.data import load_idx_dataset
+from ddpm_ms.data.idx import IDX_FILES
+from ddpm_ms.data.paths import default_root
 from ddpm_ms.metrics.evaluation import (FeatureExtractor, MetricsUnavailable, Reference, cache_dir,
-                                        classifier_weights, score_features, score_images, to_uint8_gray)
-from ddpm_ms.models import UNet
+                                        classifier_weights, score_features, score_images, to_uint8_images)
+from ddpm_ms.models import UNet, UNetConfig
 from ddpm_ms.checkpoint import save_checkpoint
 
 
@@ -103,7 +104,7 @@ def test_a_copy_with_other_labels_gets_its_own_cache_entry(cache, extractor, ref
     scores read them), while the images' features come out the same."""
     image_name, label_name = IDX_FILES["test"]
     before = set(cache_dir().glob("fashion_mnist-test-*.npz"))
-    shutil.copy(DEFAULT_ROOTS["fashion_mnist"] / image_name, tmp_path / image_name)
+    shutil.copy(default_root("fashion_mnist") / image_name, tmp_path / image_name)
     relabelled = (reference.labels + 1) % 10
     with gzip.open(tmp_path / label_name, "wb") as f:
         f.write(b"\x00\x00\x08\x01" + len(relabelled).to_bytes(4, "big") + relabelled.astype(np.uint8).tobytes())
@@ -156,7 +157,7 @@ def test_precision_and_recall_compare_equal_sized_sets(reference):
 
 def test_float_samples_and_their_uint8_copy_score_the_same(extractor, reference, train_images):
     floats = train_images[:300, None].astype(np.float32) / 127.5 - 1.0
-    assert np.array_equal(to_uint8_gray(floats), train_images[:300])
+    assert np.array_equal(to_uint8_images(floats, (1, 28, 28))[:, 0], train_images[:300])
     a, b = score_images(floats, extractor, reference), score_images(train_images[:300, :, :, None], extractor, reference)
     assert a == b
     features, probs = extractor(train_images[:300])
@@ -173,7 +174,7 @@ def test_float_samples_and_their_uint8_copy_score_the_same(extractor, reference,
 ])
 def test_wrong_images_are_named(images, needle):
     with pytest.raises(ValueError) as e:
-        to_uint8_gray(images)
+        to_uint8_images(images, (1, 28, 28))
     assert needle in str(e.value)
 
 
@@ -218,7 +219,7 @@ def test_npz_from_elsewhere_is_scored(cache, reference, train_images, train_set,
 
 
 def make_run(path, image_size=(28, 28), channels=1, num_classes=0):
-    cfg = Config(preset="tiny", model=ModelConfig(image_size=image_size, channels=channels, dim=8, dim_mults=(1, 2),
+    cfg = Config(preset="tiny", model=UNetConfig(image_size=image_size, channels=channels, dim=8, dim_mults=(1, 2),
                                                   num_classes=num_classes),
                  diffusion=DiffusionConfig(timesteps=20), data=DataConfig(),
                  train=TrainConfig(sample_steps=5), sampling=SamplingConfig(guidance_scale=1.5 if num_classes else 1.0))
@@ -412,7 +413,7 @@ def test_per_class_refuses_what_it_cannot_table(cache, reference, tmp_path, caps
     # A data folder without the train split: the floor's images are missing, and the flag to fix it is named.
     (tmp_path / "test_only").mkdir()
     for name in IDX_FILES["test"]:
-        shutil.copy(DEFAULT_ROOTS["fashion_mnist"] / name, tmp_path / "test_only" / name)
+        shutil.copy(default_root("fashion_mnist") / name, tmp_path / "test_only" / name)
     assert per_class(tmp_path / "ok.npz", "--data-root", tmp_path / "test_only") == 2
     err = capsys.readouterr().err
     assert "--data-root DIR" in err and "--data DIR" not in err and "Traceback" not in err, err

@@ -1,13 +1,15 @@
 """The DDPM paper's U-Net: its size layer by layer (35.7M at the paper's CIFAR-10 settings), where
 attention sits, the zero-initialised residual branches, labels, dropout, graph mode against
 PyNative, and a loss that falls."""
+import dataclasses
 import mindspore as ms
 import numpy as np
 import pytest
 
-from ddpm_ms.config import ModelConfig, preset
+
+from ddpm_ms.presets import preset
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
-from ddpm_ms.models import DDPMUNet, build_model, count_parameters
+from ddpm_ms.models import DDPMUNet, DDPMUNetConfig, UNetConfig, build_model, count_parameters
 from ddpm_ms.models.ddpm_unet import AttnBlock
 from tiny_models import assert_learns, wake
 
@@ -15,12 +17,12 @@ PAPER = preset("cifar10").model
 CONFIGS = [
     PAPER,
     preset("ddpm_unet_fashion_mnist").model,
-    ModelConfig(arch="ddpm_unet", image_size=(8, 12), channels=2, dim=8, dim_mults=(1, 3), num_res_blocks=1,
+    DDPMUNetConfig(image_size=(8, 12), channels=2, dim=8, dim_mults=(1, 3), num_res_blocks=1,
                 attn_resolutions=(8, 4), resnet_groups=4, attn_heads=2, num_classes=3),
 ]
 
 
-def expected_parameters(c: ModelConfig) -> int:
+def expected_parameters(c) -> int:
     """Counted layer by layer from the paper's description (appendix B and its TF code), as a
     PyTorch user porting it would."""
     ch, temb = c.dim, 4 * c.dim
@@ -112,7 +114,7 @@ def test_labels_change_the_output_and_no_label_is_the_no_class_row(rng):
 
 
 def test_dropout_acts_in_training_only(rng):
-    cfg = ModelConfig(**{**CONFIGS[2].__dict__, "dropout": 0.5})
+    cfg = dataclasses.replace(CONFIGS[2], dropout=0.5)
     net = wake(build_model(cfg))
     x = ms.Tensor(rng.standard_normal((2, 2, 8, 12), dtype=np.float32))
     t, y = ms.Tensor(np.array([5, 500], np.int32)), ms.Tensor(np.array([0, 1], np.int32))
@@ -124,15 +126,15 @@ def test_dropout_acts_in_training_only(rng):
 
 def test_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match=r"attn_resolutions \(12,\) names a side length .* levels are \[32, 16, 8, 4\]"):
-        build_model(ModelConfig(arch="ddpm_unet", image_size=32, dim=32, dim_mults=(1, 2, 2, 2), resnet_groups=32,
+        build_model(DDPMUNetConfig(image_size=32, dim=32, dim_mults=(1, 2, 2, 2), resnet_groups=32,
                                 attn_resolutions=(12,)))
     with pytest.raises(ValueError, match="divide by resnet_groups=32"):
-        build_model(ModelConfig(arch="ddpm_unet", image_size=32, dim=16, dim_mults=(1, 2), resnet_groups=32,
+        build_model(DDPMUNetConfig(image_size=32, dim=16, dim_mults=(1, 2), resnet_groups=32,
                                 attn_resolutions=()))
     with pytest.raises(ValueError, match="does not divide by 2\\^\\(levels-1\\) = 8"):
-        build_model(ModelConfig(arch="ddpm_unet", image_size=28, dim=32, dim_mults=(1, 2, 2, 2), resnet_groups=32))
+        build_model(DDPMUNetConfig(image_size=28, dim=32, dim_mults=(1, 2, 2, 2), resnet_groups=32))
     with pytest.raises(ValueError, match="num_res_blocks must be >= 1"):
-        build_model(ModelConfig(arch="ddpm_unet", image_size=32, dim=32, resnet_groups=32, num_res_blocks=0))
+        build_model(DDPMUNetConfig(image_size=32, dim=32, resnet_groups=32, num_res_blocks=0))
 
 
 def _diffusion(net):
@@ -156,6 +158,6 @@ def test_graph_mode_equals_pynative_forward_and_loss(rng):
 def test_a_tiny_ddpm_unet_learns(rng):
     """A few dozen compiled updates on one batch lower the loss measured at fixed timesteps and noise."""
     ms.set_seed(0)
-    net = build_model(ModelConfig(arch="ddpm_unet", image_size=(8, 8), channels=1, dim=8, dim_mults=(1, 2),
+    net = build_model(DDPMUNetConfig(image_size=(8, 8), channels=1, dim=8, dim_mults=(1, 2),
                                   num_res_blocks=1, attn_resolutions=(4,), resnet_groups=4, num_classes=2))
     assert_learns(_diffusion(net), rng)

@@ -4,23 +4,24 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from ddpm_ms.config import ModelConfig, preset
+
+from ddpm_ms.presets import preset
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
-from ddpm_ms.models import DiT, build_model, count_parameters
+from ddpm_ms.models import DiT, DiTConfig, build_model, count_parameters
 from ddpm_ms.models.dit import sincos_position_embedding
 from ddpm_ms.models.layers import PatchEmbed
 from tiny_models import assert_learns, wake
 
 CONFIGS = [
     preset("dit_mnist").model,
-    ModelConfig(arch="dit", image_size=(8, 12), channels=3, patch_size=2, hidden_size=32, depth=2, attn_heads=2,
+    DiTConfig(image_size=(8, 12), channels=3, patch_size=2, hidden_size=32, depth=2, attn_heads=2,
                 mlp_ratio=2.0),
-    ModelConfig(arch="dit", image_size=(16, 16), channels=1, patch_size=8, hidden_size=24, depth=1, attn_heads=3,
+    DiTConfig(image_size=(16, 16), channels=1, patch_size=8, hidden_size=24, depth=1, attn_heads=3,
                 mlp_ratio=1.5, num_classes=4),
 ]
 
 
-def expected_parameters(c: ModelConfig) -> int:
+def expected_parameters(c) -> int:
     """Counted layer by layer from the DiT paper's description, as a PyTorch user would."""
     d, p, ch = c.hidden_size, c.patch_size, c.channels
 
@@ -66,7 +67,7 @@ def test_untrained_blocks_are_the_identity_and_the_model_predicts_zero(rng):
 def test_patchify_then_unpatchify_is_the_identity(formulation, rng):
     """With the patch convolution set to copy each pixel of a tile into its own channel, in the
     order the output layer writes a tile (row, column, channel), unpatchify undoes patchify."""
-    cfg = ModelConfig(arch="dit", image_size=(8, 12), channels=3, patch_size=2, hidden_size=12, attn_heads=2)
+    cfg = DiTConfig(image_size=(8, 12), channels=3, patch_size=2, hidden_size=12, attn_heads=2)
     net = build_model(cfg)
     p, c = 2, 3
     weight = np.zeros((p * p * c, c, p, p), np.float32)
@@ -114,16 +115,16 @@ def test_labels_change_the_output_and_no_label_is_the_no_class_row(rng):
 @pytest.mark.parametrize("size,patch", [((28, 30), 4), ((28, 28), 3), ((9, 9), 2)])
 def test_a_size_the_patch_does_not_divide_is_a_clear_error(size, patch):
     with pytest.raises(ValueError, match=f"does not divide by model.patch_size={patch}"):
-        build_model(ModelConfig(arch="dit", image_size=size, patch_size=patch))
+        build_model(DiTConfig(image_size=size, patch_size=patch))
 
 
 def test_bad_widths_are_clear_errors():
     with pytest.raises(ValueError, match="multiple of 4 .* and of model.attn_heads=3"):
-        build_model(ModelConfig(arch="dit", hidden_size=64, attn_heads=3))
+        build_model(DiTConfig(hidden_size=64, attn_heads=3))
     with pytest.raises(ValueError, match="model.depth must be >= 1"):
-        build_model(ModelConfig(arch="dit", depth=0))
+        build_model(DiTConfig(depth=0))
     with pytest.raises(ValueError, match="mlp_ratio=0.01 leaves the MLP no units"):
-        build_model(ModelConfig(arch="dit", hidden_size=64, mlp_ratio=0.01))
+        build_model(DiTConfig(hidden_size=64, mlp_ratio=0.01))
 
 
 def _diffusion(net):
@@ -146,6 +147,6 @@ def test_graph_mode_equals_pynative_forward_and_loss(rng):
 def test_a_tiny_dit_learns(rng):
     """A few dozen compiled updates on one batch lower the loss measured at fixed timesteps and noise."""
     ms.set_seed(0)
-    net = build_model(ModelConfig(arch="dit", image_size=(8, 8), channels=1, patch_size=2, hidden_size=32, depth=2,
+    net = build_model(DiTConfig(image_size=(8, 8), channels=1, patch_size=2, hidden_size=32, depth=2,
                                   attn_heads=2, num_classes=2))
     assert_learns(_diffusion(net), rng)

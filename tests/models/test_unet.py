@@ -4,8 +4,9 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from ddpm_ms.config import ModelConfig, preset
-from ddpm_ms.models import UNet, count_parameters
+
+from ddpm_ms.presets import preset
+from ddpm_ms.models import UNet, UNetConfig, count_parameters
 
 
 def conv(i, o, k, bias=True, groups=1):
@@ -20,7 +21,7 @@ def gn(c):
     return 2 * c
 
 
-def expected_parameters(cfg: ModelConfig) -> int:
+def expected_parameters(cfg) -> int:
     """Parameter count of the annotated-diffusion U-Net, written out layer by layer."""
     dim, tdim = cfg.dim, cfg.dim * 4
     init = cfg.init_dim or dim
@@ -51,10 +52,10 @@ def expected_parameters(cfg: ModelConfig) -> int:
 
 
 CONFIGS = [
-    ModelConfig(image_size=28, channels=1, dim=28, dim_mults=(1, 2, 4)),
-    ModelConfig(image_size=(16, 24), channels=3, dim=16, dim_mults=(1, 2, 4)),
-    ModelConfig(image_size=(8, 12), channels=3, dim=8, init_dim=12, dim_mults=(1, 2), block="convnext"),
-    ModelConfig(image_size=32, channels=2, dim=12, dim_mults=(1, 1, 2, 2), resnet_groups=2, attn_heads=2,
+    UNetConfig(image_size=28, channels=1, dim=28, dim_mults=(1, 2, 4)),
+    UNetConfig(image_size=(16, 24), channels=3, dim=16, dim_mults=(1, 2, 4)),
+    UNetConfig(image_size=(8, 12), channels=3, dim=8, init_dim=12, dim_mults=(1, 2), block="convnext"),
+    UNetConfig(image_size=32, channels=2, dim=12, dim_mults=(1, 1, 2, 2), resnet_groups=2, attn_heads=2,
                 attn_dim_head=8),
 ]
 
@@ -77,7 +78,7 @@ def test_default_preset_size():
 
 
 def test_output_depends_on_time(rng):
-    net = UNet(ModelConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2)))
+    net = UNet(UNetConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2)))
     x = ms.Tensor(rng.standard_normal((1, 1, 8, 8), dtype=np.float32))
     a = net(x, ms.Tensor(np.array([1.0], np.float32))).asnumpy()
     b = net(x, ms.Tensor(np.array([900.0], np.float32))).asnumpy()
@@ -87,17 +88,17 @@ def test_output_depends_on_time(rng):
 @pytest.mark.parametrize("size,mults", [((28, 28), (1, 2, 4, 8)), ((30, 32), (1, 2, 4)), ((16, 18), (1, 2, 2))])
 def test_size_that_does_not_divide_is_a_clear_error(size, mults):
     with pytest.raises(ValueError, match=r"does not divide by 2\^\(levels-1\)"):
-        UNet(ModelConfig(image_size=size, dim_mults=mults))
+        UNet(UNetConfig(image_size=size, dim_mults=mults))
 
 
 def test_bad_groups_is_a_clear_error():
     with pytest.raises(ValueError, match="resnet_groups"):
-        UNet(ModelConfig(dim=10, resnet_groups=4))
+        UNet(UNetConfig(dim=10, resnet_groups=4))
 
 
 def test_graph_mode_equals_pynative_forward(rng):
     ms.set_seed(0)
-    net = UNet(ModelConfig(image_size=(8, 12), channels=1, dim=8, dim_mults=(1, 2)))
+    net = UNet(UNetConfig(image_size=(8, 12), channels=1, dim=8, dim_mults=(1, 2)))
     net.set_train(False)
     x = ms.Tensor(rng.standard_normal((3, 1, 8, 12), dtype=np.float32))
     t = ms.Tensor(np.array([0.0, 10.0, 999.0], np.float32))
@@ -109,7 +110,7 @@ def test_graph_mode_equals_pynative_forward(rng):
 def test_class_conditional_unet(rng):
     """A class-conditional U-Net has one embedding row per class plus "no class", and its output
     depends on the label; leaving the label out is the "no class" label."""
-    cfg = ModelConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2), num_classes=3)
+    cfg = UNetConfig(image_size=8, channels=1, dim=8, dim_mults=(1, 2), num_classes=3)
     net = UNet(cfg)
     assert count_parameters(net) == expected_parameters(cfg) + 4 * cfg.dim * 4
     x = ms.Tensor(rng.standard_normal((4, 1, 8, 8)).astype(np.float32))
@@ -122,5 +123,5 @@ def test_class_conditional_unet(rng):
     mixed = net(x, t, ms.Tensor(np.array([0, 1, 2, 3], np.int32))).asnumpy()
     for k in range(4):
         np.testing.assert_allclose(mixed[k], outs[k][k], atol=1e-5)
-    assert not any("class_emb" in p.name for p in UNet(ModelConfig(image_size=8, dim=8, dim_mults=(1, 2)))
+    assert not any("class_emb" in p.name for p in UNet(UNetConfig(image_size=8, dim=8, dim_mults=(1, 2)))
                    .trainable_params()), "an unconditional U-Net has no label embedding"

@@ -8,7 +8,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from ddpm_ms.config import DiffusionConfig, ModelConfig, SamplingConfig
+from ddpm_ms.config import DiffusionConfig, SamplingConfig, backbone_config
 from ddpm_ms.models import build_model
 from ddpm_ms.pipeline import DiffusionPipeline
 from ddpm_ms.pipeline.mindir import MINDIR, MindIRDenoiser, export_in_subprocess, export_mindir
@@ -33,7 +33,7 @@ def _pipeline_dir(tmp_path, arch, num_classes, monkeypatch):
     fields = {**TINY[arch], "image_size": (16, 16), "channels": 1, "num_classes": num_classes}
     if arch == "ddpm_unet":
         fields.update(attn_resolutions=(8,), dropout=0.1)  # attention and dropout both in the model
-    cfg = ModelConfig(**fields)
+    cfg = backbone_config(**fields)
     ms.set_seed(0)
     model = wake(build_model(cfg))
     pipe = DiffusionPipeline(model, cfg, DiffusionConfig(timesteps=100, beta_schedule="cosine"),
@@ -81,7 +81,7 @@ def test_a_model_with_cpu_kernels_is_refused(tmp_path):
     from ddpm_ms import kernels
     if not kernels.available():
         pytest.skip(f"CPU kernels cannot be built here: {kernels.why_unavailable()}")
-    cfg = ModelConfig(**TINY["unet"], image_size=(16, 16), channels=1)
+    cfg = backbone_config(**TINY["unet"], image_size=(16, 16), channels=1)
     pipe = DiffusionPipeline(build_model(cfg), cfg, DiffusionConfig(timesteps=100))
     with pytest.raises(ValueError, match="DDPM_MS_KERNELS=native"):
         export_mindir(pipe, tmp_path)
@@ -110,7 +110,7 @@ def test_export_and_sample_commands(tmp_path, capsys):
     images, labels = load_idx_dataset("fashion_mnist")
     data = ds.NumpySlicesDataset({"image": images[:16, None].astype(np.float32) / 127.5 - 1.0,
                                   "label": labels[:16].astype(np.int32)}, shuffle=False).batch(8, drop_remainder=True)
-    cfg = Config(preset="tiny", model=ModelConfig(**TINY["unet"], image_size=(28, 28), channels=1, num_classes=10),
+    cfg = Config(preset="tiny", model=backbone_config(**TINY["unet"], image_size=(28, 28), channels=1, num_classes=10),
                  diffusion=DiffusionConfig(timesteps=50), data=DataConfig(dataset="fashion_mnist"),
                  train=TrainConfig(batch_size=8, steps=2, save_every=2, num_samples=2, sample_steps=2, device="CPU"),
                  sampling=SamplingConfig(guidance_scale=2.0))

@@ -12,9 +12,9 @@ import pytest
 
 from ddpm_ms.cli.export import main as export_main
 from ddpm_ms.cli.sample import main as sample_main
-from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, SamplingConfig, TrainConfig
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, SamplingConfig, TrainConfig, backbone_config
 from ddpm_ms.data import load_idx_dataset
-from ddpm_ms.models import build_model
+from ddpm_ms.models import UNetConfig, build_model
 from ddpm_ms.pipeline import DiffusionPipeline, PipelineFileError
 from ddpm_ms.pipeline import files
 from ddpm_ms.training import Trainer
@@ -28,7 +28,7 @@ WIDTH_KEY = {"unet": ("dim", 12), "dit": ("hidden_size", 32), "ddpm_unet": ("dim
 
 
 def tiny_config(steps=6, arch="unet"):
-    return Config(preset="tiny", model=ModelConfig(image_size=(28, 28), channels=1, num_classes=10, **TINY_MODELS[arch]),
+    return Config(preset="tiny", model=backbone_config(image_size=(28, 28), channels=1, num_classes=10, **TINY_MODELS[arch]),
                   diffusion=DiffusionConfig(timesteps=50, beta_schedule="cosine"),
                   data=DataConfig(dataset="fashion_mnist"),
                   train=TrainConfig(batch_size=8, lr=2e-3, steps=steps, save_every=steps, num_samples=10,

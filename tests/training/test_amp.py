@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ddpm_ms import kernels
-from ddpm_ms.config import ModelConfig
-from ddpm_ms.models import UNet, build_model
+
+from ddpm_ms.models import DiTConfig, UNet, UNetConfig, build_model
 from ddpm_ms.training.amp import apply_amp, compute_dtypes, loss_scaler, resolve_amp
 from tiny_models import tiny_model
 
@@ -51,8 +51,8 @@ def test_amp_on_cpu_switches_the_kernels_and_casts_nothing():
 
 
 def test_amp_levels_cast_the_right_layers():
-    o1 = compute_dtypes(apply_amp(UNet(ModelConfig(image_size=(8, 8), dim=8, dim_mults=(1, 2))), "O1", "float16", "GPU"))
-    o2 = compute_dtypes(apply_amp(UNet(ModelConfig(image_size=(8, 8), dim=8, dim_mults=(1, 2))), "O2", "bfloat16", "GPU"))
+    o1 = compute_dtypes(apply_amp(UNet(UNetConfig(image_size=(8, 8), dim=8, dim_mults=(1, 2))), "O1", "float16", "GPU"))
+    o2 = compute_dtypes(apply_amp(UNet(UNetConfig(image_size=(8, 8), dim=8, dim_mults=(1, 2))), "O2", "bfloat16", "GPU"))
     assert o1["init_conv"] == "float16" and o1["final_conv"] == "float16"
     assert all(v == "float32" for k, v in o1.items() if k.endswith("norm") or k.endswith("softmax"))
     assert o1["mid_block1.mlp.1"] == "float16" and o1["mid_block1"] is None  # the rest takes what it gets
@@ -60,7 +60,7 @@ def test_amp_levels_cast_the_right_layers():
     norms = [k for k in o2 if k.endswith("norm")]
     softmaxes = [k for k in o2 if "softmax" in k]
     assert norms and softmaxes and all(o2[k] == "float32" for k in norms + softmaxes)
-    dit = ModelConfig(arch="dit", image_size=(8, 8), patch_size=4, hidden_size=16, depth=1, attn_heads=2)
+    dit = DiTConfig(image_size=(8, 8), patch_size=4, hidden_size=16, depth=1, attn_heads=2)
     o1, o2 = (compute_dtypes(apply_amp(build_model(dit), level, "float16", "GPU")) for level in ("O1", "O2"))
     assert o1["x_embedder"] == o1["blocks.0.attn.qkv"] == o1["final_layer.linear"] == "float16"
     assert o1["blocks.0.norm1"] == o1["blocks.0.attn.attend"] == "float32" and o1["blocks.0.mlp.1"] is None
@@ -88,7 +88,7 @@ def test_bfloat16_training_follows_float32(tmp_path):
         ds.config.set_seed(0)
         data = ds.NumpySlicesDataset({"image": images[:1600, :, :, None]}, shuffle=True)
         data = data.map([vision.Rescale(1 / 127.5, -1.0), vision.HWC2CHW()], input_columns=["image"]).batch(16)
-        cfg = Config(preset="tiny", model=ModelConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2)),
+        cfg = Config(preset="tiny", model=UNetConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2)),
                      diffusion=DiffusionConfig(timesteps=1000, beta_schedule="cosine", p2_gamma=0.5),
                      data=DataConfig(dataset="fashion_mnist"),
                      train=TrainConfig(batch_size=16, lr=2e-3, steps=200, log_every=1, save_every=1000, num_samples=1,

@@ -9,14 +9,15 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from ddpm_ms.config import ModelConfig, preset
-from ddpm_ms.models import UNet
+
+from ddpm_ms.presets import preset
+from ddpm_ms.models import UNet, UNetConfig
 from ddpm_ms import checkpoint as ck
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer
 
 
 def small(dim=8):
-    return UNet(ModelConfig(image_size=(8, 8), dim=dim, dim_mults=(1, 2)))
+    return UNet(UNetConfig(image_size=(8, 8), dim=dim, dim_mults=(1, 2)))
 
 
 def write(path, step, model=None, ema=None, optimizer=None, config=None):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, SamplingConfig, TrainConfig
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, SamplingConfig, TrainConfig
 from ddpm_ms.data import build_dataset, load_idx_dataset
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
-from ddpm_ms.models import UNet
+from ddpm_ms.models import UNet, UNetConfig
 from ddpm_ms.checkpoint import CheckpointMismatch, load_into
 from ddpm_ms.training import Trainer
 from ddpm_ms.checkpoint import save_checkpoint
@@ -24,7 +24,7 @@ def conditional_config(guidance_scale=1.0, **train):
     defaults = dict(batch_size=8, lr=2e-3, steps=4, log_every=1, save_every=4, num_samples=4, sample_steps=3,
                     sample_every=4, device="CPU", seed=0)
     defaults.update(train)
-    return Config(preset="tiny", model=ModelConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2),
+    return Config(preset="tiny", model=UNetConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2),
                                                    num_classes=10),
                   diffusion=DiffusionConfig(timesteps=100, beta_schedule="cosine", p2_gamma=0.5, cond_drop_prob=0.25),
                   data=DataConfig(dataset="fashion_mnist"), train=TrainConfig(**defaults),
@@ -41,7 +41,7 @@ def labelled_dataset(n=64, batch_size=8, with_labels=True):
 
 def test_only_the_embeddings_of_the_batch_labels_learn(rng):
     ms.set_seed(0)
-    model = UNet(ModelConfig(image_size=(16, 16), dim=8, dim_mults=(1, 2), num_classes=5))
+    model = UNet(UNetConfig(image_size=(16, 16), dim=8, dim_mults=(1, 2), num_classes=5))
     diffusion = GaussianDiffusion(model, NoiseSchedule(100, "cosine"), "eps", "huber", 0.5, 1.0)
     opt = build_optimizer(model.trainable_params(), WarmupSchedule(1e-2, "constant", 0, 1), "adam", 0.0)
     step = TrainStep(diffusion, opt, clip_grad=1.0)
@@ -99,7 +99,7 @@ def test_fewer_model_classes_than_the_data_holds_is_a_clear_error():
 
 
 def small_unet(num_classes):
-    return UNet(ModelConfig(image_size=(16, 16), dim=8, dim_mults=(1, 2), num_classes=num_classes))
+    return UNet(UNetConfig(image_size=(16, 16), dim=8, dim_mults=(1, 2), num_classes=num_classes))
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from mindspore import nn, ops
 
-from ddpm_ms.config import ModelConfig
-from ddpm_ms.models import UNet
+
+from ddpm_ms.models import UNet, UNetConfig
 from ddpm_ms.training.ema import EMA
 
 
@@ -24,7 +24,7 @@ class _Shift(nn.Cell):
 
 
 def small_unet():
-    return UNet(ModelConfig(image_size=(8, 8), dim=8, dim_mults=(1, 2)))
+    return UNet(UNetConfig(image_size=(8, 8), dim=8, dim_mults=(1, 2)))
 
 
 def weights(model):
@@ -82,4 +82,4 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match=r"EMA decay must be in \(0, 1\)"):
         EMA(model, small_unet(), decay=1.0)
     with pytest.raises(ValueError, match="same parameters"):
-        EMA(model, UNet(ModelConfig(image_size=(8, 8), dim=12, dim_mults=(1, 2))), decay=0.9)
+        EMA(model, UNet(UNetConfig(image_size=(8, 8), dim=12, dim_mults=(1, 2))), decay=0.9)

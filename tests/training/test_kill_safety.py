@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, TrainConfig
+from ddpm_ms.models import UNetConfig
 from ddpm_ms.checkpoint import resumable_checkpoint
 from ddpm_ms.pipeline import DiffusionPipeline
 from ddpm_ms.checkpoint import state_of
@@ -25,7 +26,7 @@ STEPS, SAVE_EVERY = 40, 2
 
 def config():
     # PyNative: kill safety is about files, and skipping the compile keeps each process short.
-    return Config(preset="tiny", model=ModelConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2)),
+    return Config(preset="tiny", model=UNetConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2)),
                   diffusion=DiffusionConfig(timesteps=100),
                   data=DataConfig(dataset="fashion_mnist", num_workers=1),
                   train=TrainConfig(batch_size=8, lr=2e-3, steps=STEPS, log_every=1, save_every=SAVE_EVERY,

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, TrainConfig
+from ddpm_ms.models import UNetConfig, DiTConfig
 from ddpm_ms.data import load_idx_dataset
 from ddpm_ms.checkpoint import CheckpointMismatch
 from ddpm_ms.training import NonFiniteLoss, Trainer
@@ -25,7 +26,7 @@ def tiny_config(**train):
                     sample_steps=2, sample_every=1000, device="CPU", seed=3, optimizer="adamw", weight_decay=0.01,
                     lr_schedule="cosine", warmup_steps=2, clip_grad=0.5, grad_accum=2, ema_decay=0.9)
     defaults.update(train)
-    return Config(preset="tiny", model=ModelConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2)),
+    return Config(preset="tiny", model=UNetConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2)),
                   diffusion=DiffusionConfig(timesteps=100, beta_schedule="cosine", p2_gamma=0.5),
                   data=DataConfig(dataset="fashion_mnist"), train=TrainConfig(**defaults))
 
@@ -78,7 +79,7 @@ def test_stop_and_resume_equals_a_straight_run(straight, tmp_path):
 def test_a_dit_run_stops_and_resumes_bit_for_bit(tmp_path):
     def config():
         cfg = tiny_config(steps=6)
-        cfg.model = ModelConfig(arch="dit", image_size=(28, 28), channels=1, patch_size=4, hidden_size=16, depth=1,
+        cfg.model = DiTConfig(image_size=(28, 28), channels=1, patch_size=4, hidden_size=16, depth=1,
                                 attn_heads=2)
         return cfg
 

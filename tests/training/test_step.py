@@ -4,9 +4,9 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from ddpm_ms.config import DiffusionConfig, ModelConfig
+from ddpm_ms.config import DiffusionConfig
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
-from ddpm_ms.models import UNet
+from ddpm_ms.models import UNet, UNetConfig
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer
 from ddpm_ms.training.step import TrainStep
 from training_toy import ToyLoss
@@ -14,7 +14,7 @@ from training_toy import ToyLoss
 
 def unet_step(grad_accum):
     ms.set_seed(0)
-    model = UNet(ModelConfig(image_size=(16, 16), dim=8, dim_mults=(1, 2)))
+    model = UNet(UNetConfig(image_size=(16, 16), dim=8, dim_mults=(1, 2)))
     diffusion = GaussianDiffusion(model, NoiseSchedule.from_config(DiffusionConfig(timesteps=100)), "eps", "huber",
                                   0.5, 1.0)
     opt = build_optimizer(model.trainable_params(), WarmupSchedule(2e-3, "cosine", 1, 3), "adamw", 0.01)

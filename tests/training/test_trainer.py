@@ -8,9 +8,9 @@ import mindspore.dataset as ds
 import numpy as np
 import pytest
 
-from ddpm_ms.config import Config, DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+from ddpm_ms.config import Config, DataConfig, DiffusionConfig, TrainConfig
 from ddpm_ms.data import load_idx_dataset
-from ddpm_ms.models import UNet
+from ddpm_ms.models import UNet, UNetConfig
 from ddpm_ms.checkpoint import CheckpointMismatch, load_into
 from ddpm_ms.pipeline import DiffusionPipeline
 from ddpm_ms.training import NonFiniteLoss, Trainer
@@ -22,7 +22,7 @@ def tiny_config(**train):
     defaults = dict(batch_size=16, lr=2e-3, steps=60, log_every=1, save_every=30, num_samples=4, sample_steps=5,
                     sample_every=60, device="CPU", seed=0)
     defaults.update(train)
-    return Config(preset="tiny", model=ModelConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2)),
+    return Config(preset="tiny", model=UNetConfig(image_size=(28, 28), channels=1, dim=8, dim_mults=(1, 2)),
                   diffusion=DiffusionConfig(timesteps=100, beta_schedule="cosine", p2_gamma=0.5),
                   data=DataConfig(dataset="fashion_mnist"), train=TrainConfig(**defaults))
 
@@ -102,7 +102,7 @@ def test_checkpoint_round_trip_ema_by_default_raw_on_request(trained):
 
 def test_checkpoint_from_another_config_names_the_parameters(trained):
     out, _, _ = trained
-    other = UNet(ModelConfig(image_size=(28, 28), channels=1, dim=12, dim_mults=(1, 2)))
+    other = UNet(UNetConfig(image_size=(28, 28), channels=1, dim=12, dim_mults=(1, 2)))
     with pytest.raises(CheckpointMismatch) as e:
         load_into(other, out / "checkpoints" / "final.ckpt")
     msg = str(e.value)
