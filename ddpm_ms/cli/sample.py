@@ -178,8 +178,9 @@ def run(args) -> int:
     device = select_device(args.device)
     pipe, samples_dir = load_pipeline(args, weights="ema" if args.weights == "both" else None)
     args.sampler = args.sampler or pipe.sampling.sampler
-    if (args.eta is not None or args.solver_order is not None) and args.compare:
-        raise UsageError("--compare draws each sampler at its defaults: drop --eta and --solver-order")
+    given = [flag for flag, value in (("--eta", args.eta), ("--solver-order", args.solver_order)) if value is not None]
+    if given and args.compare:
+        raise UsageError(f"--compare draws each sampler at its defaults: drop {' and '.join(given)}")
     if problem := sampler_flag_problem(args.sampler, eta=args.eta, solver_order=args.solver_order,
                                        lambda_min_clipped=None if args.compare else args.lambda_min_clipped):
         raise UsageError(problem)

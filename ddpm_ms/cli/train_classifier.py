@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ddpm_ms.cli.args import positive_float, positive_int
 from ddpm_ms.config import DataConfig
-from ddpm_ms.metrics.evaluation import CLASSIFIER_ENV, image_shape, scored_datasets
+from ddpm_ms.metrics.evaluation import CLASSIFIER_ENV, data_shape, scored_datasets
 from ddpm_ms.registry import DATASETS
 
 USER_DIR = Path("classifiers")  # relative to the working directory, as train.py's runs/
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     select_device("auto")
     ms.set_seed(args.seed)
     ds.config.set_seed(args.seed)
-    entry, shape = DATASETS[args.data], image_shape(args.data)
+    entry, shape = DATASETS[args.data], data_shape(args.data)
     root = None if args.root is None else str(args.root)
     try:
         train = entry.load(DataConfig(args.data, root, random_flip=entry.flips), shape, args.batch_size, "train",

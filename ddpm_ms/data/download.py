@@ -1,6 +1,6 @@
 """Download Fashion-MNIST, MNIST or CIFAR-10 from the official sites and verify their md5s.
 
-    python -m ddpm_ms.data.download fashion_mnist --to data/fashion-mnist
+    python -m ddpm_ms.data.download fashion-mnist --to data/fashion-mnist   # a data set's name or folder
     python -m ddpm_ms.data.download mnist --to data/mnist
     python -m ddpm_ms.data.download cifar10 --to data/cifar10
 

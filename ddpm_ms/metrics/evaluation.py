@@ -44,7 +44,7 @@ def scored_datasets() -> tuple:
     return tuple(n for n in DATASETS if DATASETS[n].classifier and DATASETS[n].load_split and DATASETS[n].image_shape)
 
 
-def image_shape(data: str) -> tuple:
+def data_shape(data: str) -> tuple:
     """(C, H, W) of the images of data set `data`."""
     return tuple(DATASETS[data].image_shape)
 
@@ -87,7 +87,7 @@ def cache_dir() -> Path:
 def crop_margin(image_shape, data: str) -> int:
     """The border to cut from every side of `image_shape` (C, H, W) samples to get `data`'s images: 0
     when they match, 2 for Fashion-MNIST padded to 32x32 (data.pad); a ValueError naming both otherwise."""
-    want = image_shape(data)
+    want = data_shape(data)
     c, h, w = (int(v) for v in image_shape)
     margin = (h - want[1]) // 2
     if c == want[0] and h == w and margin >= 0 and h == want[1] + 2 * margin:
@@ -139,7 +139,7 @@ class FeatureExtractor:
 
         path = classifier_weights(data, weights)
         self.data, self.batch_size, self.fingerprint = data, batch_size, _file_digest(path)
-        self.shape = image_shape(data)
+        self.shape = data_shape(data)
         self.model = FeatureClassifier(in_channels=self.shape[0], image_size=self.shape[1])
         missing, _ = ms.load_param_into_net(self.model, ms.load_checkpoint(str(path)), strict_load=True)
         if missing:

@@ -23,9 +23,10 @@ from ddpm_ms.config import Config, DiffusionConfig, ModelConfig, SamplingConfig,
 from ddpm_ms.data.datasets import class_names
 from ddpm_ms.pipeline import files
 from ddpm_ms.pipeline.card import render_card
+from ddpm_ms.presets import DEFAULT_PRESET
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
-DEFAULT_PRETRAINED = "fashion_mnist"
+DEFAULT_PRETRAINED = DEFAULT_PRESET  # the shipped pipeline: the default preset's trained weights
 
 
 @dataclass

@@ -42,7 +42,6 @@ from ddpm_ms.training.host_loop import HostLoop, NonFiniteLoss
 from ddpm_ms.training.optim import WarmupSchedule, build_optimizer, decoupled_decay
 from ddpm_ms.training.parallel import AnyRank, DataParallel
 from ddpm_ms.training.run_dir import LOG_FIELDS, RunDir, prepare_run_dir
-from ddpm_ms.training.run_dir import truncate_evaluations as _truncate_evaluations  # noqa: F401 (tests import it here)
 from ddpm_ms.training.step import TrainStep, make_train_step
 
 # Settings a resumed run may change: how long it runs and what it writes, not what it learns.
@@ -293,10 +292,6 @@ class Trainer:
         return self.ckpt
 
     # -- the loop -----------------------------------------------------------------------------
-    def _drop_labels(self, labels):
-        """The labels with the run's share cond_drop_prob dropped to "no class" (HostLoop.drop_labels)."""
-        return self.host.drop_labels(labels)
-
     def _batches(self):
         """Yields micro-batches from the current data position, epoch after epoch."""
         while True:

@@ -12,7 +12,7 @@ import pytest
 
 from ddpm_ms.cli.export import main as export_main
 from ddpm_ms.cli.sample import main as sample_main
-from ddpm_ms.config import Config, DataConfig, DiffusionConfig, SamplingConfig, TrainConfig, backbone_config
+from ddpm_ms.config import CONFIG_FORMAT, Config, DataConfig, DiffusionConfig, SamplingConfig, TrainConfig, backbone_config
 from ddpm_ms.data import load_idx_dataset
 from ddpm_ms.models import UNetConfig, build_model
 from ddpm_ms.pipeline import DiffusionPipeline, PipelineFileError
@@ -171,7 +171,7 @@ def test_a_pipeline_config_newer_than_the_code_is_refused(tmp_path):
     d = json.loads((out / files.MODEL_CONFIG).read_text())
     d["format_version"] = 99
     (out / files.MODEL_CONFIG).write_text(json.dumps(d))
-    with pytest.raises(PipelineFileError, match=r"format_version 99, newer than this ddpm_ms reads \(1\)"):
+    with pytest.raises(PipelineFileError, match=rf"format_version 99, newer than this ddpm_ms reads \({files.FORMAT_VERSION}\)"):
         DiffusionPipeline.from_pretrained(out)
 
 
@@ -195,5 +195,5 @@ def test_a_run_written_before_the_pipeline_resumes(tmp_path):
     summary = trainer.fit()
     assert summary["steps"] == 2 and (run / "checkpoints" / "final.ckpt").is_file()
     saved = json.loads((run / "config.json").read_text())
-    assert saved["format_version"] == 2 and saved["sampling"]["guidance_scale"] == 2.0
+    assert saved["format_version"] == CONFIG_FORMAT and saved["sampling"]["guidance_scale"] == 2.0
     assert "guidance_scale" not in saved["train"], "the resumed run's config is rewritten in the new format"

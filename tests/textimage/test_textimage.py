@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from mindspore import nn, ops
 
-from ddpm_ms.data.datasets import load_idx_dataset
+from ddpm_ms.data import load_idx_dataset
 from ddpm_ms.diffusion import NoiseSchedule
 from ddpm_ms.sampling import DDIMScheduler, sample
 from ddpm_ms.textimage import TextGuidance, TextImageConfig, TextImageModel, load_text_image_model
 from ddpm_ms.textimage.model import SHIPPED
 from ddpm_ms.textimage.training import LabelledImages, phrase_accuracy, train, zero_shot_accuracy
-from ddpm_ms.textimage.vocab import NAMES, TEMPLATES, class_phrases, tokenize, word_grams, words
+from ddpm_ms.registry import DATASETS
+from ddpm_ms.textimage.vocab import TEMPLATES, class_phrases, tokenize, word_grams, words, worded_datasets
 
 
 def test_a_new_spelling_shares_most_of_its_rows_with_a_known_one():
@@ -31,9 +32,9 @@ def test_a_new_spelling_shares_most_of_its_rows_with_a_known_one():
         tokenize(["?!"])
 
 
-@pytest.mark.parametrize("dataset", list(NAMES))
+@pytest.mark.parametrize("dataset", worded_datasets())
 def test_held_out_phrases_never_appear_in_training(dataset):
-    for label in range(len(NAMES[dataset])):
+    for label in range(len(DATASETS[dataset].class_words)):
         train_set = {" ".join(words(p)) for p in class_phrases(dataset, label, "train")}
         held = {" ".join(words(p)) for p in class_phrases(dataset, label, "held_out")}
         assert held and not held & train_set

@@ -62,7 +62,7 @@ def test_conditional_run_drops_labels_and_guides_its_pictures(tmp_path):
     trainer = Trainer(conditional_config(eval_every=4, eval_num=10, eval_steps=2, guidance_scale=2.0, num_samples=10), out,
                       dataset=labelled_dataset(), progress=False)
     labels = ms.Tensor(np.tile(np.arange(10, dtype=np.int32), 400))
-    dropped = trainer._drop_labels(labels).asnumpy()
+    dropped = trainer.host.drop_labels(labels).asnumpy()
     kept = dropped != 10
     assert abs((~kept).mean() - 0.25) < 0.03, (~kept).mean()
     assert (dropped[kept] == labels.asnumpy()[kept]).all()
@@ -84,7 +84,7 @@ def test_labels_beyond_the_model_classes_are_a_clear_error(tmp_path):
     cfg.model.num_classes = 3
     trainer = Trainer(cfg, tmp_path / "run", dataset=labelled_dataset(), progress=False)
     with pytest.raises(ValueError, match=r"labels 0\.\.9 but the model knows 3 classes"):
-        trainer._drop_labels(ms.Tensor(np.arange(10, dtype=np.int32)))
+        trainer.host.drop_labels(ms.Tensor(np.arange(10, dtype=np.int32)))
 
 
 def test_fewer_model_classes_than_the_data_holds_is_a_clear_error():

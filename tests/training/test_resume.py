@@ -188,11 +188,11 @@ def test_amp_on_cpu_says_so_and_trains_in_float32(tmp_path):
 
 
 def test_resume_drops_the_evaluations_it_will_make_again(tmp_path):
-    from ddpm_ms.training.trainer import _truncate_evaluations
+    from ddpm_ms.training.run_dir import truncate_evaluations
 
     path = tmp_path / "eval.jsonl"
     records = [{"step": 4, "fid": 9.0, "during_training": True}, {"step": 9, "fid": 5.0},  # evaluate.py's
                {"step": 8, "fid": 7.0, "during_training": True}]
     path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 12, "fid"')  # cut short by a kill
-    _truncate_evaluations(path, 5)
+    truncate_evaluations(path, 5)
     assert [json.loads(line) for line in path.read_text().splitlines()] == records[:2]
