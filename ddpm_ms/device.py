@@ -6,9 +6,12 @@ target (see `ddpm_ms.models.layers`) ask `kernel_formulation()` once, at constru
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 
 import mindspore as ms
+
+from ddpm_ms import kernels
 
 TARGETS = ("Ascend", "GPU", "CPU")
 FORMULATIONS = ("native", "im2col", "aot")
@@ -107,7 +110,6 @@ def kernel_formulation(target: str | None = None) -> str:
         return forced
     if (target or current_device()) != "CPU":
         return "native"
-    from ddpm_ms import kernels
     if kernels.available():
         return "aot"
     if not _warned_fallback:
@@ -128,15 +130,11 @@ def _warn_fallback(reason: str) -> None:
 def machine() -> str:
     """CPU model and core count, plus the framework versions: enough to tell two machines apart
     (benchmarks, evaluation records and model cards name it)."""
-    import os
-    import platform
-
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import mindspore as ms
     return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
             f"MindSpore {ms.__version__}, {platform.system()}")

@@ -1,6 +1,7 @@
 """Writing files so that nobody ever sees half of one: the one helper every writer uses."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -46,13 +47,11 @@ def append_jsonl(path, record: dict) -> Path:
     leaves a half-written line (eval.jsonl, which holds minutes-long evaluations, stays whole).
     Where the OS has advisory locks, a lock file beside it keeps two writers (a training run's
     --eval-every and an evaluate.py) from dropping each other's records."""
-    import json
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         try:
-            import fcntl
+            import fcntl  # POSIX only: imported where it is used, so Windows gets here and skips the lock
             fcntl.flock(lock, fcntl.LOCK_EX)
         except ImportError:  # Windows: no advisory locks; a lone writer is still safe
             pass

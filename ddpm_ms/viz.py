@@ -8,9 +8,12 @@ import os
 import sys
 from pathlib import Path
 
+import imageio.v2 as imageio
+import mindspore as ms
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from ddpm_ms.diffusion import forward_noise
 from ddpm_ms.files import atomic_write
 
 
@@ -86,7 +89,6 @@ def save_grid(images, path, nrow: int | None = None) -> Path:
 
 def _captioned(grid: np.ndarray, caption: str, height: int = 16) -> np.ndarray:
     """`grid` (H, W, C uint8) with a white strip above it holding `caption` in black."""
-    from PIL import ImageDraw
 
     strip = Image.new("L" if grid.shape[-1] == 1 else "RGB", (grid.shape[1], height), "white")
     ImageDraw.Draw(strip).text((4, 2), caption, fill="black")
@@ -105,7 +107,6 @@ def _side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarr
 
 def write_gif(grids, path, fps: float = 12.0, hold_last_s: float = 2.0) -> Path:
     """Write ready-made uint8 frames (H, W, C) as a looping GIF; the last is held `hold_last_s` s."""
-    import imageio.v2 as imageio
 
     if not grids:
         raise ValueError("a GIF needs at least one frame")
@@ -161,7 +162,8 @@ def load_image(path, size: int = 128, channels: int = 3) -> np.ndarray:
 def _pyplot():
     """pyplot for figures drawn straight to files. Scripts get the Agg backend (no window, no
     display needed); a notebook or any caller that already chose a backend (MPLBACKEND, or
-    pyplot imported first) keeps its own, so its inline figures still show."""
+    pyplot imported first) keeps its own, so its inline figures still show. (Imported here: the
+    backend must be chosen before pyplot is first imported.)"""
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
@@ -182,8 +184,6 @@ def _save_figure(fig, png_path, tight: bool = False) -> Path:
 def forward_process(image, schedule, timesteps, seed: int = 0) -> np.ndarray:
     """`image` (C, H, W) in [-1, 1] noised by the closed-form q(x_t | x_0) at each of `timesteps`
     with one shared noise draw: a (len(timesteps), C, H, W) array."""
-    import mindspore as ms
-    from ddpm_ms.diffusion import forward_noise
 
     image = np.asarray(image, dtype=np.float32)
     t = np.asarray(timesteps, dtype=np.int32)

@@ -26,6 +26,9 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import mindspore
+from mindspore import ops
+
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 STRIDES = (1, 2)
 PADDINGS = (0, 1, 2, 3)
@@ -36,7 +39,6 @@ _state = {"why": None}
 
 
 def _mindspore_lib_dir() -> Path:
-    import mindspore
     return Path(mindspore.__file__).parent / "lib"
 
 
@@ -61,7 +63,6 @@ def library() -> str | None:
     if platform.system() != "Linux":
         _state["why"] = f"the CPU kernels are built for Linux only (this is {platform.system()})"
         return None
-    import mindspore
     dnnl = _mindspore_lib_dir() / "libdnnl.so.3"
     if not dnnl.exists():
         _state["why"] = f"MindSpore's oneDNN library was not found at {dnnl}"
@@ -130,7 +131,6 @@ def conv2d_op(stride: int, padding: int, bias: bool = False, bf16: bool = False)
     if stride not in STRIDES or padding not in PADDINGS:
         raise ValueError(f"the CPU convolution kernel supports stride {STRIDES} and padding {PADDINGS}, "
                          f"not stride={stride}, padding={padding}")
-    from mindspore import ops
 
     lib = _require()
     tag = f"s{stride}_p{padding}{_suffix(bf16)}"
@@ -167,7 +167,6 @@ def group_norm_op(eps: float):
     """`y, mean, rstd = op(x, gamma, beta)`: GroupNorm of x viewed as (b, groups, -1) with
     per-channel gamma and beta, backward in C++. (The groups travel in the shape: MindSpore
     caches a Custom op's shape inference by its function name.)"""
-    from mindspore import ops
 
     if eps not in (1e-5, 1e-6):
         raise ValueError(f"the CPU GroupNorm kernel supports eps 1e-5 and 1e-6, not {eps}")
@@ -186,7 +185,6 @@ def group_norm_op(eps: float):
 @lru_cache(maxsize=None)
 def softmax_op():
     """`y = op(x)`: softmax over axis 1 of a 3-D tensor (outer, r, inner), backward in C++."""
-    from mindspore import ops
 
     lib = _require()
     backward = ops.Custom(f"{lib}:SoftmaxBwd", lambda y, dy: y, _same_dtype, func_type="aot")
@@ -200,7 +198,6 @@ def softmax_op():
 @lru_cache(maxsize=None)
 def upsample2x_op():
     """`y = op(x)`: nearest-neighbour 2x upsampling of (b, c, h, w); backward sums 2x2 blocks."""
-    from mindspore import ops
 
     lib = _require()
     backward = ops.Custom(f"{lib}:Upsample2xBwd", lambda dy, x: x, _same_dtype, func_type="aot")
@@ -223,7 +220,6 @@ def _require() -> str:
 def group_norm_silu_op(eps: float = 1e-5):
     """`y, mean, rstd = op(x, gamma, beta, scale, shift)`: SiLU(GroupNorm(x) * (1 + scale) + shift)
     with x viewed as (b, groups, -1), scale and shift (b, c); backward in C++."""
-    from mindspore import ops
 
     if eps not in (1e-5, 1e-6):
         raise ValueError(f"the CPU GroupNorm kernel supports eps 1e-5 and 1e-6, not {eps}")
@@ -244,7 +240,6 @@ def group_norm_silu_op(eps: float = 1e-5):
 def group_norm_silu_plain_op(eps: float):
     """`y, mean, rstd = op(x, gamma, beta)`: SiLU(GroupNorm(x)) with x viewed as (b, groups, -1)
     (the DDPM U-Net's "norm -> SiLU"); backward in C++."""
-    from mindspore import ops
 
     if eps not in (1e-5, 1e-6):
         raise ValueError(f"the CPU GroupNorm kernel supports eps 1e-5 and 1e-6, not {eps}")
@@ -264,7 +259,6 @@ def group_norm_silu_plain_op(eps: float):
 def batch_matmul_ops(bf16: bool = False):
     """(nn, tn, nt): batched products a.b, a^T.b and a.b^T over the leading dimensions, each with
     its backward expressed through the three (in bfloat16 with `bf16`)."""
-    from mindspore import ops
 
     lib = _require()
     shape = {"NN": lambda a, b: a[:-1] + [b[-1]],
@@ -290,7 +284,6 @@ def batch_matmul_ops(bf16: bool = False):
 def dense_op(bf16: bool = False):
     """`y = op(x, w, b)`: x (m, in) . w^T (w: out x in) + b, backward in C++ (products in bfloat16
     with `bf16`)."""
-    from mindspore import ops
 
     lib = _require()
     suffix = _suffix(bf16)
@@ -307,7 +300,6 @@ def dense_op(bf16: bool = False):
 @lru_cache(maxsize=None)
 def gelu_tanh_op():
     """`y = op(x)`: GELU with the tanh approximation, elementwise; backward in C++."""
-    from mindspore import ops
 
     lib = _require()
     backward = ops.Custom(f"{lib}:GeluTanhBwd", lambda x, dy: x, _same_dtype, func_type="aot")
@@ -322,7 +314,6 @@ def gelu_tanh_op():
 def layer_norm_modulate_op(eps: float):
     """`y, mean, rstd = op(x, shift, scale)`: LayerNorm of x (b, n, d) over d, without affine,
     times (1 + scale) plus shift, both (b, d); backward (dx, dshift, dscale) in C++."""
-    from mindspore import ops
 
     if eps not in (1e-5, 1e-6):
         raise ValueError(f"the CPU LayerNorm kernel supports eps 1e-5 and 1e-6, not {eps}")
@@ -343,7 +334,6 @@ def layer_norm_modulate_op(eps: float):
 def attention_op():
     """`out, p = op(qkv)`: multi-head self-attention of packed projections qkv (b, n, 3, heads, dh)
     to out (b, n, heads, dh), with p (b, heads, n, n) the attention probabilities; backward in C++."""
-    from mindspore import ops
 
     lib = _require()
     backward = ops.Custom(f"{lib}:AttentionBwd", lambda dout, qkv, p: qkv, lambda *d: d[1], func_type="aot")
@@ -362,7 +352,6 @@ def attention_op():
 def gated_add_op():
     """`out = op(x, gate, y)`: x + gate * y for x, y (b, n, d) and a per-sample gate (b, d);
     backward in C++ (the gate's gradient is summed over n inside the kernel)."""
-    from mindspore import ops
 
     lib = _require()
     backward = ops.Custom(f"{lib}:GatedAddBwd", lambda dout, g, y: (y, g), lambda *d: (d[2], d[1]),
@@ -382,7 +371,6 @@ def linear_attention_op(bf16: bool = False):
     context = softmax_pixels(k) v^T / sqrt(d) and out = context^T softmax_features(q), (b, heads, d, h w),
     in one pass per image; the backward pass recomputes q, k, v and the softmaxes. Products in
     bfloat16 with `bf16`."""
-    from mindspore import ops
 
     lib = _require()
     suffix = _suffix(bf16)

@@ -24,46 +24,52 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
+from mindspore import nn, ops
+
+from ddpm_ms.device import select_device
 
 MINDIR = "denoiser.mindir"
 MINDIR_INFO = "denoiser_mindir.json"
 
 
+class UnconditionalDenoiser(nn.Cell):
+    """The exported graph of an unconditional model: eps = f(x, t)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def construct(self, x, t):
+        return self.model(x, t)
+
+
+class GuidedDenoiser(nn.Cell):
+    """The exported graph of a class-conditional model, classifier-free guidance inside:
+    f_uncond + w (f_cond - f_uncond), both halves in one batch."""
+
+    def __init__(self, model, num_classes: int):
+        super().__init__()
+        self.model, self.no_class = model, int(num_classes)
+
+    def construct(self, x, t, y, w):
+        b = x.shape[0]
+        out = self.model(ops.cat((x, x)), ops.cat((t, t)), ops.cat((y, ops.fill(ms.int32, (b,), self.no_class))))
+        cond, uncond = out[:b], out[b:]
+        return uncond + w * (cond - uncond)
+
+
 def guided_denoiser(model, num_classes: int):
     """The Cell that is exported: `model` with classifier-free guidance folded in (conditional), or
     the model itself with int32 timesteps (unconditional)."""
-    import mindspore as ms
-    from mindspore import nn, ops
-
-    class Unconditional(nn.Cell):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def construct(self, x, t):
-            return self.model(x, t)
-
-    class Guided(nn.Cell):
-        def __init__(self):
-            super().__init__()
-            self.model, self.no_class = model, int(num_classes)
-
-        def construct(self, x, t, y, w):
-            b = x.shape[0]
-            out = self.model(ops.cat((x, x)), ops.cat((t, t)), ops.cat((y, ops.fill(ms.int32, (b,), self.no_class))))
-            cond, uncond = out[:b], out[b:]
-            return uncond + w * (cond - uncond)
-
-    net = Guided() if num_classes else Unconditional()
+    net = GuidedDenoiser(model, num_classes) if num_classes else UnconditionalDenoiser(model)
     net.set_train(False)
     return net
 
 
 def graph_inputs(model_config):
     """Placeholder inputs of the exported graph, with the batch dimension dynamic."""
-    import mindspore as ms
-
     c, (h, w) = model_config.channels, model_config.image_size
     inputs = [ms.Tensor(shape=[None, c, h, w], dtype=ms.float32), ms.Tensor(shape=[None], dtype=ms.int32)]
     if model_config.num_classes:
@@ -75,8 +81,6 @@ def export_mindir(pipe, out_dir) -> Path:
     """Write `pipe`'s denoiser as out_dir/denoiser.mindir (atomically) and its input description as
     denoiser_mindir.json. The model must use the native formulation: build it with
     DDPM_MS_KERNELS=native (export_in_subprocess does)."""
-    import mindspore as ms
-
     kinds = {c.formulation for _, c in pipe.model.cells_and_names() if hasattr(c, "formulation")}
     if kinds - {"native"}:
         raise ValueError(f"the model runs the {sorted(kinds - {'native'})} formulation; a MindIR file must hold MindSpore's "
@@ -117,9 +121,6 @@ class MindIRDenoiser:
     guidance_in_graph = True
 
     def __init__(self, path):
-        import mindspore as ms
-        from mindspore import nn
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: write it with scripts/export.py --format mindir")
@@ -134,8 +135,6 @@ class MindIRDenoiser:
         return self  # an inference graph
 
     def __call__(self, x, t, y=None, w=None):
-        import mindspore as ms
-
         t = t.round().astype(ms.int32) if t.dtype != ms.int32 else t
         if not self.num_classes:
             return self.graph(x, t)
@@ -147,9 +146,7 @@ class MindIRDenoiser:
 
 def _main(argv) -> int:
     """python -m ddpm_ms.pipeline.mindir SOURCE OUT_DIR WEIGHTS: the fresh process of export_in_subprocess."""
-    import ddpm_ms  # noqa: F401 -- quiet logging before MindSpore starts
-    from ddpm_ms.device import select_device
-    from ddpm_ms.pipeline import DiffusionPipeline
+    from ddpm_ms.pipeline import DiffusionPipeline  # here: ddpm_ms.pipeline imports this module
 
     source, out_dir, weights = argv
     select_device("auto")

@@ -17,6 +17,7 @@ import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
+from ddpm_ms.checkpoint import assign
 from ddpm_ms.files import atomic_write
 from ddpm_ms.models.layers import Conv2d, Dense
 from ddpm_ms.textimage.vocab import BUCKETS, tokenize
@@ -130,7 +131,6 @@ class TextImageModel(nn.Cell):
 
 def load_text_image_model(path=None) -> TextImageModel:
     """The model saved in directory `path` (None: the one shipped with ddpm_ms), in inference mode."""
-    from ddpm_ms.checkpoint import assign
 
     path = Path(path) if path is not None else SHIPPED
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():

@@ -16,7 +16,9 @@ from mindspore import nn, ops
 from tqdm.auto import tqdm
 
 from ddpm_ms.registry import DATASETS
-from ddpm_ms.textimage.vocab import FILLERS, class_phrases, tokenize
+from ddpm_ms.sampling.base import x0_estimate
+from ddpm_ms.sampling.loop import compiled
+from ddpm_ms.textimage.vocab import FILLERS, class_phrases, prompt_for, tokenize
 
 
 @dataclass
@@ -31,10 +33,6 @@ def denoiser_views(pipe, images: np.ndarray, seed: int, batch_size: int = 500, p
     """x0 estimates of `images` ((N, C, H, W) in [-1, 1]) by the pipeline's denoiser, each at its own
     timestep drawn uniformly from 0..T-1, asked without a class ("no class" for a class-conditional
     model), clamped to [-1, 1]."""
-    from ddpm_ms.sampling.loop import compiled
-
-    from ddpm_ms.sampling.base import x0_estimate
-
     rng = np.random.default_rng(seed)
     ab = np.asarray(pipe.scheduler("ddim").schedule.alphas_cumprod, np.float64)
     forward = compiled(pipe.model)
@@ -145,7 +143,6 @@ def phrase_accuracy(model, part: LabelledImages, split: str = "held_out", batch_
     """Mean over the `split` phrases of the share of images of all classes that pick that phrase's class
     when it is the only text for its class and the other classes use their plain prompt: how well
     each phrase, alone, names its class."""
-    from ddpm_ms.textimage.vocab import prompt_for
 
     num_classes = len(DATASETS[part.dataset].class_words)
     plain = model.embed_text([prompt_for(part.dataset, c) for c in range(num_classes)]).asnumpy()

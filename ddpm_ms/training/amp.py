@@ -24,8 +24,9 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import nn
 
+from ddpm_ms import kernels
 from ddpm_ms.config import AMP_DTYPES, AMP_LEVELS
-from ddpm_ms.device import current_device
+from ddpm_ms.device import current_device, kernel_formulation
 from ddpm_ms.models import layers
 
 DTYPES = {"float16": ms.float16, "bfloat16": ms.bfloat16}
@@ -51,8 +52,6 @@ def resolve_amp(level: str, dtype: str, device: str) -> tuple[str, str, str | No
 
 
 def _resolve_cpu(level: str, dtype: str) -> tuple[str, str, str | None]:
-    from ddpm_ms import kernels
-    from ddpm_ms.device import kernel_formulation
 
     fallback = "; training in float32 (O0) instead"
     if dtype != "bfloat16":

@@ -23,6 +23,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+from mindspore.communication import get_group_size, get_rank, init
+
 from ddpm_ms.training.run_dir import MSRUN_LOGS  # the folder of a run directory that msrun writes its logs into
 
 
@@ -39,7 +44,6 @@ class DataParallel:
             raise ValueError("--distributed runs inside msrun, which starts one process per worker: launch with "
                              "`python scripts/train.py --workers N ...` (or msrun --worker_num=N --local_worker_num=N "
                              "--join=True python scripts/train.py --distributed ...)")
-        from mindspore.communication import get_group_size, get_rank, init
 
         init()
         return cls(int(get_rank()), int(get_group_size()))
@@ -57,7 +61,6 @@ class DataParallel:
 
     def grad_reducer(self, params):
         """The compiled step's gradient average across ranks."""
-        from mindspore import nn
 
         return nn.DistributedGradReducer(params, mean=True, degree=self.world)
 
@@ -100,8 +103,6 @@ class AnyRank:
     """`agree(flag) -> bool`: True when `flag` is True on any rank (one compiled all-reduce of a scalar)."""
 
     def __init__(self):
-        import mindspore as ms
-        from mindspore import ops
 
         self._sum = ops.AllReduce()  # sum: the one reduction every back end has (CPU has no max)
         self._call = ms.jit(self._reduce)
@@ -110,7 +111,5 @@ class AnyRank:
         return self._sum(x)
 
     def __call__(self, flag: bool) -> bool:
-        import mindspore as ms
-        import numpy as np
 
         return bool(self._call(ms.Tensor(np.array([1.0 if flag else 0.0], np.float32))).asnumpy()[0] > 0)

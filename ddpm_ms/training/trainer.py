@@ -32,6 +32,8 @@ from ddpm_ms.config import Config, SamplingConfig
 from ddpm_ms.data import build_dataset
 from ddpm_ms.device import machine, select_device
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
+from ddpm_ms.metrics.evaluation import (FeatureExtractor, MetricsUnavailable, Reference, crop_margin, sample_and_score,
+                                        scored_datasets)
 from ddpm_ms.models import build_model, count_parameters
 from ddpm_ms.pipeline import DiffusionPipeline
 from ddpm_ms import checkpoint as ckpt_io
@@ -159,10 +161,7 @@ class Trainer:
 
     def _build_evaluator(self):
         """(feature extractor, test-set reference) for FID during training, checked before
-        anything is written: Fashion-MNIST / MNIST (also padded) and CIFAR-10 models have one."""
-        from ddpm_ms.metrics.evaluation import (FeatureExtractor, MetricsUnavailable, Reference, crop_margin,
-                                                scored_datasets)
-
+        anything is written: models of a data set with a classifier (also padded) have one."""
         m, data = self.cfg.model, self.cfg.data
         if data.dataset not in scored_datasets():
             raise MetricsUnavailable(f"--eval-every measures FID with a classifier of {', '.join(scored_datasets())}; this "
@@ -174,8 +173,6 @@ class Trainer:
     def evaluate(self) -> dict:
         """FID and friends of `eval_num` images from the sampling model (same noise every time,
         so successive figures differ by the model only); appended to the run's eval.jsonl."""
-        from ddpm_ms.metrics.evaluation import sample_and_score
-
         if not self.is_main:  # rank 0 measures; the others go on to the next update
             return None
         t = self.cfg.train
