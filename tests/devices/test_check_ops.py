@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_ms.cli.check_ops import PLUMBING, audit, documented_platforms, ir_primitives, table
+from ddpm_ms.op_audit import PLUMBING, audit, documented_platforms, ir_primitives, table
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "check_ops.py"
 
