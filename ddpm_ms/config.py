@@ -6,7 +6,6 @@ an older ddpm_ms is migrated when read (`migrate_config`), one from a newer one 
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field

@@ -16,9 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
+from ddpm_ms.cli.command import command
+from ddpm_ms.pipeline import DiffusionPipeline
+from ddpm_ms.pipeline.card import render_card
+from ddpm_ms.pipeline.mindir import export_in_subprocess
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="export.py", description="Write a trained run as a pipeline directory.")
@@ -56,9 +59,6 @@ def evaluation_of(run_dir: Path, step, weights: str) -> dict | None:
 
 
 def run(args) -> int:
-    from ddpm_ms.pipeline import DiffusionPipeline
-    from ddpm_ms.pipeline.card import render_card
-
     source = args.run or args.ckpt
     if not source.exists():
         raise FileNotFoundError(f"{'--run' if args.run else '--ckpt'} {source} does not exist")
@@ -71,8 +71,6 @@ def run(args) -> int:
                 command=args.command or summary.get("command"), machine=summary.get("machine"))
     out = pipe.save_pretrained(args.to, card=render_card(info), overwrite=args.overwrite)
     if args.format == "mindir":
-        from ddpm_ms.pipeline.mindir import export_in_subprocess
-
         try:
             mindir = export_in_subprocess(out, out)
         except RuntimeError:
@@ -88,12 +86,4 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    from ddpm_ms.checkpoint import CheckpointMismatch, CheckpointUnreadable
-
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, CheckpointMismatch, CheckpointUnreadable, RuntimeError) as e:
-        print(f"export.py: error: {e}", file=sys.stderr)
-        return 2
+main = command("export.py", parser, run, errors=(RuntimeError,))  # RuntimeError: the MindIR export's process failed

@@ -6,12 +6,14 @@ schedules: betas, alpha-bar and the p2 loss weights of the beta schedules.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from ddpm_ms import viz
 from ddpm_ms.cli.args import positive_int
+from ddpm_ms.cli.command import command
 from ddpm_ms.config import BETA_SCHEDULES
 from ddpm_ms.data.paths import DATA_ENV, data_root
+from ddpm_ms.diffusion import NoiseSchedule
 from ddpm_ms.registry import DATASETS
 
 CAT = "skimage_chelsea.png"  # in the image folder's default folder under the data root
@@ -46,24 +48,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    from ddpm_ms import viz
-    from ddpm_ms.diffusion import NoiseSchedule
-
-    try:
-        if args.figure == "forward":
-            path = args.image or default_image()
-            if not path.is_file():
-                raise FileNotFoundError(f"image {path} does not exist")
-            image = viz.load_image(path, args.size)
-            out = viz.plot_forward_process(image, NoiseSchedule(args.timesteps, args.schedule), args.out,
-                                           timesteps=args.t, seed=args.seed)
-        else:
-            out = viz.plot_schedules([NoiseSchedule(args.timesteps, s) for s in args.schedules], args.out,
-                                     p2_gammas=args.gammas)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"figures.py: error: {e}", file=sys.stderr)
-        return 2
+def run(args) -> int:
+    if args.figure == "forward":
+        path = args.image or default_image()
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} does not exist")
+        image = viz.load_image(path, args.size)
+        out = viz.plot_forward_process(image, NoiseSchedule(args.timesteps, args.schedule), args.out,
+                                       timesteps=args.t, seed=args.seed)
+    else:
+        out = viz.plot_schedules([NoiseSchedule(args.timesteps, s) for s in args.schedules], args.out,
+                                 p2_gammas=args.gammas)
     print(out)
     return 0
+
+
+main = command("figures.py", parser, run, errors=(OSError,))  # OSError: a photo PIL cannot read

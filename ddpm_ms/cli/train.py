@@ -14,9 +14,12 @@ from pathlib import Path
 
 from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, add_model_flags, guidance_interval, non_negative_float,
                                non_negative_int, positive_float, positive_int, set_model_fields, unit_float)
+from ddpm_ms.cli.command import FlagError, command
 from ddpm_ms.config import AMP_DTYPES, AMP_LEVELS, LR_SCHEDULES, OPTIMIZERS, Config
 from ddpm_ms.presets import DEFAULT_PRESET, PRESETS, preset
 from ddpm_ms.registry import DATASETS, SAMPLERS
+from ddpm_ms.training import Trainer
+from ddpm_ms.training.parallel import launch
 
 RUNS = Path("runs")
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
@@ -129,8 +132,6 @@ def parser() -> argparse.ArgumentParser:
 
 def _launch(workers: int, argv: list[str], out: Path, resume: bool) -> int:
     """train.py's own command line, less --workers, on `workers` msrun workers writing `out`."""
-    from ddpm_ms.training.parallel import launch
-
     rest, skip = [], False
     for arg in argv:
         if skip:
@@ -260,31 +261,23 @@ def config_from_args(args) -> Config:
     return cfg.validate()
 
 
-def main(argv=None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
+def run(args) -> int:
     if args.resume is not None and args.init_from is not None:
-        p.error("--resume continues a run; --init-from starts a new one from other weights: use one")
+        raise FlagError("--resume continues a run; --init-from starts a new one from other weights: use one")
     try:
         cfg = config_from_args(args)
     except (ValueError, FileNotFoundError) as e:
-        p.error(str(e))
+        raise FlagError(str(e)) from None
     if args.resume is not None:
         out = resume_dir(args)
     else:
         out = args.out or RUNS / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.workers is not None:
         if args.distributed:
-            p.error("--workers launches the workers; --distributed is what each of them runs: give one")
-        return _launch(args.workers, sys.argv[1:] if argv is None else list(argv), out, args.resume is not None)
-
-    from ddpm_ms.data import DataError
-    from ddpm_ms.device import DeviceUnavailable
-    from ddpm_ms.checkpoint import CheckpointMismatch, CheckpointUnreadable
-    from ddpm_ms.training import NonFiniteLoss, Trainer
-
+            raise FlagError("--workers launches the workers; --distributed is what each of them runs: give one")
+        return _launch(args.workers, args.argv, out, args.resume is not None)
     try:
-        command = " ".join(["python scripts/train.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+        command = " ".join(["python scripts/train.py", *map(shlex.quote, args.argv)])
         trainer = Trainer(cfg, out, progress=not args.no_progress, resume=args.resume is not None, command=command,
                           init_from=args.init_from, distributed=args.distributed)
         start = (f"resuming at step {trainer.step} from {trainer.resumed_from}" if trainer.resumed_from else
@@ -297,10 +290,6 @@ def main(argv=None) -> int:
         if (note := warmup_note(cfg.train, trainer.total_steps)) is not None:
             print(f"note: {note}")
         summary = trainer.fit()
-    except (DataError, DeviceUnavailable, FileExistsError, FileNotFoundError, NonFiniteLoss, CheckpointMismatch,
-            CheckpointUnreadable, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"\nstopped without saving; the newest checkpoint in {out}/checkpoints is kept "
               f"(resume: python scripts/train.py --resume {out})", file=sys.stderr)
@@ -314,3 +303,6 @@ def main(argv=None) -> int:
     print(f"samples ({summary['weights']} weights): {summary['grid']}\nGIF: {summary['gif']}\n"
           f"checkpoint: {summary['checkpoint']}")
     return 0
+
+
+main = command("train.py", parser, run)

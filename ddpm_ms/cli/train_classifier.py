@@ -14,8 +14,15 @@ import sys
 import time
 from pathlib import Path
 
+import mindspore as ms
+import mindspore.dataset as ds
+
 from ddpm_ms.cli.args import positive_float, positive_int
+from ddpm_ms.cli.command import command
 from ddpm_ms.config import DataConfig
+from ddpm_ms.device import select_device
+from ddpm_ms.files import atomic_write
+from ddpm_ms.metrics.classifier import FeatureClassifier, accuracy, fit_classifier
 from ddpm_ms.metrics.evaluation import CLASSIFIER_ENV, data_shape, scored_datasets
 from ddpm_ms.registry import DATASETS
 
@@ -44,86 +51,37 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def evaluate(model, dataset) -> float:
-    """Top-1 accuracy over a labelled pipeline."""
-    model.set_train(False)
-    correct = total = 0
-    for x, y in dataset.create_tuple_iterator(num_epochs=1):
-        correct += int((model(x).asnumpy().argmax(axis=1) == y.asnumpy()).sum())
-        total += int(y.shape[0])
-    model.set_train(True)
-    return correct / max(total, 1)
-
-
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    import mindspore as ms
-    import mindspore.dataset as ds
-    from mindspore import nn, ops
-    from tqdm.auto import tqdm
-
-    from ddpm_ms.data import DataError
-    from ddpm_ms.device import select_device
-    from ddpm_ms.files import atomic_write
-    from ddpm_ms.metrics.classifier import FeatureClassifier
-
+def run(args) -> int:
     select_device("auto")
     ms.set_seed(args.seed)
     ds.config.set_seed(args.seed)
     entry, shape = DATASETS[args.data], data_shape(args.data)
     root = None if args.root is None else str(args.root)
-    try:
-        train = entry.load(DataConfig(args.data, root, random_flip=entry.flips), shape, args.batch_size, "train",
-                           shuffle=True, with_labels=True)
-        test = entry.load(DataConfig(args.data, root, random_flip=False), shape, 500, "test", shuffle=False,
-                          with_labels=True)
-    except DataError as e:
-        print(f"error: {e.for_flag('--root')}", file=sys.stderr)
-        return 2
-    from ddpm_ms.training.optim import WarmupSchedule
-
-    channels, size, _ = shape
-    model = FeatureClassifier(in_channels=channels, image_size=size)
-    per_epoch = train.get_dataset_size()
-    total = min(args.epochs * per_epoch, args.max_steps or args.epochs * per_epoch)
-    # Cosine decay to 0 after a short warm-up: a constant rate fell short of the target (docs/evaluation.md).
-    schedule = WarmupSchedule(args.lr, "cosine", warmup_steps=min(100, total // 10), total_steps=total)
-    optimizer = nn.Adam(model.trainable_params(), learning_rate=schedule)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def forward(x, y):
-        return loss_fn(model(x), y)
-
-    grad_fn = ms.value_and_grad(forward, None, optimizer.parameters)
-
-    @ms.jit
-    def step(x, y):
-        loss, grads = grad_fn(x, y)
-        return ops.depend(loss, optimizer(grads))
-
-    start, steps = time.time(), 0
-    model.set_train(True)
-    with tqdm(total=total, desc=f"classifier {args.data}", disable=args.no_progress) as bar:
-        for _ in range(args.epochs):
-            for x, y in train.create_tuple_iterator(num_epochs=1):
-                loss = float(step(x, y).asnumpy())
-                steps += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}")
-                if steps >= total:
-                    break
-            if steps >= total:
-                break
-    accuracy = evaluate(model, test)
+    train = entry.load(DataConfig(args.data, root, random_flip=entry.flips), shape, args.batch_size, "train",
+                       shuffle=True, with_labels=True)
+    test = entry.load(DataConfig(args.data, root, random_flip=False), shape, 500, "test", shuffle=False,
+                      with_labels=True)
+    model = FeatureClassifier(in_channels=shape[0], image_size=shape[1])
+    start = time.time()
+    steps = fit_classifier(model, train, args.epochs, args.lr, args.max_steps, progress=not args.no_progress,
+                           desc=f"classifier {args.data}")
+    test_accuracy = accuracy(model, test)
     seconds = time.time() - start
     out = args.out or default_out(args.data)
     atomic_write(out, lambda tmp: ms.save_checkpoint(model, str(tmp)))
-    info = {"data": args.data, "test_accuracy": round(accuracy, 4), "steps": steps, "epochs": args.epochs,
+    info = {"data": args.data, "test_accuracy": round(test_accuracy, 4), "steps": steps, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": "cosine", "seconds": round(seconds, 1),
-            "command": "python scripts/train_classifier.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+            "command": "python scripts/train_classifier.py " + " ".join(args.argv)}
     text = json.dumps(info, indent=2) + "\n"
     atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
-    print(f"test accuracy {accuracy:.4f} after {steps} steps ({seconds / 60:.1f} min): {out}")
+    print(f"test accuracy {test_accuracy:.4f} after {steps} steps ({seconds / 60:.1f} min): {out}")
     if out.name == entry.classifier:
         print(f"the evaluation uses it with {CLASSIFIER_ENV}={out.resolve().parent}")
     return 0
+
+
+main = command("train_classifier.py", parser, run, data_flag="--root")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

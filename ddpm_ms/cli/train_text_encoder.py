@@ -10,14 +10,20 @@ only. The weights shipped in ddpm_ms/textimage/weights were made by the command 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 
 from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int
+from ddpm_ms.cli.command import command
+from ddpm_ms.pipeline import DiffusionPipeline
 from ddpm_ms.pipeline.pipeline import DEFAULT_PRETRAINED
+from ddpm_ms.registry import DATASETS
+from ddpm_ms.textimage import TextImageModel
+from ddpm_ms.textimage.model import TextImageConfig
+from ddpm_ms.textimage.training import LabelledImages, denoiser_views, phrase_accuracy, train, zero_shot_accuracy
 from ddpm_ms.textimage.vocab import worded_datasets
 
 
@@ -49,29 +55,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    from ddpm_ms.data import DataError
+def run(args) -> int:
 
-    try:
-        return run(args, argv)
-    except DataError as e:
-        print(f"train_text_encoder.py: error: {e.for_flag('--data-root DATA=')}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"train_text_encoder.py: error: {e}", file=sys.stderr)
-        return 2
-
-
-def run(args, argv) -> int:
-    import mindspore as ms
-
-    from ddpm_ms.pipeline import DiffusionPipeline
-    from ddpm_ms.registry import DATASETS
-    from ddpm_ms.textimage import TextImageModel
-    from ddpm_ms.textimage.model import TextImageConfig
-    from ddpm_ms.textimage.training import (LabelledImages, denoiser_views, phrase_accuracy, train,
-                                            zero_shot_accuracy)
 
     if args.out.exists() and any(args.out.iterdir()):
         raise FileExistsError(f"{args.out} is not empty; choose another --out (models are never written over)")
@@ -113,13 +98,16 @@ def run(args, argv) -> int:
                       f"{zero_shot_accuracy(model, part, 'held_out'):.1%}, each held-out phrase alone "
                       f"{phrase_accuracy(model, part, 'held_out'):.1%}")
     print("\n".join(report))
-    command = "python scripts/train_text_encoder.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    made_with = "python scripts/train_text_encoder.py " + " ".join(args.argv)
     card = ("# ddpm_ms text-image model\n\nA small contrastive text-image model (CLIP's recipe at toy scale, "
-            "trained by ddpm_ms; not CLIP). Used by `--prompt` guidance.\n\nMade with:\n\n    " + command
+            "trained by ddpm_ms; not CLIP). Used by `--prompt` guidance.\n\nMade with:\n\n    " + made_with
             + "\n\n" + "\n".join(lines + report) + "\n")
     out = model.save(args.out, card)
     print(f"text-image model: {out}")
     return 0
+
+
+main = command("train_text_encoder.py", parser, run, data_flag="--data-root DATA=")
 
 
 if __name__ == "__main__":
