@@ -19,9 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ddpm_ms import checkpoint as ckpt_io
 from ddpm_ms.config import Config, DiffusionConfig, ModelConfig, SamplingConfig, check_guidance_interval
+from ddpm_ms.data.datasets import CLASS_NAMES
+from ddpm_ms.models import build_model, count_parameters
 from ddpm_ms.pipeline import files
 from ddpm_ms.pipeline.card import render_card
+from ddpm_ms.pipeline.mindir import MINDIR, MindIRDenoiser
+from ddpm_ms.sampling import balanced_labels, scheduler_for
+from ddpm_ms.sampling.editing import read_image
+from ddpm_ms.sampling.loop import sample_many
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 DEFAULT_PRETRAINED = "fashion_mnist"
@@ -94,15 +101,12 @@ class DiffusionPipeline:
 
     @classmethod
     def _from_pipeline_dir(cls, path: Path) -> "DiffusionPipeline":
-        from ddpm_ms.checkpoint import assign, fit_problems
-        from ddpm_ms.models import build_model
-
         parts = files.read_pipeline_dir(path)
         model = build_model(parts["model_config"])
-        if problems := fit_problems(model, parts["weights"]):
+        if problems := ckpt_io.fit_problems(model, parts["weights"]):
             raise files.PipelineFileError(f"{path / files.WEIGHTS} does not fit the model {files.MODEL_CONFIG} "
                                           f"describes: {'. '.join(problems)}; export the pipeline again")
-        assign(model, parts["weights"], str(path / files.WEIGHTS))
+        ckpt_io.assign(model, parts["weights"], str(path / files.WEIGHTS))
         pipe = cls(model, parts["model_config"], parts["diffusion"], parts["sampling"], parts["dataset"],
                    parts["class_names"], parts["card"], source=str(path))
         pipe.loaded_weights = "pipeline"
@@ -110,8 +114,6 @@ class DiffusionPipeline:
 
     @classmethod
     def _from_mindir(cls, path: Path) -> "DiffusionPipeline":
-        from ddpm_ms.pipeline.mindir import MINDIR, MindIRDenoiser
-
         if not (path / MINDIR).is_file():
             raise FileNotFoundError(f"{path / MINDIR} does not exist: export the model with scripts/export.py "
                                     f"--format mindir --to {path}")
@@ -123,9 +125,6 @@ class DiffusionPipeline:
 
     @classmethod
     def _from_run(cls, path: Path, weights: str) -> "DiffusionPipeline":
-        from ddpm_ms import checkpoint as ckpt_io
-        from ddpm_ms.models import build_model
-
         if path.is_dir():
             run_dir, ckpt = path, ckpt_io.latest_checkpoint(path)
         else:
@@ -154,8 +153,6 @@ class DiffusionPipeline:
 
     def card_info(self) -> dict:
         """What a model card says about this pipeline without an evaluation (see pipeline/card.py)."""
-        from ddpm_ms.models import count_parameters
-
         return {"dataset": self.dataset, "preset": self.preset, "arch": self.model_config.arch,
                 "parameters": count_parameters(self.model), "image_shape": self.image_shape,
                 "num_classes": self.num_classes, "class_names": self.class_names, "diffusion": self.diffusion,
@@ -175,8 +172,6 @@ class DiffusionPipeline:
                   lambda_min_clipped: float | None = None, solver_order: int | None = None, clip_sample: bool = True):
         """A fresh scheduler for this model: `sampler` (default: the pipeline's) with the model's
         schedule and prediction type (see ddpm_ms.sampling.scheduler_for)."""
-        from ddpm_ms.sampling import scheduler_for
-
         return scheduler_for(sampler or self.sampling.sampler, self.diffusion, variance=self.sampling.variance,
                              eta=eta, clip=clip_sample, timestep_spacing=timestep_spacing,
                              lambda_min_clipped=lambda_min_clipped, solver_order=solver_order)
@@ -191,8 +186,6 @@ class DiffusionPipeline:
                 raise ValueError("class labels were given, but this model is unconditional (model.num_classes = 0)")
             return None
         if class_labels is None:
-            from ddpm_ms.sampling import balanced_labels
-
             return balanced_labels(num_images, n)
         given = [class_labels] if np.ndim(class_labels) == 0 else list(class_labels)
         labels = np.array([self.class_index(c) for c in given], np.int32)
@@ -249,8 +242,6 @@ class DiffusionPipeline:
         noised to `strength` (default 0.8 with an image, as diffusers' img2img; 1 ignores the image);
         mask_image: repaint where it is white (1), keep the image elsewhere (strength defaults to 1 then),
         with RePaint's resampling: jump_length steps back, jump_n_sample passes (1: none)."""
-        from ddpm_ms.sampling.loop import sample_many
-
         if num_images < 1:
             raise ValueError(f"num_images must be positive, got {num_images}")
         default_sampler = scheduler is None and sampler in (None, self.sampling.sampler)
@@ -284,8 +275,6 @@ class DiffusionPipeline:
     def editing_inputs(self, image=None, strength=None, mask_image=None) -> dict:
         """sample_many's image, strength and mask from a user's image and mask (files, PIL images or arrays):
         strength defaults to 0.8 for image-to-image and 1 for inpainting."""
-        from ddpm_ms.sampling.editing import read_image
-
         if image is None:
             if mask_image is not None or strength is not None:
                 raise ValueError("mask_image and strength apply to an input image: pass image= too")
@@ -321,8 +310,6 @@ class DiffusionPipeline:
 
 
 def _default_class_names(dataset, model_config) -> list:
-    from ddpm_ms.data.datasets import CLASS_NAMES
-
     names = list(CLASS_NAMES.get(dataset, ()))
     n = int(model_config.num_classes)
     return names if len(names) == n else [str(i) for i in range(n)]
