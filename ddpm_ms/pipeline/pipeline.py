@@ -26,9 +26,9 @@ from ddpm_ms.models import build_model, count_parameters
 from ddpm_ms.pipeline import files
 from ddpm_ms.pipeline.card import render_card
 from ddpm_ms.pipeline.mindir import MINDIR, MindIRDenoiser
-from ddpm_ms.sampling import balanced_labels, scheduler_for
+from ddpm_ms.sampling import ClassifierFreeGuidance, Img2Img, Inpaint, balanced_labels, sample, scheduler_for
 from ddpm_ms.sampling.editing import read_image
-from ddpm_ms.sampling.loop import sample_many
+from ddpm_ms.sampling.loop import split_guidance
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 DEFAULT_PRETRAINED = "fashion_mnist"
@@ -263,25 +263,30 @@ class DiffusionPipeline:
         labels = self.labels_for(num_images, class_labels)
         w, phi, interval = self.guidance(guidance_scale, guidance_rescale, guidance_interval, labels is not None)
         every = (trajectory_every or 1) if return_trajectory else None
-        editing = self.editing_inputs(image, strength, mask_image)
-        images, trajectory = sample_many(self.model, scheduler, num_images, self.image_shape, batch_size=batch_size,
-                                         seed=seed, trajectory_every=every, jit=jit, progress=progress,
-                                         class_labels=labels, guidance_scale=w, guidance_rescale=phi,
-                                         guidance_interval=interval, x_T=latents, loss_guidance=loss_guidance,
-                                         guidance_through_model=guidance_through_model, jump_length=jump_length,
-                                         jump_n_sample=jump_n_sample, **editing)
+        edit = self.editing_inputs(image, strength, mask_image, jump_length, jump_n_sample)
+        terms = split_guidance(loss_guidance)[1]
+        if guidance_through_model:  # every term through the model, as the term's own through_model says
+            terms = [copy.copy(term) for term in terms]
+            for term in terms:
+                term.through_model = True
+        images, trajectory = sample(self.model, scheduler, (num_images, *self.image_shape), seed=seed,
+                                    batch_size=batch_size, class_labels=labels,
+                                    guidance=[ClassifierFreeGuidance(w, phi, interval), *terms], edit=edit, x_T=latents,
+                                    trajectory_every=every, jit=jit, progress=progress)
         return PipelineOutput(images, labels, trajectory, np.array(scheduler.timesteps))
 
-    def editing_inputs(self, image=None, strength=None, mask_image=None) -> dict:
-        """sample_many's image, strength and mask from a user's image and mask (files, PIL images or arrays):
-        strength defaults to 0.8 for image-to-image and 1 for inpainting."""
+    def editing_inputs(self, image=None, strength=None, mask_image=None, jump_length=1, jump_n_sample=1):
+        """The loop's Img2Img or Inpaint (None without an image) from a user's image and mask (files, PIL
+        images or arrays): strength defaults to 0.8 for image-to-image and 1 for inpainting."""
         if image is None:
             if mask_image is not None or strength is not None:
                 raise ValueError("mask_image and strength apply to an input image: pass image= too")
-            return {}
+            return None
         strength = (1.0 if mask_image is not None else 0.8) if strength is None else float(strength)
-        mask = None if mask_image is None else read_image(mask_image, self.image_shape, "mask")
-        return {"image": read_image(image, self.image_shape), "strength": strength, "mask": mask}
+        if mask_image is None:
+            return Img2Img(read_image(image, self.image_shape), strength)
+        return Inpaint(read_image(image, self.image_shape), read_image(mask_image, self.image_shape, "mask"), strength,
+                       jump_length, jump_n_sample)
 
     def guidance(self, guidance_scale=None, guidance_rescale=None, guidance_interval=None, labelled: bool = True):
         """(w, phi, interval) after the pipeline's defaults: an unconditional model or unlabelled call is

@@ -6,8 +6,10 @@ from ddpm_ms.sampling.base import Scheduler, SchedulerOutput, spaced_timesteps
 from ddpm_ms.sampling.ddim import DDIMScheduler
 from ddpm_ms.sampling.ddpm import DDPMScheduler
 from ddpm_ms.sampling.dpm_solver import DPMSolverMultistepScheduler
+from ddpm_ms.sampling.editing import Img2Img, Inpaint
 from ddpm_ms.sampling.loop import (Frame, balanced_labels, class_label_array, compiled, noise_generator, sample,
-                                  sample_many)
+                                  sample_batch)
+from ddpm_ms.sampling.model_call import ClassifierFreeGuidance
 
 # Command-line names: "dpm++" is DPM-Solver++ 2M on the ODE, "dpm++sde" the same multistep solver
 # on the SDE (diffusers' algorithm_type="sde-dpmsolver++").
@@ -52,5 +54,5 @@ def scheduler_for(name: str, diffusion, variance: str = "fixed_small", eta: floa
 
 
 __all__ = ["SAMPLERS", "balanced_labels", "class_label_array", "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "Frame", "Scheduler",
-           "SchedulerOutput", "compiled", "make_scheduler", "noise_generator", "sample", "sample_many",
-           "scheduler_for", "spaced_timesteps"]
+           "SchedulerOutput", "compiled", "make_scheduler", "noise_generator", "sample", "sample_batch",
+           "scheduler_for", "spaced_timesteps", "ClassifierFreeGuidance", "Img2Img", "Inpaint"]
