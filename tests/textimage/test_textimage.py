@@ -138,6 +138,6 @@ def test_a_prompt_steers_the_shipped_pipeline_toward_its_class(shipped):
     classify = FeatureExtractor("fashion_mnist")
     kinds = {}
     for name, terms in (("plain", None), ("guided", [TextGuidance("a photo of a trouser", shipped, 40.0)])):
-        images = pipe(24, class_labels="none", seed=3, loss_guidance=terms, progress=False).images
+        images = pipe(24, class_labels="none", seed=3, guidance=terms, progress=False).images
         kinds[name] = (classify(images)[1].argmax(axis=1) == 1).mean()
     assert kinds["guided"] >= kinds["plain"] + 0.25
