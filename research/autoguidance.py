@@ -114,7 +114,8 @@ def main(argv=None) -> int:
                                         ("diffusion", pipe.diffusion, guide.diffusion)) if a != b]
     if mismatch:
         ap.error(f"--guide {args.guide} differs from the model in its {', '.join(mismatch)}")
-    w, _, interval = pipe.guidance(args.guidance_scale, 0.0, args.guidance_interval)
+    cfg = pipe.guidance(args.guidance_scale, 0.0, args.guidance_interval)
+    w, interval = cfg.scale, cfg.interval
     sampler = args.sampler or pipe.sampling.sampler
     scheduler = pipe.scheduler(sampler)
     steps = args.steps or (pipe.sampling.steps if sampler == pipe.sampling.sampler else None)

@@ -46,7 +46,8 @@ def main(argv=None) -> int:
         classes = max(pipe.num_classes, 1)
         out = pipe(num_images=classes * args.rows, seed=args.seed, sampler=args.sampler,
                    num_inference_steps=args.steps, progress=False)
-        w, _, interval = pipe.guidance()
+        cfg = pipe.guidance()
+        w, interval = cfg.scale, cfg.interval
         guided = f", w = {w:g}" + (f" at t <= {interval[1]}" if interval else "") if pipe.num_classes and w != 1 else ""
         panels.append((f"{title}\n{pipe.sampling.sampler}, {len(out.timesteps)} steps{guided}",
                        make_grid(out.images, nrow=classes, min_tile=28)))

@@ -37,8 +37,8 @@ def colour(args, pipe, extractor, reference) -> dict:
     rows, panels = [], {}
     for scale in args.scales:
         tic = time.perf_counter()
-        images = pipe(args.num, seed=args.seed, loss_guidance=[ColorGuidance(rgb, scale)] if scale else None,
-                      guidance_through_model=args.through_model, progress=not args.no_progress).images
+        images = pipe(args.num, seed=args.seed, progress=not args.no_progress,
+                      guidance=[ColorGuidance(rgb, scale, through_model=args.through_model)] if scale else None).images
         seconds = time.perf_counter() - tic
         scores = score_images(images, extractor, reference)
         brightness = float((images.mean() + 1) / 2)
@@ -66,7 +66,7 @@ def text(args, pipe, extractor, reference) -> dict:
     for c, name in enumerate(pipe.class_names):
         prompt = prompt_for("fashion_mnist", c)
         images = pipe(n, class_labels="none", seed=args.seed + 1 + c, progress=not args.no_progress,
-                      loss_guidance=[TextGuidance(prompt, encoders, args.scale, through_model=not args.through_x0)]).images
+                      guidance=[TextGuidance(prompt, encoders, args.scale, through_model=not args.through_x0)]).images
         share = float((extractor(images)[1].argmax(axis=1) == c).mean())
         rows.append({"class": name, "prompt": prompt, "unguided_share": round(float((plain_class == c).mean()), 4),
                      "guided_share": round(share, 4)})

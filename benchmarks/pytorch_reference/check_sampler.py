@@ -41,9 +41,9 @@ def ms_side(ckpt: str, guidance_scale=None) -> str:
     labels = np.arange(SHAPE[0]) % n if n else None
     w = (pipe.sampling.guidance_scale if guidance_scale is None else guidance_scale) if n else 1.0
     # Guided at every step, without rescale: the proxy's sampler name below says so (no -iLO_HI).
-    guidance = dict(guidance_scale=w, guidance_rescale=0.0, guidance_interval="all") if n else {}
+    guidance = pipe.guidance(w, 0.0, "all") if n else None
     images = pipe(SHAPE[0], class_labels=labels, scheduler=scheduler, num_inference_steps=20, latents=x_T,
-                  batch_size=SHAPE[0], progress=False, **guidance).images
+                  batch_size=SHAPE[0], progress=False, guidance=guidance).images
     trailing = scheduler.timestep_spacing == "trailing"
     name = f"dpmpp20{'tr' if trailing else ''}" + (f"-w{w:g}" if n else "")
     print(f"MindSpore: {name} ({scheduler.timestep_spacing} grid, w = {w:g}, {n} classes)")

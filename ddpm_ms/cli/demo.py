@@ -108,17 +108,19 @@ class Demo:
             from ddpm_ms.textimage import TextGuidance
 
             terms.append(TextGuidance(prompt.strip(), self.text_model(), float(prompt_scale)))
-        labels, guidance = None, {}
+        labels, guidance_scale = None, None
         if self.pipe.num_classes:
             labels = "none" if class_name in (None, NO_CLASS) else class_name
             if cfg_scale is not None:
-                guidance["guidance_scale"] = float(cfg_scale)
-        editing = {}
+                guidance_scale = float(cfg_scale)
+        task, repaint = self.pipe, None
         if image is not None:
-            editing = {"image": image, "strength": float(strength), "mask_image": mask_for(mask, self.pipe.image_shape)}
-        out = self.pipe(num_images, class_labels=labels, sampler=sampler, num_inference_steps=steps, seed=seed,
-                        return_trajectory=True, trajectory_every=max(1, steps // 25), loss_guidance=terms or None,
-                        progress=False, **guidance, **editing)
+            repaint = mask_for(mask, self.pipe.image_shape)
+            task = (self.pipe.img2img(image, float(strength)) if repaint is None
+                    else self.pipe.inpaint(image, repaint, float(strength)))
+        out = task(num_images, class_labels=labels, sampler=sampler, num_inference_steps=steps,
+                   guidance_scale=guidance_scale, guidance=terms, seed=seed, return_trajectory=max(1, steps // 25),
+                   progress=False)
         self.calls += 1
         stem = self.out_dir / f"ddpm_ms-{self.calls:04d}-seed{seed}"
         columns = min(num_images, 4)  # 8 images as 2 rows of 4: big enough to see beside the controls
@@ -127,8 +129,8 @@ class Demo:
                                      nrow=columns, show_x0=True)
         what = [f"{num_images} image(s)", f"{sampler} {steps} steps", f"seed {seed}"]
         what += [f"{t.name} x {t.scale:g}" for t in terms]
-        if editing:
-            what.append("inpainting" if editing["mask_image"] is not None else f"from your image at strength {strength}")
+        if image is not None:
+            what.append("inpainting" if repaint is not None else f"from your image at strength {strength}")
         return str(grid), str(gif), [str(grid), str(gif)], ", ".join(what)
 
 

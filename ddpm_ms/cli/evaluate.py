@@ -22,7 +22,7 @@ from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, S
                               timestep_list,
                               guidance_interval, non_negative_float, non_negative_int, positive_int,
                               sampler_flag_problem, sampler_help, unit_float)
-from ddpm_ms.cli.steering import add_steering_flags, steering_kwargs
+from ddpm_ms.cli.steering import add_steering_flags, loss_guidance_terms
 from ddpm_ms.metrics.evaluation import scored_datasets
 from ddpm_ms.registry import SAMPLERS
 
@@ -281,7 +281,8 @@ def run(args) -> int:
         pipe.class_index(args.class_label)  # an unknown class stops here, before any work
         if args.per_class:
             raise ValueError("--per-class scores every class in turn: drop --class-label")
-    steer = steering_kwargs(args, pipe)
+    terms = loss_guidance_terms(args, pipe)
+    pipe.jit = jit
     extractor = FeatureExtractor(data, jit=jit)
     reference = Reference.load(data, extractor, data_root)
     num, seed = args.num or 10_000, args.seed or 0
@@ -292,11 +293,11 @@ def run(args) -> int:
     print(f"model: {pipe.checkpoint or pipe.source} ({step})  device: {device}  reference: {reference.name}",
           file=sys.stderr)
     record, images, labels = sample_and_score(
-        pipe, extractor, reference, sampler, args.steps, num, seed, args.batch_size, jit=jit,
+        pipe, extractor, reference, sampler, args.steps, num, seed, args.batch_size,
         progress=not args.no_progress, timesteps=args.timesteps, timestep_spacing=args.spacing,
         guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale,
         guidance_interval=args.guidance_interval, lambda_min_clipped=args.lambda_min_clipped,
-        solver_order=args.solver_order, class_labels=args.class_label, **steer)
+        solver_order=args.solver_order, class_labels=args.class_label, guidance=terms)
     source = {"checkpoint": str(pipe.checkpoint), "step": pipe.checkpoint_step, "weights": pipe.loaded_weights} \
         if pipe.checkpoint else {"model": str(pipe.source)}
     if not args.no_floor:

@@ -24,7 +24,7 @@ import numpy as np
 from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit,
                               guidance_interval, sampler_flag_problem, sampler_help, timestep_list,
                               non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
-from ddpm_ms.cli.steering import add_steering_flags, describe, steering_kwargs
+from ddpm_ms.cli.steering import add_steering_flags, describe, editing_task, loss_guidance_terms
 from ddpm_ms.pipeline.pipeline import DEFAULT_PRETRAINED
 from ddpm_ms.registry import SAMPLERS
 
@@ -42,12 +42,12 @@ def sampler_tag(args, steps: int) -> str:
     return f"{args.sampler.replace('+', 'p')}{order}-{steps}steps-seed{args.seed}"
 
 
-def steering_tag(steer: dict) -> str:
+def steering_tag(terms, edit) -> str:
     """The file-name part that says how images were steered: -color, -prompt, -img2img, -inpaint."""
     names = {"ColorGuidance": "color", "TextGuidance": "prompt"}
-    parts = [names.get(type(term).__name__, "loss") for term in steer.get("loss_guidance", [])]
-    if "image" in steer:
-        parts.append("inpaint" if steer.get("mask_image") is not None else "img2img")
+    parts = [names.get(type(term).__name__, "loss") for term in terms]
+    if edit is not None:
+        parts.append("inpaint" if edit.mask is not None else "img2img")
     return "".join("-" + p for p in parts)
 
 
@@ -195,12 +195,12 @@ def run(args) -> int:
     labels = class_labels(args, pipe)
     if labels is not None and args.class_label is None and args.nrow is None:
         args.nrow = pipe.num_classes  # one class per column
-    guidance = {} if labels is None else {
-        "guidance_scale": args.guidance_scale, "guidance_rescale": args.guidance_rescale,
-        "guidance_interval": args.guidance_interval}
-    steer = steering_kwargs(args, pipe)
-    common = dict(batch_size=args.batch_size, seed=args.seed, jit=args.mode == "graph",
-                  progress=not args.no_progress, class_labels=labels, **guidance, **steer)
+    cfg = None if labels is None else pipe.guidance(args.guidance_scale, args.guidance_rescale, args.guidance_interval)
+    terms = loss_guidance_terms(args, pipe)
+    pipe.jit = args.mode == "graph"
+    task = editing_task(args, pipe)
+    common = dict(batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress, class_labels=labels,
+                  guidance=[cfg, *terms])
     weights = f", {pipe.loaded_weights} weights" if pipe.loaded_weights != "pipeline" else ""
     print(f"model: {pipe.source} ({pipe.dataset}, T = {T}{weights})  device: {device}  mode: {args.mode}")
 
@@ -212,7 +212,7 @@ def run(args) -> int:
                                        lambda_min_clipped=args.lambda_min_clipped if takes_lambda else None)
             steps = scheduler.num_inference_steps
             tic = time.perf_counter()
-            images = pipe(args.num, scheduler=scheduler, **common).images
+            images = task(args.num, scheduler=scheduler, **common).images
             seconds = time.perf_counter() - tic
             grids[f"{sampler_title(name)}, {steps} steps\n{seconds:.1f} s for {args.num} images"] = images
             lines.append(f"{sampler_title(name):>19}: {steps:4d} steps, {seconds:6.1f} s, {args.num / seconds:6.1f} images/s")
@@ -230,22 +230,22 @@ def run(args) -> int:
         steps = resolve_steps(scheduler, args.steps or (pipe.sampling.steps if args.sampler == pipe.sampling.sampler
                                                         else None), T)
     if args.weights == "both":
-        return compare_weights(args, pipe, scheduler, steps, samples_dir, common)
+        return compare_weights(args, task, scheduler, steps, samples_dir, common)
     gif_every = args.gif_every or max(1, steps // 50)
     tic = time.perf_counter()
-    grid_args = {"timesteps": args.timesteps} if args.timesteps is not None else {"num_inference_steps": steps}
-    out = pipe(args.num, scheduler=scheduler, **grid_args, return_trajectory=bool(args.gif),
-               trajectory_every=gif_every, **common)
+    grid_args = {} if args.timesteps is not None else {"num_inference_steps": steps}  # a --timesteps grid is set
+    out = task(args.num, scheduler=scheduler, **grid_args, return_trajectory=gif_every if args.gif else False,
+               **common)
     images, trajectory = out.images, out.trajectory
     seconds = time.perf_counter() - tic
-    tag = sampler_tag(args, steps) + steering_tag(steer)
+    tag = sampler_tag(args, steps) + steering_tag(terms, task.edit)
     grid = viz.save_grid(images, args.out or samples_dir / f"{tag}.png", nrow=args.nrow)
-    w, phi, interval = pipe.guidance(**guidance, labelled=labels is not None) if labels is not None else (1, 0, None)
+    w, phi, interval = (cfg.scale, cfg.rescale, cfg.interval) if cfg is not None else (1, 0, None)
     guided = (f", guidance w = {w:g}" + (f" rescaled {phi:g}" if phi else "")
               + (f" at {interval[0]} <= t <= {interval[1]}" if interval else "")) if w != 1 else ""
     print(f"{args.num} images with {sampler_title(args.sampler, args.solver_order)} in {steps} steps{guided}: "
           f"{seconds:.1f} s ({args.num / seconds:.1f} images/s, "
-          f"{steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s){describe(steer)}")
+          f"{steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s){describe(args, terms)}")
     print(f"grid: {grid}")
     if args.save_dir:
         count = len(viz.save_images(images, args.save_dir, tag))
@@ -268,6 +268,8 @@ def compare_weights(args, ema_pipe, scheduler, steps, samples_dir, common) -> in
     if args.model is not None or ema_pipe.checkpoint is None:
         raise UsageError("--weights both compares a run's EMA and raw weights: pass --run or --ckpt")
     raw_pipe = DiffusionPipeline.from_pretrained(ema_pipe.checkpoint, weights="raw")
+    raw_pipe.jit = ema_pipe.jit
+    raw_pipe = editing_task(args, raw_pipe)
     path, grids = ema_pipe.checkpoint, {}
     for name, pipe in (("EMA weights", ema_pipe), ("raw weights", raw_pipe)):
         images = pipe(args.num, scheduler=scheduler, num_inference_steps=steps, **common).images

@@ -1,5 +1,6 @@
 """The steering flags sample.py and evaluate.py share: loss guidance by colour and by text, and
-(sample.py) image-to-image and inpainting. They become keyword arguments of the pipeline's call."""
+(sample.py) image-to-image and inpainting. They become the pipeline call's guidance terms and the
+pipeline's img2img / inpaint task."""
 from __future__ import annotations
 
 import argparse
@@ -68,7 +69,7 @@ def loss_guidance_terms(args, pipe) -> list:
         raise ValueError("--text-model scores --prompt: pass --prompt TEXT too")
     if args.color is not None:
         scale = DEFAULT_COLOR_SCALE if args.color_scale is None else args.color_scale
-        terms.append(ColorGuidance(args.color, scale, interval=interval))
+        terms.append(ColorGuidance(args.color, scale, interval=interval, through_model=args.guidance_through_model))
     if args.prompt is not None:
         from ddpm_ms.textimage import TextGuidance, load_text_image_model
 
@@ -80,28 +81,27 @@ def loss_guidance_terms(args, pipe) -> list:
     return terms
 
 
-def steering_kwargs(args, pipe) -> dict:
-    """The pipeline call's keyword arguments for the steering flags."""
-    kwargs = {}
-    if terms := loss_guidance_terms(args, pipe):
-        kwargs.update(loss_guidance=terms, guidance_through_model=args.guidance_through_model)
+def editing_task(args, pipe):
+    """`pipe`, or its image-to-image or inpainting task for --init-image (and --mask)."""
     if getattr(args, "init_image", None) is not None:
-        kwargs.update(image=args.init_image, strength=args.strength, mask_image=args.mask,
-                      jump_length=args.jump_length, jump_n_sample=args.jump_n_sample)
-    elif getattr(args, "mask", None) is not None or getattr(args, "strength", None) is not None:
+        strength = {} if args.strength is None else {"strength": args.strength}
+        if args.mask is None:
+            return pipe.img2img(args.init_image, **strength)
+        return pipe.inpaint(args.init_image, args.mask, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
+                            **strength)
+    if getattr(args, "mask", None) is not None or getattr(args, "strength", None) is not None:
         raise ValueError("--mask and --strength apply to --init-image: pass the image too")
-    elif getattr(args, "jump_n_sample", 1) != 1 or getattr(args, "jump_length", 1) != 1:
+    if getattr(args, "jump_n_sample", 1) != 1 or getattr(args, "jump_length", 1) != 1:
         raise ValueError("--jump-length and --jump-n-sample are RePaint's resampling: pass --init-image and --mask")
-    return kwargs
+    return pipe
 
 
-def describe(kwargs) -> str:
+def describe(args, terms) -> str:
     """How the images were steered, for the summary line ("" when not)."""
-    parts = [f"{term.name} x {term.scale:g}" for term in kwargs.get("loss_guidance", [])]
-    if parts and kwargs.get("guidance_through_model"):
-        parts[-1] += " (through the model)"
-    if "image" in kwargs:
-        parts.append(("inpainting " if kwargs.get("mask_image") is not None else "from ")
-                     + f"{Path(kwargs['image']).name}" + (f" at strength {kwargs['strength']:g}"
-                                                           if kwargs.get("strength") is not None else ""))
+    parts = [f"{term.name} x {term.scale:g}" for term in terms]
+    if parts and args.guidance_through_model:  # the flag shapes --color, the first term (--prompt always is)
+        parts[0] += " (through the model)"
+    if getattr(args, "init_image", None) is not None:
+        parts.append(("inpainting " if args.mask is not None else "from ") + f"{Path(args.init_image).name}"
+                     + (f" at strength {args.strength:g}" if args.strength is not None else ""))
     return ", " + ", ".join(parts) if parts else ""

@@ -306,15 +306,15 @@ def score_images(images, extractor: FeatureExtractor, reference: Reference, labe
 
 def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sampler: str | None = None,
                      steps: int | None = None, num: int = 10_000, seed: int = 0, batch_size: int = 250,
-                     jit: bool = True, progress: bool = True, timesteps=None, **sampling) -> tuple[dict, np.ndarray, np.ndarray | None]:
+                     progress: bool = True, timesteps=None, **sampling) -> tuple[dict, np.ndarray, np.ndarray | None]:
     """Draw `num` images from the pipeline `pipe` and score them. Returns (record, images, labels):
     the record holds the scores, how the images were drawn (sampler, steps, grid, guidance) and
     the sampling seconds; labels are the classes the images were drawn for (None for an
     unconditional model). A class-conditional model draws every class equally often (as the test
     set holds them). sampler, steps, timesteps (a custom grid) and `sampling` (guidance_scale,
-    guidance_rescale, guidance_interval, timestep_spacing, lambda_min_clipped, solver_order) go to
-    the pipeline's call: None takes its defaults. class_labels: one class (or "none") for every image
-    instead of every class in turn; loss_guidance / guidance_through_model: steer the images (see
+    guidance_rescale, guidance_interval, timestep_spacing, lambda_min_clipped, solver_order) set the
+    pipeline's scheduler and guidance: None takes its defaults. class_labels: one class (or "none") for
+    every image instead of every class in turn; guidance: LossGuidance terms that steer the images (see
     ddpm_ms.sampling.loss_guidance), recorded by name and scale. Samples larger than the data's
     images by an even margin (a model trained with data.pad) are centre-cropped to the data's size
     before scoring and returned cropped; the record says "crop": margin."""
@@ -323,16 +323,21 @@ def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sa
     margin = crop_margin(pipe.image_shape, extractor.data)
 
     class_labels = sampling.pop("class_labels", None)
-    steering = {k: sampling.pop(k) for k in ("loss_guidance", "guidance_through_model") if k in sampling}
+    terms = list(sampling.pop("guidance", None) or ())
 
     scheduler = pipe.scheduler(sampler, timestep_spacing=sampling.pop("timestep_spacing", None),
                                lambda_min_clipped=sampling.pop("lambda_min_clipped", None),
                                solver_order=sampling.pop("solver_order", None))
+    if timesteps is not None:
+        if steps is not None:
+            raise ValueError("pass steps or timesteps, not both")
+        scheduler.set_timesteps(timesteps=timesteps)
     conditional = bool(pipe.num_classes)
-    w, phi, interval = pipe.guidance(**sampling)
+    cfg = pipe.guidance(**sampling)
+    w, phi, interval = cfg.scale, cfg.rescale, cfg.interval
     tic = time.perf_counter()
-    out = pipe(num, scheduler=scheduler, num_inference_steps=steps, timesteps=timesteps, seed=seed,
-               batch_size=batch_size, jit=jit, progress=progress, class_labels=class_labels, **sampling, **steering)
+    out = pipe(num, scheduler=scheduler, num_inference_steps=steps, seed=seed, batch_size=batch_size,
+               progress=progress, class_labels=class_labels, guidance=[cfg, *terms])
     seconds = time.perf_counter() - tic
     # Per-class scores need the model's classes to be the classifier's (a model may hold more), and a class.
     scored_labels = out.labels if (conditional and pipe.num_classes <= NUM_CLASSES
@@ -353,11 +358,10 @@ def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sa
     record.update(first_timestep=int(out.timesteps[0]), seed=int(seed), seconds=round(seconds, 1))
     if class_labels is not None:
         record["class_label"] = str(class_labels)
-    if steering.get("loss_guidance"):
+    if terms:
         record["loss_guidance"] = [{"term": term.name, "scale": term.scale,
-                                    **({"interval": list(term.interval)} if term.interval else {})}
-                                   for term in steering["loss_guidance"]]
-        record["guidance_through_model"] = bool(steering.get("guidance_through_model"))
+                                    **({"interval": list(term.interval)} if term.interval else {})} for term in terms]
+        record["guidance_through_model"] = all(term.through_model for term in terms)
     if conditional:
         record.update(guidance_scale=w, **({"guidance_rescale": phi} if phi else {}),
                       **({"guidance_interval": list(interval)} if interval and w != 1 else {}))

@@ -3,6 +3,7 @@
     pipe = DiffusionPipeline.from_pretrained(DEFAULT_PRETRAINED)  # the shipped model, or a directory
     out = pipe(num_images=20, class_labels="sneaker", seed=0)      # DPM-Solver++ 20, guided as trained
     viz.save_grid(out.images, "sneakers.png")
+    edited = pipe.img2img("shoe.png", strength=0.6)(num_images=8)  # the same model, from an image
     pipe.save_pretrained("my_model")                               # weights + configs + model card
 
 It is the one place that turns a model into images: sample.py, evaluate.py, the trainer's grids
@@ -19,11 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpm_ms.config import Config, DiffusionConfig, ModelConfig, SamplingConfig, check_guidance_interval
+from ddpm_ms import checkpoint as ckpt_io
+from ddpm_ms.config import Config, DiffusionConfig, ModelConfig, SamplingConfig
 from ddpm_ms.data.datasets import class_names
+from ddpm_ms.models import build_model, count_parameters
 from ddpm_ms.pipeline import files
 from ddpm_ms.pipeline.card import render_card
+from ddpm_ms.pipeline.mindir import MINDIR, MindIRDenoiser
 from ddpm_ms.presets import DEFAULT_PRESET
+from ddpm_ms.sampling import ClassifierFreeGuidance, Img2Img, Inpaint, balanced_labels, sample, scheduler_for
+from ddpm_ms.sampling.editing import read_image
+from ddpm_ms.sampling.loop import split_guidance
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 DEFAULT_PRETRAINED = DEFAULT_PRESET  # the shipped pipeline: the default preset's trained weights
@@ -50,7 +57,9 @@ class DiffusionPipeline:
     diffusion: its noise schedule and prediction target; sampling: the defaults of `__call__`;
     dataset and class_names: what it learnt (class names let labels be given by name).
     source, checkpoint, checkpoint_step, loaded_weights: where the weights came from; card: the
-    model card's text (README.md of a pipeline directory)."""
+    model card's text (README.md of a pipeline directory). jit: compile the model's forward pass
+    (ms.jit) when sampling; False runs it op by op, for debugging. edit: the image-to-image or
+    inpainting input of a pipeline made by `img2img` or `inpaint` (None: generation)."""
 
     def __init__(self, model, model_config: ModelConfig, diffusion: DiffusionConfig,
                  sampling: SamplingConfig | None = None, dataset: str | None = None, class_names=None,
@@ -61,6 +70,7 @@ class DiffusionPipeline:
         self.class_names = list(class_names) if class_names else _default_class_names(dataset, model_config)
         self.card, self.source = card, source
         self.checkpoint, self.checkpoint_step, self.loaded_weights, self.preset = None, None, None, None
+        self.jit, self.edit = True, None
         self.model.set_train(False)
 
     # -- building ------------------------------------------------------------------------------
@@ -96,15 +106,12 @@ class DiffusionPipeline:
 
     @classmethod
     def _from_pipeline_dir(cls, path: Path) -> "DiffusionPipeline":
-        from ddpm_ms.checkpoint import assign, fit_problems
-        from ddpm_ms.models import build_model
-
         parts = files.read_pipeline_dir(path)
         model = build_model(parts["model_config"])
-        if problems := fit_problems(model, parts["weights"]):
+        if problems := ckpt_io.fit_problems(model, parts["weights"]):
             raise files.PipelineFileError(f"{path / files.WEIGHTS} does not fit the model {files.MODEL_CONFIG} "
                                           f"describes: {'. '.join(problems)}; export the pipeline again")
-        assign(model, parts["weights"], str(path / files.WEIGHTS))
+        ckpt_io.assign(model, parts["weights"], str(path / files.WEIGHTS))
         pipe = cls(model, parts["model_config"], parts["diffusion"], parts["sampling"], parts["dataset"],
                    parts["class_names"], parts["card"], source=str(path))
         pipe.loaded_weights = "pipeline"
@@ -112,8 +119,6 @@ class DiffusionPipeline:
 
     @classmethod
     def _from_mindir(cls, path: Path) -> "DiffusionPipeline":
-        from ddpm_ms.pipeline.mindir import MINDIR, MindIRDenoiser
-
         if not (path / MINDIR).is_file():
             raise FileNotFoundError(f"{path / MINDIR} does not exist: export the model with scripts/export.py "
                                     f"--format mindir --to {path}")
@@ -125,9 +130,6 @@ class DiffusionPipeline:
 
     @classmethod
     def _from_run(cls, path: Path, weights: str) -> "DiffusionPipeline":
-        from ddpm_ms import checkpoint as ckpt_io
-        from ddpm_ms.models import build_model
-
         if path.is_dir():
             run_dir, ckpt = path, ckpt_io.latest_checkpoint(path)
         else:
@@ -156,8 +158,6 @@ class DiffusionPipeline:
 
     def card_info(self) -> dict:
         """What a model card says about this pipeline without an evaluation (see pipeline/card.py)."""
-        from ddpm_ms.models import count_parameters
-
         return {"dataset": self.dataset, "preset": self.preset, "arch": self.model_config.arch,
                 "parameters": count_parameters(self.model), "image_shape": self.image_shape,
                 "num_classes": self.num_classes, "class_names": self.class_names, "diffusion": self.diffusion,
@@ -177,8 +177,6 @@ class DiffusionPipeline:
                   lambda_min_clipped: float | None = None, solver_order: int | None = None, clip_sample: bool = True):
         """A fresh scheduler for this model: `sampler` (default: the pipeline's) with the model's
         schedule and prediction type (see ddpm_ms.sampling.scheduler_for)."""
-        from ddpm_ms.sampling import scheduler_for
-
         return scheduler_for(sampler or self.sampling.sampler, self.diffusion, variance=self.sampling.variance,
                              eta=eta, clip=clip_sample, timestep_spacing=timestep_spacing,
                              lambda_min_clipped=lambda_min_clipped, solver_order=solver_order)
@@ -193,8 +191,6 @@ class DiffusionPipeline:
                 raise ValueError("class labels were given, but this model is unconditional (model.num_classes = 0)")
             return None
         if class_labels is None:
-            from ddpm_ms.sampling import balanced_labels
-
             return balanced_labels(num_images, n)
         given = [class_labels] if np.ndim(class_labels) == 0 else list(class_labels)
         labels = np.array([self.class_index(c) for c in given], np.int32)
@@ -225,96 +221,92 @@ class DiffusionPipeline:
         raise ValueError(f"class {label!r} is not one of this model's classes ({known}) or 'none'")
 
     def __call__(self, num_images: int = 16, class_labels=None, sampler: str | None = None,
-                 num_inference_steps: int | None = None, timesteps=None, guidance_scale: float | None = None,
-                 guidance_rescale: float | None = None, guidance_interval=None, seed: int = 0, batch_size: int = 64,
-                 return_trajectory: bool = False, trajectory_every: int | None = None, eta: float | None = None,
-                 timestep_spacing: str | None = None, solver_order: int | None = None,
-                 lambda_min_clipped: float | None = None, clip_sample: bool = True, scheduler=None,
-                 latents=None, jit: bool = True, progress: bool = True, loss_guidance=None,
-                 guidance_through_model: bool = False, image=None, strength: float | None = None, mask_image=None,
-                 jump_length: int = 1, jump_n_sample: int = 1) -> PipelineOutput:
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None, guidance=None,
+                 seed: int = 0, batch_size: int = 64, scheduler=None, latents=None,
+                 return_trajectory: bool | int = False, progress: bool = True) -> PipelineOutput:
         """Draw `num_images` images in batches of `batch_size` (batch b uses noise stream b of `seed`:
         the same seed gives the same images on the same device).
 
-        sampler, num_inference_steps, guidance_*: None takes the pipeline's `sampling` defaults
+        sampler, num_inference_steps, guidance_scale: None takes the pipeline's `sampling` defaults
         (num_inference_steps None there too: the sampler's own default, 20 for DPM-Solver++).
-        timesteps: a custom descending grid instead of num_inference_steps. guidance_interval:
-        (lo, hi), or "all" / () for every step. class_labels: see `labels_for`.
-        return_trajectory: also keep a Frame of the first batch every `trajectory_every` steps
-        (default: every step). eta (DDIM), timestep_spacing, solver_order and lambda_min_clipped
-        (DPM-Solver++) configure the scheduler (see ddpm_ms.sampling), or pass a ready `scheduler`.
+        scheduler: a ready one instead of `sampler` (`scheduler(...)` makes one with settings such as
+        eta or timestep_spacing; its `set_timesteps(timesteps=...)` sets a custom grid, which the call
+        keeps unless num_inference_steps is given). class_labels: see `labels_for`.
+        guidance: pieces that steer the images, one or a list: a ClassifierFreeGuidance instead of
+        the pipeline's (`guidance` makes one from its defaults) and LossGuidance terms (ColorGuidance,
+        TextGuidance, ...; ddpm_ms.sampling.loss_guidance).
         latents: the starting noise, (num_images, C, H, W), instead of drawing it from `seed` (the
         SDE samplers' fresh noise still comes from `seed`).
-        loss_guidance: ColorGuidance / TextGuidance / LossGuidance terms (ddpm_ms.sampling.loss_guidance);
-        guidance_through_model: differentiate them through the denoiser too.
-        image: start from this image (a file, PIL image or array, see ddpm_ms.sampling.editing.read_image)
-        noised to `strength` (default 0.8 with an image, as diffusers' img2img; 1 ignores the image);
-        mask_image: repaint where it is white (1), keep the image elsewhere (strength defaults to 1 then),
-        with RePaint's resampling: jump_length steps back, jump_n_sample passes (1: none)."""
-        from ddpm_ms.sampling.loop import sample_many
-
+        return_trajectory: also keep Frames of the first batch, every step (True) or every k-th (k)."""
         if num_images < 1:
             raise ValueError(f"num_images must be positive, got {num_images}")
-        default_sampler = scheduler is None and sampler in (None, self.sampling.sampler)
-        if scheduler is None:
-            scheduler = self.scheduler(sampler, eta, timestep_spacing, lambda_min_clipped, solver_order, clip_sample)
-        elif any(v is not None for v in (sampler, eta, timestep_spacing, lambda_min_clipped, solver_order)):
-            raise ValueError("pass either a ready `scheduler` or the settings to build one (sampler, eta, ...)")
-        if timesteps is not None:
-            if num_inference_steps is not None:
-                raise ValueError("pass num_inference_steps or timesteps, not both")
-            scheduler.set_timesteps(timesteps=timesteps)
-        else:
-            steps = num_inference_steps or (self.sampling.steps if default_sampler else None)
-            if steps is not None:
-                if not 1 <= int(steps) <= self.diffusion.timesteps:
-                    raise ValueError(f"num_inference_steps must be in 1..{self.diffusion.timesteps} (the model's "
-                                     f"diffusion timesteps), got {steps}")
-                scheduler.set_timesteps(int(steps))
+        scheduler = self._scheduler_for_call(sampler, num_inference_steps, scheduler)
         labels = self.labels_for(num_images, class_labels)
-        w, phi, interval = self.guidance(guidance_scale, guidance_rescale, guidance_interval, labels is not None)
-        every = (trajectory_every or 1) if return_trajectory else None
-        editing = self.editing_inputs(image, strength, mask_image)
-        images, trajectory = sample_many(self.model, scheduler, num_images, self.image_shape, batch_size=batch_size,
-                                         seed=seed, trajectory_every=every, jit=jit, progress=progress,
-                                         class_labels=labels, guidance_scale=w, guidance_rescale=phi,
-                                         guidance_interval=interval, x_T=latents, loss_guidance=loss_guidance,
-                                         guidance_through_model=guidance_through_model, jump_length=jump_length,
-                                         jump_n_sample=jump_n_sample, **editing)
+        cfg, terms = split_guidance(guidance)
+        if cfg is None:
+            cfg = self.guidance(guidance_scale)
+        elif guidance_scale is not None:
+            raise ValueError("pass guidance_scale or a ClassifierFreeGuidance in `guidance`, not both")
+        elif cfg.scale != 1 and not self.num_classes:
+            raise ValueError("classifier-free guidance needs a class-conditional model; this one is unconditional")
+        every = int(return_trajectory) if return_trajectory else None
+        images, trajectory = sample(self.model, scheduler, (num_images, *self.image_shape), seed=seed,
+                                    batch_size=batch_size, class_labels=labels, guidance=[cfg, *terms], edit=self.edit,
+                                    x_T=latents, trajectory_every=every, jit=self.jit, progress=progress)
         return PipelineOutput(images, labels, trajectory, np.array(scheduler.timesteps))
 
-    def editing_inputs(self, image=None, strength=None, mask_image=None) -> dict:
-        """sample_many's image, strength and mask from a user's image and mask (files, PIL images or arrays):
-        strength defaults to 0.8 for image-to-image and 1 for inpainting."""
-        from ddpm_ms.sampling.editing import read_image
+    def img2img(self, image, strength: float = 0.8) -> "DiffusionPipeline":
+        """This pipeline, sharing its model, turned to image-to-image (SDEdit): its calls start from
+        `image` (a file, PIL image or array, see ddpm_ms.sampling.editing.read_image) noised to
+        `strength` (0: the image unchanged, 1: ignore it), as diffusers' img2img pipelines do."""
+        return self._with_edit(Img2Img(read_image(image, self.image_shape), strength))
 
-        if image is None:
-            if mask_image is not None or strength is not None:
-                raise ValueError("mask_image and strength apply to an input image: pass image= too")
-            return {}
-        strength = (1.0 if mask_image is not None else 0.8) if strength is None else float(strength)
-        mask = None if mask_image is None else read_image(mask_image, self.image_shape, "mask")
-        return {"image": read_image(image, self.image_shape), "strength": strength, "mask": mask}
+    def inpaint(self, image, mask_image, strength: float = 1.0, jump_length: int = 1,
+                jump_n_sample: int = 1) -> "DiffusionPipeline":
+        """This pipeline, sharing its model, turned to inpainting (RePaint): its calls repaint where
+        `mask_image` is white (1) and keep `image` elsewhere (files, PIL images or arrays), with
+        RePaint's resampling: jump_length steps back, jump_n_sample passes (1: none; the ddpm and ddim
+        samplers). strength < 1 also starts from the image, as `img2img` does."""
+        return self._with_edit(Inpaint(read_image(image, self.image_shape),
+                                       read_image(mask_image, self.image_shape, "mask"), strength, jump_length,
+                                       jump_n_sample))
 
-    def guidance(self, guidance_scale=None, guidance_rescale=None, guidance_interval=None, labelled: bool = True):
-        """(w, phi, interval) after the pipeline's defaults: an unconditional model or unlabelled call is
-        never guided; guidance given for an unconditional model is an error."""
+    def _with_edit(self, edit) -> "DiffusionPipeline":
+        pipe = copy.copy(self)
+        pipe.edit = edit
+        return pipe
+
+    def _scheduler_for_call(self, sampler, num_inference_steps, scheduler):
+        """The call's scheduler on its grid: a ready `scheduler` or the `sampler`'s, with `num_inference_steps`
+        or the pipeline's steps for its own sampler (else the scheduler's grid as it is)."""
+        default_sampler = scheduler is None and sampler in (None, self.sampling.sampler)
+        if scheduler is None:
+            scheduler = self.scheduler(sampler)
+        elif sampler is not None:
+            raise ValueError("pass either a ready `scheduler` or a `sampler` name, not both")
+        steps = num_inference_steps or (self.sampling.steps if default_sampler else None)
+        if steps is not None:
+            if not 1 <= int(steps) <= self.diffusion.timesteps:
+                raise ValueError(f"num_inference_steps must be in 1..{self.diffusion.timesteps} (the model's "
+                                 f"diffusion timesteps), got {steps}")
+            scheduler.set_timesteps(int(steps))
+        return scheduler
+
+    def guidance(self, guidance_scale=None, guidance_rescale=None, guidance_interval=None) -> ClassifierFreeGuidance:
+        """The pipeline's classifier-free guidance with these changes (None: its default; guidance_interval
+        "all" or (): every step); no guidance (scale 1) for an unconditional model, where giving any is an error."""
         if not self.num_classes:
             given = [k for k, v in (("guidance_scale", guidance_scale), ("guidance_rescale", guidance_rescale),
                                     ("guidance_interval", guidance_interval)) if v is not None]
             if given:
                 raise ValueError(f"{', '.join(given)} need a class-conditional model; this one is unconditional")
-            return 1.0, 0.0, None
+            return ClassifierFreeGuidance(1.0)
         s = self.sampling
-        w = float(s.guidance_scale if guidance_scale is None else guidance_scale)
-        phi = float(s.guidance_rescale if guidance_rescale is None else guidance_rescale)
-        if guidance_interval is None:
-            interval = s.guidance_interval
-        elif isinstance(guidance_interval, str) and guidance_interval.lower() == "all" or guidance_interval == ():
+        interval = s.guidance_interval if guidance_interval is None else guidance_interval
+        if isinstance(interval, str) and interval.lower() == "all" or interval == ():
             interval = None
-        else:
-            interval = check_guidance_interval(guidance_interval)
-        return (w, phi, interval) if labelled else (1.0, 0.0, None)
+        return ClassifierFreeGuidance(s.guidance_scale if guidance_scale is None else guidance_scale,
+                                      s.guidance_rescale if guidance_rescale is None else guidance_rescale, interval)
 
     def __repr__(self) -> str:
         kind = f"{self.num_classes} classes" if self.num_classes else "unconditional"

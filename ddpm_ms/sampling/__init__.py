@@ -7,8 +7,10 @@ from ddpm_ms.sampling.base import Scheduler, SchedulerOutput, spaced_timesteps
 from ddpm_ms.sampling.ddpm import DDPMScheduler  # isort: skip
 from ddpm_ms.sampling.ddim import DDIMScheduler  # isort: skip
 from ddpm_ms.sampling.dpm_solver import DPMSolverMultistepScheduler  # isort: skip
+from ddpm_ms.sampling.editing import Img2Img, Inpaint
 from ddpm_ms.sampling.loop import (Frame, balanced_labels, class_label_array, compiled, noise_generator, sample,
-                                  sample_many)
+                                  sample_batch)
+from ddpm_ms.sampling.model_call import ClassifierFreeGuidance
 
 
 def make_scheduler(name: str, schedule, **kwargs) -> Scheduler:
@@ -37,6 +39,6 @@ def scheduler_for(name: str, diffusion, variance: str = "fixed_small", clip: boo
                           clip_sample=clip, timestep_spacing=timestep_spacing, **options)
 
 
-__all__ = ["balanced_labels", "class_label_array", "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "Frame", "Scheduler",
-           "SchedulerOutput", "compiled", "make_scheduler", "noise_generator", "sample", "sample_many",
-           "scheduler_for", "spaced_timesteps"]
+__all__ = ["balanced_labels", "class_label_array", "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "Frame",
+           "Scheduler", "SchedulerOutput", "compiled", "make_scheduler", "noise_generator", "sample", "sample_batch",
+           "scheduler_for", "spaced_timesteps", "ClassifierFreeGuidance", "Img2Img", "Inpaint"]

@@ -9,10 +9,65 @@ are replaced by the image noised to t' (the image itself at the end), so the mod
 in agreement with them. Resampling jumps help the two parts agree: after every `jump_length` steps
 the chain goes back up `jump_length` steps by the forward process and comes down again, `jump_n_sample - 1`
 times, which costs about `jump_n_sample` times the model calls.
+
+`Img2Img` and `Inpaint` hold a task's inputs; the sampling loop (ddpm_ms/sampling/loop.py) takes one as `edit`.
 """
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ddpm_ms.sampling.loss_guidance import LUMA
+
+
+class Img2Img:
+    """Image-to-image: the chain starts from `image` noised to `strength` (0: the image unchanged,
+    1: ignore it). image: (C, H, W) for every image or (N, C, H, W), in [-1, 1] (`read_image` reads
+    files and PIL images)."""
+    mask, jump_length, jump_n_sample = None, 1, 1  # no pixel kept, no resampling
+
+    def __init__(self, image, strength: float = 0.8):
+        if image is None:
+            raise ValueError("image-to-image starts from an image: pass one")
+        if not 0 <= strength <= 1:
+            raise ValueError(f"strength must be in [0, 1] (0: the image unchanged, 1: ignore it), got {strength}")
+        self.image, self.strength = image, float(strength)
+
+    def batched(self, num: int, shape) -> "Img2Img":
+        """This edit for `num` images of `shape` (C, H, W): its image (and mask) as float32 (num, C, H, W), checked."""
+        edit = copy.copy(self)
+        edit.image = batch_images(self.image, num, shape, "image")
+        if edit.image.shape[1] != shape[0]:
+            raise ValueError(f"the image has {edit.image.shape[1]} channel(s); the model makes {shape[0]}")
+        if self.mask is not None:
+            edit.mask = batch_images(self.mask, num, shape, "mask")
+        return edit
+
+    def __getitem__(self, rows: slice) -> "Img2Img":
+        """The edit of some images of a batched edit."""
+        edit = copy.copy(self)
+        edit.image = self.image[rows]
+        if self.mask is not None:
+            edit.mask = self.mask[rows]
+        return edit
+
+
+class Inpaint(Img2Img):
+    """Inpainting: repaint where `mask` is 1 and keep `image` where it is 0 (1 or C channels, one for all
+    images or one per image), with RePaint's resampling: jump_length steps back, jump_n_sample passes
+    (1: none). strength < 1 also starts from the image, as Img2Img does."""
+
+    def __init__(self, image, mask, strength: float = 1.0, jump_length: int = 1, jump_n_sample: int = 1):
+        if image is None:
+            raise ValueError("a mask says which pixels of an image to repaint: pass the image too")
+        if mask is None:
+            raise ValueError("inpainting repaints where the mask is 1: pass a mask (or use Img2Img)")
+        super().__init__(image, strength)
+        _check_jumps(jump_length, jump_n_sample)
+        self.mask, self.jump_length, self.jump_n_sample = mask, int(jump_length), int(jump_n_sample)
 
 
 def img2img_start(num_steps: int, strength: float) -> int:
@@ -28,9 +83,7 @@ def repaint_path(num_steps: int, jump_length: int = 1, jump_n_sample: int = 1) -
     clean image); a position one higher is a denoising step, one lower a step back by the forward
     process. Every jump_length steps (not at the end) the chain climbs back jump_length positions,
     jump_n_sample - 1 times (Lugmayr et al. 2022, their schedule on a respaced grid)."""
-    for name, value in (("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    _check_jumps(jump_length, jump_n_sample)
     jumps = {i: jump_n_sample - 1 for i in range(jump_length, num_steps, jump_length)}
     path, i = [0], 0
     while i < num_steps:
@@ -42,6 +95,12 @@ def repaint_path(num_steps: int, jump_length: int = 1, jump_n_sample: int = 1) -
                 i -= 1
                 path.append(i)
     return path
+
+
+def _check_jumps(jump_length, jump_n_sample):
+    for name, value in (("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def batch_images(image, num: int, shape, what: str) -> np.ndarray | None:
@@ -66,11 +125,9 @@ def read_image(image, shape, what: str = "image") -> np.ndarray:
     what="mask" a mask as (1, H, W) of 0 (keep) and 1 (repaint; white in a mask file): from a file
     path, a PIL image, or an array (H, W), (H, W, C) or (C, H, W) of uint8 or of floats in [0, 1].
     Files and PIL images are converted to the model's channels (grey or RGB) and resized to its size;
-    arrays must already have its height and width."""
-    from pathlib import Path
-
-    from PIL import Image, UnidentifiedImageError
-
+    arrays must already have its height and width. None stays None."""
+    if image is None:
+        return None
     c, h, w = shape
     if isinstance(image, (str, Path)):
         path = Path(image)
@@ -100,8 +157,6 @@ def read_image(image, shape, what: str = "image") -> np.ndarray:
     if what != "image":  # a mask: one channel, 1 where any channel is set
         return (arr.max(axis=0, keepdims=True) >= 0.5).astype(np.float32)
     if arr.shape[0] == 3 and c == 1:
-        from ddpm_ms.sampling.loss_guidance import LUMA
-
         arr = np.tensordot(np.array(LUMA, np.float32), arr, axes=1)[None]
     elif arr.shape[0] == 1 and c == 3:
         arr = np.repeat(arr, 3, axis=0)

@@ -43,8 +43,9 @@ class LossGuidance:
     x0 estimate in [-1, 1] units (a def'd function or an nn.Cell that ms.jit can compile: MindSpore
     cannot parse a lambda written inside a call); context: a tensor (or a
     tuple of tensors) handed to it, such as a target colour or a text embedding; scale >= 0 (0: off);
-    interval (lo, hi): guide only at timesteps lo <= t <= hi (None: every step); through_model: always take
-    this term's gradient through the denoiser (variant (b)), whatever the sampler's setting."""
+    interval (lo, hi): guide only at timesteps lo <= t <= hi (None: every step); through_model: take
+    this term's gradient through the denoiser (variant (b)) instead of through the x0 formula (a).
+    Terms are pieces of the sampling call's `guidance`, beside ClassifierFreeGuidance."""
 
     def __init__(self, loss: Callable, scale: float = 1.0, context=None, interval=None, name: str | None = None,
                  through_model: bool = False):
@@ -121,17 +122,19 @@ def parse_color(value) -> tuple[float, float, float]:
 
 class ColorGuidance(LossGuidance):
     """Push the images toward a colour: rgb as three numbers in [0, 1] (or any form `parse_color`
-    reads). On a one-channel model it is a brightness target."""
+    reads). On a one-channel model it is a brightness target. through_model: take the gradient
+    through the denoiser too (variant (b): slower, stays closer to the data)."""
 
-    def __init__(self, rgb, scale: float = 1.0, interval=None):
+    def __init__(self, rgb, scale: float = 1.0, interval=None, through_model: bool = False):
         self.rgb = parse_color(rgb)
         super().__init__(color_loss, scale, context=np.array(self.rgb, np.float32) * 2 - 1, interval=interval,
-                         name="colour " + "#{:02x}{:02x}{:02x}".format(*(round(255 * v) for v in self.rgb)))
+                         name="colour " + "#{:02x}{:02x}{:02x}".format(*(round(255 * v) for v in self.rgb)),
+                         through_model=through_model)
 
 
 # -- the guided move ---------------------------------------------------------------------------
 NO_X0_GRADIENT = ("guidance through the x0 formula has no gradient for a model that predicts x0 itself (x0_hat "
-                  "does not depend on x_t): guide through the model (guidance_through_model=True)")
+                  "does not depend on x_t): guide through the model (through_model=True)")
 
 
 def _total_loss(losses, pred_x0, scales, contexts):
@@ -194,13 +197,3 @@ def move_through_model(model, terms: Sequence[LossGuidance], prediction_type: st
 
     return _cached(("model", id(model), prediction_type, call, tuple(map(id, losses)), jit), (model, *losses), build)
 
-
-def as_terms(loss_guidance) -> list[LossGuidance]:
-    """None, one LossGuidance or several, as a list."""
-    if loss_guidance is None:
-        return []
-    terms = [loss_guidance] if isinstance(loss_guidance, LossGuidance) else list(loss_guidance)
-    for term in terms:
-        if not isinstance(term, LossGuidance):
-            raise TypeError(f"loss_guidance takes LossGuidance terms (ColorGuidance, TextGuidance, ...), got {term!r}")
-    return terms

@@ -10,7 +10,37 @@ so they guide alike.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mindspore import ops
+
+from ddpm_ms.config import check_guidance_interval
+
+
+@dataclass(frozen=True)
+class ClassifierFreeGuidance:
+    """Classifier-free guidance as a piece the sampling loop is given: weight `scale` w (1: the
+    conditional model alone, 0: the unconditional one), `rescale` phi in [0, 1] against over-exposure
+    (0: off), and `interval` (lo, hi): guide only at timesteps lo <= t <= hi, the conditional model
+    alone elsewhere (None: every step). Guidance at high noise pulls every image of a class toward the
+    same layout and costs variety, at low noise it does little, and the steps outside the interval
+    cost half as much (Kynkaenniemi et al. 2024, "Applying guidance in a limited interval")."""
+    scale: float
+    rescale: float = 0.0
+    interval: tuple | None = None
+
+    def __post_init__(self):
+        if not self.scale >= 0:
+            raise ValueError(f"guidance_scale must be >= 0 (1: no guidance), got {self.scale}")
+        if not 0 <= self.rescale <= 1:
+            raise ValueError(f"guidance_rescale must be in [0, 1] (0: off), got {self.rescale}")
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "rescale", float(self.rescale))
+        object.__setattr__(self, "interval", check_guidance_interval(self.interval))
+
+    def applies_at(self, t: int) -> bool:
+        """Whether the step from timestep t is guided (never when scale is 1)."""
+        return self.scale != 1 and (self.interval is None or self.interval[0] <= t <= self.interval[1])
 
 
 def rescale_guidance(guided, cond, phi):

@@ -179,7 +179,7 @@ class Trainer:
         extractor, reference = self._evaluator
         record, _, _ = sample_and_score(self.pipeline(), extractor, reference, t.eval_sampler,
                                         t.eval_steps, t.eval_num, seed=t.seed, batch_size=min(250, t.eval_num),
-                                        jit=self.jit, progress=False)
+                                        progress=False)
         self.model.set_train(True)
         record = {"checkpoint": None, "step": self.step, "weights": "ema" if self.ema is not None else "raw",
                   **record, "during_training": True}
@@ -234,15 +234,16 @@ class Trainer:
 
     def pipeline(self, model=None) -> DiffusionPipeline:
         """The sampling model (or `model`) as a pipeline with this run's schedule and sampling settings."""
-        return DiffusionPipeline.from_config(self.cfg, model or self.sampling_model)
+        pipe = DiffusionPipeline.from_config(self.cfg, model or self.sampling_model)
+        pipe.jit = self.jit
+        return pipe
 
     def sample_images(self, trajectory_every=None, model=None):
         """The run's grid images: DDPM in `sample_steps` steps from the run's seed, every class in turn
         (class-conditional), guided as the run's sampling settings say. Returns (images, trajectory)."""
         t = self.cfg.train
         out = self.pipeline(model)(t.num_samples, sampler="ddpm", num_inference_steps=t.sample_steps, seed=t.seed,
-                                   return_trajectory=trajectory_every is not None, trajectory_every=trajectory_every,
-                                   jit=self.jit, progress=self.progress)
+                                   return_trajectory=trajectory_every or False, progress=self.progress)
         self.model.set_train(True)
         return out.images, out.trajectory
 

@@ -91,7 +91,7 @@ def test_guidance_the_graph_cannot_do_is_named(tmp_path, monkeypatch):
     out, _ = _pipeline_dir(tmp_path, "unet", 10, monkeypatch)
     graph = DiffusionPipeline.from_pretrained(out, mindir=True)
     with pytest.raises(ValueError, match="exported MindIR denoiser takes the guidance scale only"):
-        graph(2, num_inference_steps=3, guidance_rescale=0.7, progress=False)
+        graph(2, num_inference_steps=3, guidance=graph.guidance(guidance_rescale=0.7), progress=False)
     with pytest.raises(FileNotFoundError, match="export.py --format mindir"):
         DiffusionPipeline.from_pretrained(tmp_path / "nothing", mindir=True)
 

@@ -17,6 +17,7 @@ from ddpm_ms.data import load_idx_dataset
 from ddpm_ms.models import UNetConfig, build_model
 from ddpm_ms.pipeline import DiffusionPipeline, PipelineFileError
 from ddpm_ms.pipeline import files
+from ddpm_ms.sampling import ClassifierFreeGuidance, Img2Img
 from ddpm_ms.training import Trainer
 from tiny_models import TINY
 
@@ -161,7 +162,31 @@ def test_labels_by_number_name_or_none_and_a_clear_error_otherwise():
         pipe.labels_for(1, 11)
     with pytest.raises(ValueError, match="one label or 3"):
         pipe.labels_for(3, [1, 2])
-    assert pipe.guidance() == (2.0, 0.0, (0, 35)) and pipe.guidance(guidance_interval="all")[2] is None
+    assert pipe.guidance() == ClassifierFreeGuidance(2.0, 0.0, (0, 35))
+    assert pipe.guidance(guidance_interval="all").interval is None
+
+
+def test_img2img_and_inpaint_share_the_model_and_bad_calls_are_named():
+    cfg = tiny_config()
+    pipe = DiffusionPipeline.from_config(cfg, build_model(cfg.model))
+    pipe.jit = False
+    image = np.random.default_rng(0).uniform(0, 1, (28, 28)).astype(np.float32)  # an array in [0, 1]
+    mask = np.zeros((28, 28), np.float32)
+    mask[:, 14:] = 1  # repaint the right half
+    same = pipe.img2img(image, strength=0.0)
+    assert same.model is pipe.model and pipe.edit is None and isinstance(same.edit, Img2Img)
+    np.testing.assert_array_equal(same(2, num_inference_steps=2, progress=False).images,
+                                  np.broadcast_to(image * 2 - 1, (2, 1, 28, 28)))  # strength 0: the image itself
+    kept = pipe.inpaint(image, mask)(2, sampler="ddpm", num_inference_steps=2, progress=False).images
+    np.testing.assert_array_equal(kept[..., :14], np.broadcast_to(image[:, :14] * 2 - 1, (2, 1, 28, 14)))
+    with pytest.raises(ValueError, match="with jumps using the ddpm or ddim sampler"):
+        pipe.inpaint(image, mask, jump_length=2, jump_n_sample=2)(1, sampler="dpm++", num_inference_steps=2)
+    with pytest.raises(ValueError, match="starts from an image"):
+        pipe.img2img(None)
+    with pytest.raises(ValueError, match="guidance_scale or a ClassifierFreeGuidance"):
+        pipe(1, guidance_scale=3.0, guidance=ClassifierFreeGuidance(3.0))
+    with pytest.raises(ValueError, match="a ready `scheduler` or a `sampler`"):
+        pipe(1, sampler="ddim", scheduler=pipe.scheduler("ddim"))
 
 
 def test_a_pipeline_config_newer_than_the_code_is_refused(tmp_path):
@@ -182,7 +207,8 @@ def test_a_run_written_before_the_pipeline_loads_and_samples(tmp_path):
     pipe = DiffusionPipeline.from_pretrained(run)
     assert (pipe.sampling.guidance_scale, pipe.sampling.guidance_interval) == (2.0, (0, 700))
     assert pipe.model_config.arch == "unet" and pipe.loaded_weights == "ema" and pipe.checkpoint_step == 1
-    images = pipe(num_images=2, num_inference_steps=2, class_labels="bag", seed=0, progress=False, jit=False).images
+    pipe.jit = False
+    images = pipe(num_images=2, num_inference_steps=2, class_labels="bag", seed=0, progress=False).images
     assert images.shape == (2, 1, 28, 28) and np.isfinite(images).all()
 
 

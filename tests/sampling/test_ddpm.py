@@ -18,8 +18,9 @@ def test_sampler_reproduces_gaussian_data(schedule, variance, steps, std_rel, or
     mu, s = 0.3, 0.2
     sched = NoiseSchedule(1000, schedule)
     scheduler = DDPMScheduler(sched, variance_type=variance, clip_sample=False)
-    images, _ = sample(oracle(sched, mu, s), scheduler, (4096, 1, 4, 4), num_inference_steps=steps,
-                       seed=3, progress=False)
+    if steps:
+        scheduler.set_timesteps(steps)
+    images, _ = sample(oracle(sched, mu, s), scheduler, (4096, 1, 4, 4), seed=3, progress=False)
     assert images.mean() == pytest.approx(mu, abs=0.005)
     assert images.std() == pytest.approx(s, rel=std_rel)
 
@@ -27,8 +28,9 @@ def test_sampler_reproduces_gaussian_data(schedule, variance, steps, std_rel, or
 def test_a_wrong_denoiser_is_caught(oracle):
     # The same check must fail when the sampler is fed a denoiser for other data.
     sched = NoiseSchedule(1000, "cosine")
-    images, _ = sample(oracle(sched, 0.3, 0.5), DDPMScheduler(sched, clip_sample=False),
-                       (2048, 1, 4, 4), num_inference_steps=100, seed=3, progress=False)
+    scheduler = DDPMScheduler(sched, clip_sample=False)
+    scheduler.set_timesteps(100)
+    images, _ = sample(oracle(sched, 0.3, 0.5), scheduler, (2048, 1, 4, 4), seed=3, progress=False)
     assert abs(images.std() - 0.2) > 0.1
 
 
@@ -88,16 +90,16 @@ def test_add_noise_matches_forward_process(rng):
 def test_seeded_sampling_is_reproducible_and_returns_trajectory(oracle):
     sched = NoiseSchedule(100, "cosine")
     denoiser = oracle(sched, 0.0, 0.5)
-    kwargs = dict(num_inference_steps=20, trajectory_every=5, progress=False)
-    a, traj = sample(denoiser, DDPMScheduler(sched), (2, 1, 4, 4), seed=7, **kwargs)
-    b, _ = sample(denoiser, DDPMScheduler(sched), (2, 1, 4, 4), seed=7, **kwargs)
-    c, _ = sample(denoiser, DDPMScheduler(sched), (2, 1, 4, 4), seed=8, **kwargs)
+    steps = DDPMScheduler(sched)
+    steps.set_timesteps(20)
+    kwargs = dict(trajectory_every=5, progress=False)
+    a, traj = sample(denoiser, steps, (2, 1, 4, 4), seed=7, **kwargs)
+    b, _ = sample(denoiser, steps, (2, 1, 4, 4), seed=7, **kwargs)
+    c, _ = sample(denoiser, steps, (2, 1, 4, 4), seed=8, **kwargs)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3
     # the noise at the first timestep (95 on the leading grid), then x after every 5th step, labelled
     # in the paper's 1-based counting
-    steps = DDPMScheduler(sched)
-    steps.set_timesteps(20)
     assert [f.t for f in traj] == [96] + [int(t) + 1 for t in steps.timesteps[5::5]] + [0]
     np.testing.assert_array_equal(traj[-1].sample, a)
     assert traj[0].sample.std() == pytest.approx(1.0, abs=0.5)  # starts from noise

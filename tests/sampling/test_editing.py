@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from ddpm_ms.diffusion import NoiseSchedule
-from ddpm_ms.sampling import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, sample, sample_many
+from ddpm_ms.sampling import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, Img2Img, Inpaint,
+                              noise_generator, sample, sample_batch)
 from ddpm_ms.sampling.editing import img2img_start, repaint_path
 
 MU, STD = -0.4, 0.3
@@ -27,12 +28,17 @@ def half_mask(shape=(1, 8, 8)):
     return mask
 
 
+def stepped(scheduler, steps=10):
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
 @pytest.mark.parametrize("name", list(SCHEDULERS))
 def test_strength_one_is_plain_sampling_and_zero_the_image(name, oracle, schedule):
-    model, scheduler = oracle(schedule, MU, STD), SCHEDULERS[name](schedule)
-    plain, _ = sample(model, scheduler, (3, 1, 8, 8), 10, progress=False)
-    full, _ = sample(model, scheduler, (3, 1, 8, 8), 10, progress=False, image=picture(), strength=1.0)
-    none, frames = sample(model, scheduler, (3, 1, 8, 8), 10, progress=False, image=picture(), strength=0.0,
+    model, scheduler = oracle(schedule, MU, STD), stepped(SCHEDULERS[name](schedule))
+    plain, _ = sample(model, scheduler, (3, 1, 8, 8), progress=False)
+    full, _ = sample(model, scheduler, (3, 1, 8, 8), progress=False, edit=Img2Img(picture(), strength=1.0))
+    none, frames = sample(model, scheduler, (3, 1, 8, 8), progress=False, edit=Img2Img(picture(), strength=0.0),
                           trajectory_every=1)
     np.testing.assert_array_equal(full, plain)
     np.testing.assert_array_equal(none, np.broadcast_to(picture(), (3, 1, 8, 8)))
@@ -44,10 +50,10 @@ def test_the_chain_starts_where_diffusers_img2img_starts(oracle, schedule):
     noise plain sampling would have started from."""
     assert [img2img_start(20, s) for s in (0.0, 0.05, 0.3, 0.5, 0.99, 1.0)] == [20, 19, 14, 10, 1, 0]
     assert img2img_start(4, 0.3) == img2img_start(4, 0.4) == 3  # int() rounds down, as diffusers does
-    model, scheduler = oracle(schedule, MU, STD), DDIMScheduler(schedule)
-    _, plain = sample(model, scheduler, (2, 1, 8, 8), 10, progress=False, trajectory_every=1)
+    model, scheduler = oracle(schedule, MU, STD), stepped(DDIMScheduler(schedule))
+    _, plain = sample(model, scheduler, (2, 1, 8, 8), progress=False, trajectory_every=1)
     grid = scheduler.timesteps.copy()
-    out, frames = sample(model, scheduler, (2, 1, 8, 8), 10, progress=False, image=picture(), strength=0.35,
+    out, frames = sample(model, scheduler, (2, 1, 8, 8), progress=False, edit=Img2Img(picture(), strength=0.35),
                          trajectory_every=1)
     first = int(grid[10 - 3])
     assert [f.t for f in frames] == [int(t) + 1 for t in grid[-3:]] + [0]
@@ -56,9 +62,10 @@ def test_the_chain_starts_where_diffusers_img2img_starts(oracle, schedule):
                                rtol=1e-5, atol=1e-6)
     assert np.abs(out - picture()).mean() < np.abs(plain[-1].sample - picture()).mean() / 2  # it stays close
     np.testing.assert_array_equal(scheduler.timesteps, grid)  # the grid is the caller's again
-    batched, _ = sample_many(model, scheduler, 4, (1, 8, 8), batch_size=2, image=picture(), strength=0.35,
+    batched, _ = sample(model, scheduler, (4, 1, 8, 8), batch_size=2, edit=Img2Img(picture(), 0.35), progress=False)
+    normal = noise_generator(0, 1)  # the second batch's noise stream
+    second, _ = sample_batch(model, scheduler, normal((2, 1, 8, 8)), normal, edit=Img2Img(picture(), 0.35),
                              progress=False)
-    second, _ = sample(model, scheduler, (2, 1, 8, 8), progress=False, image=picture(), strength=0.35, stream=1)
     np.testing.assert_array_equal(batched[2:], second)  # every batch starts where the first did
 
 
@@ -77,11 +84,10 @@ def test_inpainting_keeps_the_known_pixels_and_fills_the_rest_as_plain_sampling_
     """The oracle's pixels are independent, so the repainted half should have the statistics of plain
     samples from the same sampler (a 20-step grid under-disperses a little: std 0.24-0.27 for 0.3)."""
     model = oracle(schedule, MU, STD)
-    make = (lambda: DDIMScheduler(schedule, eta=1.0)) if name == "ddim" else (lambda: SCHEDULERS[name](schedule))
-    common = dict(batch_size=128, num_inference_steps=20, progress=False)
-    images, _ = sample_many(model, make(), 256, (1, 8, 8), image=picture(), mask=half_mask(), jump_length=4,
-                            jump_n_sample=jumps, **common)
-    plain, _ = sample_many(model, make(), 256, (1, 8, 8), seed=1, **common)
+    scheduler = stepped(DDIMScheduler(schedule, eta=1.0) if name == "ddim" else SCHEDULERS[name](schedule), 20)
+    inpaint = Inpaint(picture(), half_mask(), jump_length=4, jump_n_sample=jumps)
+    images, _ = sample(model, scheduler, (256, 1, 8, 8), batch_size=128, edit=inpaint, progress=False)
+    plain, _ = sample(model, scheduler, (256, 1, 8, 8), batch_size=128, seed=1, progress=False)
     np.testing.assert_array_equal(images[..., :4], np.broadcast_to(picture()[..., :4], (256, 1, 8, 4)))
     filled = images[..., 4:]
     assert abs(filled.mean() - MU) < 0.02
@@ -89,10 +95,10 @@ def test_inpainting_keeps_the_known_pixels_and_fills_the_rest_as_plain_sampling_
 
 
 def test_a_mask_per_image_and_a_three_channel_image(oracle, schedule):
-    model, scheduler = oracle(schedule, MU, STD), DDIMScheduler(schedule)
+    model, scheduler = oracle(schedule, MU, STD), stepped(DDIMScheduler(schedule))
     image = picture((3, 8, 8))
     masks = np.stack([half_mask(), 1 - half_mask()])  # image 0 keeps its left half, image 1 its right half
-    out, _ = sample(model, scheduler, (2, 3, 8, 8), 10, progress=False, image=image, mask=masks)
+    out, _ = sample(model, scheduler, (2, 3, 8, 8), progress=False, edit=Inpaint(image, masks))
     np.testing.assert_array_equal(out[0, :, :, :4], image[:, :, :4])
     np.testing.assert_array_equal(out[1, :, :, 4:], image[:, :, 4:])
     assert np.abs(out[0, :, :, 4:] - image[:, :, 4:]).min() > 0
@@ -100,24 +106,26 @@ def test_a_mask_per_image_and_a_three_channel_image(oracle, schedule):
 
 def test_bad_editing_inputs_are_clear_errors(oracle, schedule):
     model = oracle(schedule, MU, STD)
-    run = lambda scheduler=None, **kw: sample(model, scheduler or DDIMScheduler(schedule), (2, 1, 8, 8), 10,  # noqa
-                                              progress=False, **kw)
+    run = lambda edit, scheduler=None: sample(model, stepped(scheduler or DDIMScheduler(schedule)),  # noqa: E731
+                                              (2, 1, 8, 8), progress=False, edit=edit)
     with pytest.raises(ValueError, match="pass the image too"):
-        run(mask=half_mask())
-    with pytest.raises(ValueError, match="applies to image-to-image"):
-        run(strength=0.5)
+        Inpaint(None, half_mask())
+    with pytest.raises(ValueError, match="starts from an image"):
+        Img2Img(None, 0.5)
     with pytest.raises(ValueError, match="strength must be in \\[0, 1\\]"):
-        run(image=picture(), strength=1.5)
+        Img2Img(picture(), strength=1.5)
+    with pytest.raises(ValueError, match="jump_length must be a positive integer"):
+        Inpaint(picture(), half_mask(), jump_length=0)
     with pytest.raises(ValueError, match="the image has shape \\(1, 6, 6\\); expected \\(1, 8, 8\\)"):
-        run(image=picture((1, 6, 6)))
+        run(Img2Img(picture((1, 6, 6))))
     with pytest.raises(ValueError, match="the image has 1 channel\\(s\\); the model makes 3"):
-        sample(model, DDIMScheduler(schedule), (2, 3, 8, 8), 10, progress=False, image=picture())
+        sample(model, stepped(DDIMScheduler(schedule)), (2, 3, 8, 8), progress=False, edit=Img2Img(picture()))
     with pytest.raises(ValueError, match="the mask has shape"):
-        run(image=picture(), mask=np.zeros((8, 8)))
+        run(Inpaint(picture(), np.zeros((8, 8))))
     with pytest.raises(ValueError, match="NaN"):
-        run(image=np.full((1, 8, 8), np.nan, np.float32))
+        run(Img2Img(np.full((1, 8, 8), np.nan, np.float32)))
     with pytest.raises(ValueError, match="with jumps using the ddpm or ddim sampler"):
-        run(DPMSolverMultistepScheduler(schedule), image=picture(), mask=half_mask(), jump_length=2, jump_n_sample=2)
+        run(Inpaint(picture(), half_mask(), jump_length=2, jump_n_sample=2), DPMSolverMultistepScheduler(schedule))
 
 
 def test_user_images_are_read_in_the_models_shape_and_range(tmp_path):

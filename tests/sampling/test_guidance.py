@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from ddpm_ms.diffusion import NoiseSchedule
-from ddpm_ms.sampling import DDIMScheduler, balanced_labels, sample, sample_many
-from ddpm_ms.sampling.loop import rescale_guidance
+from ddpm_ms.sampling import (ClassifierFreeGuidance, DDIMScheduler, balanced_labels, noise_generator, sample,
+                              sample_batch)
+from ddpm_ms.sampling.model_call import rescale_guidance
 from tiny_models import ARCHS, tiny_model
 
 SHAPE = (3, 1, 8, 8)
@@ -25,15 +26,20 @@ def scheduler():
     return DDIMScheduler(NoiseSchedule(100, "cosine"), clip_sample=False)
 
 
+def draw(net, scheduler, steps, labels, *guidance, **kwargs):
+    """sample's images from x_T() on a grid of `steps`, eagerly."""
+    scheduler.set_timesteps(steps)
+    return sample(net, scheduler, SHAPE, x_T=x_T(), class_labels=labels, guidance=list(guidance), jit=False,
+                  progress=False, **kwargs)[0]
+
+
 def x_T(seed=0):
     return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
 
 
 def test_guided_step_mixes_conditional_and_unconditional_outputs(net, scheduler):
     labels, w = np.array([0, 2, 3], np.int32), 2.5
-    got, _ = sample(net, scheduler, SHAPE, num_inference_steps=3, x_T=x_T(), class_labels=labels, guidance_scale=w,
-                    jit=False, progress=False)
-    scheduler.set_timesteps(3)
+    got = draw(net, scheduler, 3, labels, ClassifierFreeGuidance(w))
     x = ms.Tensor(x_T())
     for t in scheduler.timesteps:
         tt = ms.Tensor(np.full(3, float(t), np.float32))
@@ -55,9 +61,7 @@ def test_rescaled_guidance_matches_the_conditional_spread_per_image(net, schedul
     np.testing.assert_allclose(blend, 0.7 * full + 0.3 * guided, atol=1e-5)
 
     labels, w, phi = np.array([0, 2, 3], np.int32), 3.0, 0.7
-    got, _ = sample(net, scheduler, SHAPE, num_inference_steps=3, x_T=x_T(), class_labels=labels, guidance_scale=w,
-                    guidance_rescale=phi, jit=False, progress=False)
-    scheduler.set_timesteps(3)
+    got = draw(net, scheduler, 3, labels, ClassifierFreeGuidance(w, rescale=phi))
     x = ms.Tensor(x_T())
     for t in scheduler.timesteps:  # by hand, with NumPy's std
         tt = ms.Tensor(np.full(3, float(t), np.float32))
@@ -68,12 +72,10 @@ def test_rescaled_guidance_matches_the_conditional_spread_per_image(net, schedul
         out = phi * g * ratio[:, None, None, None] + (1 - phi) * g
         x = scheduler.step(ms.Tensor(out.astype(np.float32)), int(t), x).prev_sample
     np.testing.assert_allclose(got, x.asnumpy(), atol=1e-4)
-    plain, _ = sample(net, scheduler, SHAPE, num_inference_steps=3, x_T=x_T(), class_labels=labels, guidance_scale=w,
-                      jit=False, progress=False)
+    plain = draw(net, scheduler, 3, labels, ClassifierFreeGuidance(w))
     assert np.abs(plain - got).max() > 1e-3
     with pytest.raises(ValueError, match="guidance_rescale"):
-        sample(net, scheduler, SHAPE, 2, class_labels=0, guidance_scale=2.0, guidance_rescale=1.5, jit=False,
-               progress=False)
+        ClassifierFreeGuidance(2.0, rescale=1.5)
 
 
 def test_guidance_interval_guides_only_the_steps_inside_it(net, scheduler):
@@ -82,11 +84,10 @@ def test_guidance_interval_guides_only_the_steps_inside_it(net, scheduler):
     steps = [int(t) for t in scheduler.timesteps]  # 75, 50, 25, 0
     lo, hi = steps[2], steps[1]  # the middle two steps only
 
-    def draw(interval, scale=w):
-        return sample(net, scheduler, SHAPE, num_inference_steps=4, x_T=x_T(), class_labels=labels,
-                      guidance_scale=scale, guidance_interval=interval, jit=False, progress=False)[0]
+    def guided(interval, scale=w):
+        return draw(net, scheduler, 4, labels, ClassifierFreeGuidance(scale, interval=interval))
 
-    got = draw((lo, hi))
+    got = guided((lo, hi))
     scheduler.set_timesteps(4)
     x = ms.Tensor(x_T())
     for t in steps:  # by hand: guided inside [lo, hi], the conditional model alone outside
@@ -97,36 +98,38 @@ def test_guidance_interval_guides_only_the_steps_inside_it(net, scheduler):
             out = uncond + w * (out - uncond)
         x = scheduler.step(ms.Tensor(out), t, x).prev_sample
     np.testing.assert_allclose(got, x.asnumpy(), atol=1e-4)
-    everywhere, conditional = draw(None), draw(None, 1.0)
+    everywhere, conditional = guided(None), guided(None, 1.0)
     assert np.abs(got - everywhere).max() > 1e-3 and np.abs(got - conditional).max() > 1e-3
-    np.testing.assert_allclose(draw((0, 99)), everywhere, atol=1e-6)  # every timestep of T = 100
-    np.testing.assert_allclose(draw((76, 99)), conditional, atol=1e-6)  # above every step: no guidance
+    np.testing.assert_allclose(guided((0, 99)), everywhere, atol=1e-6)  # every timestep of T = 100
+    np.testing.assert_allclose(guided((76, 99)), conditional, atol=1e-6)  # above every step: no guidance
     for bad in ((5, 2), (-1, 10), (1.5, 3), "0,700", (1, 2, 3)):
         with pytest.raises(ValueError, match="guidance_interval"):
-            draw(bad)
+            guided(bad)
 
 
 def test_scale_one_is_the_conditional_model_and_zero_the_unconditional(net, scheduler):
-    def draw(labels, w):
-        return sample(net, scheduler, SHAPE, num_inference_steps=3, x_T=x_T(), class_labels=labels,
-                      guidance_scale=w, jit=False, progress=False)[0]
+    def guided(labels, w):
+        return draw(net, scheduler, 3, labels, ClassifierFreeGuidance(w))
 
     labels = np.array([1, 1, 2], np.int32)
-    conditional, unconditional = draw(labels, 1.0), draw(None, 1.0)
+    conditional, unconditional = guided(labels, 1.0), guided(None, 1.0)
     assert np.abs(conditional - unconditional).max() > 1e-3, "the labels change the images"
-    np.testing.assert_allclose(draw(labels, 0.0), unconditional, atol=1e-4)
-    np.testing.assert_allclose(draw(4, 1.0), unconditional, atol=1e-5)  # label 4 = "no class"
-    guided = draw(labels, 3.0)
-    assert np.abs(guided - conditional).max() > 1e-3
+    np.testing.assert_allclose(guided(labels, 0.0), unconditional, atol=1e-4)
+    np.testing.assert_allclose(guided(4, 1.0), unconditional, atol=1e-5)  # label 4 = "no class"
+    strong = guided(labels, 3.0)
+    assert np.abs(strong - conditional).max() > 1e-3
 
 
 def test_labels_follow_their_images_across_batches(net, scheduler):
     labels = np.array([3, 0, 1, 2, 2], np.int32)
-    whole, _ = sample_many(net, scheduler, 5, SHAPE[1:], batch_size=2, num_inference_steps=2, class_labels=labels,
-                           guidance_scale=2.0, jit=False, progress=False)
+    scheduler.set_timesteps(2)
+    cfg = ClassifierFreeGuidance(2.0)
+    whole, _ = sample(net, scheduler, (5, *SHAPE[1:]), batch_size=2, class_labels=labels, guidance=cfg, jit=False,
+                      progress=False)
     for b, start in enumerate(range(0, 5, 2)):
-        part, _ = sample(net, scheduler, (min(2, 5 - start), *SHAPE[1:]), num_inference_steps=2, stream=b,
-                         class_labels=labels[start:start + 2], guidance_scale=2.0, jit=False, progress=False)
+        normal = noise_generator(0, b)  # batch b: noise stream b of the seed
+        x = normal((min(2, 5 - start), *SHAPE[1:]))
+        part, _ = sample_batch(net, scheduler, x, normal, labels[start:start + 2], cfg, jit=False, progress=False)
         np.testing.assert_allclose(whole[start:start + 2], part, atol=1e-6)
 
 
@@ -138,11 +141,10 @@ def test_balanced_labels():
 
 def test_bad_labels_are_clear_errors(net, scheduler):
     with pytest.raises(ValueError, match="unconditional"):
-        sample(tiny_model("unet", image_size=8), scheduler, SHAPE, 2, class_labels=0,
-               jit=False, progress=False)
+        draw(tiny_model("unet", image_size=8), scheduler, 2, 0)
     with pytest.raises(ValueError, match=r"0\.\.3 \(4: no class\)"):
-        sample(net, scheduler, SHAPE, 2, class_labels=5, jit=False, progress=False)
+        draw(net, scheduler, 2, 5)
     with pytest.raises(ValueError, match="one integer or 3"):
-        sample(net, scheduler, SHAPE, 2, class_labels=[0, 1], jit=False, progress=False)
+        draw(net, scheduler, 2, [0, 1])
     with pytest.raises(ValueError, match="guidance_scale"):
-        sample(net, scheduler, SHAPE, 2, class_labels=0, guidance_scale=-1.0, jit=False, progress=False)
+        ClassifierFreeGuidance(-1.0)

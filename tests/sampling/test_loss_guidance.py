@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ddpm_ms.diffusion import NoiseSchedule
-from ddpm_ms.sampling import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, sample
+from ddpm_ms.sampling import ClassifierFreeGuidance, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, sample
 from ddpm_ms.sampling.loss_guidance import (ColorGuidance, LossGuidance, color_loss, move_through_model,
                                             move_through_x0, parse_color)
 from tiny_models import ARCHS, tiny_model
@@ -25,8 +25,9 @@ def schedule():
 
 
 def draw(oracle, schedule, name, shape=(16, 1, 28, 28), **kwargs):
-    model = oracle(schedule, MU, STD)
-    images, _ = sample(model, SCHEDULERS[name](schedule), shape, STEPS[name], progress=False, **kwargs)
+    model, scheduler = oracle(schedule, MU, STD), SCHEDULERS[name](schedule)
+    scheduler.set_timesteps(STEPS[name])
+    images, _ = sample(model, scheduler, shape, progress=False, **kwargs)
     return images
 
 
@@ -34,8 +35,8 @@ def draw(oracle, schedule, name, shape=(16, 1, 28, 28), **kwargs):
 @pytest.mark.parametrize("through_model", [False, True])
 def test_scale_zero_is_the_unguided_sampler_bit_for_bit(name, through_model, oracle, schedule):
     plain = draw(oracle, schedule, name, shape=(4, 1, 8, 8))
-    off = draw(oracle, schedule, name, shape=(4, 1, 8, 8), loss_guidance=ColorGuidance((1, 0, 0), 0.0),
-               guidance_through_model=through_model)
+    off = draw(oracle, schedule, name, shape=(4, 1, 8, 8),
+               guidance=ColorGuidance((1, 0, 0), 0.0, through_model=through_model))
     np.testing.assert_array_equal(off, plain)
 
 
@@ -46,8 +47,8 @@ def test_colour_guidance_moves_the_mean_toward_the_target_linearly_and_never_pas
                                                                                      oracle, schedule):
     target = 2 * rgb[0] - 1  # a grey's brightness in [-1, 1]
     scales = [0.0, 1e-3, 1e-2, 0.1, 1.0, 5.0, 20.0, 40.0, 100.0, 400.0]
-    means = np.array([draw(oracle, schedule, name, loss_guidance=ColorGuidance(rgb, s),
-                           guidance_through_model=through_model).mean() for s in scales])
+    means = np.array([draw(oracle, schedule, name, guidance=ColorGuidance(rgb, s, through_model=through_model)).mean()
+                      for s in scales])
     toward = np.sign(target - means[0])
     gained = toward * (means - means[0])  # progress toward the target
     assert abs(means[0] - MU) < 0.03
@@ -64,10 +65,11 @@ def test_a_small_scale_moves_the_samples_as_the_first_order_prediction_says(orac
     step (loss = mean |x0 - 1|, dx0/dx_t = 1/sqrt(ab)); that step keeps the model output it had, so the
     move reaches x_prev times a_prev / a_t, and the final images by (scale / N) sum_k (a_prev / a)_k prod_{j>k} A_j."""
     scheduler = DDIMScheduler(schedule, clip_sample=False)
+    scheduler.set_timesteps(20)
     shape, scale = (4, 1, 8, 8), 1e-3
     model = oracle(schedule, MU, STD)
-    plain, _ = sample(model, scheduler, shape, 20, progress=False)
-    guided, _ = sample(model, scheduler, shape, 20, progress=False, loss_guidance=ColorGuidance((1, 1, 1), scale))
+    plain, _ = sample(model, scheduler, shape, progress=False)
+    guided, _ = sample(model, scheduler, shape, progress=False, guidance=ColorGuidance((1, 1, 1), scale))
     ab = lambda t: 1.0 if t < 0 else float(schedule.alphas_cumprod[t])  # noqa: E731
     grid = [int(t) for t in scheduler.timesteps]
     gains, moved = [], []
@@ -134,12 +136,14 @@ def test_the_gradient_through_the_model_includes_the_denoisers_jacobian(oracle, 
 def test_compiled_equals_eager_with_classifier_free_guidance(arch, through_model):
     model = tiny_model(arch, image_size=8, channels=3, num_classes=3)
     x_T = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
-    common = dict(num_inference_steps=4, x_T=x_T, class_labels=[0, 2], guidance_scale=2.0, guidance_rescale=0.5,
-                  loss_guidance=ColorGuidance("#ff8000", 20.0), guidance_through_model=through_model, progress=False)
+    cfg = ClassifierFreeGuidance(2.0, rescale=0.5)
+    common = dict(x_T=x_T, class_labels=[0, 2], progress=False)
+    guidance = [cfg, ColorGuidance("#ff8000", 20.0, through_model=through_model)]
     scheduler = DPMSolverMultistepScheduler(NoiseSchedule(100, "cosine"))
-    eager, _ = sample(model, scheduler, x_T.shape, jit=False, **common)
-    compiled, _ = sample(model, scheduler, x_T.shape, jit=True, **common)
-    unguided, _ = sample(model, scheduler, x_T.shape, jit=True, **{**common, "loss_guidance": None})
+    scheduler.set_timesteps(4)
+    eager, _ = sample(model, scheduler, x_T.shape, jit=False, guidance=guidance, **common)
+    compiled, _ = sample(model, scheduler, x_T.shape, jit=True, guidance=guidance, **common)
+    unguided, _ = sample(model, scheduler, x_T.shape, jit=True, guidance=cfg, **common)
     np.testing.assert_allclose(compiled, eager, atol=2e-5)
     assert np.abs(compiled - unguided).max() > 0.05
 
@@ -152,9 +156,9 @@ def test_colour_guidance_moves_the_classifier_free_guided_output(arch):
     scheduler = DDIMScheduler(NoiseSchedule(100, "cosine"), clip_sample=False)
     x_T = np.random.default_rng(1).standard_normal((2, 1, 8, 8)).astype(np.float32)
     labels, w, scale = np.array([1, 2], np.int32), 3.0, 10.0
-    got, _ = sample(model, scheduler, x_T.shape, 3, x_T=x_T, class_labels=labels, guidance_scale=w, jit=False,
-                    loss_guidance=ColorGuidance((0.2, 0.2, 0.2), scale), progress=False)
     scheduler.set_timesteps(3)
+    got, _ = sample(model, scheduler, x_T.shape, x_T=x_T, class_labels=labels, jit=False,
+                    guidance=[ClassifierFreeGuidance(w), ColorGuidance((0.2, 0.2, 0.2), scale)], progress=False)
     x = x_T
     for t in scheduler.timesteps:
         tt = ms.Tensor(np.full(2, float(t), np.float32))
@@ -170,19 +174,19 @@ def test_colour_guidance_moves_the_classifier_free_guided_output(arch):
 
 def test_guidance_keeps_to_its_interval(oracle, schedule):
     plain = draw(oracle, schedule, "ddim", shape=(4, 1, 8, 8))
-    everywhere = draw(oracle, schedule, "ddim", shape=(4, 1, 8, 8), loss_guidance=ColorGuidance((1, 1, 1), 5.0))
+    everywhere = draw(oracle, schedule, "ddim", shape=(4, 1, 8, 8), guidance=ColorGuidance((1, 1, 1), 5.0))
     nowhere = draw(oracle, schedule, "ddim", shape=(4, 1, 8, 8),
-                   loss_guidance=ColorGuidance((1, 1, 1), 5.0, interval=(1, 49)))  # the grid is 950, 900, ..., 0
-    late = draw(oracle, schedule, "ddim", shape=(4, 1, 8, 8), loss_guidance=ColorGuidance((1, 1, 1), 5.0,
-                                                                                          interval=(0, 500)))
+                   guidance=ColorGuidance((1, 1, 1), 5.0, interval=(1, 49)))  # the grid is 950, 900, ..., 0
+    late = draw(oracle, schedule, "ddim", shape=(4, 1, 8, 8), guidance=ColorGuidance((1, 1, 1), 5.0,
+                                                                                     interval=(0, 500)))
     np.testing.assert_array_equal(nowhere, plain)
     assert 0 < (late - plain).mean() < (everywhere - plain).mean()
 
 
 def test_two_terms_add_up(oracle, schedule):
-    one = draw(oracle, schedule, "ddim", shape=(2, 1, 8, 8), loss_guidance=ColorGuidance((1, 1, 1), 2.0))
+    one = draw(oracle, schedule, "ddim", shape=(2, 1, 8, 8), guidance=ColorGuidance((1, 1, 1), 2.0))
     halves = draw(oracle, schedule, "ddim", shape=(2, 1, 8, 8),
-                  loss_guidance=[ColorGuidance((1, 1, 1), 1.0), ColorGuidance((1, 1, 1), 1.0)])
+                  guidance=[ColorGuidance((1, 1, 1), 1.0), ColorGuidance((1, 1, 1), 1.0)])
     np.testing.assert_allclose(halves, one, atol=1e-5)
 
 
@@ -212,13 +216,16 @@ def test_colours_are_read_in_the_forms_people_write_them():
 def test_bad_guidance_is_a_clear_error(oracle, schedule):
     with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
         ColorGuidance((1, 1, 1), -1)
-    with pytest.raises(TypeError, match="loss_guidance takes LossGuidance terms"):
-        draw(oracle, schedule, "ddim", shape=(1, 1, 4, 4), loss_guidance=[lambda x0, c: x0.sum()])
-    x0_model = oracle(schedule, MU, STD, prediction="x0")
+    with pytest.raises(TypeError, match="guidance takes ClassifierFreeGuidance and LossGuidance pieces"):
+        draw(oracle, schedule, "ddim", shape=(1, 1, 4, 4), guidance=[lambda x0, c: x0.sum()])
+    with pytest.raises(ValueError, match="one ClassifierFreeGuidance"):
+        draw(oracle, schedule, "ddim", shape=(1, 1, 4, 4),
+             guidance=[ClassifierFreeGuidance(2), ClassifierFreeGuidance(3)])
+    x0_model, x0_scheduler = oracle(schedule, MU, STD, prediction="x0"), DDIMScheduler(schedule, prediction_type="x0")
+    x0_scheduler.set_timesteps(5)
     with pytest.raises(ValueError, match="guide through the model"):
-        sample(x0_model, DDIMScheduler(schedule, prediction_type="x0"), (1, 1, 4, 4), 5, progress=False,
-               loss_guidance=ColorGuidance((1, 1, 1), 1.0))
-    guided, _ = sample(x0_model, DDIMScheduler(schedule, prediction_type="x0"), (1, 1, 4, 4), 5, progress=False,
-                       loss_guidance=ColorGuidance((1, 1, 1), 20.0), guidance_through_model=True)
-    plain, _ = sample(x0_model, DDIMScheduler(schedule, prediction_type="x0"), (1, 1, 4, 4), 5, progress=False)
+        sample(x0_model, x0_scheduler, (1, 1, 4, 4), progress=False, guidance=ColorGuidance((1, 1, 1), 1.0))
+    guided, _ = sample(x0_model, x0_scheduler, (1, 1, 4, 4), progress=False,
+                       guidance=ColorGuidance((1, 1, 1), 20.0, through_model=True))
+    plain, _ = sample(x0_model, x0_scheduler, (1, 1, 4, 4), progress=False)
     assert guided.mean() > plain.mean() + 0.05  # through the model, an x0-predicting model is steered

@@ -5,14 +5,20 @@ import pytest
 from mindspore import nn
 
 from ddpm_ms.diffusion import NoiseSchedule
-from ddpm_ms.sampling import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, make_scheduler, sample,
-                              spaced_timesteps)
+from ddpm_ms.sampling import (ClassifierFreeGuidance, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                              make_scheduler, sample, spaced_timesteps)
 from tiny_models import ARCHS, tiny_model
 
 # Per-pixel data N(MU, S^2): S = 0.5 is a typical pixel spread of images scaled to [-1, 1].
 MU, S = 0.3, 0.5
 SHAPE = (4096, 1, 4, 4)
 SDE_STD_REL = 0.05
+
+
+def stepped(scheduler, steps):
+    """`scheduler` on a grid of `steps` timesteps (sample runs the scheduler's grid)."""
+    scheduler.set_timesteps(steps)
+    return scheduler
 
 
 # Tolerances on the spread are the discretisation error measured for these step counts (DDIM 50:
@@ -29,7 +35,7 @@ SDE_STD_REL = 0.05
 def test_fast_samplers_reproduce_gaussian_data(name, kwargs, steps, std_rel, spacing, mean_abs, oracle):
     sched = NoiseSchedule(1000, "cosine")
     scheduler = make_scheduler(name, sched, clip_sample=False, timestep_spacing=spacing, **kwargs)
-    images, _ = sample(oracle(sched, MU, S), scheduler, SHAPE, steps, seed=3, progress=False)
+    images, _ = sample(oracle(sched, MU, S), stepped(scheduler, steps), SHAPE, seed=3, progress=False)
     assert images.mean() == pytest.approx(MU, abs=mean_abs)
     assert images.std() == pytest.approx(S, rel=std_rel)
 
@@ -40,9 +46,9 @@ def test_prediction_types_give_the_same_samples(name, prediction, oracle):
     # The same denoiser answering as x0 or v must give the images it gives answering as eps.
     sched = NoiseSchedule(1000, "cosine")
     shape = (64, 1, 4, 4)
-    want, _ = sample(oracle(sched, MU, S), make_scheduler(name, sched), shape, 20, seed=3, progress=False)
-    got, _ = sample(oracle(sched, MU, S, prediction), make_scheduler(name, sched, prediction_type=prediction),
-                    shape, 20, seed=3, progress=False)
+    want, _ = sample(oracle(sched, MU, S), stepped(make_scheduler(name, sched), 20), shape, seed=3, progress=False)
+    other = stepped(make_scheduler(name, sched, prediction_type=prediction), 20)
+    got, _ = sample(oracle(sched, MU, S, prediction), other, shape, seed=3, progress=False)
     np.testing.assert_allclose(got, want, atol=2e-4)
     assert np.abs(want - MU).max() > 0.1  # a sample that did not collapse to the mean
 
@@ -60,8 +66,8 @@ def test_ddim_with_eta_one_over_all_steps_is_ddpm(oracle, rng):
         np.testing.assert_allclose(b.prev_sample.asnumpy(), a.prev_sample.asnumpy(), rtol=1e-5, atol=1e-5)
     # ...and whole chains drawn from the same seed agree.
     denoiser = oracle(sched, MU, S)
-    x_ddpm, _ = sample(denoiser, ddpm, (8, 1, 4, 4), 1000, seed=5, progress=False)
-    x_ddim, _ = sample(denoiser, ddim, (8, 1, 4, 4), 1000, seed=5, progress=False)
+    x_ddpm, _ = sample(denoiser, stepped(ddpm, 1000), (8, 1, 4, 4), seed=5, progress=False)
+    x_ddim, _ = sample(denoiser, stepped(ddim, 1000), (8, 1, 4, 4), seed=5, progress=False)
     np.testing.assert_allclose(x_ddim, x_ddpm, atol=2e-4)
 
 
@@ -69,11 +75,12 @@ def test_ddim_with_eta_zero_is_deterministic_given_x_T(oracle, rng):
     sched = NoiseSchedule(1000, "cosine")
     denoiser = oracle(sched, MU, S)
     x_T = rng.standard_normal((4, 1, 4, 4)).astype(np.float32)
-    a, _ = sample(denoiser, DDIMScheduler(sched, eta=0.0), x_T.shape, 25, seed=1, x_T=x_T, progress=False)
-    b, _ = sample(denoiser, DDIMScheduler(sched, eta=0.0), x_T.shape, 25, seed=2, x_T=x_T, progress=False)
+    ddim, noisy = stepped(DDIMScheduler(sched, eta=0.0), 25), stepped(DDIMScheduler(sched, eta=0.5), 25)
+    a, _ = sample(denoiser, ddim, x_T.shape, seed=1, x_T=x_T, progress=False)
+    b, _ = sample(denoiser, ddim, x_T.shape, seed=2, x_T=x_T, progress=False)
     np.testing.assert_array_equal(a, b)
-    c, _ = sample(denoiser, DDIMScheduler(sched, eta=0.5), x_T.shape, 25, seed=1, x_T=x_T, progress=False)
-    d, _ = sample(denoiser, DDIMScheduler(sched, eta=0.5), x_T.shape, 25, seed=2, x_T=x_T, progress=False)
+    c, _ = sample(denoiser, noisy, x_T.shape, seed=1, x_T=x_T, progress=False)
+    d, _ = sample(denoiser, noisy, x_T.shape, seed=2, x_T=x_T, progress=False)
     assert np.abs(c - d).max() > 1e-3  # with eta > 0 the seed matters
 
 
@@ -82,12 +89,11 @@ def test_first_order_dpm_solver_is_ddim(spacing, oracle, rng):
     sched = NoiseSchedule(1000, "linear")
     denoiser = oracle(sched, MU, S)
     x_T = rng.standard_normal((64, 1, 2, 2)).astype(np.float32)
-    a, _ = sample(denoiser, DDIMScheduler(sched, eta=0.0, clip_sample=False, timestep_spacing=spacing), x_T.shape,
-                  15, x_T=x_T, progress=False)
-    b, _ = sample(denoiser, DPMSolverMultistepScheduler(sched, solver_order=1, clip_sample=False,  # DDIM's grid
-                                                        timestep_spacing=spacing, lambda_min_clipped=-np.inf),
-                  x_T.shape, 15,
-                  x_T=x_T, progress=False)
+    ddim = DDIMScheduler(sched, eta=0.0, clip_sample=False, timestep_spacing=spacing)
+    solver = DPMSolverMultistepScheduler(sched, solver_order=1, clip_sample=False, timestep_spacing=spacing,
+                                         lambda_min_clipped=-np.inf)  # DDIM's grid
+    a, _ = sample(denoiser, stepped(ddim, 15), x_T.shape, x_T=x_T, progress=False)
+    b, _ = sample(denoiser, stepped(solver, 15), x_T.shape, x_T=x_T, progress=False)
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
 
@@ -98,8 +104,8 @@ def test_first_order_sde_dpm_solver_is_ddim_with_eta_one(spacing, oracle):
     denoiser = oracle(sched, MU, S)
     sde = make_scheduler("dpm++sde", sched, solver_order=1, clip_sample=False, timestep_spacing=spacing)
     ddim = DDIMScheduler(sched, eta=1.0, clip_sample=False, timestep_spacing=spacing)
-    a, _ = sample(denoiser, ddim, (64, 1, 2, 2), 15, seed=4, progress=False)
-    b, _ = sample(denoiser, sde, (64, 1, 2, 2), 15, seed=4, progress=False)
+    a, _ = sample(denoiser, stepped(ddim, 15), (64, 1, 2, 2), seed=4, progress=False)
+    b, _ = sample(denoiser, stepped(sde, 15), (64, 1, 2, 2), seed=4, progress=False)
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
     assert [sde.needs_noise(t) for t in sde.timesteps] == [True] * 14 + [False]
 
@@ -126,12 +132,13 @@ def test_second_order_is_closer_to_the_exact_ode_solution(oracle, rng):
     denoiser = oracle(sched, MU, S)
     x_T = rng.standard_normal((256, 1, 2, 2)).astype(np.float32)
     # Both start from x_T at t = T-1 (trailing grids).
-    exact, _ = sample(denoiser, DDIMScheduler(sched, clip_sample=False), x_T.shape, 1000, x_T=x_T, progress=False)
+    exact, _ = sample(denoiser, stepped(DDIMScheduler(sched, clip_sample=False), 1000), x_T.shape, x_T=x_T,
+                      progress=False)
     errors = {}
     for order in (1, 2):
         solver = DPMSolverMultistepScheduler(sched, solver_order=order, clip_sample=False, timestep_spacing="trailing",
                                              lambda_min_clipped=-np.inf)
-        got, _ = sample(denoiser, solver, x_T.shape, 20, x_T=x_T, progress=False)
+        got, _ = sample(denoiser, stepped(solver, 20), x_T.shape, x_T=x_T, progress=False)
         errors[order] = np.abs(got - exact).mean()
     # Measured: 0.030 at first order, 0.0005 at second.
     assert errors[2] < 0.1 * errors[1], errors
@@ -250,7 +257,7 @@ def test_clipped_start_makes_the_ode_robust_to_a_small_eps_error(oracle):
     for limit in (-np.inf, -4.3):
         for err in (0.0, 0.003, -0.003):
             solver = DPMSolverMultistepScheduler(sched, lambda_min_clipped=limit)
-            images, _ = sample(OffOracle(oracle(sched, MU, S), err), solver, SHAPE, 20, seed=3, progress=False)
+            images, _ = sample(OffOracle(oracle(sched, MU, S), err), stepped(solver, 20), SHAPE, seed=3, progress=False)
             spread[limit, err] = float(images.std())
     for err in (0.003, -0.003):
         shift_from_999 = abs(spread[-np.inf, err] - spread[-np.inf, 0.0])
@@ -356,8 +363,8 @@ def test_every_scheduler_runs_each_backbone_compiled_as_it_does_eagerly(name, ar
     shape, labels = (4, 1, 8, 8), np.array([0, 1, 2, 0], np.int32)
 
     def draw(jit, class_labels=labels):
-        return sample(net, make_scheduler(name, sched), shape, 5, seed=1, jit=jit, progress=False,
-                      class_labels=class_labels, guidance_scale=2.0)[0]
+        return sample(net, stepped(make_scheduler(name, sched), 5), shape, seed=1, jit=jit, progress=False,
+                      class_labels=class_labels, guidance=ClassifierFreeGuidance(2.0))[0]
 
     compiled = draw(True)
     np.testing.assert_allclose(compiled, draw(False), atol=2e-5)

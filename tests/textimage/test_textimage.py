@@ -114,18 +114,16 @@ class BrightnessPair:
 
 def test_any_encoder_pair_can_guide(oracle):
     schedule = NoiseSchedule(1000, "cosine")
-    model = oracle(schedule, -0.4, 0.3)
-    plain, _ = sample(model, DDIMScheduler(schedule), (4, 1, 8, 8), 20, progress=False)
-    guided, _ = sample(model, DDIMScheduler(schedule), (4, 1, 8, 8), 20, progress=False,
-                       loss_guidance=TextGuidance("anything bright", BrightnessPair(), scale=5.0))
+    model, scheduler = oracle(schedule, -0.4, 0.3), DDIMScheduler(schedule)
+    scheduler.set_timesteps(20)
+    prompt = TextGuidance("anything bright", BrightnessPair(), scale=5.0)
+    plain, _ = sample(model, scheduler, (4, 1, 8, 8), progress=False)
+    guided, _ = sample(model, scheduler, (4, 1, 8, 8), progress=False, guidance=prompt)
     assert guided.mean() > plain.mean() + 0.1
-    # A prompt's gradient goes through the denoiser unless the term says otherwise, whatever the sampler's flag.
-    forced, _ = sample(model, DDIMScheduler(schedule), (4, 1, 8, 8), 20, progress=False, guidance_through_model=True,
-                       loss_guidance=TextGuidance("anything bright", BrightnessPair(), scale=5.0))
-    formula, _ = sample(model, DDIMScheduler(schedule), (4, 1, 8, 8), 20, progress=False,
-                        loss_guidance=TextGuidance("anything bright", BrightnessPair(), 5.0, through_model=False))
-    np.testing.assert_allclose(forced, guided, atol=1e-6)
-    assert np.abs(formula - guided).max() > 1e-3
+    # A prompt's gradient goes through the denoiser unless the term says otherwise.
+    formula, _ = sample(model, scheduler, (4, 1, 8, 8), progress=False,
+                        guidance=TextGuidance("anything bright", BrightnessPair(), 5.0, through_model=False))
+    assert prompt.through_model and np.abs(formula - guided).max() > 1e-3
     with pytest.raises(TypeError, match="`image` encoder"):
         TextGuidance("a bag", object(), 1.0)
 
@@ -141,6 +139,6 @@ def test_a_prompt_steers_the_shipped_pipeline_toward_its_class(shipped):
     classify = FeatureExtractor("fashion_mnist")
     kinds = {}
     for name, terms in (("plain", None), ("guided", [TextGuidance("a photo of a trouser", shipped, 40.0)])):
-        images = pipe(24, class_labels="none", seed=3, loss_guidance=terms, progress=False).images
+        images = pipe(24, class_labels="none", seed=3, guidance=terms, progress=False).images
         kinds[name] = (classify(images)[1].argmax(axis=1) == 1).mean()
     assert kinds["guided"] >= kinds["plain"] + 0.25
