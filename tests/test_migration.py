@@ -12,8 +12,8 @@ import pytest
 from ddpm_ms.config import CONFIG_FORMAT, Config, FLAT_MODEL_FIELDS
 from ddpm_ms.models import DiTConfig, UNetConfig
 from ddpm_ms.pipeline import FORMAT_VERSION, DiffusionPipeline
-from ddpm_ms.pipeline import files
-from ddpm_ms.pipeline.pipeline import PRETRAINED_DIR
+from ddpm_ms.pipeline import directory
+from ddpm_ms.pipeline.diffusion_pipeline import PRETRAINED_DIR
 from ddpm_ms.training import Trainer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -28,9 +28,9 @@ def draw(pipe):
 def test_the_fixtures_are_in_the_old_formats():
     run = json.loads((FIXTURES / "run_v2" / "config.json").read_text())
     assert run["format_version"] == 2 and set(run["model"]) == set(FLAT_MODEL_FIELDS)
-    dit = json.loads((FIXTURES / "pipeline_v1_dit" / files.MODEL_CONFIG).read_text())
+    dit = json.loads((FIXTURES / "pipeline_v1_dit" / directory.MODEL_CONFIG).read_text())
     assert dit["format_version"] == 1 and set(FLAT_MODEL_FIELDS) <= set(dit)  # a DiT with the U-Nets' fields
-    shipped = json.loads((FIXTURES / "pipeline_v1_shipped" / files.MODEL_CONFIG).read_text())
+    shipped = json.loads((FIXTURES / "pipeline_v1_shipped" / directory.MODEL_CONFIG).read_text())
     assert shipped["format_version"] == 1 and shipped["arch"] == "unet"
 
 
@@ -73,7 +73,7 @@ def test_a_format_1_pipeline_directory_loads_samples_and_is_saved_in_the_current
     assert isinstance(pipe.model_config, DiTConfig)
     np.testing.assert_allclose(draw(pipe), BEFORE["dit"], atol=1e-5)
     out = pipe.save_pretrained(tmp_path / "again")
-    model = json.loads((out / files.MODEL_CONFIG).read_text())
+    model = json.loads((out / directory.MODEL_CONFIG).read_text())
     assert model["format_version"] == FORMAT_VERSION and "dim" not in model and model["_class_name"] == "DiT"
     again = DiffusionPipeline.from_pretrained(out)
     assert again.model_config == pipe.model_config
@@ -83,7 +83,7 @@ def test_a_format_1_pipeline_directory_loads_samples_and_is_saved_in_the_current
 def test_the_shipped_pipeline_in_its_old_format_samples_what_it_sampled(tmp_path):
     old = tmp_path / "shipped_v1"
     shutil.copytree(FIXTURES / "pipeline_v1_shipped", old)
-    shutil.copy(PRETRAINED_DIR / "fashion_mnist" / files.WEIGHTS, old / files.WEIGHTS)
+    shutil.copy(PRETRAINED_DIR / "fashion_mnist" / directory.WEIGHTS, old / directory.WEIGHTS)
     pipe = DiffusionPipeline.from_pretrained(old)
     assert isinstance(pipe.model_config, UNetConfig)
     np.testing.assert_allclose(draw(pipe), BEFORE["shipped"], atol=1e-5)

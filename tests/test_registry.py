@@ -23,7 +23,7 @@ from ddpm_ms.diffusion import NoiseSchedule
 from ddpm_ms.models import build_model
 from ddpm_ms.models.layers import Conv2d, Dense, SinusoidalTimeEmbedding, add_label
 from ddpm_ms.pipeline import DiffusionPipeline
-from ddpm_ms.pipeline import files as pipeline_files
+from ddpm_ms.pipeline import directory as pipeline_directory
 from ddpm_ms.registry import (BACKBONES, DATASETS, SAMPLERS, Backbone, Dataset, Registry, Sampler, UnknownName)
 from ddpm_ms.sampling import make_scheduler, sample
 from ddpm_ms.sampling.base import Scheduler, SchedulerOutput
@@ -209,8 +209,8 @@ def toy_pipe(toy_run):
 @pytest.mark.slow
 def test_the_toys_go_through_a_pipeline_directory(toy_pipe):
     saved, before = toy_pipe
-    assert json.loads((saved / pipeline_files.MODEL_CONFIG).read_text())["_class_name"] == "ToyNet"
-    assert json.loads((saved / pipeline_files.SCHEDULER_CONFIG).read_text())["_class_name"] == "EulerScheduler"
+    assert json.loads((saved / pipeline_directory.MODEL_CONFIG).read_text())["_class_name"] == "ToyNet"
+    assert json.loads((saved / pipeline_directory.SCHEDULER_CONFIG).read_text())["_class_name"] == "EulerScheduler"
     again = DiffusionPipeline.from_pretrained(saved)
     assert again.class_names == ["dark", "light"] and again.dataset == "toy_squares"
     np.testing.assert_array_equal(again(num_images=4, class_labels="light", seed=1, progress=False).images, before)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ddpm_ms.cli.args import non_negative_int
-from ddpm_ms.pipeline.pipeline import DEFAULT_PRETRAINED
+from ddpm_ms.pipeline.diffusion_pipeline import DEFAULT_PRETRAINED
 from ddpm_ms.registry import SAMPLERS
 
 MASKS = ("none (image-to-image)", "left half", "right half", "top half", "bottom half", "centre", "border")

@@ -1,6 +1,6 @@
 """python scripts/export.py --run RUN --to DIR: hand a trained model to someone else.
 
-Writes a pipeline directory (ddpm_ms/pipeline/files.py): the run's EMA weights (or --weights raw)
+Writes a pipeline directory (ddpm_ms/pipeline/directory.py): the run's EMA weights (or --weights raw)
 in safetensors, model_config.json, scheduler_config.json and a model card (README.md) that names
 the data set, the training steps, the newest evaluation of that checkpoint in the run's
 eval.jsonl (FID, its floor and sample count; evaluate.py makes one) and the training command.

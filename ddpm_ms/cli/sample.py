@@ -25,7 +25,7 @@ from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, S
                               guidance_interval, sampler_flag_problem, sampler_help, timestep_list,
                               non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
 from ddpm_ms.cli.steering import add_steering_flags, describe, editing_task, loss_guidance_terms
-from ddpm_ms.pipeline.pipeline import DEFAULT_PRETRAINED
+from ddpm_ms.pipeline.diffusion_pipeline import DEFAULT_PRETRAINED
 from ddpm_ms.registry import SAMPLERS
 
 

@@ -19,11 +19,11 @@ import numpy as np
 from ddpm_ms.cli.args import non_negative_int, positive_float, positive_int
 from ddpm_ms.cli.command import command
 from ddpm_ms.pipeline import DiffusionPipeline
-from ddpm_ms.pipeline.pipeline import DEFAULT_PRETRAINED
+from ddpm_ms.pipeline.diffusion_pipeline import DEFAULT_PRETRAINED
 from ddpm_ms.registry import DATASETS
 from ddpm_ms.textimage import TextImageModel
 from ddpm_ms.textimage.model import TextImageConfig
-from ddpm_ms.textimage.training import LabelledImages, denoiser_views, phrase_accuracy, train, zero_shot_accuracy
+from ddpm_ms.textimage.contrastive import LabelledImages, denoiser_views, phrase_accuracy, train, zero_shot_accuracy
 from ddpm_ms.textimage.vocab import worded_datasets
 
 

@@ -16,7 +16,7 @@ from ddpm_ms.config import CONFIG_FORMAT, Config, DataConfig, DiffusionConfig, S
 from ddpm_ms.data import load_idx_dataset
 from ddpm_ms.models import UNetConfig, build_model
 from ddpm_ms.pipeline import DiffusionPipeline, PipelineFileError
-from ddpm_ms.pipeline import files
+from ddpm_ms.pipeline import directory
 from ddpm_ms.sampling import ClassifierFreeGuidance, Img2Img
 from ddpm_ms.training import Trainer
 from tiny_models import TINY
@@ -97,13 +97,13 @@ def test_sample_cli_draws_from_a_pipeline_directory(exported, tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage,named,says", [
-    ("missing_weights", files.WEIGHTS, "is missing"),
-    ("missing_model_config", files.MODEL_CONFIG, "is missing"),
-    ("cut_weights", files.WEIGHTS, "cannot be read"),
-    ("other_width", files.WEIGHTS, "does not fit the model"),
-    ("newer_format", files.SCHEDULER_CONFIG, "newer than this ddpm_ms reads"),
-    ("bad_json", files.MODEL_CONFIG, "not valid JSON"),
-    ("unknown_key", files.MODEL_CONFIG, "does not describe a model"),
+    ("missing_weights", directory.WEIGHTS, "is missing"),
+    ("missing_model_config", directory.MODEL_CONFIG, "is missing"),
+    ("cut_weights", directory.WEIGHTS, "cannot be read"),
+    ("other_width", directory.WEIGHTS, "does not fit the model"),
+    ("newer_format", directory.SCHEDULER_CONFIG, "newer than this ddpm_ms reads"),
+    ("bad_json", directory.MODEL_CONFIG, "not valid JSON"),
+    ("unknown_key", directory.MODEL_CONFIG, "does not describe a model"),
 ])
 def test_a_damaged_pipeline_is_one_line_naming_the_file(exported, tmp_path, capsys, damage, named, says):
     pipe_dir = shutil.copytree(exported[0], tmp_path / "pipe")
@@ -114,15 +114,15 @@ def test_a_damaged_pipeline_is_one_line_naming_the_file(exported, tmp_path, caps
         (pipe_dir / named).chmod(0o644)
         (pipe_dir / named).write_bytes(data[:len(data) // 2])
     elif damage in ("other_width", "newer_format", "unknown_key"):
-        d = json.loads((pipe_dir / (files.SCHEDULER_CONFIG if damage == "newer_format" else files.MODEL_CONFIG)).read_text())
+        d = json.loads((pipe_dir / (directory.SCHEDULER_CONFIG if damage == "newer_format" else directory.MODEL_CONFIG)).read_text())
         if damage == "other_width":
             key, value = WIDTH_KEY[exported[3]]
             d[key] = value
         elif damage == "newer_format":
-            d["format_version"] = files.FORMAT_VERSION + 1
+            d["format_version"] = directory.FORMAT_VERSION + 1
         else:
             d["dpeth"] = 3
-        (pipe_dir / (files.SCHEDULER_CONFIG if damage == "newer_format" else files.MODEL_CONFIG)).write_text(json.dumps(d))
+        (pipe_dir / (directory.SCHEDULER_CONFIG if damage == "newer_format" else directory.MODEL_CONFIG)).write_text(json.dumps(d))
     else:
         (pipe_dir / named).write_text('{"format_version": 1, "dim": ')
     with pytest.raises(PipelineFileError) as info:
@@ -193,10 +193,10 @@ def test_a_pipeline_config_newer_than_the_code_is_refused(tmp_path):
     cfg = tiny_config()
     pipe = DiffusionPipeline.from_config(cfg, build_model(cfg.model))
     out = pipe.save_pretrained(tmp_path / "p")
-    d = json.loads((out / files.MODEL_CONFIG).read_text())
+    d = json.loads((out / directory.MODEL_CONFIG).read_text())
     d["format_version"] = 99
-    (out / files.MODEL_CONFIG).write_text(json.dumps(d))
-    with pytest.raises(PipelineFileError, match=rf"format_version 99, newer than this ddpm_ms reads \({files.FORMAT_VERSION}\)"):
+    (out / directory.MODEL_CONFIG).write_text(json.dumps(d))
+    with pytest.raises(PipelineFileError, match=rf"format_version 99, newer than this ddpm_ms reads \({directory.FORMAT_VERSION}\)"):
         DiffusionPipeline.from_pretrained(out)
 
 

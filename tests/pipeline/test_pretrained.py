@@ -6,7 +6,7 @@ import numpy as np
 
 from ddpm_ms.metrics.evaluation import FeatureExtractor
 from ddpm_ms.pipeline import DEFAULT_PRETRAINED, DiffusionPipeline, shipped_pipelines
-from ddpm_ms.pipeline.pipeline import PRETRAINED_DIR
+from ddpm_ms.pipeline.diffusion_pipeline import PRETRAINED_DIR
 
 
 def test_the_default_is_shipped_small_and_self_describing():

@@ -14,7 +14,7 @@ from ddpm_ms.diffusion import NoiseSchedule
 from ddpm_ms.sampling import DDIMScheduler, sample
 from ddpm_ms.textimage import TextGuidance, TextImageConfig, TextImageModel, load_text_image_model
 from ddpm_ms.textimage.model import SHIPPED
-from ddpm_ms.textimage.training import LabelledImages, phrase_accuracy, train, zero_shot_accuracy
+from ddpm_ms.textimage.contrastive import LabelledImages, phrase_accuracy, train, zero_shot_accuracy
 from ddpm_ms.registry import DATASETS
 from ddpm_ms.textimage.vocab import TEMPLATES, class_phrases, tokenize, word_grams, words, worded_datasets
 

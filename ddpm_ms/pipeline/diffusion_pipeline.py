@@ -8,7 +8,7 @@
 
 It is the one place that turns a model into images: sample.py, evaluate.py, the trainer's grids
 and evaluations, the notebook and the benchmarks all call it. `from_pretrained` reads a pipeline
-directory (ddpm_ms/pipeline/files.py), a training run directory (its config.json and newest
+directory (ddpm_ms/pipeline/directory.py), a training run directory (its config.json and newest
 checkpoint) or one checkpoint of a run; `save_pretrained` writes a pipeline directory that needs
 nothing else to sample.
 """
@@ -24,7 +24,7 @@ from ddpm_ms import checkpoint as ckpt_io
 from ddpm_ms.config import Config, DiffusionConfig, ModelConfig, SamplingConfig
 from ddpm_ms.data.datasets import class_names
 from ddpm_ms.models import build_model, count_parameters
-from ddpm_ms.pipeline import files
+from ddpm_ms.pipeline import directory
 from ddpm_ms.pipeline.card import render_card
 from ddpm_ms.pipeline.mindir import MINDIR, MindIRDenoiser
 from ddpm_ms.presets import DEFAULT_PRESET
@@ -49,7 +49,7 @@ class PipelineOutput:
 
 def shipped_pipelines() -> list[str]:
     """Names of the pipelines shipped inside the package (from_pretrained takes them)."""
-    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if files.is_pipeline_dir(p)) if PRETRAINED_DIR.is_dir() else []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if directory.is_pipeline_dir(p)) if PRETRAINED_DIR.is_dir() else []
 
 
 class DiffusionPipeline:
@@ -94,24 +94,24 @@ class DiffusionPipeline:
             path = PRETRAINED_DIR / str(path)
         if mindir:
             return cls._from_mindir(path)
-        if files.is_pipeline_dir(path):
+        if directory.is_pipeline_dir(path):
             if weights not in ("auto", "ema"):
                 raise ValueError(f"{path} is a pipeline directory: it holds one set of weights (weights='auto')")
             return cls._from_pipeline_dir(path)
         if path.is_dir() and (path / "config.json").is_file() or path.is_file():
             return cls._from_run(path, weights)
         known = ", ".join(shipped_pipelines()) or "none"
-        raise FileNotFoundError(f"{path} is neither a pipeline directory (with {files.MODEL_CONFIG}), a run directory "
+        raise FileNotFoundError(f"{path} is neither a pipeline directory (with {directory.MODEL_CONFIG}), a run directory "
                                 f"(with config.json), a checkpoint file nor a shipped pipeline (shipped: {known})")
 
     @classmethod
     def _from_pipeline_dir(cls, path: Path) -> "DiffusionPipeline":
-        parts = files.read_pipeline_dir(path)
+        parts = directory.read_pipeline_dir(path)
         model = build_model(parts["model_config"])
         if problems := ckpt_io.fit_problems(model, parts["weights"]):
-            raise files.PipelineFileError(f"{path / files.WEIGHTS} does not fit the model {files.MODEL_CONFIG} "
+            raise directory.PipelineFileError(f"{path / directory.WEIGHTS} does not fit the model {directory.MODEL_CONFIG} "
                                           f"describes: {'. '.join(problems)}; export the pipeline again")
-        ckpt_io.assign(model, parts["weights"], str(path / files.WEIGHTS))
+        ckpt_io.assign(model, parts["weights"], str(path / directory.WEIGHTS))
         pipe = cls(model, parts["model_config"], parts["diffusion"], parts["sampling"], parts["dataset"],
                    parts["class_names"], parts["card"], source=str(path))
         pipe.loaded_weights = "pipeline"
@@ -122,7 +122,7 @@ class DiffusionPipeline:
         if not (path / MINDIR).is_file():
             raise FileNotFoundError(f"{path / MINDIR} does not exist: export the model with scripts/export.py "
                                     f"--format mindir --to {path}")
-        parts = files.read_pipeline_dir(path)
+        parts = directory.read_pipeline_dir(path)
         pipe = cls(MindIRDenoiser(path / MINDIR), parts["model_config"], parts["diffusion"], parts["sampling"],
                    parts["dataset"], parts["class_names"], parts["card"], source=str(path))
         pipe.loaded_weights = "mindir"
@@ -150,10 +150,10 @@ class DiffusionPipeline:
         return pipe
 
     def save_pretrained(self, out, card: str | None = None, overwrite: bool = False) -> Path:
-        """Write this pipeline as a directory (see ddpm_ms/pipeline/files.py): the model's current
+        """Write this pipeline as a directory (see ddpm_ms/pipeline/directory.py): the model's current
         weights, its configs and `card` (default: this pipeline's card, or a short one)."""
         card = card if card is not None else self.card or render_card(self.card_info())
-        return files.write_pipeline_dir(out, self.model, self.model_config, self.diffusion, self.sampling,
+        return directory.write_pipeline_dir(out, self.model, self.model_config, self.diffusion, self.sampling,
                                         self.dataset, self.class_names, card, overwrite=overwrite)
 
     def card_info(self) -> dict:
