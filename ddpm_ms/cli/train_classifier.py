@@ -22,9 +22,10 @@ from ddpm_ms.cli.command import command
 from ddpm_ms.config import DataConfig
 from ddpm_ms.device import select_device
 from ddpm_ms.files import atomic_write
-from ddpm_ms.metrics.classifier import FeatureClassifier, accuracy, fit_classifier
+from ddpm_ms.metrics.classifier import FeatureClassifier
 from ddpm_ms.metrics.evaluation import CLASSIFIER_ENV, data_shape, scored_datasets
 from ddpm_ms.registry import DATASETS
+from ddpm_ms.training.feature_classifier import accuracy, fit_classifier
 
 USER_DIR = Path("classifiers")  # relative to the working directory, as train.py's runs/
 
