@@ -35,7 +35,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-MODES = ("graph", "pynative")
+from ddpm_ms.config import MODES  # graph, pynative (ddpm_ms.config imports nothing heavy)
+
 DEFAULT_BATCH = {"train": 32, "sample": 64}
 DEFAULT_SAMPLERS = ("ddpm", "ddim", "dpm++")  # dpm++sde costs what dpm++ does
 

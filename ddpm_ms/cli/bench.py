@@ -11,7 +11,7 @@ import json
 from dataclasses import replace
 
 from ddpm_ms.benchmark import DEFAULT_BATCH, DEFAULT_SAMPLERS, MODES, TRAIN_VARIANTS, Measurement, bench, bench_all
-from ddpm_ms.cli.args import model_flags, set_model_fields
+from ddpm_ms.cli.args import add_device_flags, model_flags, set_model_fields
 from ddpm_ms.cli.command import command
 from ddpm_ms.presets import preset, reference_preset
 from ddpm_ms.registry import BACKBONES, SAMPLERS
@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
                         "default unet)")
     p.add_argument("--preset", help="measure this preset instead (default: the --model's)")
     p.add_argument("--dim", type=int, help="override the (U-Net) preset's model width")
-    p.add_argument("--device", default="auto")
+    add_device_flags(p)
     p.add_argument("--amp-dtype", choices=["float32", "bfloat16"], default="float32",
                    help="bfloat16: the model's matrix products in bfloat16 as `--amp O1 --amp-dtype bfloat16` "
                         "trains (on CPU: in the C++ kernels, where the CPU has AVX512-BF16 or AMX)")

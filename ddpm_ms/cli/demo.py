@@ -15,8 +15,9 @@ import argparse
 import time
 from pathlib import Path
 
-from ddpm_ms.cli.args import non_negative_int
+from ddpm_ms.cli.args import add_device_flags, non_negative_int
 from ddpm_ms.cli.command import command
+from ddpm_ms.cli.steering import add_text_model_flag
 from ddpm_ms.device import select_device
 from ddpm_ms.pipeline import DEFAULT_PRETRAINED, DiffusionPipeline
 from ddpm_ms.web_demo import Demo, GradioMissing, launch, require_gradio
@@ -28,11 +29,10 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--model", metavar="DIR_OR_NAME",
                      help=f"a pipeline directory or shipped pipeline name (default: {DEFAULT_PRETRAINED!r})")
     src.add_argument("--run", type=Path, help="a training run directory (its newest checkpoint)")
-    p.add_argument("--text-model", type=Path, metavar="DIR",
-                   help="the text-image model for prompts (default: the shipped one)")
+    add_text_model_flag(p, "the page's text prompts")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=non_negative_int, default=7860, help="port (default 7860; 0: any free port)")
-    p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"])
+    add_device_flags(p)
     return p
 
 

@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 from ddpm_ms import viz
-from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit, _number,
-                              timestep_list,
-                              guidance_interval, non_negative_float, non_negative_int, positive_int,
-                              sampler_flag_problem, sampler_help, unit_float)
+from ddpm_ms.cli.args import (LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, _number, add_device_flags, add_guidance_flags,
+                              log_snr_limit, non_negative_int, positive_int, sampler_flag_problem, sampler_help,
+                              timestep_list)
 from ddpm_ms.cli.command import command
 from ddpm_ms.cli.steering import add_steering_flags, loss_guidance_terms
 from ddpm_ms.config import Config
@@ -61,14 +60,7 @@ def parser() -> argparse.ArgumentParser:
                         "990,900,700,500,300,100,0)")
     p.add_argument("--lambda-min-clipped", type=log_snr_limit, metavar="LOGSNR|none", help=LAMBDA_MIN_CLIPPED_HELP)
     p.add_argument("--solver-order", type=int, choices=[1, 2, 3], help=SOLVER_ORDER_HELP)
-    p.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
-                   help="class-conditional models (which draw every class equally often): the classifier-free "
-                        "guidance weight (default: the model's sampling.guidance_scale; 1: no guidance)")
-    p.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
-                   help="with guidance: rescale its output toward the conditional one's spread, against "
-                        "over-exposure (Lin et al. 2024; default: the model's sampling.guidance_rescale; 0: off)")
-    p.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
-                   help=GUIDANCE_INTERVAL_HELP + " (default: the model's sampling.guidance_interval)")
+    add_guidance_flags(p, "default: the model's sampling.{field}")
     p.add_argument("--class-label", metavar="LABEL",
                    help="class-conditional models: draw this class (number or name) or 'none' (the unconditional "
                         "model) for every image; default: every class in turn")
@@ -87,8 +79,7 @@ def parser() -> argparse.ArgumentParser:
                    help="class-conditional models and labelled .npz files: also the floor of each class's FID "
                         "(as many real train images of the class against its test images; class_fid_floor) "
                         "and a Markdown table of the classes on stderr")
-    p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"])
-    p.add_argument("--mode", default="graph", choices=["graph", "pynative"])
+    add_device_flags(p, compiles="the model and classifier calls")
     p.add_argument("--no-progress", action="store_true")
     add_steering_flags(p, editing=False)
     return p

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ddpm_ms import viz
-from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit,
-                              guidance_interval, sampler_flag_problem, sampler_help, timestep_list,
-                              non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
+from ddpm_ms.cli.args import (LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, add_device_flags, add_guidance_flags,
+                              log_snr_limit, sampler_flag_problem, sampler_help, timestep_list, non_negative_int,
+                              positive_float, positive_int, unit_float)
 from ddpm_ms.cli.command import command
 from ddpm_ms.cli.steering import add_steering_flags, describe, editing_task, loss_guidance_terms
 from ddpm_ms.device import select_device
@@ -84,14 +84,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--class-label", metavar="LABEL",
                    help="class-conditional models: draw this class only, by number or name (e.g. 7 or sneaker); "
                         "'none' draws unconditionally. Default: every class in turn, one per column")
-    p.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
-                   help="classifier-free guidance weight of a class-conditional model (default: the run's "
-                        "train.guidance_scale; 1: no guidance, 0: unconditional)")
-    p.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
-                   help="with guidance: rescale its output toward the conditional one's spread, against "
-                        "over-exposure (Lin et al. 2024; default: the model's sampling.guidance_rescale; 0: off)")
-    p.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
-                   help=GUIDANCE_INTERVAL_HELP + " (default: the model's sampling.guidance_interval)")
+    add_guidance_flags(p, "default: the model's sampling.{field}")
     p.add_argument("--num", type=positive_int, default=64, help="images to draw (default 64)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per model call (default 64)")
@@ -113,10 +106,7 @@ def parser() -> argparse.ArgumentParser:
                    help="runs and checkpoints: auto (default) the EMA weights when the checkpoint has them, else "
                         "the raw ones; both: EMA and raw side by side from the same noise")
     p.add_argument("--no-clip", action="store_true", help="do not clamp the predicted x0 to [-1, 1]")
-    p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"],
-                   help="auto picks Ascend, then GPU, then CPU")
-    p.add_argument("--mode", default="graph", choices=["graph", "pynative"],
-                   help="graph compiles the model call (fast); pynative runs op by op")
+    add_device_flags(p, compiles="the model call")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_steering_flags(p)
     return p

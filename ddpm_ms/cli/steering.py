@@ -21,6 +21,12 @@ def color_value(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def add_text_model_flag(p, scores: str = "--prompt") -> None:
+    """--text-model: the text-image model that scores `scores` (demo.py's page takes it too)."""
+    p.add_argument("--text-model", type=Path, metavar="DIR",
+                   help=f"a text-image model directory for {scores} (default: the shipped one)")
+
+
 def add_steering_flags(p: argparse.ArgumentParser, editing: bool = True) -> None:
     g = p.add_argument_group("loss guidance (docs/guidance.md)")
     g.add_argument("--color", type=color_value, metavar="R,G,B",
@@ -33,8 +39,7 @@ def add_steering_flags(p: argparse.ArgumentParser, editing: bool = True) -> None
                         "shipped with ddpm_ms (see --text-model)")
     g.add_argument("--prompt-scale", type=non_negative_float, metavar="S",
                    help=f"strength of --prompt (default {DEFAULT_PROMPT_SCALE:g}; 0: off)")
-    g.add_argument("--text-model", type=Path, metavar="DIR",
-                   help="a text-image model directory for --prompt (default: the shipped one)")
+    add_text_model_flag(g)
     g.add_argument("--loss-guidance-interval", type=guidance_interval, metavar="LO,HI|all",
                    help="apply --color and --prompt only at timesteps LO <= t <= HI (default: all)")
     g.add_argument("--guidance-through-model", action="store_true",
