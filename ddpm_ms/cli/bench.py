@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 
 from ddpm_ms.benchmark import DEFAULT_BATCH, DEFAULT_SAMPLERS, MODES, TRAIN_VARIANTS, Measurement, bench, bench_all
@@ -82,3 +83,6 @@ def run(args) -> int:
 
 
 main = command("bench.py", parser, run)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,6 +12,7 @@ Gradio is an optional extra: `pip install -e .[demo]`.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -57,3 +58,6 @@ def run(args) -> int:
 
 # OSError: a taken port (web_demo.PortTaken) or an unreadable model file, as before
 main = command("demo.py", parser, run, errors=(OSError, GradioMissing))
+
+if __name__ == "__main__":
+    sys.exit(main())
