@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import itertools
 import json
 import os
 import resource
@@ -34,6 +35,8 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
 
 from ddpm_ms.config import MODES  # graph, pynative (ddpm_ms.config imports nothing heavy)
 
@@ -133,10 +136,7 @@ def measure_train(job: Measurement) -> dict:
     """One optimizer update as the Trainer runs it, through the same HostLoop: host-drawn
     timesteps, noise and label drops, the compiled TrainStep (micro-batches, then the update)
     and the EMA's compiled average."""
-    import itertools
-
     import mindspore as ms
-    import numpy as np
     from ddpm_ms.models import build_model
     from ddpm_ms.training import EMA, HostLoop, TrainStep, WarmupSchedule, build_optimizer
 
@@ -178,7 +178,6 @@ def measure_sample(job: Measurement) -> dict:
     on a respaced 20-step chain, whose steps cost the same), then the model call alone and the
     loop without the model (scheduler updates, noise, timestep tensors) for the loop's overhead."""
     import mindspore as ms
-    import numpy as np
     from ddpm_ms.pipeline import DiffusionPipeline
     from ddpm_ms.sampling import compiled, noise_generator
 
@@ -239,7 +238,6 @@ def measure(job: Measurement) -> dict:
 
 
 def _summary(info, times, first, images_per_call, batch_size) -> dict:
-    import numpy as np
     total = float(np.sum(times))
     return {**info, "img_per_s": round(images_per_call * len(times) / total, 2),
             "step_ms_median": round(1000 * float(np.median(times)), 1),
