@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 
 from ddpm_ms.benchmark import DEFAULT_BATCH, DEFAULT_SAMPLERS, MODES, TRAIN_VARIANTS, Measurement, bench, bench_all
-from ddpm_ms.cli.args import add_device_flags, model_flags, set_model_fields
+from ddpm_ms.cli.args import add_device_flags, set_model_fields
 from ddpm_ms.cli.command import command
 from ddpm_ms.presets import preset, reference_preset
 from ddpm_ms.registry import BACKBONES, SAMPLERS
@@ -68,11 +68,9 @@ def run(args) -> int:
     if args.seconds < 0 or (args.batch_size is not None and args.batch_size < 1) or \
             (args.sample_steps is not None and args.sample_steps < 1):
         raise ValueError("--seconds must be >= 0, --batch-size and --sample-steps >= 1")
-    flags = {flag[2:].replace("-", "_"): field for flag, (field, _, _) in model_flags().items()}
-    job = Measurement(preset=args.preset, seconds=args.seconds, warmup=args.warmup, device=args.device,
-                      amp_dtype=args.amp_dtype, sample_steps=args.sample_steps, profile=args.profile,
-                      model_fields={field: getattr(args, name) for name, field in flags.items()
-                                    if getattr(args, name, None) is not None})
+    job = Measurement(preset=args.preset, model_fields={"dim": args.dim} if args.dim else {}, seconds=args.seconds,
+                      warmup=args.warmup, device=args.device, amp_dtype=args.amp_dtype, sample_steps=args.sample_steps,
+                      profile=args.profile)
     options = {"modes": args.modes, "variants": args.variants, "samplers": args.samplers, "progress": not args.json}
     if args.task == "all":
         result = bench_all(job, **options)
