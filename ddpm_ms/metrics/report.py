@@ -38,6 +38,7 @@ def _now() -> str:
 
 def read_npz(path: Path):
     """(images, labels) of an .npz: arr_0 (or its only array), and `labels` or None."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:
