@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--chromium", default="/usr/bin/chromium")
     args = p.parse_args(argv)
 
-    from ddpm_ms.cli.demo import Demo, launch, offline_environment
+    from ddpm_ms.web_demo import Demo, launch, offline_environment
 
     offline_environment()
     os.environ["NO_PROXY"] = "127.0.0.1,localhost"

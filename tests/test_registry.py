@@ -5,7 +5,6 @@ import json
 from dataclasses import dataclass
 from typing import ClassVar
 
-import mindspore as ms
 import mindspore.dataset as ds
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from mindspore import nn, ops
 
 from ddpm_ms.cli import sample as sample_cli
 from ddpm_ms.cli import train as train_cli
-from ddpm_ms.cli.demo import sampler_menu
+from ddpm_ms.web_demo import sampler_menu
 from ddpm_ms.cli.evaluate import main as evaluate_main
 from ddpm_ms.cli.train_classifier import main as train_classifier_main
 from ddpm_ms.config import (Config, DataConfig, DiffusionConfig, ModelConfig, SamplingConfig, TrainConfig,

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+from ddpm_ms.config import MODES
+from ddpm_ms.device import TARGETS
 from ddpm_ms.registry import BACKBONES, SAMPLERS
+
+DEVICES = ("auto", *TARGETS)
 
 
 def _number(convert, what: str, ok, requirement: str):
@@ -43,6 +47,38 @@ def guidance_interval(text):
 GUIDANCE_INTERVAL_HELP = ("guide only the sampling steps at timesteps LO <= t <= HI, the conditional model alone "
                           "elsewhere (Kynkaenniemi et al. 2024; e.g. 0,700 leaves the noisiest steps unguided); "
                           "all: every step")
+
+
+def add_guidance_flags(p, default: str) -> None:
+    """--guidance-scale, --guidance-rescale and --guidance-interval: classifier-free guidance of a
+    class-conditional model, on a parser or an argument group. `default` says what leaving one out
+    means, {field} standing for the sampling config field it is ("default: the model's
+    sampling.{field}"; train.py's flags set the run's own)."""
+    p.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
+                   help=f"classifier-free guidance weight of a class-conditional model "
+                        f"({default.format(field='guidance_scale')}; 1: no guidance, 0: unconditional)")
+    p.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
+                   help="with guidance: rescale its output toward the conditional one's spread, against "
+                        f"over-exposure (Lin et al. 2024; {default.format(field='guidance_rescale')}; 0: off)")
+    p.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
+                   help=f"{GUIDANCE_INTERVAL_HELP} ({default.format(field='guidance_interval')})")
+
+
+def device_name(text):
+    """--device in any case (cpu: CPU), as select_device reads it; argparse's choices refuse the rest."""
+    return {d.lower(): d for d in DEVICES}.get(text.lower(), text)
+
+
+def add_device_flags(p, compiles: str | None = None, from_config: bool = False) -> None:
+    """--device, and --mode for a command that compiles something (`compiles` says what). from_config:
+    no defaults here, the run's config (train.device, train.mode) fills them in."""
+    p.add_argument("--device", type=device_name, choices=DEVICES, default=None if from_config else "auto",
+                   help="auto picks Ascend, then GPU, then CPU (default: "
+                        + ("the config's train.device, auto in every preset)" if from_config else "auto)"))
+    if compiles:
+        p.add_argument("--mode", choices=MODES, default=None if from_config else "graph",
+                       help=f"graph compiles {compiles}; pynative runs op by op, for debugging (default: "
+                            + ("the config's train.mode, graph in every preset)" if from_config else "graph)"))
 
 
 LAMBDA_MIN_CLIPPED_HELP = ("dpm++ and dpm++sde: visit only timesteps whose log-SNR is at least this (diffusers' "

@@ -15,17 +15,20 @@ in turn (one per grid column) or the --class-label given, with classifier-free g
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, log_snr_limit,
-                              guidance_interval, sampler_flag_problem, sampler_help, timestep_list,
-                              non_negative_float, non_negative_int, positive_float, positive_int, unit_float)
+from ddpm_ms import viz
+from ddpm_ms.cli.args import (LAMBDA_MIN_CLIPPED_HELP, SOLVER_ORDER_HELP, add_device_flags, add_guidance_flags,
+                              log_snr_limit, sampler_flag_problem, sampler_help, timestep_list, non_negative_int,
+                              positive_float, positive_int, unit_float)
+from ddpm_ms.cli.command import command
 from ddpm_ms.cli.steering import add_steering_flags, describe, editing_task, loss_guidance_terms
-from ddpm_ms.pipeline.diffusion_pipeline import DEFAULT_PRETRAINED
+from ddpm_ms.device import select_device
+from ddpm_ms.pipeline import DEFAULT_PRETRAINED, DiffusionPipeline
+from ddpm_ms.pipeline.comparison import compare_samplers
 from ddpm_ms.registry import SAMPLERS
 
 
@@ -81,14 +84,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--class-label", metavar="LABEL",
                    help="class-conditional models: draw this class only, by number or name (e.g. 7 or sneaker); "
                         "'none' draws unconditionally. Default: every class in turn, one per column")
-    p.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
-                   help="classifier-free guidance weight of a class-conditional model (default: the run's "
-                        "train.guidance_scale; 1: no guidance, 0: unconditional)")
-    p.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
-                   help="with guidance: rescale its output toward the conditional one's spread, against "
-                        "over-exposure (Lin et al. 2024; default: the model's sampling.guidance_rescale; 0: off)")
-    p.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
-                   help=GUIDANCE_INTERVAL_HELP + " (default: the model's sampling.guidance_interval)")
+    add_guidance_flags(p, "default: the model's sampling.{field}")
     p.add_argument("--num", type=positive_int, default=64, help="images to draw (default 64)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per model call (default 64)")
@@ -110,10 +106,7 @@ def parser() -> argparse.ArgumentParser:
                    help="runs and checkpoints: auto (default) the EMA weights when the checkpoint has them, else "
                         "the raw ones; both: EMA and raw side by side from the same noise")
     p.add_argument("--no-clip", action="store_true", help="do not clamp the predicted x0 to [-1, 1]")
-    p.add_argument("--device", default="auto", choices=["auto", "Ascend", "GPU", "CPU"],
-                   help="auto picks Ascend, then GPU, then CPU")
-    p.add_argument("--mode", default="graph", choices=["graph", "pynative"],
-                   help="graph compiles the model call (fast); pynative runs op by op")
+    add_device_flags(p, compiles="the model call")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_steering_flags(p)
     return p
@@ -122,8 +115,6 @@ def parser() -> argparse.ArgumentParser:
 def load_pipeline(args, weights: str | None = None):
     """The pipeline of --model / --run / --ckpt (the shipped default when none is given), and where
     its outputs go by default: the run's samples/ folder, else samples/ in the current directory."""
-    from ddpm_ms.pipeline import DiffusionPipeline
-
     source = args.model or args.run or args.ckpt or DEFAULT_PRETRAINED
     if args.model is not None and args.weights != "auto":
         raise UsageError("--weights chooses between a run's EMA and raw weights; a pipeline holds one set")
@@ -171,13 +162,8 @@ def resolve_steps(scheduler, steps, T) -> int:
     return steps
 
 
-def run(args) -> int:
-    from ddpm_ms import viz
-    from ddpm_ms.device import select_device
-
-    device = select_device(args.device)
-    pipe, samples_dir = load_pipeline(args, weights="ema" if args.weights == "both" else None)
-    args.sampler = args.sampler or pipe.sampling.sampler
+def check_sampler_flags(args) -> None:
+    """The sampling flags that contradict each other or --sampler (resolved from the model): a UsageError."""
     given = [flag for flag, value in (("--eta", args.eta), ("--solver-order", args.solver_order)) if value is not None]
     if given and args.compare:
         raise UsageError(f"--compare draws each sampler at its defaults: drop {' and '.join(given)}")
@@ -191,6 +177,20 @@ def run(args) -> int:
         raise UsageError("--timesteps is the whole grid: drop --steps and --spacing")
     if args.weights == "both" and (args.compare or args.save_dir or args.npz or args.gif):
         raise UsageError("--weights both writes one side-by-side figure: drop --compare, --save-dir, --npz and --gif")
+
+
+def guidance_note(cfg) -> str:
+    """How classifier-free guidance was set, for the summary line ("" without guidance)."""
+    w, phi, interval = (cfg.scale, cfg.rescale, cfg.interval) if cfg is not None else (1, 0, None)
+    return (f", guidance w = {w:g}" + (f" rescaled {phi:g}" if phi else "")
+            + (f" at {interval[0]} <= t <= {interval[1]}" if interval else "")) if w != 1 else ""
+
+
+def run(args) -> int:
+    device = select_device(args.device)
+    pipe, samples_dir = load_pipeline(args, weights="ema" if args.weights == "both" else None)
+    args.sampler = args.sampler or pipe.sampling.sampler
+    check_sampler_flags(args)
     T = pipe.diffusion.timesteps
     labels = class_labels(args, pipe)
     if labels is not None and args.class_label is None and args.nrow is None:
@@ -205,19 +205,13 @@ def run(args) -> int:
     print(f"model: {pipe.source} ({pipe.dataset}, T = {T}{weights})  device: {device}  mode: {args.mode}")
 
     if args.compare:
-        grids, lines = {}, []
-        for name in SAMPLERS:
-            takes_lambda = "lambda_min_clipped" in SAMPLERS[name].options
-            scheduler = pipe.scheduler(name, clip_sample=not args.no_clip, timestep_spacing=args.spacing,
-                                       lambda_min_clipped=args.lambda_min_clipped if takes_lambda else None)
-            steps = scheduler.num_inference_steps
-            tic = time.perf_counter()
-            images = task(args.num, scheduler=scheduler, **common).images
-            seconds = time.perf_counter() - tic
-            grids[f"{sampler_title(name)}, {steps} steps\n{seconds:.1f} s for {args.num} images"] = images
-            lines.append(f"{sampler_title(name):>19}: {steps:4d} steps, {seconds:6.1f} s, {args.num / seconds:6.1f} images/s")
+        drawn = compare_samplers(task, args.num, clip_sample=not args.no_clip, timestep_spacing=args.spacing,
+                                 lambda_min_clipped=args.lambda_min_clipped, **common)
+        grids = {f"{sampler_title(d.sampler)}, {d.steps} steps\n{d.seconds:.1f} s for {args.num} images": d.images
+                 for d in drawn}
         out = viz.save_comparison(grids, args.out or samples_dir / f"compare-seed{args.seed}.png")
-        print("\n".join(lines))
+        print("\n".join(f"{sampler_title(d.sampler):>19}: {d.steps:4d} steps, {d.seconds:6.1f} s, "
+                        f"{args.num / d.seconds:6.1f} images/s" for d in drawn))
         print(f"comparison: {out}")
         return 0
 
@@ -240,10 +234,8 @@ def run(args) -> int:
     seconds = time.perf_counter() - tic
     tag = sampler_tag(args, steps) + steering_tag(terms, task.edit)
     grid = viz.save_grid(images, args.out or samples_dir / f"{tag}.png", nrow=args.nrow)
-    w, phi, interval = (cfg.scale, cfg.rescale, cfg.interval) if cfg is not None else (1, 0, None)
-    guided = (f", guidance w = {w:g}" + (f" rescaled {phi:g}" if phi else "")
-              + (f" at {interval[0]} <= t <= {interval[1]}" if interval else "")) if w != 1 else ""
-    print(f"{args.num} images with {sampler_title(args.sampler, args.solver_order)} in {steps} steps{guided}: "
+    print(f"{args.num} images with {sampler_title(args.sampler, args.solver_order)} in {steps} steps"
+          f"{guidance_note(cfg)}: "
           f"{seconds:.1f} s ({args.num / seconds:.1f} images/s, "
           f"{steps * -(-args.num // args.batch_size) / seconds:.1f} model calls/s){describe(args, terms)}")
     print(f"grid: {grid}")
@@ -262,9 +254,6 @@ def run(args) -> int:
 
 def compare_weights(args, ema_pipe, scheduler, steps, samples_dir, common) -> int:
     """A run checkpoint's EMA and raw weights from the same noise, side by side."""
-    from ddpm_ms import viz
-    from ddpm_ms.pipeline import DiffusionPipeline
-
     if args.model is not None or ema_pipe.checkpoint is None:
         raise UsageError("--weights both compares a run's EMA and raw weights: pass --run or --ckpt")
     raw_pipe = DiffusionPipeline.from_pretrained(ema_pipe.checkpoint, weights="raw")
@@ -280,13 +269,4 @@ def compare_weights(args, ema_pipe, scheduler, steps, samples_dir, common) -> in
     return 0
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    from ddpm_ms.checkpoint import CheckpointMismatch, CheckpointUnreadable
-    from ddpm_ms.device import DeviceUnavailable
-
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, CheckpointMismatch, CheckpointUnreadable, DeviceUnavailable) as e:
-        print(f"sample.py: error: {e}", file=sys.stderr)
-        return 2
+main = command("sample.py", parser, run)

@@ -7,18 +7,24 @@ import argparse
 from pathlib import Path
 
 from ddpm_ms.cli.args import guidance_interval, non_negative_float, positive_int, unit_float
+from ddpm_ms.sampling.loss_guidance import ColorGuidance, parse_color
+from ddpm_ms.textimage import TextGuidance, load_text_image_model
 
 DEFAULT_COLOR_SCALE = 20.0
 DEFAULT_PROMPT_SCALE = 20.0
 
 
 def color_value(text):
-    from ddpm_ms.sampling.loss_guidance import parse_color
-
     try:
         return parse_color(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_text_model_flag(p, scores: str = "--prompt") -> None:
+    """--text-model: the text-image model that scores `scores` (demo.py's page takes it too)."""
+    p.add_argument("--text-model", type=Path, metavar="DIR",
+                   help=f"a text-image model directory for {scores} (default: the shipped one)")
 
 
 def add_steering_flags(p: argparse.ArgumentParser, editing: bool = True) -> None:
@@ -33,8 +39,7 @@ def add_steering_flags(p: argparse.ArgumentParser, editing: bool = True) -> None
                         "shipped with ddpm_ms (see --text-model)")
     g.add_argument("--prompt-scale", type=non_negative_float, metavar="S",
                    help=f"strength of --prompt (default {DEFAULT_PROMPT_SCALE:g}; 0: off)")
-    g.add_argument("--text-model", type=Path, metavar="DIR",
-                   help="a text-image model directory for --prompt (default: the shipped one)")
+    add_text_model_flag(g)
     g.add_argument("--loss-guidance-interval", type=guidance_interval, metavar="LO,HI|all",
                    help="apply --color and --prompt only at timesteps LO <= t <= HI (default: all)")
     g.add_argument("--guidance-through-model", action="store_true",
@@ -57,8 +62,6 @@ def add_steering_flags(p: argparse.ArgumentParser, editing: bool = True) -> None
 
 def loss_guidance_terms(args, pipe) -> list:
     """The LossGuidance terms the flags ask for (none when no --color / --prompt)."""
-    from ddpm_ms.sampling.loss_guidance import ColorGuidance
-
     interval = args.loss_guidance_interval or None  # () means all
     terms = []
     if args.color_scale is not None and args.color is None:
@@ -71,8 +74,6 @@ def loss_guidance_terms(args, pipe) -> list:
         scale = DEFAULT_COLOR_SCALE if args.color_scale is None else args.color_scale
         terms.append(ColorGuidance(args.color, scale, interval=interval, through_model=args.guidance_through_model))
     if args.prompt is not None:
-        from ddpm_ms.textimage import TextGuidance, load_text_image_model
-
         scale = DEFAULT_PROMPT_SCALE if args.prompt_scale is None else args.prompt_scale
         terms.append(TextGuidance(args.prompt, load_text_image_model(args.text_model), scale, interval=interval))
     if not terms and (args.guidance_through_model or args.loss_guidance_interval is not None):

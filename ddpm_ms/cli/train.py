@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from ddpm_ms.cli.args import (GUIDANCE_INTERVAL_HELP, add_model_flags, guidance_interval, non_negative_float,
+from ddpm_ms.cli.args import (add_device_flags, add_guidance_flags, add_model_flags, non_negative_float,
                                non_negative_int, positive_float, positive_int, set_model_fields, unit_float)
 from ddpm_ms.cli.command import FlagError, command
 from ddpm_ms.config import AMP_DTYPES, AMP_LEVELS, LR_SCHEDULES, OPTIMIZERS, Config
@@ -58,14 +58,8 @@ def parser() -> argparse.ArgumentParser:
                    help="condition on the data's labels (10 for Fashion-MNIST and MNIST); 0: unconditional")
     c.add_argument("--cond-drop-prob", type=unit_float, metavar="P",
                    help="share of training labels replaced by 'no class' (default 0.1)")
-    c.add_argument("--guidance-scale", type=non_negative_float, metavar="W",
-                   help="guidance weight of the run's grids and evaluations, and the default of sample.py and "
-                        "evaluate.py (1: no guidance)")
-    c.add_argument("--guidance-rescale", type=unit_float, metavar="PHI",
-                   help="rescale the guided output toward the conditional one's spread, against over-exposure "
-                        "(Lin et al. 2024): the run's default for its grids and evaluations (0: off)")
-    c.add_argument("--guidance-interval", type=guidance_interval, metavar="LO,HI|all",
-                   help=GUIDANCE_INTERVAL_HELP + ": the run's default for its grids and evaluations")
+    add_guidance_flags(c, "sets the run's sampling.{field}, which its grids and evaluations and sample.py and "
+                          "evaluate.py use; default: that of the preset, config or run it starts from")
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<preset>-<time>)")
     p.add_argument("--data", type=Path, help="data directory (default: the embedded copy under data/)")
     p.add_argument("--dataset", choices=DATASETS.names(),
@@ -73,10 +67,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror a random half of the training images (preset default: on for photos, off for "
                         "Fashion-MNIST and MNIST, whose shoes face one way and whose digits are not symmetric)")
-    p.add_argument("--device", choices=["auto", "Ascend", "GPU", "CPU"],
-                   help="auto (default) picks Ascend, then GPU, then CPU")
-    p.add_argument("--mode", choices=["graph", "pynative"],
-                   help="graph (default) compiles the train step; pynative runs op by op (debugging)")
+    add_device_flags(p, compiles="the train step", from_config=True)
     p.add_argument("--seed", type=non_negative_int)
 
     g = p.add_argument_group("optimisation")

@@ -26,13 +26,17 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
+from mindspore import ops
 
 from ddpm_ms.data.errors import DataError
 from ddpm_ms.files import atomic_write
+from ddpm_ms.metrics.classifier import NUM_CLASSES, FeatureClassifier
 from ddpm_ms.metrics.fid import feature_statistics, frechet_distance
 from ddpm_ms.metrics.scores import class_histogram, inception_score, knn_radii, precision_recall
 from ddpm_ms.registry import DATASETS
+from ddpm_ms.viz import to_uint8
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # the committed classifiers (read only)
 CLASSIFIER_ENV = "DDPM_MS_CLASSIFIER_DIR"  # a folder of <data>_classifier.ckpt looked in before WEIGHTS_DIR
@@ -115,7 +119,6 @@ def to_uint8_images(images, shape) -> np.ndarray:
         if x.min() >= 0.0 and x.max() > 0.0:
             raise ValueError("float images are expected in [-1, 1] (what the samplers return), but these have no "
                              "negative values: images in [0, 1] would be scored wrong. Pass x * 2 - 1, or uint8")
-        from ddpm_ms.viz import to_uint8
         return to_uint8(x)
     if x.ndim == 3 and c == 1:
         x = x[:, None]
@@ -132,11 +135,6 @@ class FeatureExtractor:
     then the committed ones): images -> (penultimate features, class probabilities)."""
 
     def __init__(self, data: str, batch_size: int = 500, jit: bool = True, weights=None):
-        import mindspore as ms
-        from mindspore import ops
-
-        from ddpm_ms.metrics.classifier import FeatureClassifier
-
         path = classifier_weights(data, weights)
         self.data, self.batch_size, self.fingerprint = data, batch_size, _file_digest(path)
         self.shape = data_shape(data)
@@ -155,8 +153,6 @@ class FeatureExtractor:
 
     def __call__(self, images) -> tuple[np.ndarray, np.ndarray]:
         """(features (N, 128), probabilities (N, 10)), both float32."""
-        import mindspore as ms
-
         x = to_uint8_images(images, self.shape).astype(np.float32) / 127.5 - 1.0
         features, probs = [], []
         for start in range(0, len(x), self.batch_size):
@@ -318,8 +314,6 @@ def sample_and_score(pipe, extractor: FeatureExtractor, reference: Reference, sa
     ddpm_ms.sampling.loss_guidance), recorded by name and scale. Samples larger than the data's
     images by an even margin (a model trained with data.pad) are centre-cropped to the data's size
     before scoring and returned cropped; the record says "crop": margin."""
-    from ddpm_ms.metrics.classifier import NUM_CLASSES
-
     margin = crop_margin(pipe.image_shape, extractor.data)
 
     class_labels = sampling.pop("class_labels", None)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ddpm_ms import benchmark
 from ddpm_ms.cli import bench
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,13 +43,13 @@ def test_variants_are_reported_relative_to_the_first_named(monkeypatch):
     speeds = {("accum4", "graph"): 50.0, ("accum4", "pynative"): 10.0, ("plain", "graph"): 200.0,
               ("plain", "pynative"): 8.0, ("clip", "graph"): 75.0}
 
-    def worker(args, task, mode, batch_size, sampler=None, variant="default"):
-        speed = speeds.get((variant, mode))
+    def worker(job):
+        speed = speeds.get((job.variant, job.mode))
         return {"img_per_s": speed} if speed else {"error": "worker exited with 1"}
 
-    monkeypatch.setattr(bench, "run_worker", worker)
-    args = bench.parser().parse_args(["train", "--variants", "accum4", "plain", "clip", "--json"])
-    result = bench.bench(args, "train", 4)
+    monkeypatch.setattr(benchmark, "run_worker", worker)
+    result = benchmark.bench(benchmark.Measurement(task="train", batch_size=4), variants=["accum4", "plain", "clip"],
+                             progress=False)
     assert result["relative_img_per_s"] == {"accum4": {"graph": 1.0, "pynative": 1.0},
                                             "plain": {"graph": 4.0, "pynative": 0.8},
                                             "clip": {"graph": 1.5}}  # a failed measurement is left out

@@ -16,7 +16,7 @@ from PIL import Image
 
 gr = pytest.importorskip("gradio", reason="the demo needs Gradio (pip install -e .[demo]; in requirements-dev.txt)")
 
-from ddpm_ms.cli.demo import MASKS, NO_CLASS, Demo, launch, mask_for, offline_environment  # noqa: E402
+from ddpm_ms.web_demo import MASKS, NO_CLASS, Demo, launch, mask_for, offline_environment  # noqa: E402
 from ddpm_ms.pipeline import DiffusionPipeline  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

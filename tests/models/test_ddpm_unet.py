@@ -9,7 +9,7 @@ import pytest
 
 from ddpm_ms.presets import preset
 from ddpm_ms.diffusion import GaussianDiffusion, NoiseSchedule
-from ddpm_ms.models import DDPMUNet, DDPMUNetConfig, UNetConfig, build_model, count_parameters
+from ddpm_ms.models import DDPMUNet, DDPMUNetConfig, build_model, count_parameters
 from ddpm_ms.models.ddpm_unet import AttnBlock
 from tiny_models import assert_learns, wake
 

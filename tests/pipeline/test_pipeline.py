@@ -5,7 +5,6 @@ import json
 import shutil
 from pathlib import Path
 
-import mindspore as ms
 import mindspore.dataset as ds
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from ddpm_ms.cli.export import main as export_main
 from ddpm_ms.cli.sample import main as sample_main
 from ddpm_ms.config import CONFIG_FORMAT, Config, DataConfig, DiffusionConfig, SamplingConfig, TrainConfig, backbone_config
 from ddpm_ms.data import load_idx_dataset
-from ddpm_ms.models import UNetConfig, build_model
+from ddpm_ms.models import build_model
 from ddpm_ms.pipeline import DiffusionPipeline, PipelineFileError
 from ddpm_ms.pipeline import directory
 from ddpm_ms.sampling import ClassifierFreeGuidance, Img2Img
