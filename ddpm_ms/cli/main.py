@@ -12,6 +12,8 @@ import importlib
 import sys
 from typing import NamedTuple
 
+from ddpm_ms import __version__
+
 
 class Command(NamedTuple):
     module: str
@@ -49,7 +51,6 @@ def main(argv=None) -> int:
         (sys.stdout if argv else sys.stderr).write(usage())
         return 0 if argv else 2
     if argv[0] == "--version":
-        from ddpm_ms import __version__
         print(f"{PROG} {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
