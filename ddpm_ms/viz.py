@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from ddpm_ms.diffusion import forward_noise
 from ddpm_ms.files import atomic_write
+from ddpm_ms.images import in_mode, open_image
 
 
 def _write(path, write) -> Path:
@@ -149,13 +150,12 @@ def save_denoising_gif(trajectory, path, fps: float = 12.0, hold_last_s: float =
 
 def load_image(path, size: int = 128, channels: int = 3) -> np.ndarray:
     """A photo centre-cropped to a square, resized to `size`, as a (C, H, W) float32 array in [-1, 1]."""
-    with Image.open(path) as im:
-        im = im.convert("RGB" if channels == 3 else "L")
-        w, h = im.size
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
-        arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+    im = in_mode(open_image(path, "photo"), channels)
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
+    arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 

@@ -18,8 +18,9 @@ import copy
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ddpm_ms.images import in_mode, open_image
 from ddpm_ms.sampling.loss_guidance import LUMA
 
 
@@ -124,24 +125,18 @@ def read_image(image, shape, what: str = "image") -> np.ndarray:
     """A user's image as float32 (C, H, W) in [-1, 1] for a model making `shape` (C, H, W) images, or with
     what="mask" a mask as (1, H, W) of 0 (keep) and 1 (repaint; white in a mask file): from a file
     path, a PIL image, or an array (H, W), (H, W, C) or (C, H, W) of uint8 or of floats in [0, 1].
-    Files and PIL images are converted to the model's channels (grey or RGB) and resized to its size;
+    Files (`open_image`) and PIL images in any mode (`in_mode`) are converted to the model's channels
+    (grey or RGB) and resized to its size;
     arrays must already have its height and width. None stays None."""
     if image is None:
         return None
     c, h, w = shape
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"{what} file {path} does not exist")
-        try:
-            with Image.open(path) as opened:
-                image = opened.copy()
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{what} file {path} is not an image PIL can read ({e}); pass a PNG or JPEG") from None
+        image = open_image(image, what)
     if isinstance(image, Image.Image):
-        mode = "RGB" if c == 3 else "L"
-        image = image.convert(mode).resize((w, h), Image.Resampling.LANCZOS if what == "image" else Image.NEAREST)
+        image = in_mode(image, c).resize((w, h), Image.Resampling.LANCZOS if what == "image" else Image.NEAREST)
         arr = np.asarray(image, np.float32) / 255.0
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # PIL's HWC, whatever H and W are
     else:
         arr = np.asarray(image)
         arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
@@ -149,8 +144,8 @@ def read_image(image, shape, what: str = "image") -> np.ndarray:
             raise ValueError(f"a {what} array holds uint8 values or floats in [0, 1]; got {np.nanmin(arr):g}..{np.nanmax(arr):g}")
     if arr.ndim == 2:
         arr = arr[None]
-    elif arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
-        arr = arr.transpose(2, 0, 1)
+    elif arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3) and not isinstance(image, Image.Image):
+        arr = arr.transpose(2, 0, 1)  # an array given as (H, W, C)
     if arr.ndim != 3 or arr.shape[1:] != (h, w):
         raise ValueError(f"the {what} has shape {np.shape(image)}; this model makes {h}x{w} images "
                          "(files and PIL images are resized, arrays are not)")

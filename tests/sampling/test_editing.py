@@ -7,7 +7,10 @@ import pytest
 from ddpm_ms.diffusion import NoiseSchedule
 from ddpm_ms.sampling import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, Img2Img, Inpaint,
                               noise_generator, sample, sample_batch)
-from ddpm_ms.sampling.editing import img2img_start, repaint_path
+from PIL import Image
+
+from ddpm_ms.images import open_image
+from ddpm_ms.sampling.editing import img2img_start, read_image, repaint_path
 
 MU, STD = -0.4, 0.3
 SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
@@ -154,3 +157,57 @@ def test_user_images_are_read_in_the_models_shape_and_range(tmp_path):
         read_image(np.zeros((6, 6)), (1, 8, 8))
     with pytest.raises(ValueError, match="uint8 values or floats in \\[0, 1\\]"):
         read_image(np.full((8, 8), 3.0), (1, 8, 8))
+
+
+# -- one image reader for every mode a file or PIL image comes in -----------------------------------
+def _saved(tmp_path, image, name="in.png", **save):
+    path = tmp_path / name
+    image.save(path, **save)
+    return path
+
+
+def test_a_16_bit_grey_file_is_scaled_from_its_full_range_not_clipped(tmp_path):
+    values = np.array([[0, 16384, 32768, 65535]], np.uint16)
+    path = _saved(tmp_path, Image.fromarray(values))
+    got = read_image(path, (1, 1, 4))  # same size: no resampling
+    np.testing.assert_allclose(got, np.round(values / 65535 * 255)[None] / 255 * 2 - 1, atol=1e-6)
+
+
+def test_transparency_is_composited_onto_black(tmp_path):
+    rgba = np.array([[[255, 0, 0, 255], [255, 0, 0, 0], [0, 255, 0, 128], [255, 255, 255, 255]]], np.uint8)
+    got = read_image(_saved(tmp_path, Image.fromarray(rgba, "RGBA")), (3, 1, 4))
+    want = np.array([[255, 0, 0], [0, 0, 0], [0, 128, 0], [255, 255, 255]], np.float32).T[:, None] / 255 * 2 - 1
+    np.testing.assert_allclose(got, want, atol=1 / 255 * 2 + 1e-6)
+    palette = Image.fromarray(np.array([[0, 1]], np.uint8), "P")
+    palette.putpalette([255, 255, 255, 10, 20, 30] + [0] * 762)
+    palette.info["transparency"] = 0  # colour 0 is see-through: black, not white
+    got = read_image(_saved(tmp_path, palette, "p.png", transparency=0), (3, 1, 2))
+    np.testing.assert_allclose(got[:, 0, 0], [-1, -1, -1], atol=1e-6)
+    np.testing.assert_allclose(got[:, 0, 1], np.array([10, 20, 30]) / 255 * 2 - 1, atol=1e-6)
+
+
+def test_cmyk_and_grey_targets(tmp_path):
+    cmyk = Image.fromarray(np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [255, 0, 0, 0]]], np.uint8), "CMYK")
+    got = read_image(_saved(tmp_path, cmyk, "c.jpg", quality=100), (3, 1, 3))
+    np.testing.assert_allclose(got[:, 0, 0], [1, 1, 1], atol=0.05)     # no ink: white
+    np.testing.assert_allclose(got[:, 0, 1], [-1, -1, -1], atol=0.05)  # full black: black
+    assert got[0, 0, 2] < -0.8 and got[1, 0, 2] > 0.8 and got[2, 0, 2] > 0.8  # cyan
+    grey = read_image(Image.fromarray(np.array([[[255, 0, 0]]], np.uint8), "RGB"), (1, 1, 1))
+    np.testing.assert_allclose(grey, [[[round(255 * 0.299) / 255 * 2 - 1]]], atol=1 / 255 + 1e-6)
+
+
+def test_exif_orientation_turns_the_photo_upright(tmp_path):
+    pixels = np.zeros((2, 3), np.uint8)
+    pixels[0, 0] = 255  # the top-left pixel as stored
+    image = Image.fromarray(pixels, "L")
+    exif = image.getexif()
+    exif[0x0112] = 6  # orientation 6: the stored image is to be turned 90 degrees clockwise
+    got = read_image(_saved(tmp_path, image, "o.png", exif=exif), (1, 3, 2))
+    assert got.shape == (1, 3, 2)
+    assert got[0, 0, 1] == 1 and (got > 0).sum() == 1  # top-left moved to the top-right
+
+
+def test_a_huge_file_is_one_line_before_it_is_decoded(tmp_path):
+    path = _saved(tmp_path, Image.new("L", (100, 100)))
+    with pytest.raises(ValueError, match=r"100x100 pixels, more than the 5,000 this reader decodes; scale it down"):
+        open_image(path, max_pixels=5_000)
