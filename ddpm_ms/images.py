@@ -34,8 +34,9 @@ def in_mode(image: Image.Image, channels: int) -> Image.Image:
     grey scaled from its full range, transparency (RGBA, LA, a palette's) composited onto black (the
     data's background), palettes and CMYK converted by PIL."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        top = 65535.0 if image.mode.startswith("I;16") or np.asarray(image).max() > 255 else 255.0
-        grey = np.clip(np.round(np.asarray(image, np.float64) / top * 255.0), 0, 255).astype(np.uint8)
+        values = np.asarray(image, np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        grey = np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8)
         image = Image.fromarray(grey, "L")
     elif image.mode == "F":
         image = Image.fromarray(np.clip(np.round(np.asarray(image, np.float64)), 0, 255).astype(np.uint8), "L")

@@ -144,8 +144,8 @@ def read_image(image, shape, what: str = "image") -> np.ndarray:
             raise ValueError(f"a {what} array holds uint8 values or floats in [0, 1]; got {np.nanmin(arr):g}..{np.nanmax(arr):g}")
     if arr.ndim == 2:
         arr = arr[None]
-    elif arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3) and not isinstance(image, Image.Image):
-        arr = arr.transpose(2, 0, 1)  # an array given as (H, W, C)
+    elif arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
+        arr = arr.transpose(2, 0, 1)  # an array given as (H, W, C); a PIL image's is (C, H, W) by now
     if arr.ndim != 3 or arr.shape[1:] != (h, w):
         raise ValueError(f"the {what} has shape {np.shape(image)}; this model makes {h}x{w} images "
                          "(files and PIL images are resized, arrays are not)")
